@@ -1,0 +1,124 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// decodeJSON reads a JSON body into dst strictly: the content type must be
+// JSON, unknown fields are refused (a typo must not be silently ignored),
+// and there must be exactly one JSON value. The body size is capped by the
+// BodyLimit middleware.
+func decodeJSON(c echo.Context, dst any) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if mt, _, _ := mime.ParseMediaType(ct); mt != echo.MIMEApplicationJSON {
+		return &Problem{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "send the body as JSON with Content-Type: application/json"}
+	}
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonProblem(err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the body must hold a single JSON object"}
+	}
+	return nil
+}
+
+func jsonProblem(err error) *Problem {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return &Problem{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: fmt.Sprintf("the request body is larger than the vault accepts (%d bytes)", maxErr.Limit)}
+	case errors.As(err, &syn):
+		return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: fmt.Sprintf("the body is not valid JSON (at byte %d)", syn.Offset)}
+	case errors.As(err, &typ):
+		field := typ.Field
+		return &Problem{Status: http.StatusBadRequest, Code: "validation_failed",
+			Message: fmt.Sprintf("field %q must be %s", field, jsonTypeName(typ.Type.Kind().String())),
+			Details: map[string]any{"fields": []models.FieldError{{Field: field, Reason: "must be " + jsonTypeName(typ.Type.Kind().String())}}}}
+	case errors.Is(err, io.EOF):
+		return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the body is empty; send a JSON object"}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &Problem{Status: http.StatusBadRequest, Code: "unknown_field",
+			Message: fmt.Sprintf("field %q is not known here; check its spelling against /api/v1/openapi.json", field),
+			Details: map[string]any{"fields": []models.FieldError{{Field: field, Reason: "is not a known field"}}}}
+	}
+	return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the body could not be read as JSON"}
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "int", "int64", "int32", "uint", "uint64", "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "slice":
+		return "an array"
+	case "struct", "map", "ptr":
+		return "an object"
+	}
+	return "of another type"
+}
+
+// pageParams reads ?cursor= and ?limit= for lists.
+func pageParams(c echo.Context) (models.Page, error) {
+	p := models.Page{Cursor: c.QueryParam("cursor")}
+	if l := c.QueryParam("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > models.MaxPageSize {
+			return p, invalidQuery("limit", fmt.Sprintf("must be a number from 1 to %d", models.MaxPageSize))
+		}
+		p.Limit = n
+	}
+	if len(p.Cursor) > 100 {
+		return p, invalidQuery("cursor", "is not a cursor this vault gave out")
+	}
+	return p, nil
+}
+
+func invalidQuery(field, reason string) error {
+	return &models.ValidationError{Fields: []models.FieldError{{Field: field, Reason: reason}}}
+}
+
+// oneOf checks an enumerated query parameter.
+func oneOf(field, value string, allowed []string) error {
+	if value == "" {
+		return nil
+	}
+	for _, a := range allowed {
+		if value == a {
+			return nil
+		}
+	}
+	return invalidQuery(field, "must be one of "+strings.Join(allowed, ", "))
+}
+
+// List is the JSON shape of every list (DESIGN.md §7).
+type List[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+func newList[M any, T any](items []M, next string, conv func(M) T) List[T] {
+	out := List[T]{Items: make([]T, 0, len(items)), NextCursor: next}
+	for _, m := range items {
+		out.Items = append(out.Items, conv(m))
+	}
+	return out
+}

@@ -1,0 +1,416 @@
+package models
+
+import (
+	"time"
+)
+
+// The database structs. They are separate from the API's JSON types and the
+// views' models: converters in handlers translate, so a column rename never
+// changes the API. Every table has a string primary key made by NewID.
+
+// Site gathers hosts, usually one per datacenter or location.
+type Site struct {
+	ID          string `gorm:"primaryKey;size:40"`
+	Name        string `gorm:"size:100;not null;uniqueIndex"`
+	Description string `gorm:"size:500"`
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// Host states.
+const (
+	HostConnected    = "Connected"
+	HostDisconnected = "Disconnected"
+)
+
+// Host is a hypervisor host running one agent. Its identity is the client
+// certificate the vault signed at registration.
+type Host struct {
+	ID              string `gorm:"primaryKey;size:40"`
+	SiteID          string `gorm:"size:40;not null;index"`
+	Name            string `gorm:"size:200;not null"`
+	State           string `gorm:"size:20;not null;default:Disconnected"`
+	AgentVersion    string `gorm:"size:50"`
+	ProtocolVersion int
+	Driver          string `gorm:"size:30"`
+	LastHeartbeat   *time.Time
+	CertSerial      string `gorm:"size:80;index"`
+	CertFingerprint string `gorm:"size:80"`
+	CertNotAfter    *time.Time
+	RevokedAt       *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// RegistrationKey is a one-time secret that lets one agent register into a
+// site. Only a hash of the secret is stored.
+type RegistrationKey struct {
+	ID           string    `gorm:"primaryKey;size:40"`
+	SiteID       string    `gorm:"size:40;not null;index"`
+	SecretHash   string    `gorm:"size:64;not null;uniqueIndex"`
+	ExpiresAt    time.Time `gorm:"not null"`
+	UsedAt       *time.Time
+	UsedByHostID string `gorm:"size:40"`
+	CreatedBy    string `gorm:"size:100"`
+	CreatedAt    time.Time
+}
+
+// VM power states as agents report them.
+const (
+	PowerRunning = "Running"
+	PowerOff     = "Off"
+	PowerUnknown = "Unknown"
+)
+
+// VM is a virtual machine discovered on a host. ExternalID is the stable id
+// the host's driver gives it; MissingSince is set when the host stops
+// reporting it (a protected VM is never silently deleted).
+type VM struct {
+	ID           string `gorm:"primaryKey;size:40"`
+	HostID       string `gorm:"size:40;not null;uniqueIndex:idx_vm_host_external"`
+	ExternalID   string `gorm:"size:200;not null;uniqueIndex:idx_vm_host_external"`
+	Name         string `gorm:"size:200;not null;index"`
+	PowerState   string `gorm:"size:20;not null;default:Unknown"`
+	MissingSince *time.Time
+	Disks        []Disk `gorm:"foreignKey:VMID;constraint:OnDelete:CASCADE"`
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Disk is one virtual disk of a VM.
+type Disk struct {
+	ID        string `gorm:"primaryKey;size:40"`
+	VMID      string `gorm:"size:40;not null;index"`
+	Path      string `gorm:"size:1000;not null"`
+	SizeBytes int64  `gorm:"not null"`
+	Format    string `gorm:"size:20"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Policy is a replication policy; see policy.go for its rules.
+type Policy struct {
+	ID                          string `gorm:"primaryKey;size:40"`
+	Name                        string `gorm:"size:100;not null;uniqueIndex"`
+	CopyFrequencySeconds        int    `gorm:"not null"`
+	RetentionHours              int    `gorm:"not null"`
+	AppConsistentFrequencyHours int    `gorm:"not null"`
+	InitialReplicationStart     *time.Time
+	ResyncWindowStart           string `gorm:"size:5;not null"`
+	ResyncWindowEnd             string `gorm:"size:5;not null"`
+	WorkHoursStart              string `gorm:"size:5;not null"`
+	WorkHoursEnd                string `gorm:"size:5;not null"`
+	WorkHoursMbps               int    `gorm:"not null"` // 0 = unlimited
+	OffHoursMbps                int    `gorm:"not null"` // 0 = unlimited
+	CreatedAt                   time.Time
+	UpdatedAt                   time.Time
+}
+
+// Target kinds.
+const (
+	TargetAzureBlob = "azure_blob"
+	TargetDirectory = "directory"
+)
+
+// Azure credential kinds.
+const (
+	CredentialAccountKey = "account_key"
+	CredentialSAS        = "sas"
+)
+
+// Target is replica storage. Azure credentials are stored sealed with the
+// vault key (see secrets.go); they are never returned by the API.
+type Target struct {
+	ID               string `gorm:"primaryKey;size:40"`
+	Name             string `gorm:"size:100;not null;uniqueIndex"`
+	Kind             string `gorm:"size:20;not null"`
+	AccountURL       string `gorm:"size:500"`
+	Container        string `gorm:"size:63"`
+	CredentialKind   string `gorm:"size:20"`
+	CredentialSealed []byte
+	Path             string `gorm:"size:1000"`
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+// Protection states (DESIGN.md §3).
+const (
+	StateUnprotected         = "Unprotected"
+	StateEnablingProtection  = "EnablingProtection"
+	StateInitialReplication  = "InitialReplication"
+	StateProtected           = "Protected"
+	StateResyncRequired      = "ResyncRequired"
+	StateResynchronizing     = "Resynchronizing"
+	StateFailingOver         = "FailingOver"
+	StateFailedOver          = "FailedOver"
+	StateCommitted           = "Committed"
+	StateReprotecting        = "Reprotecting"
+	StateDisablingProtection = "DisablingProtection"
+)
+
+// Health values.
+const (
+	HealthNormal   = "Normal"
+	HealthWarning  = "Warning"
+	HealthCritical = "Critical"
+)
+
+// Protection ties a VM to a policy and a target. One per VM.
+type Protection struct {
+	ID                  string `gorm:"primaryKey;size:40"`
+	VMID                string `gorm:"size:40;not null;uniqueIndex"`
+	PolicyID            string `gorm:"size:40;not null;index"`
+	TargetID            string `gorm:"size:40;not null;index"`
+	State               string `gorm:"size:30;not null"`
+	TestFailover        bool   `gorm:"not null;default:false"`
+	Health              string `gorm:"size:20;not null;default:Normal"`
+	HealthReasons       string `gorm:"type:text"` // JSON array of strings
+	LastErrorCode       string `gorm:"size:80"`
+	LastErrorMessage    string `gorm:"size:2000"`
+	FirstFailureAt      *time.Time
+	NextRetryAt         *time.Time
+	LastRecoveryPointAt *time.Time
+	BytesSent           int64 `gorm:"not null;default:0"`
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
+// ReplicaDisk is the copy of one source disk on the target.
+type ReplicaDisk struct {
+	ID           string `gorm:"primaryKey;size:40"`
+	ProtectionID string `gorm:"size:40;not null;index"`
+	DiskID       string `gorm:"size:40;not null;index"`
+	Name         string `gorm:"size:500;not null"` // blob or file name on the target
+	SizeBytes    int64  `gorm:"not null"`
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Recovery point consistency.
+const (
+	ConsistencyCrash = "crash"
+	ConsistencyApp   = "app"
+)
+
+// RecoveryPoint is one point in time of all disks of a protected VM.
+type RecoveryPoint struct {
+	ID           string    `gorm:"primaryKey;size:40"`
+	ProtectionID string    `gorm:"size:40;not null;index"`
+	Time         time.Time `gorm:"not null;index"`
+	Consistency  string    `gorm:"size:10;not null"`
+	SizeBytes    int64     `gorm:"not null"`
+	Manifest     string    `gorm:"size:500"`
+	Snapshots    string    `gorm:"type:text"` // JSON: disk id → snapshot id
+	CreatedAt    time.Time
+}
+
+// Job states (DESIGN.md §1).
+const (
+	JobNotStarted      = "NotStarted"
+	JobInProgress      = "InProgress"
+	JobSucceeded       = "Succeeded"
+	JobFailed          = "Failed"
+	JobCancelled       = "Cancelled"
+	JobSuspended       = "Suspended"
+	JobWaitingForInput = "WaitingForInput"
+)
+
+// JobStates lists every job state, in the order the portal offers them.
+var JobStates = []string{JobNotStarted, JobInProgress, JobSucceeded, JobFailed, JobCancelled, JobSuspended, JobWaitingForInput}
+
+// Job is one operation, made of steps.
+type Job struct {
+	ID           string `gorm:"primaryKey;size:40"`
+	Type         string `gorm:"size:60;not null;index"`
+	State        string `gorm:"size:20;not null;index"`
+	TargetKind   string `gorm:"size:30"` // what it acts on: "vm", "host", "recovery_plan"
+	TargetID     string `gorm:"size:40;index"`
+	TargetName   string `gorm:"size:200"`
+	CreatedBy    string `gorm:"size:100"`
+	StartedAt    *time.Time
+	EndedAt      *time.Time
+	ErrorCode    string    `gorm:"size:80"`
+	ErrorMessage string    `gorm:"size:2000"`
+	ErrorAction  string    `gorm:"size:2000"`
+	Steps        []JobStep `gorm:"foreignKey:JobID;constraint:OnDelete:CASCADE"`
+	CreatedAt    time.Time `gorm:"index"`
+	UpdatedAt    time.Time
+}
+
+// JobStep is one step of a job.
+type JobStep struct {
+	ID        string `gorm:"primaryKey;size:40"`
+	JobID     string `gorm:"size:40;not null;index"`
+	Seq       int    `gorm:"not null"`
+	Name      string `gorm:"size:200;not null"`
+	State     string `gorm:"size:20;not null"`
+	Progress  int    `gorm:"not null;default:0"` // percent
+	Message   string `gorm:"size:2000"`
+	StartedAt *time.Time
+	EndedAt   *time.Time
+}
+
+// Task states.
+const (
+	TaskQueued    = "Queued"
+	TaskLeased    = "Leased"
+	TaskSucceeded = "Succeeded"
+	TaskFailed    = "Failed"
+	TaskCancelled = "Cancelled"
+)
+
+// Task is work for one host, dispatched by a job step and leased by the
+// host's agent.
+type Task struct {
+	ID             string `gorm:"primaryKey;size:40"`
+	JobID          string `gorm:"size:40;index"`
+	StepID         string `gorm:"size:40"`
+	HostID         string `gorm:"size:40;not null;index"`
+	Kind           string `gorm:"size:60;not null"`
+	Payload        string `gorm:"type:text"`
+	State          string `gorm:"size:20;not null;index"`
+	LeaseExpiresAt *time.Time
+	Attempts       int    `gorm:"not null;default:0"`
+	Result         string `gorm:"type:text"`
+	ErrorCode      string `gorm:"size:80"`
+	ErrorMessage   string `gorm:"size:2000"`
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// RecoveryPlan fails over many VMs in ordered groups.
+type RecoveryPlan struct {
+	ID          string      `gorm:"primaryKey;size:40"`
+	Name        string      `gorm:"size:100;not null;uniqueIndex"`
+	Description string      `gorm:"size:500"`
+	Groups      []PlanGroup `gorm:"foreignKey:PlanID;constraint:OnDelete:CASCADE"`
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// PlanGroup is one ordered group of a recovery plan; its VMs fail over in
+// parallel, between its pre and post actions.
+type PlanGroup struct {
+	ID      string        `gorm:"primaryKey;size:40"`
+	PlanID  string        `gorm:"size:40;not null;index"`
+	Seq     int           `gorm:"not null"`
+	Name    string        `gorm:"size:100;not null"`
+	VMs     []PlanGroupVM `gorm:"foreignKey:GroupID;constraint:OnDelete:CASCADE"`
+	Actions []PlanAction  `gorm:"foreignKey:GroupID;constraint:OnDelete:CASCADE"`
+}
+
+// PlanGroupVM places one VM in one group. A VM belongs to at most one group
+// of a plan (enforced by the store).
+type PlanGroupVM struct {
+	GroupID string `gorm:"primaryKey;size:40"`
+	VMID    string `gorm:"primaryKey;size:40"`
+	Seq     int    `gorm:"not null"`
+}
+
+// Plan action phases and kinds.
+const (
+	PhasePre     = "pre"
+	PhasePost    = "post"
+	ActionScript = "script"
+	ActionManual = "manual"
+)
+
+// PlanAction runs before or after a group: a script on a host, or a manual
+// action where the job waits for an operator.
+type PlanAction struct {
+	ID           string `gorm:"primaryKey;size:40"`
+	GroupID      string `gorm:"size:40;not null;index"`
+	Phase        string `gorm:"size:10;not null"`
+	Seq          int    `gorm:"not null"`
+	Kind         string `gorm:"size:10;not null"`
+	Name         string `gorm:"size:100;not null"`
+	Script       string `gorm:"size:1000"` // path of the script on the recovery host
+	Instructions string `gorm:"size:2000"` // what the operator must do
+}
+
+// Roles, from least to most privileged.
+const (
+	RoleReader      = "Reader"
+	RoleOperator    = "Operator"
+	RoleContributor = "Contributor"
+	RoleOwner       = "Owner"
+)
+
+// User is a person who logs in to the portal or the API.
+type User struct {
+	ID           string `gorm:"primaryKey;size:40"`
+	Username     string `gorm:"size:64;not null;uniqueIndex"`
+	PasswordHash string `gorm:"size:100;not null"`
+	Role         string `gorm:"size:20;not null"`
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// APIToken is a bearer token for the API. Only its SHA-256 is stored.
+type APIToken struct {
+	ID         string    `gorm:"primaryKey;size:40"`
+	UserID     string    `gorm:"size:40;not null;index"`
+	Name       string    `gorm:"size:100;not null"`
+	TokenHash  string    `gorm:"size:64;not null;uniqueIndex"`
+	ExpiresAt  time.Time `gorm:"not null"`
+	LastUsedAt *time.Time
+	CreatedAt  time.Time
+}
+
+// Session is a portal login. Only the SHA-256 of the cookie value is stored.
+type Session struct {
+	ID        string    `gorm:"primaryKey;size:40"`
+	UserID    string    `gorm:"size:40;not null;index"`
+	TokenHash string    `gorm:"size:64;not null;uniqueIndex"`
+	ExpiresAt time.Time `gorm:"not null"`
+	CreatedAt time.Time
+}
+
+// AuditEvent records one change: who, what, when. Written in the same
+// transaction as the change itself.
+type AuditEvent struct {
+	ID         string    `gorm:"primaryKey;size:40"`
+	Time       time.Time `gorm:"not null;index"`
+	ActorID    string    `gorm:"size:40"`
+	Actor      string    `gorm:"size:100;not null"`
+	Action     string    `gorm:"size:60;not null;index"`
+	ObjectKind string    `gorm:"size:30;not null"`
+	ObjectID   string    `gorm:"size:40"`
+	ObjectName string    `gorm:"size:200"`
+	Details    string    `gorm:"type:text"`
+	RequestID  string    `gorm:"size:64"`
+	RemoteAddr string    `gorm:"size:64"`
+}
+
+// Alert states and kinds.
+const (
+	AlertActive       = "Active"
+	AlertAcknowledged = "Acknowledged"
+	AlertResolved     = "Resolved"
+)
+
+// Alert is something an administrator must look at.
+type Alert struct {
+	ID             string `gorm:"primaryKey;size:40"`
+	Kind           string `gorm:"size:40;not null;index"`
+	Severity       string `gorm:"size:20;not null"`
+	ObjectKind     string `gorm:"size:30"`
+	ObjectID       string `gorm:"size:40;index"`
+	Message        string `gorm:"size:2000;not null"`
+	State          string `gorm:"size:20;not null;index"`
+	AcknowledgedBy string `gorm:"size:100"`
+	AcknowledgedAt *time.Time
+	ResolvedAt     *time.Time
+	CreatedAt      time.Time `gorm:"index"`
+	UpdatedAt      time.Time
+}
+
+// allModels lists every table, in an order that satisfies foreign keys.
+func allModels() []any {
+	return []any{
+		&Site{}, &Host{}, &RegistrationKey{}, &VM{}, &Disk{}, &Policy{}, &Target{},
+		&Protection{}, &ReplicaDisk{}, &RecoveryPoint{}, &Job{}, &JobStep{}, &Task{},
+		&RecoveryPlan{}, &PlanGroup{}, &PlanGroupVM{}, &PlanAction{},
+		&User{}, &APIToken{}, &Session{}, &AuditEvent{}, &Alert{},
+	}
+}

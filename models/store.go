@@ -1,0 +1,176 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+)
+
+// Store is the vault's database. GORM stays inside this package: callers get
+// plain structs and the package's errors.
+type Store struct {
+	db     *gorm.DB
+	sealer *Sealer
+	now    func() time.Time
+	log    *slog.Logger
+	kind   string // "sqlite" or "postgres"
+
+	bcryptCost int
+	dummyOnce  sync.Once
+	dummy      []byte
+}
+
+// Options configure Open.
+type Options struct {
+	// DSN is a SQLite file path (or "file:…" URI), or a postgres:// URL.
+	DSN string
+	// Sealer encrypts secrets at rest (storage credentials).
+	Sealer *Sealer
+	// Logger receives slow queries and database errors.
+	Logger *slog.Logger
+	// Now is the clock; tests fix it. Defaults to time.Now.
+	Now func() time.Time
+	// BcryptCost hashes passwords; 0 means bcrypt.DefaultCost. Only tests
+	// lower it, to stay fast.
+	BcryptCost int
+}
+
+// IsPostgres reports whether dsn selects PostgreSQL.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open connects to the database named by opts.DSN and brings its schema up to
+// date.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Sealer == nil {
+		return nil, errors.New("open store: a sealer for secrets is required")
+	}
+	cfg := &gorm.Config{
+		Logger:                 newGormLogger(opts.Logger),
+		TranslateError:         true,
+		NowFunc:                func() time.Time { return opts.Now().UTC() },
+		SkipDefaultTransaction: true, // writes that need one open it explicitly
+	}
+	if opts.BcryptCost == 0 {
+		opts.BcryptCost = bcrypt.DefaultCost
+	}
+	s := &Store{sealer: opts.Sealer, now: opts.Now, log: opts.Logger, bcryptCost: opts.BcryptCost}
+	var err error
+	if IsPostgres(opts.DSN) {
+		s.kind = "postgres"
+		s.db, err = gorm.Open(postgres.Open(opts.DSN), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL: %w", err)
+		}
+	} else {
+		s.kind = "sqlite"
+		dsn, derr := sqliteDSN(opts.DSN)
+		if derr != nil {
+			return nil, derr
+		}
+		s.db, err = gorm.Open(sqlite.Open(dsn), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite %s: %w", opts.DSN, err)
+		}
+		sqlDB, _ := s.db.DB()
+		// SQLite allows one writer at a time. One connection serialises the
+		// vault's writes inside the process instead of failing them with
+		// "database is locked"; WAL keeps readers of other processes going.
+		sqlDB.SetMaxOpenConns(1)
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// sqliteDSN turns a path into a mattn/go-sqlite3 DSN with WAL, a busy timeout,
+// foreign keys on, and immediate transactions (so a transaction that will
+// write takes the lock at BEGIN rather than failing half-way).
+func sqliteDSN(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("open SQLite: empty database path")
+	}
+	if strings.HasPrefix(path, "file:") {
+		return path, nil
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("create database directory %s: %w", dir, err)
+		}
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_foreign_keys", "on")
+	q.Set("_txlock", "immediate")
+	q.Set("_synchronous", "NORMAL")
+	return "file:" + path + "?" + q.Encode(), nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if err := s.db.WithContext(ctx).AutoMigrate(allModels()...); err != nil {
+		return fmt.Errorf("migrate database schema: %w", err)
+	}
+	return nil
+}
+
+// Kind is "sqlite" or "postgres".
+func (s *Store) Kind() string { return s.kind }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	return nil
+}
+
+// Close releases the database connections.
+func (s *Store) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Now is the store's clock.
+func (s *Store) Now() time.Time { return s.now().UTC() }
+
+// tx runs fn in a transaction; a returned error rolls everything back, so a
+// failed write leaves nothing half-written.
+func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	err := s.db.WithContext(ctx).Transaction(fn)
+	return translateError(err)
+}

@@ -1,0 +1,57 @@
+package views
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+func statusText(code int) string { return http.StatusText(code) }
+
+// badgeClass maps states and health to a colour class.
+func badgeClass(v string) string {
+	switch v {
+	case "Normal", "Connected", "Succeeded", "Protected", "Resolved":
+		return "ok"
+	case "Warning", "InProgress", "WaitingForInput", "Suspended", "ResyncRequired", "Resynchronizing", "InitialReplication", "EnablingProtection", "Acknowledged":
+		return "warn"
+	case "Critical", "Failed", "Disconnected", "Active":
+		return "bad"
+	}
+	return "neutral"
+}
+
+// FormatTime shows a time in UTC, or a dash.
+func FormatTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// FormatBytes shows a size in binary units.
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// FormatSeconds shows a duration such as an RPO.
+func FormatSeconds(s int64) string {
+	if s < 0 {
+		return "—"
+	}
+	return (time.Duration(s) * time.Second).String()
+}
+
+func joinReasons(r []string) string { return strings.Join(r, "; ") }
+
+func itoa(n int64) string { return fmt.Sprint(n) }

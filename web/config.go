@@ -1,0 +1,129 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// config is the vault's configuration, from flags with environment fallbacks.
+type config struct {
+	DataDir       string
+	Listen        string
+	DB            string
+	TLSCert       string
+	TLSKey        string
+	TLSSANs       []string
+	AdminPassword string
+	LogFormat     string
+	LogLevel      string
+}
+
+// configError names the setting that is wrong and what is wrong with it.
+type configError struct {
+	Flag, Env, Problem string
+}
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("setting --%s (%s): %s", e.Flag, e.Env, e.Problem)
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("lifeboat-vault", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &config{}
+	var sans string
+	fs.StringVar(&c.DataDir, "data-dir", env("LIFEBOAT_DATA_DIR", "./data"), "directory for the database, the vault CA and the vault key (LIFEBOAT_DATA_DIR)")
+	fs.StringVar(&c.Listen, "listen", env("LIFEBOAT_LISTEN", "127.0.0.1:8443"), "host:port for HTTPS (LIFEBOAT_LISTEN)")
+	fs.StringVar(&c.DB, "db", env("LIFEBOAT_DB", ""), "database: a SQLite file path, or a postgres:// URL; default DATA_DIR/lifeboat.db (LIFEBOAT_DB)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("LIFEBOAT_TLS_CERT", ""), "PEM certificate for HTTPS; default: one signed by the vault CA (LIFEBOAT_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("LIFEBOAT_TLS_KEY", ""), "PEM private key of --tls-cert (LIFEBOAT_TLS_KEY)")
+	fs.StringVar(&sans, "tls-san", env("LIFEBOAT_TLS_SANS", ""), "extra comma-separated host names or IPs for the generated certificate (LIFEBOAT_TLS_SANS)")
+	fs.StringVar(&c.AdminPassword, "admin-password", env("LIFEBOAT_ADMIN_PASSWORD", ""), "password of the first Owner, 'admin', created on first start; default: a random one printed once (LIFEBOAT_ADMIN_PASSWORD)")
+	fs.StringVar(&c.LogFormat, "log-format", env("LIFEBOAT_LOG_FORMAT", "text"), "log format: text or json (LIFEBOAT_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("LIFEBOAT_LOG_LEVEL", "info"), "log level: debug, info, warn or error (LIFEBOAT_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (see --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: the vault takes only flags (see --help)", fs.Arg(0))
+	}
+	for _, s := range strings.Split(sans, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.TLSSANs = append(c.TLSSANs, s)
+		}
+	}
+	if c.DB == "" {
+		c.DB = filepath.Join(c.DataDir, "lifeboat.db")
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	if c.DataDir == "" {
+		return &configError{"data-dir", "LIFEBOAT_DATA_DIR", "must not be empty"}
+	}
+	if fi, err := os.Stat(c.DataDir); err == nil && !fi.IsDir() {
+		return &configError{"data-dir", "LIFEBOAT_DATA_DIR", fmt.Sprintf("%s exists and is not a directory", c.DataDir)}
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return &configError{"listen", "LIFEBOAT_LISTEN", fmt.Sprintf("%q is not host:port, e.g. 127.0.0.1:8443 or :8443", c.Listen)}
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return &configError{"listen", "LIFEBOAT_LISTEN", fmt.Sprintf("port %q is not a number from 0 to 65535", port)}
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		if _, err := net.LookupHost(host); err != nil {
+			return &configError{"listen", "LIFEBOAT_LISTEN", fmt.Sprintf("host %q is neither an IP address nor a resolvable name", host)}
+		}
+	}
+	if strings.Contains(c.DB, "://") {
+		u, err := url.Parse(c.DB)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return &configError{"db", "LIFEBOAT_DB", "must be a SQLite file path or a URL like postgres://USER@HOST:5432/DBNAME"}
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return &configError{"tls-cert", "LIFEBOAT_TLS_CERT", "give both --tls-cert and --tls-key, or neither to use the vault CA"}
+	}
+	for _, f := range []struct{ flag, env, path string }{{"tls-cert", "LIFEBOAT_TLS_CERT", c.TLSCert}, {"tls-key", "LIFEBOAT_TLS_KEY", c.TLSKey}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return &configError{f.flag, f.env, fmt.Sprintf("cannot read %s: %v", f.path, errors.Unwrap(err))}
+		}
+	}
+	if c.AdminPassword != "" && (utf8.RuneCountInString(c.AdminPassword) < 12 || len(c.AdminPassword) > 72) {
+		return &configError{"admin-password", "LIFEBOAT_ADMIN_PASSWORD", "must be 12 to 72 characters long"}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return &configError{"log-format", "LIFEBOAT_LOG_FORMAT", fmt.Sprintf("%q is not text or json", c.LogFormat)}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return &configError{"log-level", "LIFEBOAT_LOG_LEVEL", fmt.Sprintf("%q is not debug, info, warn or error", c.LogLevel)}
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/handlers"
+	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/web/pki"
+)
+
+// vault is the running program: its store, its handler and its listener.
+type vault struct {
+	cfg    *config
+	log    *slog.Logger
+	store  *models.Store
+	echo   *echo.Echo
+	tls    *tls.Config
+	stdout io.Writer
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openVault prepares everything that can fail before the listener opens:
+// data directory, vault key, database, first user, TLS.
+func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vault, error) {
+	log := newLogger(cfg, stderr)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, &configError{"data-dir", "LIFEBOAT_DATA_DIR", fmt.Sprintf("cannot create %s: %v", cfg.DataDir, errors.Unwrap(err))}
+	}
+	key, err := pki.LoadOrCreateKey(filepath.Join(cfg.DataDir, "vault.key"))
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := models.NewSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	store, err := models.Open(ctx, models.Options{DSN: cfg.DB, Sealer: sealer, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("setting --db (LIFEBOAT_DB): %w", err)
+	}
+	v := &vault{cfg: cfg, log: log, store: store, stdout: stdout}
+	if err := v.bootstrapAdmin(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
+	if v.tls, err = tlsConfig(cfg); err != nil {
+		store.Close()
+		return nil, err
+	}
+	h := handlers.New(handlers.Deps{Store: store, Logger: log, SecureCookies: true})
+	v.echo = newEcho(h, log)
+	return v, nil
+}
+
+// bootstrapAdmin creates the first Owner, "admin", when there are no users.
+// A generated password is printed once, to stdout, never to the log.
+func (v *vault) bootstrapAdmin(ctx context.Context) error {
+	n, err := v.store.CountUsers(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	password, generated := v.cfg.AdminPassword, false
+	if password == "" {
+		password, generated = randomPassword(), true
+	}
+	if _, err := v.store.CreateUser(ctx, models.SystemActor, models.UserInput{Username: "admin", Password: password, Role: models.RoleOwner}); err != nil {
+		return fmt.Errorf("create the first user: %w", err)
+	}
+	if generated {
+		fmt.Fprintf(v.stdout, "Created the first Owner: user \"admin\" with password %s\nIt is shown only this once; change it under Users after logging in.\n", password)
+	} else {
+		fmt.Fprintln(v.stdout, "Created the first Owner: user \"admin\" with the password from --admin-password.")
+	}
+	return nil
+}
+
+func randomPassword() string {
+	const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// tlsConfig uses the operator's certificate, or one from the vault CA.
+func tlsConfig(cfg *config) (*tls.Config, error) {
+	var cert tls.Certificate
+	var err error
+	if cfg.TLSCert != "" {
+		cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, &configError{"tls-cert", "LIFEBOAT_TLS_CERT", fmt.Sprintf("cannot load the certificate and key: %v", err)}
+		}
+	} else {
+		dir := filepath.Join(cfg.DataDir, "tls")
+		ca, err := pki.LoadOrCreateCA(dir)
+		if err != nil {
+			return nil, err
+		}
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if h, _, _ := net.SplitHostPort(cfg.Listen); h != "" && h != "localhost" && h != "127.0.0.1" && h != "::1" && h != "0.0.0.0" && h != "::" {
+			hosts = append(hosts, h)
+		}
+		if name, err := os.Hostname(); err == nil && name != "" && name != "localhost" {
+			hosts = append(hosts, name)
+		}
+		hosts = append(hosts, cfg.TLSSANs...)
+		if cert, err = ca.ServerCertificate(dir, hosts); err != nil {
+			return nil, fmt.Errorf("issue the vault's HTTPS certificate: %w", err)
+		}
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+}
+
+// Serve listens until ctx ends, then shuts down gracefully: requests in
+// flight get up to 15 seconds to finish.
+func (v *vault) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", v.cfg.Listen)
+	if err != nil {
+		return &configError{"listen", "LIFEBOAT_LISTEN", fmt.Sprintf("cannot listen on %s: %v", v.cfg.Listen, errors.Unwrap(err))}
+	}
+	srv := &http.Server{
+		Handler:           v.echo,
+		TLSConfig:         v.tls,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second, // above the agents' 30 s long-poll
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(v.log.Handler(), slog.LevelWarn),
+	}
+	url := "https://" + ln.Addr().String()
+	fmt.Fprintf(v.stdout, "Lifeboat vault is serving %s (log in as an Owner; health at %s/healthz)\n", url, url)
+	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go v.housekeeping(ctx)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	v.log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// housekeeping purges expired sessions and tokens every hour.
+func (v *vault) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := v.store.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("purge expired sessions", slog.Any("error", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close releases the database.
+func (v *vault) Close() error { return v.store.Close() }
