@@ -128,6 +128,12 @@ func (h *Handlers) ErrorHandler(err error, c echo.Context) {
 		_ = c.JSON(p.Status, ErrorBody{Error: ErrorObject{Code: p.Code, Message: p.Message, Details: p.Details}})
 		return
 	}
+	// The request's context may already be cancelled (the timeout middleware
+	// has returned by now); the error page must still render.
+	c.SetRequest(c.Request().WithContext(context.WithoutCancel(c.Request().Context())))
 	page := h.page(c, "Error", "")
-	_ = render(c, p.Status, views.ErrorPage(page, views.ErrorView{Status: p.Status, Code: p.Code, Message: p.Message, RequestID: reqID}))
+	if err := render(c, p.Status, views.ErrorPage(page, views.ErrorView{Status: p.Status, Code: p.Code, Message: p.Message, RequestID: reqID})); err != nil {
+		h.log.ErrorContext(c.Request().Context(), "render error page", "request_id", reqID, slog.Any("error", err))
+		_ = c.String(p.Status, p.Message)
+	}
 }

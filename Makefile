@@ -1,0 +1,49 @@
+# Lifeboat. `make run` and `make test` are all a fresh machine needs.
+GO        ?= go
+BIN       := bin
+DATA_DIR  ?= ./data
+LISTEN    ?= 127.0.0.1:8443
+# Tests touch SQLite through cgo and run servers in goroutines: -race where they meet.
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build run test test-deps generate check fmt vet templ-check bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/lifeboat-vault ./web
+
+## run: the vault on the embedded defaults (SQLite and TLS material under ./data).
+run: build
+	$(BIN)/lifeboat-vault --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+## test: installs what the tests need (Chromium for the browser test), then the whole suite.
+test: test-deps
+	$(GO) test $(TESTFLAGS) ./...
+
+test-deps:
+	@scripts/install-test-deps.sh
+
+## generate: templ components → Go (the output is committed).
+generate:
+	$(GO) tool templ generate -path views
+
+## check: what CI refuses besides failing tests.
+check: fmt vet templ-check
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+templ-check:
+	@$(GO) tool templ generate -path views >/dev/null 2>&1 || { $(GO) tool templ generate -path views; exit 1; }
+	@if [ -n "$$(git status --porcelain -- views)" ]; then echo "templ output is stale; run 'make generate' and commit:"; git status --porcelain -- views; exit 1; fi
+
+## bench: speed against baselines, printed as ratios (arrives with replication).
+bench:
+	@echo "No benchmarks yet: replication (and its baselines dd, rsync, a plain upload) is not built. See README."
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and the Go toolchain does not bring:
+# Chromium (Debian package) for the real-browser portal test. Idempotent.
+set -euo pipefail
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "The tests need these Debian packages: ${need[*]}" >&2
+  echo "Install them with: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "Installing test dependencies: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
