@@ -53,3 +53,53 @@ func TestPolicyCreatedThroughThePortalFormAppearsInTheList(t *testing.T) {
 		}
 	})
 }
+
+func TestUnknownAddressesAnswerAPageOutsideTheAPIAndJSONInsideIt(t *testing.T) {
+	tv := newTestVault(t, "")
+	p := tv.login("Reader")
+	resp, doc := p.get("/no-such-page")
+	if resp.StatusCode != http.StatusNotFound || testid(doc, "error-code").Text() != "route_not_found" {
+		t.Fatalf("portal 404: %d %q", resp.StatusCode, testid(doc, "error-code").Text())
+	}
+	status, raw := tv.apiRaw(http.MethodGet, "/api/v1/no-such-thing", "", nil)
+	if status != http.StatusNotFound || !strings.Contains(string(raw), `"code":"route_not_found"`) {
+		t.Fatalf("API 404: %d %s", status, raw)
+	}
+	status, raw = tv.apiRaw(http.MethodPatch, "/api/v1/policies", tv.apiToken("Reader"), nil)
+	if status != http.StatusMethodNotAllowed || !strings.Contains(string(raw), `"code":"method_not_allowed"`) {
+		t.Fatalf("API 405: %d %s", status, raw)
+	}
+	resp, doc = p.post("/", nil)
+	if resp.StatusCode != http.StatusMethodNotAllowed || testid(doc, "error-code").Text() != "method_not_allowed" {
+		t.Fatalf("portal 405: %d %q", resp.StatusCode, testid(doc, "error-code").Text())
+	}
+}
+
+func TestLoginRedirectStaysInsideThePortal(t *testing.T) {
+	tv := newTestVault(t, "")
+	name, password := tv.createUser("Reader")
+	for _, next := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example"} {
+		p := tv.newPortal()
+		p.get("/login")
+		resp, _ := p.post("/login", url.Values{"username": {name}, "password": {password}, "next": {next}})
+		if resp.Request.URL.Host != strings.TrimPrefix(tv.URL, "https://") || resp.Request.URL.Path != "/" {
+			t.Fatalf("next=%q led to %s", next, resp.Request.URL)
+		}
+	}
+}
+
+func TestWrongPasswordIsRefusedWithoutSayingWhichPartWasWrong(t *testing.T) {
+	tv := newTestVault(t, "")
+	name, _ := tv.createUser("Reader")
+	for _, user := range []string{name, "nobody-by-this-name"} {
+		p := tv.newPortal()
+		p.get("/login")
+		resp, doc := p.post("/login", url.Values{"username": {user}, "password": {"wrong password!"}})
+		if resp.StatusCode != http.StatusUnauthorized || testid(doc, "login-error").Text() != "Wrong username or password." {
+			t.Fatalf("%s: %d %q", user, resp.StatusCode, testid(doc, "login-error").Text())
+		}
+	}
+	if strings.Contains(tv.logs.String(), "wrong password!") {
+		t.Fatal("a password reached the log")
+	}
+}
