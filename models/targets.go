@@ -169,8 +169,8 @@ func (s *Store) UpdateTarget(ctx context.Context, a Actor, id string, in TargetI
 		if err := tx.First(&t, "id = ?", id).Error; err != nil {
 			return err
 		}
-		// Keep the stored credential unless a new one is given, even when the
-		// form only switches between key and SAS without a value.
+		// An empty credential keeps the stored one; switching between key and
+		// SAS (or from a directory to Azure) needs a new value.
 		creatingCredential := t.Kind != TargetAzureBlob || in.CredentialKind != t.CredentialKind
 		if err := validateTarget(&in, creatingCredential); err != nil {
 			return err
