@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -298,4 +299,24 @@ func TestValidatePolicyErrorIsAValidationError(t *testing.T) {
 	if ve.Map()["name"] == "" || !strings.Contains(ve.Error(), "name") {
 		t.Errorf("Map() = %v, Error() = %q; both should name the field", ve.Map(), ve.Error())
 	}
+}
+
+func TestPolicyWithAScheduledStartThatHasPassedCanStillBeEdited(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		p := models.DefaultPolicy()
+		p.Name = "Scheduled"
+		start := h.clock.T.Add(time.Hour)
+		p.InitialReplicationStart = &start
+		if err := h.s.CreatePolicy(context.Background(), models.SystemActor, &p); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(3 * time.Hour)
+		p.RetentionHours = 12
+		if err := h.s.UpdatePolicy(context.Background(), models.SystemActor, &p); err != nil {
+			t.Fatalf("editing a policy whose unchanged start has passed: %v", err)
+		}
+		later := h.clock.T.Add(-time.Hour)
+		p.InitialReplicationStart = &later
+		wantFields(t, h.s.UpdatePolicy(context.Background(), models.SystemActor, &p), "initial_replication_start")
+	})
 }
