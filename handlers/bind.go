@@ -39,7 +39,11 @@ func jsonProblem(err error) *Problem {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var maxErr *http.MaxBytesError
+	var he *echo.HTTPError
 	switch {
+	case errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge:
+		// The BodyLimit middleware cut the body short.
+		return &Problem{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: "the request body is larger than the vault accepts (1 MiB)"}
 	case errors.As(err, &maxErr):
 		return &Problem{Status: http.StatusRequestEntityTooLarge, Code: "body_too_large", Message: fmt.Sprintf("the request body is larger than the vault accepts (%d bytes)", maxErr.Limit)}
 	case errors.As(err, &syn):
