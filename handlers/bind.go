@@ -30,6 +30,10 @@ func decodeJSON(c echo.Context, dst any) error {
 		return jsonProblem(err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+			return jsonProblem(err)
+		}
 		return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the body must hold a single JSON object"}
 	}
 	return nil

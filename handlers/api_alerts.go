@@ -1,0 +1,93 @@
+package handlers
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// AlertJSON is an alert in the API: something an administrator must look at.
+type AlertJSON struct {
+	ID             string     `json:"id"`
+	Kind           string     `json:"kind"`
+	Severity       string     `json:"severity"`
+	ObjectKind     string     `json:"object_kind"`
+	ObjectID       string     `json:"object_id"`
+	Message        string     `json:"message"`
+	State          string     `json:"state"`
+	AcknowledgedBy string     `json:"acknowledged_by"`
+	AcknowledgedAt *time.Time `json:"acknowledged_at"`
+	ResolvedAt     *time.Time `json:"resolved_at"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+func alertJSON(a models.Alert) AlertJSON {
+	return AlertJSON{ID: a.ID, Kind: a.Kind, Severity: a.Severity, ObjectKind: a.ObjectKind, ObjectID: a.ObjectID,
+		Message: a.Message, State: a.State, AcknowledgedBy: a.AcknowledgedBy, AcknowledgedAt: a.AcknowledgedAt,
+		ResolvedAt: a.ResolvedAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+}
+
+// AuditEventJSON is one audited change. Details is the JSON object the
+// store recorded with the change (never a secret), or null.
+type AuditEventJSON struct {
+	ID         string          `json:"id"`
+	Time       time.Time       `json:"time"`
+	ActorID    string          `json:"actor_id"`
+	Actor      string          `json:"actor"`
+	Action     string          `json:"action"`
+	ObjectKind string          `json:"object_kind"`
+	ObjectID   string          `json:"object_id"`
+	ObjectName string          `json:"object_name"`
+	Details    json.RawMessage `json:"details"`
+	RequestID  string          `json:"request_id"`
+	RemoteAddr string          `json:"remote_addr"`
+}
+
+func auditEventJSON(e models.AuditEvent) AuditEventJSON {
+	out := AuditEventJSON{ID: e.ID, Time: e.Time, ActorID: e.ActorID, Actor: e.Actor, Action: e.Action,
+		ObjectKind: e.ObjectKind, ObjectID: e.ObjectID, ObjectName: e.ObjectName, RequestID: e.RequestID,
+		RemoteAddr: e.RemoteAddr, Details: json.RawMessage("null")}
+	if e.Details != "" && json.Valid([]byte(e.Details)) {
+		out.Details = json.RawMessage(e.Details)
+	}
+	return out
+}
+
+// AlertStates are the values of ?state= on /alerts.
+var AlertStates = []string{models.AlertActive, models.AlertAcknowledged, models.AlertResolved}
+
+// APIListAlerts answers GET /api/v1/alerts?state=, newest first.
+func (h *Handlers) APIListAlerts(c echo.Context) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := models.AlertFilter{State: c.QueryParam("state")}
+	if err := oneOf("state", f.State, AlertStates); err != nil {
+		return err
+	}
+	items, next, err := h.store.ListAlerts(c.Request().Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next, alertJSON))
+}
+
+// APIListAudit answers GET /api/v1/audit?object_id=&action=, newest first.
+func (h *Handlers) APIListAudit(c echo.Context) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := models.AuditFilter{ObjectID: c.QueryParam("object_id"), Action: c.QueryParam("action")}
+	items, next, err := h.store.ListAudit(c.Request().Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next, auditEventJSON))
+}

@@ -1,0 +1,138 @@
+package handlers
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// HostJSON is a hypervisor host in the API.
+type HostJSON struct {
+	ID              string     `json:"id"`
+	Name            string     `json:"name"`
+	SiteID          string     `json:"site_id"`
+	State           string     `json:"state"`
+	AgentVersion    string     `json:"agent_version"`
+	ProtocolVersion int        `json:"protocol_version"`
+	Driver          string     `json:"driver"`
+	LastHeartbeat   *time.Time `json:"last_heartbeat"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+}
+
+func hostJSON(h models.Host) HostJSON {
+	return HostJSON{ID: h.ID, Name: h.Name, SiteID: h.SiteID, State: h.State, AgentVersion: h.AgentVersion,
+		ProtocolVersion: h.ProtocolVersion, Driver: h.Driver, LastHeartbeat: h.LastHeartbeat,
+		CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt}
+}
+
+// VMJSON is a virtual machine in the API with its protection. Health is null
+// for an unprotected VM; rpo_seconds is null until there is a recovery point.
+type VMJSON struct {
+	ID                string     `json:"id"`
+	Name              string     `json:"name"`
+	HostID            string     `json:"host_id"`
+	HostName          string     `json:"host_name"`
+	SiteID            string     `json:"site_id"`
+	PowerState        string     `json:"power_state"`
+	Disks             []DiskJSON `json:"disks"`
+	ProtectionState   string     `json:"protection_state"`
+	Health            *string    `json:"health"`
+	HealthReasons     []string   `json:"health_reasons"`
+	RPOSeconds        *int64     `json:"rpo_seconds"`
+	LastRecoveryPoint *time.Time `json:"last_recovery_point"`
+	MissingSince      *time.Time `json:"missing_since"`
+	CreatedAt         time.Time  `json:"created_at"`
+	UpdatedAt         time.Time  `json:"updated_at"`
+}
+
+// DiskJSON is one virtual disk of a VM.
+type DiskJSON struct {
+	ID        string `json:"id"`
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+}
+
+// vmJSON converts a VM; now is the handler's clock, for the RPO.
+func vmJSON(now time.Time) func(models.VMSummary) VMJSON {
+	return func(v models.VMSummary) VMJSON {
+		out := VMJSON{ID: v.ID, Name: v.Name, HostID: v.HostID, HostName: v.HostName, SiteID: v.SiteID,
+			PowerState: v.PowerState, Disks: make([]DiskJSON, 0, len(v.Disks)), ProtectionState: v.ProtectionState,
+			HealthReasons: make([]string, 0, len(v.HealthReasons)), LastRecoveryPoint: v.LastRecoveryPointAt,
+			MissingSince: v.MissingSince, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		for _, d := range v.Disks {
+			out.Disks = append(out.Disks, DiskJSON{ID: d.ID, Path: d.Path, SizeBytes: d.SizeBytes})
+		}
+		if v.Health != "" {
+			health := v.Health
+			out.Health = &health
+			out.HealthReasons = append(out.HealthReasons, v.HealthReasons...)
+		}
+		if v.LastRecoveryPointAt != nil {
+			rpo := max(int64(now.Sub(*v.LastRecoveryPointAt)/time.Second), 0)
+			out.RPOSeconds = &rpo
+		}
+		return out
+	}
+}
+
+// HostStates are the values of ?state= on /hosts.
+var HostStates = []string{models.HostConnected, models.HostDisconnected}
+
+// VMHealthFilters are the values of ?health= on /vms.
+var VMHealthFilters = []string{models.HealthNormal, models.HealthWarning, models.HealthCritical, models.StateUnprotected}
+
+// APIListHosts answers GET /api/v1/hosts?site_id=&state=.
+func (h *Handlers) APIListHosts(c echo.Context) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := models.HostFilter{SiteID: c.QueryParam("site_id"), State: c.QueryParam("state")}
+	if err := oneOf("state", f.State, HostStates); err != nil {
+		return err
+	}
+	items, next, err := h.store.ListHosts(c.Request().Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next, hostJSON))
+}
+
+// APIGetHost answers GET /api/v1/hosts/{id}.
+func (h *Handlers) APIGetHost(c echo.Context) error {
+	host, err := h.store.GetHost(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, hostJSON(*host))
+}
+
+// APIListVMs answers GET /api/v1/vms?site_id=&host_id=&health=.
+func (h *Handlers) APIListVMs(c echo.Context) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := models.VMFilter{SiteID: c.QueryParam("site_id"), HostID: c.QueryParam("host_id"), Health: c.QueryParam("health")}
+	if err := oneOf("health", f.Health, VMHealthFilters); err != nil {
+		return err
+	}
+	items, next, err := h.store.ListVMs(c.Request().Context(), f, page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(items, next, vmJSON(h.now())))
+}
+
+// APIGetVM answers GET /api/v1/vms/{id}.
+func (h *Handlers) APIGetVM(c echo.Context) error {
+	vm, err := h.store.GetVM(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, vmJSON(h.now())(*vm))
+}

@@ -1,0 +1,411 @@
+package handlers
+
+import (
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// The OpenAPI 3.0 document of /api/v1. Schemas are made from the handlers'
+// own JSON types (openapi_schema.go), so a field added to a type appears
+// here by itself; the operations are listed by hand below, with the role
+// each needs, and web/openapi_test.go checks them against the routes.
+
+// OpenAPIDocument is the root of the document.
+type OpenAPIDocument struct {
+	OpenAPI    string                      `json:"openapi"`
+	Info       OpenAPIInfo                 `json:"info"`
+	Servers    []OpenAPIServer             `json:"servers"`
+	Security   []map[string][]string       `json:"security"`
+	Tags       []OpenAPITag                `json:"tags"`
+	Paths      map[string]*OpenAPIPathItem `json:"paths"`
+	Components OpenAPIComponents           `json:"components"`
+}
+
+// OpenAPIInfo names the API.
+type OpenAPIInfo struct {
+	Title       string `json:"title"`
+	Version     string `json:"version"`
+	Description string `json:"description"`
+}
+
+// OpenAPIServer is where the paths are rooted.
+type OpenAPIServer struct {
+	URL string `json:"url"`
+}
+
+// OpenAPITag groups operations.
+type OpenAPITag struct {
+	Name string `json:"name"`
+}
+
+// OpenAPIPathItem holds the operations of one path.
+type OpenAPIPathItem struct {
+	Get    *OpenAPIOperation `json:"get,omitempty"`
+	Post   *OpenAPIOperation `json:"post,omitempty"`
+	Put    *OpenAPIOperation `json:"put,omitempty"`
+	Delete *OpenAPIOperation `json:"delete,omitempty"`
+}
+
+// OpenAPIOperation is one method on one path.
+type OpenAPIOperation struct {
+	OperationID string                      `json:"operationId"`
+	Summary     string                      `json:"summary"`
+	Description string                      `json:"description"`
+	Tags        []string                    `json:"tags"`
+	Parameters  []*OpenAPIParameter         `json:"parameters,omitempty"`
+	RequestBody *OpenAPIRequestBody         `json:"requestBody,omitempty"`
+	Responses   map[string]*OpenAPIResponse `json:"responses"`
+	// Security is [] on public operations, overriding the bearer default.
+	Security *[]map[string][]string `json:"security,omitempty"`
+}
+
+// OpenAPIParameter is a path or query parameter, or a reference to one.
+type OpenAPIParameter struct {
+	Ref         string  `json:"$ref,omitempty"`
+	Name        string  `json:"name,omitempty"`
+	In          string  `json:"in,omitempty"`
+	Description string  `json:"description,omitempty"`
+	Required    bool    `json:"required,omitempty"`
+	Schema      *Schema `json:"schema,omitempty"`
+}
+
+// OpenAPIRequestBody is a JSON body.
+type OpenAPIRequestBody struct {
+	Required bool                        `json:"required"`
+	Content  map[string]OpenAPIMediaType `json:"content"`
+}
+
+// OpenAPIResponse is one answer, or a reference to a shared one.
+type OpenAPIResponse struct {
+	Ref         string                      `json:"$ref,omitempty"`
+	Description string                      `json:"description,omitempty"`
+	Content     map[string]OpenAPIMediaType `json:"content,omitempty"`
+}
+
+// OpenAPIMediaType holds the schema of a body.
+type OpenAPIMediaType struct {
+	Schema *Schema `json:"schema"`
+}
+
+// OpenAPIComponents are the shared parts.
+type OpenAPIComponents struct {
+	Schemas         map[string]*Schema               `json:"schemas"`
+	Responses       map[string]*OpenAPIResponse      `json:"responses"`
+	Parameters      map[string]*OpenAPIParameter     `json:"parameters"`
+	SecuritySchemes map[string]OpenAPISecurityScheme `json:"securitySchemes"`
+}
+
+// OpenAPISecurityScheme is the bearer token scheme.
+type OpenAPISecurityScheme struct {
+	Type         string `json:"type"`
+	Scheme       string `json:"scheme"`
+	Description  string `json:"description"`
+	BearerFormat string `json:"bearerFormat,omitempty"`
+}
+
+// APIOpenAPI answers GET /api/v1/openapi.json.
+func (h *Handlers) APIOpenAPI(c echo.Context) error {
+	return c.JSON(http.StatusOK, BuildOpenAPI())
+}
+
+// components lists every named schema and the Go type it describes.
+func components() []component {
+	return []component{
+		{Name: "Error", Type: reflect.TypeFor[ErrorBody](), Doc: "Every error answer."},
+		{Name: "ErrorObject", Type: reflect.TypeFor[ErrorObject](), Notes: map[string]fieldNote{
+			"code":    {Description: "Stable, for programs: validation_failed, unknown_field, invalid_json, not_found, route_not_found, method_not_allowed, unauthenticated, token_invalid, forbidden, body_too_large, unsupported_media_type, last_owner, name conflicts…"},
+			"message": {Description: "For people: what happened and what to do."},
+		}},
+		{Name: "FieldError", Type: reflect.TypeFor[models.FieldError](), Doc: "One invalid field, named as in the API."},
+		{Name: "TokenRequest", Type: reflect.TypeFor[TokenRequestJSON](), Input: true, Required: []string{"username", "password"},
+			Notes: map[string]fieldNote{"password": {WriteOnly: true}}},
+		{Name: "TokenResponse", Type: reflect.TypeFor[TokenResponseJSON](), Doc: "A login token, valid for 24 hours."},
+		{Name: "Site", Type: reflect.TypeFor[SiteJSON]()},
+		{Name: "SiteInput", Type: reflect.TypeFor[SiteInputJSON](), Input: true, Required: []string{"name"}},
+		{Name: "Host", Type: reflect.TypeFor[HostJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(HostStates...)}}},
+		{Name: "VM", Type: reflect.TypeFor[VMJSON](), Notes: map[string]fieldNote{
+			"power_state":      {Enum: enumOf(models.PowerRunning, models.PowerOff, models.PowerUnknown)},
+			"protection_state": {Enum: enumOf(protectionStates()...)},
+			"health":           {Enum: enumOf(models.HealthNormal, models.HealthWarning, models.HealthCritical), Description: "Null when the VM is not protected."},
+			"rpo_seconds":      {Description: "Seconds since the last recovery point; null when there is none."},
+		}},
+		{Name: "Disk", Type: reflect.TypeFor[DiskJSON]()},
+		{Name: "Job", Type: reflect.TypeFor[JobJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(models.JobStates...)}}},
+		{Name: "JobTarget", Type: reflect.TypeFor[JobTargetJSON](), Doc: "What a job acts on."},
+		{Name: "JobStep", Type: reflect.TypeFor[JobStepJSON](), Notes: map[string]fieldNote{
+			"state": {Enum: enumOf(models.JobStates...)}, "progress": {Min: bound(0), Max: bound(100)}}},
+		{Name: "JobError", Type: reflect.TypeFor[JobErrorJSON](), Doc: "Why a job failed and what to do."},
+		{Name: "Alert", Type: reflect.TypeFor[AlertJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(AlertStates...)}}},
+		{Name: "AuditEvent", Type: reflect.TypeFor[AuditEventJSON]()},
+		{Name: "Policy", Type: reflect.TypeFor[PolicyJSON](), Notes: policyNotes()},
+		{Name: "PolicyInput", Type: reflect.TypeFor[PolicyInputJSON](), Input: true, Required: []string{"name"}, Notes: policyNotes(),
+			Doc: "Fields left out take the defaults of a new policy on create, and keep their values on update."},
+		{Name: "Window", Type: reflect.TypeFor[WindowJSON](), Doc: `A daily window, "HH:MM" to "HH:MM"; it may cross midnight.`},
+		{Name: "Bandwidth", Type: reflect.TypeFor[BandwidthJSON](), Doc: "Replication bandwidth limits; 0 means unlimited."},
+		{Name: "Target", Type: reflect.TypeFor[TargetJSON](), Notes: map[string]fieldNote{
+			"kind":            {Enum: enumOf(models.TargetAzureBlob, models.TargetDirectory)},
+			"credential_kind": {Enum: enumOf(models.CredentialAccountKey, models.CredentialSAS)},
+		}, Doc: "Replica storage. The credential is never returned; credential_kind and has_credential say what is stored."},
+		{Name: "TargetInput", Type: reflect.TypeFor[TargetInputJSON](), Input: true, Required: []string{"name", "kind"}, Notes: map[string]fieldNote{
+			"kind":        {Enum: enumOf(models.TargetAzureBlob, models.TargetDirectory)},
+			"account_key": {WriteOnly: true, Description: "azure_blob: the storage account key. Give it or sas; on update, leave both out to keep the stored one."},
+			"sas":         {WriteOnly: true, Description: "azure_blob: a SAS token (sv=…&sig=…)."},
+			"path":        {Description: "directory: an absolute path on the hosts."},
+		}},
+		{Name: "RecoveryPlan", Type: reflect.TypeFor[PlanJSON]()},
+		{Name: "PlanGroup", Type: reflect.TypeFor[PlanGroupJSON](), Doc: "VMs of a group fail over in parallel, between its pre and post actions."},
+		{Name: "PlanAction", Type: reflect.TypeFor[PlanActionJSON](), Notes: map[string]fieldNote{
+			"phase": {Enum: enumOf(models.PhasePre, models.PhasePost)}, "kind": {Enum: enumOf(models.ActionScript, models.ActionManual)}}},
+		{Name: "RecoveryPlanInput", Type: reflect.TypeFor[PlanInputJSON](), Input: true, Required: []string{"name"},
+			Doc: "groups may be left out on create; PUT replaces the whole plan and needs groups ([] for none)."},
+		{Name: "User", Type: reflect.TypeFor[UserJSON](), Notes: map[string]fieldNote{"role": {Enum: enumOf(models.Roles...)}}},
+		{Name: "UserInput", Type: reflect.TypeFor[UserInputJSON](), Input: true, Required: []string{"username", "role"}, Notes: map[string]fieldNote{
+			"role":     {Enum: enumOf(models.Roles...)},
+			"password": {WriteOnly: true, Description: "Required on create, at least 12 characters; on update, leave it out to keep the current one."},
+			"username": {Description: "Cannot change on update."},
+		}},
+		{Name: "APIToken", Type: reflect.TypeFor[APITokenJSON]()},
+		{Name: "APITokenInput", Type: reflect.TypeFor[APITokenInputJSON](), Input: true, Required: []string{"name", "expires_in_days"},
+			Notes: map[string]fieldNote{"expires_in_days": {Min: bound(1), Max: bound(float64(maxTokenDays))}}},
+		{Name: "APITokenCreated", Type: reflect.TypeFor[APITokenCreatedJSON](), Doc: "The token's secret is shown only in this answer."},
+	}
+}
+
+func policyNotes() map[string]fieldNote {
+	return map[string]fieldNote{
+		"copy_frequency_seconds":         {Enum: enumOf(models.CopyFrequencies...)},
+		"retention_hours":                {Min: bound(0), Max: bound(models.MaxRetentionHours)},
+		"app_consistent_frequency_hours": {Min: bound(0), Max: bound(models.MaxAppConsistentHours), Description: "0 turns app-consistent points off; otherwise less than retention_hours."},
+		"initial_replication_start":      {Description: "Null for now; otherwise at most 24 hours ahead."},
+	}
+}
+
+func protectionStates() []string {
+	return []string{models.StateUnprotected, models.StateEnablingProtection, models.StateInitialReplication, models.StateProtected,
+		models.StateResyncRequired, models.StateResynchronizing, models.StateFailingOver, models.StateFailedOver,
+		models.StateCommitted, models.StateReprotecting, models.StateDisablingProtection}
+}
+
+// BuildOpenAPI makes the document.
+func BuildOpenAPI() *OpenAPIDocument {
+	b := &schemaBuilder{names: map[reflect.Type]string{}}
+	comps := components()
+	for _, c := range comps {
+		b.names[c.Type] = c.Name
+	}
+	schemas := map[string]*Schema{}
+	for _, c := range comps {
+		schemas[c.Name] = b.component(c)
+	}
+	schemas["ErrorObject"].Properties["details"] = &Schema{
+		Type: "object", AdditionalProperties: true,
+		Description: "More about the error; for validation errors, fields lists every invalid field.",
+		Properties:  map[string]*Schema{"fields": {Type: "array", Items: schemaRef("FieldError")}},
+	}
+	for _, list := range []string{"Site", "Host", "VM", "Job", "Alert", "AuditEvent", "Policy", "Target", "RecoveryPlan", "User", "APIToken"} {
+		schemas[list+"List"] = listSchema(list)
+	}
+	doc := &OpenAPIDocument{
+		OpenAPI: "3.0.3",
+		Info: OpenAPIInfo{Title: "Lifeboat vault API", Version: Version,
+			Description: "Site recovery vault. Authenticate with POST /auth/token, then send \"Authorization: Bearer TOKEN\". " +
+				"Bodies are JSON (Content-Type: application/json, at most 1 MiB, unknown fields refused). " +
+				"Lists take ?limit= (1–500, default 50) and ?cursor=. Each operation's description names the least role it needs."},
+		Servers:  []OpenAPIServer{{URL: "/api/v1"}},
+		Security: []map[string][]string{{"bearer": {}}},
+		Paths:    map[string]*OpenAPIPathItem{},
+		Components: OpenAPIComponents{
+			Schemas:   schemas,
+			Responses: errorResponses(),
+			Parameters: map[string]*OpenAPIParameter{
+				"id":     {Name: "id", In: "path", Required: true, Description: "The object's id.", Schema: &Schema{Type: "string"}},
+				"limit":  {Name: "limit", In: "query", Description: "Page size, 1 to 500; 50 by default.", Schema: &Schema{Type: "integer", Minimum: bound(1), Maximum: bound(models.MaxPageSize)}},
+				"cursor": {Name: "cursor", In: "query", Description: "next_cursor of the previous page.", Schema: &Schema{Type: "string"}},
+			},
+			SecuritySchemes: map[string]OpenAPISecurityScheme{"bearer": {Type: "http", Scheme: "bearer",
+				Description: "A token from POST /auth/token (24 hours) or POST /tokens (up to 365 days)."}},
+		},
+	}
+	seenTags := map[string]bool{}
+	for _, op := range operations() {
+		item := doc.Paths[op.Path]
+		if item == nil {
+			item = &OpenAPIPathItem{}
+			doc.Paths[op.Path] = item
+		}
+		o := op.build()
+		switch op.Method {
+		case http.MethodGet:
+			item.Get = o
+		case http.MethodPost:
+			item.Post = o
+		case http.MethodPut:
+			item.Put = o
+		case http.MethodDelete:
+			item.Delete = o
+		}
+		if !seenTags[op.Tag] {
+			seenTags[op.Tag] = true
+			doc.Tags = append(doc.Tags, OpenAPITag{Name: op.Tag})
+		}
+	}
+	return doc
+}
+
+func errorResponses() map[string]*OpenAPIResponse {
+	e := func(desc string) *OpenAPIResponse {
+		return &OpenAPIResponse{Description: desc, Content: jsonContent(schemaRef("Error"))}
+	}
+	return map[string]*OpenAPIResponse{
+		"BadRequest":           e("Invalid input: error.details.fields names each invalid field (codes validation_failed, unknown_field, invalid_json)."),
+		"Unauthenticated":      e("No token, or an unknown or expired one."),
+		"Forbidden":            e("The caller's role is below the one the operation needs."),
+		"NotFound":             e("No object with this id (code not_found)."),
+		"Conflict":             e("The change clashes with what is stored (e.g. last_owner, site_has_hosts, target_in_use)."),
+		"PayloadTooLarge":      e("The body is larger than 1 MiB."),
+		"UnsupportedMediaType": e("The body is not sent as application/json."),
+		"InternalError":        e("The vault failed; details are in its log under the request id."),
+	}
+}
+
+func jsonContent(s *Schema) map[string]OpenAPIMediaType {
+	return map[string]OpenAPIMediaType{echo.MIMEApplicationJSON: {Schema: s}}
+}
+
+// operation is one documented API call.
+type operation struct {
+	Method, Path, ID, Tag, Summary string
+	Role                           string // "" for public
+	Query                          []*OpenAPIParameter
+	Body                           string // request component, "" for none
+	Status                         int
+	Answer                         string // response component, "" for no body
+	Notes                          string
+	Errors                         map[string]string // more error answers: status → shared response
+}
+
+func (op operation) build() *OpenAPIOperation {
+	o := &OpenAPIOperation{OperationID: op.ID, Summary: op.Summary, Tags: []string{op.Tag}, Responses: map[string]*OpenAPIResponse{}}
+	if op.Role == "" {
+		o.Description = "Role: none (public)."
+		o.Security = &[]map[string][]string{}
+	} else {
+		o.Description = "Role: " + op.Role + "."
+	}
+	if op.Notes != "" {
+		o.Description += " " + op.Notes
+	}
+	ref := func(name string) *OpenAPIResponse { return &OpenAPIResponse{Ref: "#/components/responses/" + name} }
+	hasID := strings.Contains(op.Path, "{id}")
+	if hasID {
+		o.Parameters = append(o.Parameters, &OpenAPIParameter{Ref: "#/components/parameters/id"})
+		o.Responses["404"] = ref("NotFound")
+	}
+	o.Parameters = append(o.Parameters, op.Query...)
+	if strings.HasSuffix(op.Answer, "List") {
+		o.Parameters = append(o.Parameters, &OpenAPIParameter{Ref: "#/components/parameters/limit"}, &OpenAPIParameter{Ref: "#/components/parameters/cursor"})
+	}
+	if len(o.Parameters) > 0 || op.Body != "" {
+		o.Responses["400"] = ref("BadRequest")
+	}
+	if op.Body != "" {
+		o.RequestBody = &OpenAPIRequestBody{Required: true, Content: jsonContent(schemaRef(op.Body))}
+		o.Responses["413"] = ref("PayloadTooLarge")
+		o.Responses["415"] = ref("UnsupportedMediaType")
+	}
+	if op.Role != "" {
+		o.Responses["401"] = ref("Unauthenticated")
+		if op.Role != models.RoleReader {
+			o.Responses["403"] = ref("Forbidden")
+		}
+	}
+	if op.Method != http.MethodGet && op.Role != "" {
+		o.Responses["409"] = ref("Conflict")
+	}
+	o.Responses["500"] = ref("InternalError")
+	for status, name := range op.Errors {
+		o.Responses[status] = ref(name)
+	}
+	ok := &OpenAPIResponse{Description: http.StatusText(op.Status)}
+	if op.Answer != "" {
+		ok.Content = jsonContent(schemaRef(op.Answer))
+	}
+	if op.ID == "getOpenAPI" {
+		ok.Content = jsonContent(&Schema{Type: "object", Description: "This document.", AdditionalProperties: true})
+	}
+	o.Responses[strconv.Itoa(op.Status)] = ok
+	return o
+}
+
+func query(name, desc string, s *Schema) *OpenAPIParameter {
+	return &OpenAPIParameter{Name: name, In: "query", Description: desc, Schema: s}
+}
+
+func enumString(values ...string) *Schema { return &Schema{Type: "string", Enum: enumOf(values...)} }
+
+// crud lists the five operations of a resource: list, create, get, replace
+// and delete. component names the schemas (X, XInput, XList); label is what
+// people call one.
+func crud(path, tag, component, label, plural, writeRole, readRole string) []operation {
+	id := path + "/{id}"
+	return []operation{
+		{Method: http.MethodGet, Path: path, ID: "list" + plural, Tag: tag, Summary: "List " + strings.ToLower(tag), Role: readRole, Status: 200, Answer: component + "List"},
+		{Method: http.MethodPost, Path: path, ID: "create" + component, Tag: tag, Summary: "Create a " + label, Role: writeRole, Body: component + "Input", Status: 201, Answer: component},
+		{Method: http.MethodGet, Path: id, ID: "get" + component, Tag: tag, Summary: "Get a " + label, Role: readRole, Status: 200, Answer: component},
+		{Method: http.MethodPut, Path: id, ID: "update" + component, Tag: tag, Summary: "Replace a " + label, Role: writeRole, Body: component + "Input", Status: 200, Answer: component},
+		{Method: http.MethodDelete, Path: id, ID: "delete" + component, Tag: tag, Summary: "Delete a " + label, Role: writeRole, Status: 204},
+	}
+}
+
+// operations lists every call under /api/v1 with the least role it needs;
+// it must match web/routes.go (web/openapi_test.go checks both ways).
+func operations() []operation {
+	reader, contributor, owner := models.RoleReader, models.RoleContributor, models.RoleOwner
+	get := http.MethodGet
+	ops := []operation{
+		{Method: http.MethodPost, Path: "/auth/token", ID: "issueToken", Tag: "Auth", Summary: "Log in: trade a username and password for a 24-hour token",
+			Body: "TokenRequest", Status: 200, Answer: "TokenResponse", Notes: "Wrong credentials answer 401 bad_credentials.",
+			Errors: map[string]string{"401": "Unauthenticated"}},
+		{Method: get, Path: "/openapi.json", ID: "getOpenAPI", Tag: "Auth", Summary: "This OpenAPI document", Status: 200},
+	}
+	ops = append(ops, crud("/sites", "Sites", "Site", "site", "Sites", contributor, reader)...)
+	ops = append(ops,
+		operation{Method: get, Path: "/hosts", ID: "listHosts", Tag: "Hosts", Summary: "List hosts", Role: reader, Status: 200, Answer: "HostList",
+			Query: []*OpenAPIParameter{query("site_id", "Only hosts of this site.", &Schema{Type: "string"}), query("state", "Only hosts in this state.", enumString(HostStates...))}},
+		operation{Method: get, Path: "/hosts/{id}", ID: "getHost", Tag: "Hosts", Summary: "Get a host", Role: reader, Status: 200, Answer: "Host"},
+		operation{Method: get, Path: "/vms", ID: "listVMs", Tag: "VMs", Summary: "List virtual machines with their protection", Role: reader, Status: 200, Answer: "VMList",
+			Query: []*OpenAPIParameter{query("site_id", "Only VMs of hosts in this site.", &Schema{Type: "string"}),
+				query("host_id", "Only VMs of this host.", &Schema{Type: "string"}),
+				query("health", "Only VMs with this health; Unprotected selects VMs without protection.", enumString(VMHealthFilters...))}},
+		operation{Method: get, Path: "/vms/{id}", ID: "getVM", Tag: "VMs", Summary: "Get a virtual machine", Role: reader, Status: 200, Answer: "VM"},
+		operation{Method: get, Path: "/jobs", ID: "listJobs", Tag: "Jobs", Summary: "List jobs, newest first", Role: reader, Status: 200, Answer: "JobList",
+			Query: []*OpenAPIParameter{query("state", "Only jobs in this state.", enumString(models.JobStates...)),
+				query("type", "Only jobs of this type.", &Schema{Type: "string"}),
+				query("since", "Only jobs created at or after this time (RFC 3339).", &Schema{Type: "string", Format: "date-time"}),
+				query("until", "Only jobs created before this time (RFC 3339).", &Schema{Type: "string", Format: "date-time"})}},
+		operation{Method: get, Path: "/jobs/{id}", ID: "getJob", Tag: "Jobs", Summary: "Get a job with its steps", Role: reader, Status: 200, Answer: "Job"},
+		operation{Method: get, Path: "/alerts", ID: "listAlerts", Tag: "Alerts", Summary: "List alerts, newest first", Role: reader, Status: 200, Answer: "AlertList",
+			Query: []*OpenAPIParameter{query("state", "Only alerts in this state.", enumString(AlertStates...))}},
+		operation{Method: get, Path: "/audit", ID: "listAudit", Tag: "Audit", Summary: "List audit events, newest first", Role: contributor, Status: 200, Answer: "AuditEventList",
+			Query: []*OpenAPIParameter{query("object_id", "Only events about this object.", &Schema{Type: "string"}),
+				query("action", "Only events of this action, such as policy.create.", &Schema{Type: "string"})}},
+	)
+	ops = append(ops, crud("/policies", "Policies", "Policy", "replication policy", "Policies", contributor, reader)...)
+	ops = append(ops, crud("/targets", "Targets", "Target", "replica target", "Targets", contributor, reader)...)
+	ops = append(ops, crud("/recovery-plans", "Recovery plans", "RecoveryPlan", "recovery plan", "RecoveryPlans", contributor, reader)...)
+	ops = append(ops, crud("/users", "Users", "User", "user", "Users", owner, owner)...)
+	ops = append(ops,
+		operation{Method: get, Path: "/tokens", ID: "listTokens", Tag: "Tokens", Summary: "List the caller's own API tokens", Role: reader, Status: 200, Answer: "APITokenList"},
+		operation{Method: http.MethodPost, Path: "/tokens", ID: "createToken", Tag: "Tokens", Summary: "Create an API token for the caller; its secret is shown once",
+			Role: reader, Body: "APITokenInput", Status: 201, Answer: "APITokenCreated"},
+		operation{Method: http.MethodDelete, Path: "/tokens/{id}", ID: "deleteToken", Tag: "Tokens", Summary: "Revoke one of the caller's tokens",
+			Role: reader, Status: 204, Notes: "Another user's token answers 404."},
+	)
+	return ops
+}
