@@ -96,3 +96,33 @@ func (s *Store) DeleteSite(ctx context.Context, a Actor, id string) error {
 		return s.audit(tx, a, "site.delete", "site", st.ID, st.Name, nil)
 	})
 }
+
+// HostCounts is how many hosts of a site are in each state.
+type HostCounts struct {
+	Connected, Disconnected int64
+}
+
+// SiteHostCounts counts the (unrevoked) hosts of every site by state.
+func (s *Store) SiteHostCounts(ctx context.Context) (map[string]HostCounts, error) {
+	var rows []struct {
+		SiteID string
+		State  string
+		N      int64
+	}
+	err := s.db.WithContext(ctx).Model(&Host{}).Select("site_id, state, COUNT(*) AS n").
+		Where("revoked_at IS NULL").Group("site_id, state").Scan(&rows).Error
+	if err != nil {
+		return nil, translateError(err)
+	}
+	out := map[string]HostCounts{}
+	for _, r := range rows {
+		c := out[r.SiteID]
+		if r.State == HostConnected {
+			c.Connected += r.N
+		} else {
+			c.Disconnected += r.N
+		}
+		out[r.SiteID] = c
+	}
+	return out, nil
+}

@@ -1,0 +1,300 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/views"
+)
+
+// optionLimit bounds the choices of a filter select; larger installations
+// filter through the API.
+const optionLimit = models.MaxPageSize
+
+func hostRow(h models.Host) views.HostRow {
+	return views.HostRow{ID: h.ID, Name: h.Name, SiteID: h.SiteID, State: h.State, AgentVersion: h.AgentVersion, Driver: h.Driver, LastHeartbeat: views.FormatTime(h.LastHeartbeat)}
+}
+
+func vmRow(v models.VMSummary) views.VMRow {
+	r := views.VMRow{
+		ID: v.ID, Name: v.Name, HostID: v.HostID, HostName: v.HostName, PowerState: v.PowerState,
+		ProtectionState: v.ProtectionState, Health: v.Health, DiskCount: len(v.Disks),
+		LastRecoveryPoint: views.FormatTime(v.LastRecoveryPointAt), Missing: v.MissingSince != nil,
+	}
+	for _, d := range v.Disks {
+		r.DiskBytes += d.SizeBytes
+	}
+	return r
+}
+
+// SitesPage shows GET /sites.
+func (h *Handlers) SitesPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	sites, next, err := h.store.ListSites(ctx, page)
+	if err != nil {
+		return err
+	}
+	counts, err := h.store.SiteHostCounts(ctx)
+	if err != nil {
+		return err
+	}
+	rows := make([]views.SiteRow, 0, len(sites))
+	for _, s := range sites {
+		rows = append(rows, views.SiteRow{ID: s.ID, Name: s.Name, Description: s.Description, Connected: counts[s.ID].Connected, Disconnected: counts[s.ID].Disconnected})
+	}
+	return render(c, http.StatusOK, views.SitesPage(h.page(c, "Sites and hosts", "sites"), rows, nextHref(c, next)))
+}
+
+// NewSitePage shows GET /sites/new.
+func (h *Handlers) NewSitePage(c echo.Context) error {
+	return render(c, http.StatusOK, views.NewSitePage(h.page(c, "New site", "sites"), views.SiteForm{Errors: views.FormErrors{}}))
+}
+
+// CreateSite handles POST /sites.
+func (h *Handlers) CreateSite(c echo.Context) error {
+	site := models.Site{Name: c.FormValue("name"), Description: c.FormValue("description")}
+	f := views.SiteForm{Name: site.Name, Description: site.Description, Errors: views.FormErrors{}}
+	err := h.store.CreateSite(c.Request().Context(), actor(c), &site)
+	if err == nil {
+		return h.redirectWithFlash(c, "/sites/"+site.ID, fmt.Sprintf("Site %q created.", site.Name))
+	}
+	if err := formErrors(err, f.Errors); err != nil {
+		return err
+	}
+	return render(c, http.StatusBadRequest, views.NewSitePage(h.page(c, "New site", "sites"), f))
+}
+
+// sitePage renders a site's page with status, its form and its hosts.
+func (h *Handlers) sitePage(c echo.Context, status int, site *models.Site, f views.SiteForm, formError string) error {
+	hosts, _, err := h.store.ListHosts(c.Request().Context(), models.HostFilter{SiteID: site.ID}, models.Page{Limit: models.MaxPageSize})
+	if err != nil {
+		return err
+	}
+	rows := make([]views.HostRow, 0, len(hosts))
+	for _, host := range hosts {
+		rows = append(rows, hostRow(host))
+	}
+	return render(c, status, views.SitePage(h.page(c, "Site "+site.Name, "sites"), f, rows, formError))
+}
+
+// SitePage shows GET /sites/{id}.
+func (h *Handlers) SitePage(c echo.Context) error {
+	site, err := h.store.GetSite(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	f := views.SiteForm{ID: site.ID, Name: site.Name, Description: site.Description, Errors: views.FormErrors{}}
+	return h.sitePage(c, http.StatusOK, site, f, "")
+}
+
+// UpdateSite handles POST /sites/{id}.
+func (h *Handlers) UpdateSite(c echo.Context) error {
+	ctx := c.Request().Context()
+	site, err := h.store.GetSite(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	stored := *site
+	site.Name, site.Description = c.FormValue("name"), c.FormValue("description")
+	f := views.SiteForm{ID: site.ID, Name: site.Name, Description: site.Description, Errors: views.FormErrors{}}
+	err = h.store.UpdateSite(ctx, actor(c), site)
+	if err == nil {
+		return h.redirectWithFlash(c, "/sites/"+site.ID, fmt.Sprintf("Site %q saved.", site.Name))
+	}
+	if err := formErrors(err, f.Errors); err != nil {
+		return err
+	}
+	return h.sitePage(c, http.StatusBadRequest, &stored, f, "The site was not saved: correct the fields marked below.")
+}
+
+// DeleteSite handles POST /sites/{id}/delete. A site that still has hosts
+// stays, and its page says why.
+func (h *Handlers) DeleteSite(c echo.Context) error {
+	ctx := c.Request().Context()
+	site, err := h.store.GetSite(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	err = h.store.DeleteSite(ctx, actor(c), site.ID)
+	var conflict *models.ConflictError
+	if errors.As(err, &conflict) {
+		f := views.SiteForm{ID: site.ID, Name: site.Name, Description: site.Description, Errors: views.FormErrors{}}
+		return h.sitePage(c, http.StatusConflict, site, f, "The site was not deleted: "+conflict.Message+".")
+	}
+	if err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/sites", fmt.Sprintf("Site %q deleted.", site.Name))
+}
+
+// HostPage shows GET /hosts/{id}.
+func (h *Handlers) HostPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	host, err := h.store.GetHost(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	site, err := h.store.GetSite(ctx, host.SiteID)
+	if err != nil {
+		return err
+	}
+	vms, _, err := h.store.ListVMs(ctx, models.VMFilter{HostID: host.ID}, models.Page{Limit: models.MaxPageSize})
+	if err != nil {
+		return err
+	}
+	v := views.HostView{Host: hostRow(*host), SiteName: site.Name, ProtocolVersion: host.ProtocolVersion,
+		CertNotAfter: views.FormatTime(host.CertNotAfter), Registered: views.FormatTime(&host.CreatedAt)}
+	for _, vm := range vms {
+		v.VMs = append(v.VMs, vmRow(vm))
+	}
+	return render(c, http.StatusOK, views.HostPage(h.page(c, "Host "+host.Name, "sites"), v))
+}
+
+// VMsPage shows GET /vms with its filters.
+func (h *Handlers) VMsPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := views.VMFilterView{SiteID: c.QueryParam("site_id"), HostID: c.QueryParam("host_id"), Health: c.QueryParam("health")}
+	if err := oneOf("health", f.Health, []string{models.HealthNormal, models.HealthWarning, models.HealthCritical, models.StateUnprotected}); err != nil {
+		return err
+	}
+	vms, next, err := h.store.ListVMs(ctx, models.VMFilter{SiteID: f.SiteID, HostID: f.HostID, Health: f.Health}, page)
+	if err != nil {
+		return err
+	}
+	sites, _, err := h.store.ListSites(ctx, models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, s := range sites {
+		f.Sites = append(f.Sites, views.Option{Value: s.ID, Label: s.Name})
+	}
+	hosts, _, err := h.store.ListHosts(ctx, models.HostFilter{SiteID: f.SiteID}, models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, host := range hosts {
+		f.Hosts = append(f.Hosts, views.Option{Value: host.ID, Label: host.Name})
+	}
+	rows := make([]views.VMRow, 0, len(vms))
+	for _, vm := range vms {
+		rows = append(rows, vmRow(vm))
+	}
+	return render(c, http.StatusOK, views.VMsPage(h.page(c, "Virtual machines", "vms"), f, rows, nextHref(c, next)))
+}
+
+// VMPage shows GET /vms/{id}.
+func (h *Handlers) VMPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	vm, err := h.store.GetVM(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	site, err := h.store.GetSite(ctx, vm.SiteID)
+	if err != nil {
+		return err
+	}
+	v := views.VMView{VM: vmRow(*vm), ExternalID: vm.ExternalID, SiteID: site.ID, SiteName: site.Name,
+		HealthReasons: vm.HealthReasons, RPO: "—", MissingSince: views.FormatTime(vm.MissingSince), Discovered: views.FormatTime(&vm.CreatedAt)}
+	if vm.LastRecoveryPointAt != nil {
+		v.RPO = h.now().Sub(*vm.LastRecoveryPointAt).Truncate(time.Second).String()
+	}
+	for _, d := range vm.Disks {
+		v.Disks = append(v.Disks, views.DiskRow{Path: d.Path, Size: d.SizeBytes, Format: d.Format})
+	}
+	return render(c, http.StatusOK, views.VMPage(h.page(c, "VM "+vm.Name, "vms"), v))
+}
+
+// jobSince maps the job list's time filter to a duration.
+var jobSince = map[string]time.Duration{"1h": time.Hour, "24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}
+
+func jobRow(j models.Job) views.JobRow {
+	r := views.JobRow{ID: j.ID, Type: j.Type, State: j.State, TargetKind: j.TargetKind, TargetID: j.TargetID, TargetName: j.TargetName,
+		Started: views.FormatTime(j.StartedAt), Ended: views.FormatTime(j.EndedAt), Duration: "—"}
+	if j.StartedAt != nil && j.EndedAt != nil {
+		r.Duration = j.EndedAt.Sub(*j.StartedAt).Truncate(time.Second).String()
+	}
+	// A job's progress is its steps' average: done steps count in full.
+	if n := len(j.Steps); n > 0 {
+		total := 0
+		for _, s := range j.Steps {
+			if s.State == models.JobSucceeded {
+				total += 100
+			} else {
+				total += s.Progress
+			}
+		}
+		r.Progress = total / n
+	} else if j.State == models.JobSucceeded {
+		r.Progress = 100
+	}
+	return r
+}
+
+// JobsPage shows GET /jobs, newest first, with its filters.
+func (h *Handlers) JobsPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := views.JobFilterView{State: c.QueryParam("state"), Type: c.QueryParam("type"), Since: c.QueryParam("since")}
+	if err := oneOf("state", f.State, models.JobStates); err != nil {
+		return err
+	}
+	sinceKeys := make([]string, 0, len(views.SinceOptions))
+	for _, o := range views.SinceOptions {
+		sinceKeys = append(sinceKeys, o.Value)
+	}
+	if err := oneOf("since", f.Since, sinceKeys); err != nil {
+		return err
+	}
+	if len(f.Type) > 60 || strings.ContainsAny(f.Type, "\x00\r\n") {
+		return invalidQuery("type", "is not a job type")
+	}
+	filter := models.JobFilter{State: f.State, Type: f.Type}
+	if d, ok := jobSince[f.Since]; ok {
+		since := h.now().Add(-d)
+		filter.Since = &since
+	}
+	jobs, next, err := h.store.ListJobs(ctx, filter, page)
+	if err != nil {
+		return err
+	}
+	if f.Types, err = h.store.JobTypes(ctx); err != nil {
+		return err
+	}
+	rows := make([]views.JobRow, 0, len(jobs))
+	for _, j := range jobs {
+		rows = append(rows, jobRow(j))
+	}
+	return render(c, http.StatusOK, views.JobsPage(h.page(c, "Jobs", "jobs"), f, rows, nextHref(c, next)))
+}
+
+// JobPage shows GET /jobs/{id} with its steps.
+func (h *Handlers) JobPage(c echo.Context) error {
+	j, err := h.store.GetJob(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	v := views.JobView{Job: jobRow(*j), CreatedBy: j.CreatedBy, Created: views.FormatTime(&j.CreatedAt),
+		ErrorCode: j.ErrorCode, ErrorMessage: j.ErrorMessage, ErrorAction: j.ErrorAction}
+	for _, s := range j.Steps {
+		v.Steps = append(v.Steps, views.StepRow{Name: s.Name, State: s.State, Message: s.Message, Progress: s.Progress,
+			Started: views.FormatTime(s.StartedAt), Ended: views.FormatTime(s.EndedAt)})
+	}
+	return render(c, http.StatusOK, views.JobPage(h.page(c, j.Type, "jobs"), v))
+}
