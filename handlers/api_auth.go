@@ -40,8 +40,13 @@ func (h *Handlers) APIIssueToken(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	keys := throttleKeys(c.RealIP(), in.Username)
+	if err := h.logins.check(keys...); err != nil {
+		return err
+	}
 	u, err := h.store.Authenticate(ctx, in.Username, in.Password)
 	if errors.Is(err, models.ErrBadCredentials) {
+		h.logins.fail(keys...)
 		h.log.WarnContext(ctx, "API login failed", "username", in.Username, "remote_addr", c.RealIP())
 		return apiError(http.StatusUnauthorized, "bad_credentials", "wrong username or password")
 	}

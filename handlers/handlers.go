@@ -20,6 +20,7 @@ type Handlers struct {
 	now   func() time.Time
 	// secureCookies is false only in tests over plain HTTP.
 	secureCookies bool
+	logins        *loginThrottle
 }
 
 // Deps are what New needs.
@@ -35,5 +36,5 @@ func New(d Deps) *Handlers {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies}
+	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now)}
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHealthzAnswersOKWhenTheDatabaseAnswers(t *testing.T) {
@@ -101,5 +103,30 @@ func TestWrongPasswordIsRefusedWithoutSayingWhichPartWasWrong(t *testing.T) {
 	}
 	if strings.Contains(tv.logs.String(), "wrong password!") {
 		t.Fatal("a password reached the log")
+	}
+}
+
+func TestRepeatedFailedLoginsAreThrottledButNotForever(t *testing.T) {
+	tv := newTestVault(t, "")
+	name, password := tv.createUser("Reader")
+	for i := 0; i < 10; i++ {
+		status := tv.api(http.MethodPost, "/api/v1/auth/token", "", map[string]string{"username": name, "password": "guess number " + strconv.Itoa(i)}, nil)
+		if status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d, want 401", i, status)
+		}
+	}
+	status, raw := tv.apiRaw(http.MethodPost, "/api/v1/auth/token", "", map[string]string{"username": name, "password": password})
+	if status != http.StatusTooManyRequests || !strings.Contains(string(raw), "too_many_login_attempts") {
+		t.Fatalf("11th attempt, even with the right password: %d %s", status, raw)
+	}
+	p := tv.newPortal()
+	p.get("/login")
+	resp, doc := p.post("/login", url.Values{"username": {name}, "password": {password}})
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(testid(doc, "login-error").Text(), "too many failed logins") {
+		t.Fatalf("portal login while throttled: %d %q", resp.StatusCode, testid(doc, "login-error").Text())
+	}
+	tv.Clock.T = tv.Clock.T.Add(16 * time.Minute)
+	if status := tv.api(http.MethodPost, "/api/v1/auth/token", "", map[string]string{"username": name, "password": password}, nil); status != http.StatusOK {
+		t.Fatalf("after the window: %d, want 200", status)
 	}
 }
