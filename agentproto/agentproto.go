@@ -1,0 +1,226 @@
+// Package agentproto holds the wire types of the agent endpoint, /agent/v1:
+// registration, heartbeat, long-poll for tasks, task progress and results,
+// and inventory. Both the vault and the agent import it; it imports only
+// the standard library.
+//
+// Every call but Register travels over mutual TLS: the agent presents the
+// client certificate the vault signed at registration, and the vault knows
+// the host by it. Register itself is authenticated by the one-time secret of
+// a registration key, and the agent authenticates the vault by pinning the
+// SHA-256 fingerprint of the vault CA that the key carries.
+package agentproto
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ProtocolVersion is the version of this protocol. It only goes up; the
+// vault accepts agents from MinProtocolVersion to ProtocolVersion.
+//
+//	1 (2026-11-28): registration, renewal, heartbeat, poll, progress, result, inventory.
+const ProtocolVersion = 1
+
+// MinProtocolVersion is the oldest agent protocol the vault still serves.
+const MinProtocolVersion = 1
+
+// Paths of the agent endpoint.
+const (
+	PathRegister  = "/agent/v1/register"
+	PathRenew     = "/agent/v1/renew"
+	PathHeartbeat = "/agent/v1/heartbeat"
+	PathPoll      = "/agent/v1/poll"
+	PathInventory = "/agent/v1/inventory"
+	// PathTaskPrefix is followed by a task id and "/progress" or "/result".
+	PathTaskPrefix = "/agent/v1/tasks/"
+)
+
+// TaskProgressPath is where progress of task id is reported.
+func TaskProgressPath(id string) string { return PathTaskPrefix + id + "/progress" }
+
+// TaskResultPath is where the end of task id is reported.
+func TaskResultPath(id string) string { return PathTaskPrefix + id + "/result" }
+
+// MaxRequestBytes bounds every request body of the agent endpoint.
+const MaxRequestBytes = 4 << 20
+
+// RegistrationKey is the JSON file an operator downloads from the portal and
+// gives to `lifeboat-agent register`.
+type RegistrationKey struct {
+	VaultURL      string    `json:"vault_url"`
+	CAFingerprint string    `json:"ca_fingerprint"` // hex SHA-256 of the vault CA certificate (DER)
+	Secret        string    `json:"secret"`
+	SiteID        string    `json:"site_id"`
+	SiteName      string    `json:"site_name"`
+	ExpiresAt     time.Time `json:"expires_at"`
+}
+
+// AgentInfo describes the agent in every call that can change it.
+type AgentInfo struct {
+	Version         string   `json:"version"`
+	ProtocolVersion int      `json:"protocol_version"`
+	Features        []string `json:"features"`
+	Driver          string   `json:"driver"`
+	Hostname        string   `json:"hostname"`
+}
+
+// RegisterRequest asks the vault to admit a host and sign its certificate.
+type RegisterRequest struct {
+	Secret string    `json:"secret"`
+	Name   string    `json:"name"`
+	CSR    string    `json:"csr"` // PEM "CERTIFICATE REQUEST"
+	Agent  AgentInfo `json:"agent"`
+}
+
+// RegisterResponse carries the host's identity and credential.
+type RegisterResponse struct {
+	HostID      string    `json:"host_id"`
+	SiteID      string    `json:"site_id"`
+	Certificate string    `json:"certificate"` // PEM, signed by the vault CA
+	CA          string    `json:"ca"`          // PEM of the vault CA
+	Intervals   Intervals `json:"intervals"`
+}
+
+// RenewRequest asks for a new certificate for a new key, before the current
+// one expires. It travels over mutual TLS with the current certificate.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// RenewResponse is the new certificate.
+type RenewResponse struct {
+	Certificate string `json:"certificate"`
+}
+
+// Intervals are how often the vault wants to hear from the agent.
+type Intervals struct {
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+	PollWaitSeconds  int `json:"poll_wait_seconds"` // longest the vault holds a poll
+	ProgressSeconds  int `json:"progress_seconds"`
+}
+
+// HeartbeatRequest says the agent is alive.
+type HeartbeatRequest struct {
+	Agent AgentInfo `json:"agent"`
+	Time  time.Time `json:"time"` // the agent's clock, for skew checks
+}
+
+// HeartbeatResponse answers it.
+type HeartbeatResponse struct {
+	ServerTime time.Time `json:"server_time"`
+	Intervals  Intervals `json:"intervals"`
+}
+
+// PollRequest asks for work; the vault holds it up to PollWaitSeconds when
+// there is none.
+type PollRequest struct {
+	Agent   AgentInfo `json:"agent"`
+	Running []string  `json:"running"` // ids of tasks the agent is running now
+	Free    int       `json:"free"`    // how many more tasks it can take
+}
+
+// PollResponse carries new tasks and the ids of tasks to cancel.
+type PollResponse struct {
+	Tasks     []Task    `json:"tasks"`
+	Cancel    []string  `json:"cancel"`
+	Intervals Intervals `json:"intervals"`
+}
+
+// Task is work for this host, leased until LeaseExpiresAt; progress reports
+// extend the lease.
+type Task struct {
+	ID             string          `json:"id"`
+	Kind           string          `json:"kind"`
+	Payload        json.RawMessage `json:"payload,omitempty"`
+	Attempt        int             `json:"attempt"`
+	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+}
+
+// Task kinds.
+const (
+	TaskCheckPrerequisites = "check_prerequisites"
+)
+
+// Progress is a task's progress report.
+type Progress struct {
+	Step       string `json:"step"`
+	Percent    int    `json:"percent"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	Message    string `json:"message"`
+}
+
+// ProgressResponse tells the agent whether to go on.
+type ProgressResponse struct {
+	Cancel         bool      `json:"cancel"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+}
+
+// Result ends a task: a result, or an error.
+type Result struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *TaskError      `json:"error,omitempty"`
+}
+
+// TaskError is why a task failed. Recoverable errors may be retried.
+type TaskError struct {
+	Code        string `json:"code"`
+	Message     string `json:"message"`
+	Recoverable bool   `json:"recoverable"`
+}
+
+// Inventory is the complete list of a host's VMs.
+type Inventory struct {
+	VMs []VM `json:"vms"`
+}
+
+// VM is one VM as the host's driver sees it.
+type VM struct {
+	ID         string `json:"id"` // stable on this host
+	Name       string `json:"name"`
+	PowerState string `json:"power_state"` // Running, Off, Unknown
+	Disks      []Disk `json:"disks"`
+}
+
+// Disk is one virtual disk.
+type Disk struct {
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+	Format    string `json:"format"` // raw, qcow2, vhdx, ...
+}
+
+// PrerequisitesPayload is the payload of TaskCheckPrerequisites.
+type PrerequisitesPayload struct {
+	MinFreeBytes int64 `json:"min_free_bytes"`
+}
+
+// PrerequisitesResult is the result of TaskCheckPrerequisites.
+type PrerequisitesResult struct {
+	Checks []Check `json:"checks"`
+}
+
+// Check is one prerequisite and how it fared.
+type Check struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message"`
+}
+
+// ErrorBody is every error answer of the agent endpoint.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the error inside ErrorBody.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes the agent acts on.
+const (
+	CodeUnauthenticated      = "unauthenticated"       // no, unknown or revoked certificate: stop; register again
+	CodeIncompatibleProtocol = "incompatible_protocol" // upgrade the agent or the vault
+	CodeRegistrationKey      = "registration_key_invalid"
+	CodeLeaseLost            = "lease_lost" // the task is no longer this host's: drop it
+)
