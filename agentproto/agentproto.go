@@ -42,7 +42,7 @@ func TaskProgressPath(id string) string { return PathTaskPrefix + id + "/progres
 func TaskResultPath(id string) string { return PathTaskPrefix + id + "/result" }
 
 // MaxRequestBytes bounds every request body of the agent endpoint.
-const MaxRequestBytes = 4 << 20
+const MaxRequestBytes = 1 << 20
 
 // RegistrationKey is the JSON file an operator downloads from the portal and
 // gives to `lifeboat-agent register`.

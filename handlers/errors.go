@@ -124,7 +124,7 @@ func (h *Handlers) ErrorHandler(err error, c echo.Context) {
 		_ = c.NoContent(p.Status)
 		return
 	}
-	if IsAPI(c) {
+	if IsAPI(c) || IsAgent(c) {
 		_ = c.JSON(p.Status, ErrorBody{Error: ErrorObject{Code: p.Code, Message: p.Message, Details: p.Details}})
 		return
 	}

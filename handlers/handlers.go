@@ -21,6 +21,13 @@ type Handlers struct {
 	// secureCookies is false only in tests over plain HTTP.
 	secureCookies bool
 	logins        *loginThrottle
+
+	// The agent endpoint and registration keys.
+	ca            AgentCA
+	agent         AgentSettings
+	wakeups       *wakeups
+	vaultURL      string // what agents connect to
+	caFingerprint string // what agents pin
 }
 
 // Deps are what New needs.
@@ -29,6 +36,12 @@ type Deps struct {
 	Logger        *slog.Logger
 	Now           func() time.Time
 	SecureCookies bool
+	// CA signs hosts' certificates; nil disables the agent endpoint's
+	// registration (tests of the portal alone).
+	CA            AgentCA
+	Agent         AgentSettings
+	VaultURL      string
+	CAFingerprint string
 }
 
 // New makes the handlers.
@@ -36,5 +49,13 @@ func New(d Deps) *Handlers {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now)}
+	if d.Agent == (AgentSettings{}) {
+		d.Agent = DefaultAgentSettings
+	}
+	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
+		ca: d.CA, agent: d.Agent, wakeups: newWakeups(), vaultURL: d.VaultURL, caFingerprint: d.CAFingerprint}
 }
+
+// SetVaultURL sets the address written into registration keys, when it is
+// known only once the listener is open. Call it before serving.
+func (h *Handlers) SetVaultURL(url string) { h.vaultURL = url }

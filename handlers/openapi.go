@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
 )
 
@@ -127,6 +128,9 @@ func components() []component {
 			Notes: map[string]fieldNote{"password": {WriteOnly: true}}},
 		{Name: "TokenResponse", Type: reflect.TypeFor[TokenResponseJSON](), Doc: "A login token, valid for 24 hours."},
 		{Name: "Site", Type: reflect.TypeFor[SiteJSON]()},
+		{Name: "RegistrationKey", Type: reflect.TypeFor[agentproto.RegistrationKey](),
+			Doc: "The file `lifeboat-agent register --key-file` reads: one host may register with it, within 5 days. The secret is shown only here."},
+		{Name: "JobAccepted", Type: reflect.TypeFor[JobAcceptedJSON](), Doc: "An action started a job; follow it at /jobs/{job_id}."},
 		{Name: "SiteInput", Type: reflect.TypeFor[SiteInputJSON](), Input: true, Required: []string{"name"}},
 		{Name: "Host", Type: reflect.TypeFor[HostJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(HostStates...)}}},
 		{Name: "VM", Type: reflect.TypeFor[VMJSON](), Notes: map[string]fieldNote{
@@ -375,6 +379,16 @@ func operations() []operation {
 		{Method: get, Path: "/openapi.json", ID: "getOpenAPI", Tag: "Auth", Summary: "This OpenAPI document", Status: 200},
 	}
 	ops = append(ops, crud("/sites", "Sites", "Site", "site", "Sites", contributor, reader)...)
+	ops = append(ops,
+		operation{Method: http.MethodPost, Path: "/sites/{id}/registration-key", ID: "createRegistrationKey", Tag: "Sites",
+			Summary: "Issue a one-time registration key for a host agent of this site", Role: contributor, Status: 201, Answer: "RegistrationKey"},
+		operation{Method: http.MethodPost, Path: "/hosts/{id}/check", ID: "checkHost", Tag: "Hosts",
+			Summary: "Run the prerequisites check on a host (free space, driver, versions, clock)", Role: contributor, Status: 202, Answer: "JobAccepted"},
+		operation{Method: http.MethodDelete, Path: "/hosts/{id}", ID: "deleteHost", Tag: "Hosts",
+			Summary: "Remove a host: its certificate is revoked and its unfinished tasks cancelled; its VMs stay, marked missing", Role: contributor, Status: 204},
+		operation{Method: http.MethodPost, Path: "/jobs/{id}/cancel", ID: "cancelJob", Tag: "Jobs",
+			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: contributor, Status: 202, Answer: "JobAccepted"},
+	)
 	ops = append(ops,
 		operation{Method: get, Path: "/hosts", ID: "listHosts", Tag: "Hosts", Summary: "List hosts", Role: reader, Status: 200, Answer: "HostList",
 			Query: []*OpenAPIParameter{query("site_id", "Only hosts of this site.", &Schema{Type: "string"}), query("state", "Only hosts in this state.", enumString(HostStates...))}},

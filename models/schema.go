@@ -271,6 +271,7 @@ type Task struct {
 	State          string `gorm:"size:20;not null;index"`
 	LeaseExpiresAt *time.Time
 	Attempts       int    `gorm:"not null;default:0"`
+	CancelRequest  bool   `gorm:"not null;default:false"`
 	Result         string `gorm:"type:text"`
 	ErrorCode      string `gorm:"size:80"`
 	ErrorMessage   string `gorm:"size:2000"`

@@ -11,20 +11,37 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
+// envDuration reads a duration from the environment; a malformed one is
+// left to the flag parser to refuse, by giving it the raw text.
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if v := getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		return -1 // refused by validate, naming the setting
+	}
+	return def
+}
+
 // config is the vault's configuration, from flags with environment fallbacks.
 type config struct {
-	DataDir       string
-	Listen        string
-	DB            string
-	TLSCert       string
-	TLSKey        string
-	TLSSANs       []string
-	AdminPassword string
-	LogFormat     string
-	LogLevel      string
+	DataDir        string
+	Listen         string
+	DB             string
+	TLSCert        string
+	TLSKey         string
+	TLSSANs        []string
+	AdminPassword  string
+	LogFormat      string
+	LogLevel       string
+	PublicURL      string
+	AgentHeartbeat time.Duration
+	AgentPollWait  time.Duration
+	TaskLease      time.Duration
 }
 
 // configError names the setting that is wrong and what is wrong with it.
@@ -56,6 +73,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.AdminPassword, "admin-password", env("LIFEBOAT_ADMIN_PASSWORD", ""), "password of the first Owner, 'admin', created on first start; default: a random one printed once (LIFEBOAT_ADMIN_PASSWORD)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LIFEBOAT_LOG_FORMAT", "text"), "log format: text or json (LIFEBOAT_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("LIFEBOAT_LOG_LEVEL", "info"), "log level: debug, info, warn or error (LIFEBOAT_LOG_LEVEL)")
+	fs.StringVar(&c.PublicURL, "public-url", env("LIFEBOAT_PUBLIC_URL", ""), "the https URL agents reach the vault at, written into registration keys; default https://LISTEN (LIFEBOAT_PUBLIC_URL)")
+	fs.DurationVar(&c.AgentHeartbeat, "agent-heartbeat", envDuration(getenv, "LIFEBOAT_AGENT_HEARTBEAT", 15*time.Second), "how often agents send heartbeats; three missed make a host Disconnected (LIFEBOAT_AGENT_HEARTBEAT)")
+	fs.DurationVar(&c.AgentPollWait, "agent-poll-wait", envDuration(getenv, "LIFEBOAT_AGENT_POLL_WAIT", 25*time.Second), "longest the vault holds an agent's poll when there is no work (LIFEBOAT_AGENT_POLL_WAIT)")
+	fs.DurationVar(&c.TaskLease, "task-lease", envDuration(getenv, "LIFEBOAT_TASK_LEASE", 60*time.Second), "how long a task stays with an agent that stops reporting before it is queued again (LIFEBOAT_TASK_LEASE)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -73,7 +94,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.DB == "" {
 		c.DB = filepath.Join(c.DataDir, "lifeboat.db")
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (c *config) validate() error {
@@ -119,6 +143,22 @@ func (c *config) validate() error {
 	case "text", "json":
 	default:
 		return &configError{"log-format", "LIFEBOAT_LOG_FORMAT", fmt.Sprintf("%q is not text or json", c.LogFormat)}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return &configError{"public-url", "LIFEBOAT_PUBLIC_URL", fmt.Sprintf("%q is not an https URL of a host, such as https://vault.example.net:8443", c.PublicURL)}
+		}
+		c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	}
+	if c.AgentHeartbeat < time.Second || c.AgentHeartbeat > 10*time.Minute {
+		return &configError{"agent-heartbeat", "LIFEBOAT_AGENT_HEARTBEAT", "must be between 1s and 10m"}
+	}
+	if c.AgentPollWait < time.Second || c.AgentPollWait > 50*time.Second {
+		return &configError{"agent-poll-wait", "LIFEBOAT_AGENT_POLL_WAIT", "must be between 1s and 50s (the server's write timeout is 60s)"}
+	}
+	if c.TaskLease < 2*time.Second || c.TaskLease > time.Hour {
+		return &configError{"task-lease", "LIFEBOAT_TASK_LEASE", "must be between 2s and 1h"}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

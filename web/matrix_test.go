@@ -78,6 +78,10 @@ func TestEveryRouteChecksTheRoleItNeeds(t *testing.T) {
 		if r.Path == "/healthz" || strings.HasPrefix(r.Path, "/static") || r.Method == echo.RouteNotFound || strings.HasSuffix(r.Path, "/*") {
 			continue
 		}
+		if strings.HasPrefix(r.Path, "/agent/") {
+			checkAgentRouteRefusesUsers(t, tv, r.Method, r.Path, credentials)
+			continue
+		}
 		need, known := expectedRole(r.Method, r.Path)
 		if !known {
 			t.Errorf("%s %s: no access rule in expectedRole; decide who may call it", r.Method, r.Path)
@@ -107,6 +111,23 @@ func TestEveryRouteChecksTheRoleItNeeds(t *testing.T) {
 	}
 	if checked < 300 {
 		t.Fatalf("only %d route × role calls checked; the route walk is broken", checked)
+	}
+}
+
+// checkAgentRouteRefusesUsers: the agent endpoint admits hosts by their
+// certificate (or, to register, a key's secret), never a user's session or
+// token, whatever the role.
+func checkAgentRouteRefusesUsers(t *testing.T, tv *testVault, method, path string, credentials func(string) (string, string)) {
+	for _, role := range append([]string{""}, models.Roles...) {
+		session, token := credentials(role)
+		status := callAs(t, tv, method, fillParams(path), session, token)
+		if path == "/agent/v1/register" {
+			if status < 400 {
+				t.Errorf("%s %s as %q: %d; registering needs a registration key", method, path, role, status)
+			}
+		} else if status != http.StatusUnauthorized {
+			t.Errorf("%s %s as %q: %d, want 401 (hosts only)", method, path, role, status)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/handlers"
 	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/static"
@@ -61,13 +62,17 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(get, "/sites/:id", h.SitePage, reader)
 	r.page(post, "/sites/:id", h.UpdateSite, contributor)
 	r.page(post, "/sites/:id/delete", h.DeleteSite, contributor)
+	r.page(post, "/sites/:id/registration-key", h.CreateRegistrationKey, contributor)
 	r.page(get, "/hosts/:id", h.HostPage, reader)
+	r.page(post, "/hosts/:id/check", h.CheckHost, contributor)
+	r.page(post, "/hosts/:id/delete", h.DeleteHost, contributor)
 
 	r.page(get, "/vms", h.VMsPage, reader)
 	r.page(get, "/vms/:id", h.VMPage, reader)
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
+	r.page(post, "/jobs/:id/cancel", h.CancelJob, contributor)
 
 	r.page(get, "/policies", h.PoliciesPage, reader)
 	r.page(get, "/policies/new", h.NewPolicyPage, contributor)
@@ -118,13 +123,17 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/sites/:id", h.APIGetSite, reader)
 	r.api(put, "/sites/:id", h.APIUpdateSite, contributor)
 	r.api(del, "/sites/:id", h.APIDeleteSite, contributor)
+	r.api(post, "/sites/:id/registration-key", h.APICreateRegistrationKey, contributor)
 
 	r.api(get, "/hosts", h.APIListHosts, reader)
 	r.api(get, "/hosts/:id", h.APIGetHost, reader)
+	r.api(post, "/hosts/:id/check", h.APICheckHost, contributor)
+	r.api(del, "/hosts/:id", h.APIDeleteHost, contributor)
 	r.api(get, "/vms", h.APIListVMs, reader)
 	r.api(get, "/vms/:id", h.APIGetVM, reader)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
+	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)
 	r.api(get, "/alerts", h.APIListAlerts, reader)
 	r.api(get, "/audit", h.APIListAudit, contributor)
 
@@ -155,4 +164,16 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/tokens", h.APIListTokens, reader)
 	r.api(post, "/tokens", h.APICreateToken, reader)
 	r.api(del, "/tokens/:id", h.APIDeleteToken, reader)
+
+	// Agent endpoint: hosts, not users. Register is authenticated by the
+	// registration key's secret; everything else by the host's client
+	// certificate (mutual TLS).
+	e.POST(agentproto.PathRegister, h.AgentRegister)
+	agent := e.Group("/agent/v1", h.AgentHost)
+	agent.POST("/renew", h.AgentRenew)
+	agent.POST("/heartbeat", h.AgentHeartbeat)
+	agent.POST("/poll", h.AgentPoll)
+	agent.POST("/inventory", h.AgentInventory)
+	agent.POST("/tasks/:id/progress", h.AgentTaskProgress)
+	agent.POST("/tasks/:id/result", h.AgentTaskResult)
 }

@@ -29,6 +29,9 @@ type vault struct {
 	echo   *echo.Echo
 	tls    *tls.Config
 	stdout io.Writer
+
+	agentSettings handlers.AgentSettings
+	handlers      *handlers.Handlers
 }
 
 func newLogger(cfg *config, w io.Writer) *slog.Logger {
@@ -65,11 +68,26 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 		store.Close()
 		return nil, err
 	}
-	if v.tls, err = tlsConfig(cfg); err != nil {
+	ca, err := pki.LoadOrCreateCA(filepath.Join(cfg.DataDir, "tls"))
+	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	h := handlers.New(handlers.Deps{Store: store, Logger: log, SecureCookies: true})
+	var served tls.Certificate
+	if v.tls, served, err = tlsConfig(cfg, ca); err != nil {
+		store.Close()
+		return nil, err
+	}
+	fingerprint, err := pinnedFingerprint(served)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	v.agentSettings = handlers.AgentSettings{Heartbeat: cfg.AgentHeartbeat, PollWait: cfg.AgentPollWait,
+		Progress: handlers.DefaultAgentSettings.Progress, Lease: cfg.TaskLease}
+	h := handlers.New(handlers.Deps{Store: store, Logger: log, SecureCookies: true, CA: agentCA{ca},
+		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint})
+	v.handlers = h
 	v.echo = newEcho(h, log)
 	return v, nil
 }
@@ -106,21 +124,18 @@ func randomPassword() string {
 	return string(b)
 }
 
-// tlsConfig uses the operator's certificate, or one from the vault CA.
-func tlsConfig(cfg *config) (*tls.Config, error) {
+// tlsConfig uses the operator's certificate, or one from the vault CA, and
+// asks agents for their client certificates, verified against the vault CA.
+// The served chain ends with the certificate agents pin.
+func tlsConfig(cfg *config, ca *pki.CA) (*tls.Config, tls.Certificate, error) {
 	var cert tls.Certificate
 	var err error
 	if cfg.TLSCert != "" {
 		cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
-			return nil, &configError{"tls-cert", "LIFEBOAT_TLS_CERT", fmt.Sprintf("cannot load the certificate and key: %v", err)}
+			return nil, cert, &configError{"tls-cert", "LIFEBOAT_TLS_CERT", fmt.Sprintf("cannot load the certificate and key: %v", err)}
 		}
 	} else {
-		dir := filepath.Join(cfg.DataDir, "tls")
-		ca, err := pki.LoadOrCreateCA(dir)
-		if err != nil {
-			return nil, err
-		}
 		hosts := []string{"localhost", "127.0.0.1", "::1"}
 		if h, _, _ := net.SplitHostPort(cfg.Listen); h != "" && h != "localhost" && h != "127.0.0.1" && h != "::1" && h != "0.0.0.0" && h != "::" {
 			hosts = append(hosts, h)
@@ -129,11 +144,19 @@ func tlsConfig(cfg *config) (*tls.Config, error) {
 			hosts = append(hosts, name)
 		}
 		hosts = append(hosts, cfg.TLSSANs...)
-		if cert, err = ca.ServerCertificate(dir, hosts); err != nil {
-			return nil, fmt.Errorf("issue the vault's HTTPS certificate: %w", err)
+		if cert, err = ca.ServerCertificate(filepath.Join(cfg.DataDir, "tls"), hosts); err != nil {
+			return nil, cert, fmt.Errorf("issue the vault's HTTPS certificate: %w", err)
 		}
+		cert.Certificate = append(cert.Certificate, ca.Cert.Raw)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// Browsers and API clients send no certificate; agents must, and
+		// the agent endpoint refuses calls without one.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  ca.Pool(),
+	}, cert, nil
 }
 
 // Serve listens until ctx ends, then shuts down gracefully: requests in
@@ -154,11 +177,16 @@ func (v *vault) Serve(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(v.log.Handler(), slog.LevelWarn),
 	}
 	url := "https://" + ln.Addr().String()
+	if v.cfg.PublicURL == "" {
+		// Known only now when the port was 0; set before the first request.
+		v.handlers.SetVaultURL(publicURL(ln.Addr().(*net.TCPAddr)))
+	}
 	fmt.Fprintf(v.stdout, "Lifeboat vault is serving %s (log in as an Owner; health at %s/healthz)\n", url, url)
 	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
+	go v.watchAgents(ctx)
 	select {
 	case err := <-errc:
 		return err
@@ -176,6 +204,17 @@ func (v *vault) Serve(ctx context.Context) error {
 	return nil
 }
 
+// publicURL is the default address agents use: the listener's, with a
+// wildcard address replaced by the host's name.
+func publicURL(addr *net.TCPAddr) string {
+	if addr.IP.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil && name != "" {
+			return "https://" + net.JoinHostPort(name, fmt.Sprint(addr.Port))
+		}
+	}
+	return "https://" + addr.String()
+}
+
 // housekeeping purges expired sessions and tokens every hour.
 func (v *vault) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
@@ -188,6 +227,34 @@ func (v *vault) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// watchAgents returns the tasks of agents that stopped reporting to the
+// queue, and marks hosts that stopped sending heartbeats Disconnected (with
+// an alert). Three missed heartbeats make a host Disconnected.
+func (v *vault) watchAgents(ctx context.Context) {
+	every := min(v.agentSettings.Heartbeat, 5*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := v.store.ReapExpiredLeases(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("return expired task leases", slog.Any("error", err))
+		} else if n > 0 {
+			v.log.Info("task leases expired; tasks returned to the queue", "tasks", n)
+		}
+		hosts, err := v.store.MarkSilentHostsDisconnected(ctx, 3*v.agentSettings.Heartbeat)
+		if err != nil && ctx.Err() == nil {
+			v.log.Warn("check host heartbeats", slog.Any("error", err))
+		}
+		for _, h := range hosts {
+			v.log.Warn("host disconnected: no heartbeat", "host_id", h.ID, "host", h.Name)
 		}
 	}
 }
