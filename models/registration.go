@@ -175,11 +175,12 @@ func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, prot
 		if err := tx.First(&h, "id = ?", hostID).Error; err != nil {
 			return err
 		}
-		if err := tx.Model(&h).Updates(map[string]any{"last_heartbeat": now, "state": HostConnected,
+		wasDisconnected := h.State != HostConnected
+		if err := tx.Model(&Host{}).Where("id = ?", h.ID).Updates(map[string]any{"last_heartbeat": now, "state": HostConnected,
 			"agent_version": agentVersion, "protocol_version": protocolVersion, "driver": driver}).Error; err != nil {
 			return err
 		}
-		if h.State != HostConnected {
+		if wasDisconnected {
 			// The host is back: its disconnection alert is resolved.
 			return tx.Model(&Alert{}).Where("kind = ? AND object_id = ? AND state <> ?", AlertHostDisconnected, h.ID, AlertResolved).
 				Updates(map[string]any{"state": AlertResolved, "resolved_at": now}).Error

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,12 +14,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/PuerkitoBio/goquery"
 
 	"github.com/lifeboat-dr/lifeboat/handlers"
 	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/models/storetest"
+	"github.com/lifeboat-dr/lifeboat/web/pki"
 )
 
 // testVault is the real vault handler (routes, middleware, store) behind a
@@ -49,8 +52,15 @@ func newTestVault(t testing.TB, dsn string) *testVault {
 	store := storetest.Open(t, dsn, clock)
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := handlers.New(handlers.Deps{Store: store, Logger: log, Now: clock.Now, SecureCookies: true})
+	ca, err := pki.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handlers.New(handlers.Deps{Store: store, Logger: log, Now: clock.Now, SecureCookies: true, CA: agentCA{ca},
+		Agent:    handlers.AgentSettings{Heartbeat: time.Second, PollWait: 300 * time.Millisecond, Progress: time.Second, Lease: 10 * time.Second},
+		VaultURL: "https://vault.test", CAFingerprint: "test-fingerprint"})
 	srv := httptest.NewUnstartedServer(newEcho(h, log))
+	srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return &testVault{t: t, URL: srv.URL, Store: store, Clock: clock, srv: srv, logs: logs}
