@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/views"
 )
@@ -296,5 +298,26 @@ func (h *Handlers) JobPage(c echo.Context) error {
 		v.Steps = append(v.Steps, views.StepRow{Name: s.Name, State: s.State, Message: s.Message, Progress: s.Progress,
 			Started: views.FormatTime(s.StartedAt), Ended: views.FormatTime(s.EndedAt)})
 	}
-	return render(c, http.StatusOK, views.JobPage(h.page(c, j.Type, "jobs"), v))
+	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
+	tasks, err := h.store.JobTasks(c.Request().Context(), j.ID)
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if t.Kind != agentproto.TaskCheckPrerequisites || t.Result == "" {
+			continue
+		}
+		var r agentproto.PrerequisitesResult
+		if json.Unmarshal([]byte(t.Result), &r) != nil {
+			continue // shown as nothing rather than as a broken page
+		}
+		for _, ch := range r.Checks {
+			v.Checks = append(v.Checks, views.CheckRow{Name: ch.Name, OK: ch.OK, Message: ch.Message})
+		}
+	}
+	page := h.page(c, j.Type, "jobs")
+	if v.Running {
+		page.RefreshSeconds = 3
+	}
+	return render(c, http.StatusOK, views.JobPage(page, v))
 }

@@ -12,7 +12,7 @@ func statusText(code int) string { return http.StatusText(code) }
 // badgeClass maps states and health to a colour class.
 func badgeClass(v string) string {
 	switch v {
-	case "Normal", "Connected", "Succeeded", "Protected", "Resolved":
+	case "Normal", "Connected", "Succeeded", "Protected", "Resolved", "Passed":
 		return "ok"
 	case "Warning", "InProgress", "WaitingForInput", "Suspended", "ResyncRequired", "Resynchronizing", "InitialReplication", "EnablingProtection", "Acknowledged":
 		return "warn"

@@ -10,6 +10,9 @@ type Page struct {
 	CSRF    string
 	Flash   string
 	Version string
+	// RefreshSeconds reloads the page while something runs (a job), so
+	// progress shows without JavaScript.
+	RefreshSeconds int
 }
 
 // PageUser is the logged-in user.

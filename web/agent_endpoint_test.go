@@ -263,3 +263,39 @@ func TestSilentHostBecomesDisconnectedWithAnAlertAndComesBack(t *testing.T) {
 		t.Fatalf("after a heartbeat: %s, %d active alerts", host.State, len(alerts.Items))
 	}
 }
+
+func TestPortalRunsAHostCheckAndShowsItsResultOnTheJobPage(t *testing.T) {
+	tv := newTestVault(t, "")
+	siteID, token := newAgentSite(t, tv)
+	a := tv.mustRegister(token, siteID, "hv1")
+	p := tv.login("Contributor")
+	resp, doc := p.get("/sites/" + siteID)
+	if testid(doc, "registration-key").Length() != 1 || texts(testid(doc, "host-name"))[0] != "hv1" {
+		t.Fatal("the site page offers no registration key or misses its host")
+	}
+	resp, _ = p.post("/sites/"+siteID+"/registration-key", nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
+		t.Fatalf("registration key download: %d %q", resp.StatusCode, resp.Header.Get("Content-Disposition"))
+	}
+	resp, doc = p.post("/hosts/"+a.HostID+"/check", nil)
+	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") || !strings.Contains(testid(doc, "job-state").Text(), "InProgress") {
+		t.Fatalf("after starting the check: %s %q", resp.Request.URL.Path, testid(doc, "job-state").Text())
+	}
+	if _, ok := doc.Find(`meta[http-equiv="refresh"]`).Attr("content"); !ok {
+		t.Fatal("a running job's page must refresh itself")
+	}
+	jobPath := resp.Request.URL.Path
+	task := a.poll(1).Tasks[0]
+	result, _ := json.Marshal(agentproto.PrerequisitesResult{Checks: []agentproto.Check{
+		{Name: "Free space in the state directory", OK: true, Message: "40 GiB free"},
+		{Name: "Clock skew", OK: false, Message: "the host's clock is 95 s ahead of the vault"},
+	}})
+	a.call(agentproto.TaskResultPath(task.ID), agentproto.Result{Result: result}, nil)
+	_, doc = p.get(jobPath)
+	if got := texts(testid(doc, "check-name")); len(got) != 2 || !strings.Contains(texts(testid(doc, "check-ok"))[1], "Failed") {
+		t.Fatalf("checks on the job page: %v %v", got, texts(testid(doc, "check-ok")))
+	}
+	if doc.Find(`meta[http-equiv="refresh"]`).Length() != 0 || testid(doc, "job-cancel").Length() != 0 {
+		t.Fatal("an ended job's page still refreshes or offers to cancel")
+	}
+}
