@@ -169,6 +169,8 @@ type TaskError struct {
 	Recoverable bool   `json:"recoverable"`
 }
 
+func (e *TaskError) Error() string { return e.Code + ": " + e.Message }
+
 // Inventory is the complete list of a host's VMs.
 type Inventory struct {
 	VMs []VM `json:"vms"`

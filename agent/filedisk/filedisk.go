@@ -1,0 +1,120 @@
+// Package filedisk is the simplest driver: VMs are directories of raw disk
+// images. It serves tests, demos and any hypervisor whose disks are plain
+// files.
+//
+// Conventions, under the VM root:
+//   - each directory is a VM; its name is the VM's name;
+//   - an optional vm.json {"id": "..."} gives a stable id, else the id is
+//     the directory name;
+//   - the VM's disks are its regular files ending in .img (raw images);
+//   - a file named "running" in the directory marks the VM as running
+//     (a hypervisor hook can create and remove it), else it is off.
+package filedisk
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// Driver lists the VMs under Root.
+type Driver struct {
+	Root string
+	Log  *slog.Logger
+}
+
+// Name is the driver's name as agents report it.
+const Name = "filedisk"
+
+// Check says whether the VM root can be used.
+func (d *Driver) Check() error {
+	fi, err := os.Stat(d.Root)
+	if err != nil {
+		return fmt.Errorf("VM root %s: %w", d.Root, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("VM root %s is not a directory", d.Root)
+	}
+	if _, err := os.ReadDir(d.Root); err != nil {
+		return fmt.Errorf("VM root %s cannot be read: %w", d.Root, err)
+	}
+	return nil
+}
+
+// Inventory lists every VM with its disks, sorted by id.
+func (d *Driver) Inventory() ([]agentproto.VM, error) {
+	entries, err := os.ReadDir(d.Root)
+	if err != nil {
+		return nil, fmt.Errorf("list VMs in %s: %w", d.Root, err)
+	}
+	var vms []agentproto.VM
+	ids := map[string]string{}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		dir := filepath.Join(d.Root, e.Name())
+		vm, err := d.readVM(dir, e.Name())
+		if err != nil {
+			d.logger().Warn("VM directory skipped", "dir", dir, slog.Any("error", err))
+			continue
+		}
+		if other, dup := ids[vm.ID]; dup {
+			d.logger().Warn("VM directory skipped: its id is taken", "dir", dir, "id", vm.ID, "taken_by", other)
+			continue
+		}
+		ids[vm.ID] = dir
+		vms = append(vms, vm)
+	}
+	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
+	return vms, nil
+}
+
+func (d *Driver) readVM(dir, name string) (agentproto.VM, error) {
+	vm := agentproto.VM{ID: name, Name: name, PowerState: "Off", Disks: []agentproto.Disk{}}
+	b, err := os.ReadFile(filepath.Join(dir, "vm.json"))
+	switch {
+	case err == nil:
+		var meta struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(b, &meta); err != nil || strings.TrimSpace(meta.ID) == "" {
+			return vm, fmt.Errorf("vm.json must be {\"id\": \"...\"} with a non-empty id")
+		}
+		vm.ID = strings.TrimSpace(meta.ID)
+	case !errors.Is(err, os.ErrNotExist):
+		return vm, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "running")); err == nil {
+		vm.PowerState = "Running"
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return vm, err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".img") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return vm, err
+		}
+		vm.Disks = append(vm.Disks, agentproto.Disk{Path: filepath.Join(dir, e.Name()), SizeBytes: fi.Size(), Format: "raw"})
+	}
+	return vm, nil
+}
+
+func (d *Driver) logger() *slog.Logger {
+	if d.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Log
+}

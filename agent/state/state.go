@@ -1,0 +1,217 @@
+// Package state keeps what an agent must not forget across restarts, in one
+// directory: its identity (key, certificate, the vault it belongs to) and
+// the tasks it accepted, each written before it runs and again when it ends.
+package state
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// Dir is an agent's state directory.
+type Dir struct {
+	Path string
+	mu   sync.Mutex
+}
+
+// Identity is who the agent is to its vault.
+type Identity struct {
+	VaultURL string `json:"vault_url"`
+	HostID   string `json:"host_id"`
+	SiteID   string `json:"site_id"`
+	Name     string `json:"name"`
+}
+
+// Files of the state directory.
+const (
+	identityFile = "identity.json"
+	keyFile      = "host.key"
+	certFile     = "host.crt"
+	vaultCAFile  = "vault-ca.pem" // the pinned certificate that verifies the vault
+	tasksDir     = "tasks"
+)
+
+// Open makes sure dir exists with mode 0700.
+func Open(path string) (*Dir, error) {
+	if err := os.MkdirAll(filepath.Join(path, tasksDir), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", path, err)
+	}
+	return &Dir{Path: path}, nil
+}
+
+func (d *Dir) file(name string) string { return filepath.Join(d.Path, name) }
+
+// Registered reports whether the agent has an identity here.
+func (d *Dir) Registered() bool {
+	_, err := os.Stat(d.file(identityFile))
+	return err == nil
+}
+
+// SaveRegistration stores a new identity with its key, certificate and the
+// vault's pinned certificate. The identity is written last: a crash half-way
+// leaves an agent that is not registered, never one with a broken identity.
+func (d *Dir) SaveRegistration(id Identity, keyPEM, certPEM, vaultCAPEM []byte) error {
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}, {vaultCAFile, vaultCAPEM, 0o644}} {
+		if err := WriteAtomic(d.file(f.name), f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	b, _ := json.MarshalIndent(id, "", "  ")
+	return WriteAtomic(d.file(identityFile), b, 0o600)
+}
+
+// Identity reads the stored identity.
+func (d *Dir) Identity() (Identity, error) {
+	var id Identity
+	b, err := os.ReadFile(d.file(identityFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return id, fmt.Errorf("the agent is not registered in %s; run `lifeboat-agent register --key-file KEY --state-dir %s` first", d.Path, d.Path)
+	}
+	if err != nil {
+		return id, err
+	}
+	return id, json.Unmarshal(b, &id)
+}
+
+// Certificate loads the host's key pair.
+func (d *Dir) Certificate() (*tls.Certificate, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pair, err := tls.LoadX509KeyPair(d.file(certFile), d.file(keyFile))
+	if err != nil {
+		return nil, fmt.Errorf("load the host certificate: %w", err)
+	}
+	return &pair, nil
+}
+
+// ReplaceCertificate swaps in a renewed key and certificate.
+func (d *Dir) ReplaceCertificate(keyPEM, certPEM []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("the renewed certificate does not match the new key: %w", err)
+	}
+	// Both files are replaced by rename; a reader between the two renames
+	// fails to load a pair and retries at the next handshake.
+	if err := WriteAtomic(d.file(keyFile+".new"), keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := WriteAtomic(d.file(certFile+".new"), certPEM, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(d.file(keyFile+".new"), d.file(keyFile)); err != nil {
+		return err
+	}
+	return os.Rename(d.file(certFile+".new"), d.file(certFile))
+}
+
+// VaultCA reads the pinned vault certificate.
+func (d *Dir) VaultCA() ([]byte, error) { return os.ReadFile(d.file(vaultCAFile)) }
+
+// Task states in the state directory.
+const (
+	TaskRunning = "running" // accepted, being run
+	TaskDone    = "done"    // ended; the result waits to be delivered
+)
+
+// TaskRecord is one accepted task.
+type TaskRecord struct {
+	Task   agentproto.Task   `json:"task"`
+	State  string            `json:"state"`
+	Result agentproto.Result `json:"result"`
+}
+
+func (d *Dir) taskPath(id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, `/\.`) {
+		return "", fmt.Errorf("task id %q is not a safe file name", id)
+	}
+	return filepath.Join(d.Path, tasksDir, id+".json"), nil
+}
+
+// SaveTask writes a task record (before the task runs, and when it ends).
+func (d *Dir) SaveTask(r TaskRecord) error {
+	p, err := d.taskPath(r.Task.ID)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return WriteAtomic(p, b, 0o600)
+}
+
+// ForgetTask removes a task whose result the vault has acknowledged.
+func (d *Dir) ForgetTask(id string) error {
+	p, err := d.taskPath(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Tasks lists stored task records, oldest id first.
+func (d *Dir) Tasks() ([]TaskRecord, error) {
+	entries, err := os.ReadDir(filepath.Join(d.Path, tasksDir))
+	if err != nil {
+		return nil, err
+	}
+	var out []TaskRecord
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d.Path, tasksDir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var r TaskRecord
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("task record %s is damaged: %w", e.Name(), err)
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Task.ID < out[j].Task.ID })
+	return out, nil
+}
+
+// WriteAtomic writes through a temporary file, fsync and rename.
+func WriteAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
