@@ -12,10 +12,12 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/lifeboat-vault ./web
+	$(GO) build -o $(BIN)/lifeboat-agent ./agent
 
-## run: the vault on the embedded defaults (SQLite and TLS material under ./data).
+## run: the vault on the embedded defaults (SQLite and TLS material under ./data),
+## and a local agent over generated demo VMs (under ./data/demo).
 run: build
-	$(BIN)/lifeboat-vault --data-dir $(DATA_DIR) --listen $(LISTEN)
+	DATA_DIR=$(DATA_DIR) LISTEN=$(LISTEN) BIN=$(BIN) scripts/run-demo.sh
 
 ## test: installs what the tests need (Chromium for the browser test), then the whole suite.
 test: test-deps

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -51,6 +52,12 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	// Disk paths go to the vault as the host sees them: absolute.
+	root, err := filepath.Abs(*vmRoot)
+	if err != nil {
+		return err
+	}
+	vmRoot = &root
 	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log}, *maxTasks, log)
 	if err != nil {
 		return err

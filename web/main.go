@@ -23,6 +23,9 @@ func main() {
 // run is the whole program: main only adds the process around it, so tests
 // run the real thing.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "registration-key" {
+		return registrationKeyCommand(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -64,7 +65,8 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 				level = slog.LevelError
 			case v.Status >= 400:
 				level = slog.LevelWarn
-			case v.URIPath == "/healthz" || len(v.URIPath) > 7 && v.URIPath[:8] == "/static/":
+			case v.URIPath == "/healthz" || strings.HasPrefix(v.URIPath, "/static/") || strings.HasPrefix(v.URIPath, "/agent/"):
+				// Agents call every few seconds; their successes are noise.
 				level = slog.LevelDebug
 			}
 			attrs := []slog.Attr{
