@@ -134,7 +134,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 					}
 					templ.ReleaseBuffer(templ_7745c5c3_Buffer)
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 8, ">Register a host agent in the site (agents are not built yet; see the README).</li>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 8, ">Register a host agent: on the site's page, download a registration key and run <code>lifeboat-agent register</code> on the host.</li>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

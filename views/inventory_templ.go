@@ -1274,7 +1274,7 @@ func VMsPage(p Page, f VMFilterView, rows []VMRow, next string) templ.Component 
 						}
 						return nil
 					})
-					templ_7745c5c3_Err = Empty("vms-empty", "No virtual machine yet. VMs appear when a registered host agent reports its inventory; host agents are not built yet.").Render(templ.WithChildren(ctx, templ_7745c5c3_Var57), templ_7745c5c3_Buffer)
+					templ_7745c5c3_Err = Empty("vms-empty", "No virtual machine yet. VMs appear when a registered host agent reports its inventory.").Render(templ.WithChildren(ctx, templ_7745c5c3_Var57), templ_7745c5c3_Buffer)
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}

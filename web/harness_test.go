@@ -145,9 +145,11 @@ type portal struct {
 // newPortal makes an anonymous portal client.
 func (tv *testVault) newPortal() *portal {
 	jar, _ := cookiejar.New(nil)
-	c := tv.srv.Client()
+	// A copy: the server's client is shared, and each portal is a browser
+	// of its own, with its own cookies.
+	c := *tv.srv.Client()
 	c.Jar = jar
-	return &portal{tv: tv, client: c}
+	return &portal{tv: tv, client: &c}
 }
 
 // login returns a portal client logged in as a new user with role.

@@ -179,7 +179,7 @@ func callAs(t *testing.T, tv *testVault, method, path, session, token string) in
 			req.AddCookie(&http.Cookie{Name: handlers.SessionCookie, Value: session})
 		}
 	}
-	client := tv.srv.Client()
+	client := *tv.srv.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
