@@ -85,7 +85,14 @@ type agent struct {
 	running   map[string]context.CancelFunc
 	fatal     chan error
 	wg        sync.WaitGroup
+
+	// kinds are the tasks this agent can run, by kind.
+	kinds map[string]taskFunc
 }
+
+// taskFunc runs one kind of task; it reports progress through rep and
+// returns the result to send (marshalled to JSON).
+type taskFunc func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error)
 
 func newAgent(dir *state.Dir, driver *filedisk.Driver, maxTasks int, log *slog.Logger) (*agent, error) {
 	id, err := dir.Identity()
@@ -99,6 +106,11 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, maxTasks int, log *slog.L
 	a := &agent{id: id, dir: dir, driver: driver, info: agentInfo(filedisk.Name), log: log.With("host_id", id.HostID), maxTasks: maxTasks,
 		intervals: agentproto.Intervals{HeartbeatSeconds: 15, PollWaitSeconds: 25, ProgressSeconds: 3},
 		running:   map[string]context.CancelFunc{}, fatal: make(chan error, 1)}
+	a.kinds = map[string]taskFunc{
+		agentproto.TaskCheckPrerequisites: func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
+			return a.checkPrerequisites(ctx, t, rep)
+		},
+	}
 	if a.cert, err = dir.Certificate(); err != nil {
 		return nil, err
 	}

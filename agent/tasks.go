@@ -23,15 +23,12 @@ func idempotent(kind string) bool {
 
 // execute runs a task and returns how it ended.
 func (a *agent) execute(ctx context.Context, t agentproto.Task, rep *reporter) agentproto.Result {
-	var out any
-	var err error
-	switch t.Kind {
-	case agentproto.TaskCheckPrerequisites:
-		out, err = a.checkPrerequisites(ctx, t, rep)
-	default:
+	run, ok := a.kinds[t.Kind]
+	if !ok {
 		return agentproto.Result{Error: &agentproto.TaskError{Code: "unknown_task_kind",
 			Message: fmt.Sprintf("this agent (version %s) cannot run %q tasks; upgrade it", Version, t.Kind)}}
 	}
+	out, err := run(ctx, t, rep)
 	if err != nil {
 		if ctx.Err() != nil {
 			return agentproto.Result{Error: &agentproto.TaskError{Code: "cancelled", Message: "cancelled by an operator"}}
