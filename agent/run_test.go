@@ -201,12 +201,17 @@ func TestAgentReportsProgressAndStopsATaskTheVaultCancels(t *testing.T) {
 	if res.Error == nil || res.Error.Code != "cancelled" || progress < 2 {
 		t.Fatalf("result %+v after %d progress reports", res.Error, progress)
 	}
+	// Once the vault acknowledged it, the result leaves the state directory.
+	deadline := time.Now().Add(10 * time.Second)
+	for recs, _ := dir.Tasks(); len(recs) != 0; recs, _ = dir.Tasks() {
+		if time.Now().After(deadline) {
+			t.Fatalf("a delivered result stayed in the state directory: %+v", recs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
-	}
-	if recs, _ := dir.Tasks(); len(recs) != 0 {
-		t.Fatalf("a delivered result stayed in the state directory: %+v", recs)
 	}
 }
 
