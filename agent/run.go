@@ -48,12 +48,16 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	case *maxTasks < 1 || *maxTasks > 64:
 		return errors.New("--max-tasks must be from 1 to 64")
 	}
-	dir, err := state.Open(*stateDir)
+	// Paths go to the vault (disks) and into checks' messages: absolute.
+	root, err := filepath.Abs(*vmRoot)
 	if err != nil {
 		return err
 	}
-	// Disk paths go to the vault as the host sees them: absolute.
-	root, err := filepath.Abs(*vmRoot)
+	stateAbs, err := filepath.Abs(*stateDir)
+	if err != nil {
+		return err
+	}
+	dir, err := state.Open(stateAbs)
 	if err != nil {
 		return err
 	}

@@ -6,5 +6,5 @@ import "embed"
 
 // Files are served under /static/.
 //
-//go:embed css js
+//go:embed css js img
 var Files embed.FS
