@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs and the Go toolchain does not bring:
-# Chromium (Debian package) for the real-browser portal test. Idempotent.
+# Installs what the test suite needs and the Go toolchain does not bring,
+# from Debian's packages: Chromium for the real-browser portal test, and
+# qemu-utils (qemu-img) to check replica disk formats. Idempotent.
 set -euo pipefail
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
