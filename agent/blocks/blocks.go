@@ -31,6 +31,17 @@ func hashBlock(b []byte) Hash {
 	return xxh3.Hash128(b).Bytes()
 }
 
+// HashBlock hashes one block; a short last block is hashed padded with
+// zeros, as HashDisk does.
+func HashBlock(b []byte) Hash {
+	if len(b) < BlockSize {
+		padded := make([]byte, BlockSize)
+		copy(padded, b)
+		b = padded
+	}
+	return hashBlock(b[:BlockSize])
+}
+
 // Count is how many blocks a disk of size bytes has (the last one may be
 // short; it is hashed as if padded with zeros).
 func Count(size int64) int64 { return (size + BlockSize - 1) / BlockSize }

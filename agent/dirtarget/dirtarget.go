@@ -1,0 +1,555 @@
+// Package dirtarget keeps replicas in a directory (local disk or a NAS),
+// with recovery points that cost only the data changed after them.
+//
+// Layout, under ROOT/VM-ID/:
+//
+//	disks/DISK.vhd      the newest replica: the data rounded up to a MiB,
+//	                    then a fixed-VHD footer (as on Azure)
+//	disks/DISK.hashes   16-byte xxh3-128 of every 4 KiB block of it
+//	points/SEQ-ID/manifest.json   a recovery point: time, consistency, disks
+//	points/SEQ-ID/DISK.undo       before-images of the blocks written after
+//	                              this point (each block once)
+//
+// Undo logs instead of copies: creating a point costs nothing; a write
+// after it first saves the block's old content in the newest point's undo
+// log, once. Reading point P takes each block from the oldest undo log at
+// or after P that holds it, else from the replica. Deleting the oldest
+// point deletes its directory and nothing else.
+//
+// Crash safety: before-images reach the undo log (fsynced) before the
+// replica block is overwritten, and a record cut short by a crash is
+// dropped when the log is opened again. A point's manifest appears by
+// rename, whole or not at all.
+package dirtarget
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/vhd"
+)
+
+const recordSize = 8 + blocks.BlockSize // block index, then the block
+
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Replica is one VM's replicas in a directory target.
+type Replica struct {
+	dir string
+
+	// Lock order: writes, then a disk's mu, then mu (held briefly, never
+	// while taking another lock).
+	writes sync.RWMutex // WriteRun shares it; CreatePoint takes it alone
+	mu     sync.Mutex
+	disks  map[string]*disk
+	newest *Point // cached; nil until looked up, or when there is none
+	looked bool
+}
+
+type disk struct {
+	mu       sync.Mutex
+	data     *os.File // DISK.vhd
+	hashes   *os.File
+	size     int64 // source size
+	undo     *os.File
+	undoSeen map[int64]bool // blocks already saved in undo
+	undoFor  string         // the point whose undo log is open
+}
+
+// Open opens (or creates) the replica directory of vmID under root.
+func Open(root, vmID string) (*Replica, error) {
+	if !safeName.MatchString(vmID) {
+		return nil, fmt.Errorf("VM id %q cannot be a directory name", vmID)
+	}
+	dir := filepath.Join(root, vmID)
+	for _, sub := range []string{"disks", "points"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("replica directory: %w", err)
+		}
+	}
+	return &Replica{dir: dir, disks: map[string]*disk{}}, nil
+}
+
+// Close releases the open files.
+func (r *Replica) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, d := range r.disks {
+		for _, f := range []*os.File{d.data, d.hashes, d.undo} {
+			if f != nil {
+				errs = append(errs, f.Close())
+			}
+		}
+	}
+	r.disks = map[string]*disk{}
+	return errors.Join(errs...)
+}
+
+// CreateDisk makes an empty (all zero, sparse) replica for a source disk
+// of size bytes, with its footer and hash file. A replica that exists
+// already is kept.
+func (r *Replica) CreateDisk(diskID string, size int64) error {
+	if !safeName.MatchString(diskID) {
+		return fmt.Errorf("disk id %q cannot be a file name", diskID)
+	}
+	dataSize := vhd.DataSize(size)
+	if size <= 0 || dataSize > vhd.MaxDataSize {
+		return fmt.Errorf("disk size %d is not between 1 byte and %d bytes", size, vhd.MaxDataSize)
+	}
+	path := filepath.Join(r.dir, "disks", diskID+".vhd")
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	footer, err := vhd.Footer{DataSize: dataSize, Created: time.Now()}.Marshal()
+	if err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(footer, dataSize); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	zero := make([]blocks.Hash, blocks.Count(dataSize))
+	for i := range zero {
+		zero[i] = blocks.ZeroHash
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "disks", diskID+".hashes"), blocks.Encode(zero), 0o640); err != nil {
+		return err
+	}
+	meta, _ := json.Marshal(map[string]int64{"size_bytes": size})
+	if err := os.WriteFile(filepath.Join(r.dir, "disks", diskID+".json"), meta, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (r *Replica) disk(diskID string) (*disk, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.disks[diskID]; ok {
+		return d, nil
+	}
+	if !safeName.MatchString(diskID) {
+		return nil, fmt.Errorf("disk id %q cannot be a file name", diskID)
+	}
+	base := filepath.Join(r.dir, "disks", diskID)
+	var meta struct {
+		SizeBytes int64 `json:"size_bytes"`
+	}
+	b, err := os.ReadFile(base + ".json")
+	if err != nil {
+		return nil, fmt.Errorf("replica of disk %s: %w", diskID, err)
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		return nil, fmt.Errorf("replica of disk %s: damaged metadata: %w", diskID, err)
+	}
+	d := &disk{size: meta.SizeBytes}
+	if d.data, err = os.OpenFile(base+".vhd", os.O_RDWR, 0); err != nil {
+		return nil, err
+	}
+	if d.hashes, err = os.OpenFile(base+".hashes", os.O_RDWR, 0); err != nil {
+		d.data.Close()
+		return nil, err
+	}
+	r.disks[diskID] = d
+	return d, nil
+}
+
+// Hashes returns the block hashes of the newest replica of a disk, as
+// resync and delta replication compare against them.
+func (r *Replica) Hashes(diskID string) ([]blocks.Hash, error) {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, err := io.ReadAll(io.NewSectionReader(d.hashes, 0, 1<<62))
+	if err != nil {
+		return nil, err
+	}
+	return blocks.Decode(b)
+}
+
+// WriteRun writes data at off in the replica of a disk. off must be block
+// aligned; data may end short only at the disk's end. The blocks' old
+// content is first saved for the newest recovery point.
+func (r *Replica) WriteRun(diskID string, off int64, data []byte) error {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return err
+	}
+	if off%blocks.BlockSize != 0 || off < 0 || off+int64(len(data)) > d.size || len(data) == 0 ||
+		(len(data)%blocks.BlockSize != 0 && off+int64(len(data)) != d.size) {
+		return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", len(data), off, d.size)
+	}
+	r.writes.RLock()
+	defer r.writes.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := r.saveBeforeImages(diskID, d, off, int64(len(data))); err != nil {
+		return fmt.Errorf("save before-images for the recovery point: %w", err)
+	}
+	if _, err := d.data.WriteAt(data, off); err != nil {
+		return err
+	}
+	hashes := make([]byte, 0, (len(data)+blocks.BlockSize-1)/blocks.BlockSize*16)
+	for i := 0; i < len(data); i += blocks.BlockSize {
+		h := blocks.HashBlock(data[i:min(i+blocks.BlockSize, len(data))])
+		hashes = append(hashes, h[:]...)
+	}
+	_, err = d.hashes.WriteAt(hashes, off/blocks.BlockSize*16)
+	return err
+}
+
+// Sync makes every write so far durable, before a point is taken.
+func (r *Replica) Sync() error {
+	r.mu.Lock()
+	disks := make([]*disk, 0, len(r.disks))
+	for _, d := range r.disks {
+		disks = append(disks, d)
+	}
+	r.mu.Unlock()
+	for _, d := range disks {
+		d.mu.Lock()
+		err := errors.Join(d.data.Sync(), d.hashes.Sync())
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveBeforeImages appends, to the newest point's undo log, the blocks of
+// [off, off+n) not saved there yet. With no point yet, there is nothing to
+// preserve.
+func (r *Replica) saveBeforeImages(diskID string, d *disk, off, n int64) error {
+	newest, err := r.newestPoint()
+	if err != nil || newest == nil {
+		return err
+	}
+	if d.undoFor != newest.dirName() {
+		if err := d.openUndo(filepath.Join(r.dir, "points", newest.dirName(), diskID+".undo")); err != nil {
+			return err
+		}
+		d.undoFor = newest.dirName()
+	}
+	rec := make([]byte, recordSize)
+	wrote := false
+	for b := off / blocks.BlockSize; b*blocks.BlockSize < off+n; b++ {
+		if d.undoSeen[b] {
+			continue
+		}
+		binary.BigEndian.PutUint64(rec[:8], uint64(b))
+		clear(rec[8:])
+		if _, err := d.data.ReadAt(rec[8:], b*blocks.BlockSize); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if _, err := d.undo.Write(rec); err != nil {
+			return err
+		}
+		d.undoSeen[b] = true
+		wrote = true
+	}
+	if wrote {
+		return d.undo.Sync()
+	}
+	return nil
+}
+
+// newestPoint is the newest recovery point, read once and then kept up to
+// date by CreatePoint.
+func (r *Replica) newestPoint() (*Point, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.looked {
+		points, err := r.Points()
+		if err != nil {
+			return nil, err
+		}
+		if len(points) > 0 {
+			r.newest = &points[len(points)-1]
+		}
+		r.looked = true
+	}
+	return r.newest, nil
+}
+
+// openUndo opens an undo log for appending and indexes it; a last record
+// cut short by a crash is dropped.
+func (d *disk) openUndo(path string) error {
+	if d.undo != nil {
+		d.undo.Close()
+		d.undo = nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return err
+	}
+	seen, whole, err := indexUndo(f)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Truncate(whole); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Seek(whole, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	d.undo, d.undoSeen = f, map[int64]bool{}
+	for b := range seen {
+		d.undoSeen[b] = true
+	}
+	return nil
+}
+
+// indexUndo maps block index → offset of its before-image in an undo log,
+// and returns the length of the whole records.
+func indexUndo(f *os.File) (map[int64]int64, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	whole := fi.Size() / recordSize * recordSize
+	idx := map[int64]int64{}
+	head := make([]byte, 8)
+	for pos := int64(0); pos < whole; pos += recordSize {
+		if _, err := f.ReadAt(head, pos); err != nil {
+			return nil, 0, err
+		}
+		b := int64(binary.BigEndian.Uint64(head))
+		if _, dup := idx[b]; !dup {
+			idx[b] = pos + 8
+		}
+	}
+	return idx, whole, nil
+}
+
+// Point is a recovery point of the VM.
+type Point struct {
+	Seq         int              `json:"seq"`
+	ID          string           `json:"id"`
+	Time        time.Time        `json:"time"`
+	Consistency string           `json:"consistency"`
+	Disks       map[string]int64 `json:"disks"` // disk id → size in bytes
+}
+
+func (p Point) dirName() string { return fmt.Sprintf("%010d-%s", p.Seq, p.ID) }
+
+// CreatePoint records the replica as it is now as a recovery point of all
+// its disks together. Call it after a cycle's writes to every disk ended.
+func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (Point, error) {
+	if !safeName.MatchString(id) {
+		return Point{}, fmt.Errorf("point id %q cannot be a directory name", id)
+	}
+	if err := r.Sync(); err != nil {
+		return Point{}, err
+	}
+	points, err := r.Points()
+	if err != nil {
+		return Point{}, err
+	}
+	p := Point{Seq: 1, ID: id, Time: at.UTC(), Consistency: consistency, Disks: map[string]int64{}}
+	if n := len(points); n > 0 {
+		p.Seq = points[n-1].Seq + 1
+	}
+	entries, err := os.ReadDir(filepath.Join(r.dir, "disks"))
+	if err != nil {
+		return Point{}, err
+	}
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			d, err := r.disk(name)
+			if err != nil {
+				return Point{}, err
+			}
+			p.Disks[name] = d.size
+		}
+	}
+	tmp := filepath.Join(r.dir, "points", ".new-"+p.dirName())
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		return Point{}, err
+	}
+	b, _ := json.MarshalIndent(p, "", "  ")
+	if err := os.WriteFile(filepath.Join(tmp, "manifest.json"), b, 0o640); err != nil {
+		return Point{}, err
+	}
+	// No write may fall between the new point and its undo log: writes
+	// wait while the point appears.
+	r.writes.Lock()
+	defer r.writes.Unlock()
+	if err := os.Rename(tmp, filepath.Join(r.dir, "points", p.dirName())); err != nil {
+		return Point{}, err
+	}
+	r.mu.Lock()
+	r.newest, r.looked = &p, true
+	r.mu.Unlock()
+	return p, nil
+}
+
+// Points lists the recovery points, oldest first.
+func (r *Replica) Points() ([]Point, error) {
+	entries, err := os.ReadDir(filepath.Join(r.dir, "points"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Point
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.dir, "points", e.Name(), "manifest.json"))
+		if err != nil {
+			return nil, fmt.Errorf("recovery point %s: %w", e.Name(), err)
+		}
+		var p Point
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("recovery point %s: damaged manifest: %w", e.Name(), err)
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
+	return out, nil
+}
+
+// DeletePoint deletes a recovery point that is not the newest. Only the
+// oldest can go without merging: its undo log serves no other point.
+func (r *Replica) DeletePoint(id string) error {
+	points, err := r.Points()
+	if err != nil {
+		return err
+	}
+	if len(points) == 0 {
+		return fmt.Errorf("no recovery point %q", id)
+	}
+	switch {
+	case points[len(points)-1].ID == id:
+		return errors.New("the newest recovery point is never deleted")
+	case points[0].ID != id:
+		return fmt.Errorf("recovery point %q is not the oldest; points are pruned oldest first", id)
+	}
+	return os.RemoveAll(filepath.Join(r.dir, "points", points[0].dirName()))
+}
+
+// ReadPoint returns the content of a disk at a recovery point, of the
+// disk's size at that point.
+func (r *Replica) ReadPoint(pointID, diskID string) (*PointReader, int64, error) {
+	points, err := r.Points()
+	if err != nil {
+		return nil, 0, err
+	}
+	at := -1
+	for i, p := range points {
+		if p.ID == pointID {
+			at = i
+		}
+	}
+	if at < 0 {
+		return nil, 0, fmt.Errorf("no recovery point %q", pointID)
+	}
+	size, ok := points[at].Disks[diskID]
+	if !ok {
+		return nil, 0, fmt.Errorf("recovery point %q has no disk %q", pointID, diskID)
+	}
+	d, err := r.disk(diskID)
+	if err != nil {
+		return nil, 0, err
+	}
+	pr := &PointReader{data: d.data, size: size}
+	// Oldest first, so the first log holding a block wins.
+	for _, p := range points[at:] {
+		f, err := os.Open(filepath.Join(r.dir, "points", p.dirName(), diskID+".undo"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		idx, _, err := indexUndo(f)
+		if err != nil {
+			f.Close()
+			pr.Close()
+			return nil, 0, err
+		}
+		pr.logs = append(pr.logs, undoLog{f: f, idx: idx})
+	}
+	return pr, size, nil
+}
+
+type undoLog struct {
+	f   *os.File
+	idx map[int64]int64
+}
+
+// PointReader reads a disk as it was at a recovery point. Writes to the
+// replica while it is open must not happen (the reader sees the replica
+// file as it is); recovery reads happen between cycles.
+type PointReader struct {
+	data *os.File
+	size int64
+	logs []undoLog
+}
+
+// Close releases the undo logs.
+func (p *PointReader) Close() error {
+	var errs []error
+	for _, l := range p.logs {
+		errs = append(errs, l.f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ReadAt reads the disk at the point.
+func (p *PointReader) ReadAt(b []byte, off int64) (int, error) {
+	if off >= p.size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(b) && off+int64(n) < p.size {
+		pos := off + int64(n)
+		blk := pos / blocks.BlockSize
+		in := pos % blocks.BlockSize
+		want := min(int64(len(b)-n), blocks.BlockSize-in, p.size-pos)
+		src := io.ReaderAt(p.data)
+		srcOff := pos
+		for _, l := range p.logs {
+			if at, ok := l.idx[blk]; ok {
+				src, srcOff = l.f, at+in
+				break
+			}
+		}
+		if _, err := src.ReadAt(b[n:n+int(want)], srcOff); err != nil {
+			return n, err
+		}
+		n += int(want)
+	}
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}

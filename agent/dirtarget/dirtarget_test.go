@@ -1,0 +1,202 @@
+package dirtarget
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+)
+
+// replicate sends what changed in src since the replica's hashes, with
+// several writes in flight, as the engine will.
+func replicate(t *testing.T, r *Replica, diskID string, src []byte) int64 {
+	t.Helper()
+	old, err := r.Hashes(diskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, _ := blocks.HashDisk(bytes.NewReader(src), int64(len(src)), 2)
+	runs := blocks.Changed(old[:len(now)], now, int64(len(src)))
+	var wg sync.WaitGroup
+	errs := make(chan error, len(runs))
+	var sent int64
+	for _, e := range runs {
+		sent += e.Length
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- r.WriteRun(diskID, e.Offset, src[e.Offset:e.Offset+e.Length])
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sent
+}
+
+func scribble(r *rand.Rand, disk []byte, writes int) {
+	for range writes {
+		off := r.IntN(len(disk) - 1)
+		n := 1 + r.IntN(min(20000, len(disk)-off))
+		for i := off; i < off+n; i++ {
+			disk[i] = byte(r.Uint32())
+		}
+	}
+}
+
+func readAll(t *testing.T, r *Replica, pointID, diskID string) []byte {
+	t.Helper()
+	pr, size, err := r.ReadPoint(pointID, diskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestEveryRecoveryPointReadsBackAsTheSourceWasAtItsCapture(t *testing.T) {
+	root := t.TempDir()
+	r, err := Open(root, "vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rnd := rand.New(rand.NewPCG(7, 7))
+	disks := map[string][]byte{"d0": make([]byte, 3<<20+777), "d1": make([]byte, 1<<20)}
+	for id, src := range disks {
+		scribble(rnd, src, 50)
+		if err := r.CreateDisk(id, int64(len(src))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type capture struct {
+		id    string
+		disks map[string][]byte
+	}
+	var captures []capture
+	var changedBlocks, undoBytes int64
+	for cycle := 0; cycle < 12; cycle++ {
+		for id, src := range disks {
+			if cycle > 0 {
+				before, _ := blocks.HashDisk(bytes.NewReader(src), int64(len(src)), 1)
+				scribble(rnd, src, 1+rnd.IntN(15))
+				after, _ := blocks.HashDisk(bytes.NewReader(src), int64(len(src)), 1)
+				for _, e := range blocks.Changed(before, after, int64(len(src))) {
+					changedBlocks += (e.Length + blocks.BlockSize - 1) / blocks.BlockSize
+				}
+			}
+			replicate(t, r, id, src)
+		}
+		id := fmt.Sprintf("p%02d", cycle)
+		if _, err := r.CreatePoint(id, time.Now(), "crash"); err != nil {
+			t.Fatal(err)
+		}
+		c := capture{id: id, disks: map[string][]byte{}}
+		for d, src := range disks {
+			c.disks[d] = bytes.Clone(src)
+		}
+		captures = append(captures, c)
+	}
+	for _, c := range captures {
+		for d, want := range c.disks {
+			if got := readAll(t, r, c.id, d); !bytes.Equal(got, want) {
+				t.Fatalf("point %s, disk %s: differs from the source at its capture", c.id, d)
+			}
+		}
+	}
+	// A point costs the changed data, not the disk: undo logs hold at most
+	// one record per changed block.
+	filepath.Walk(filepath.Join(root, "vm-1", "points"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && filepath.Ext(p) == ".undo" {
+			undoBytes += fi.Size()
+		}
+		return nil
+	})
+	if undoBytes == 0 || undoBytes > changedBlocks*recordSize {
+		t.Fatalf("undo logs hold %d bytes; %d blocks changed after the first point (at most %d bytes)", undoBytes, changedBlocks, changedBlocks*recordSize)
+	}
+
+	// Retention prunes oldest first, never the newest; what remains still reads right.
+	if err := r.DeletePoint(captures[len(captures)-1].id); err == nil {
+		t.Fatal("the newest point was deleted")
+	}
+	if err := r.DeletePoint(captures[5].id); err == nil {
+		t.Fatal("a middle point was deleted")
+	}
+	for _, c := range captures[:4] {
+		if err := r.DeletePoint(c.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	points, _ := r.Points()
+	if len(points) != len(captures)-4 || points[0].ID != captures[4].id {
+		t.Fatalf("after pruning: %+v", points)
+	}
+	for _, c := range captures[4:] {
+		for d, want := range c.disks {
+			if got := readAll(t, r, c.id, d); !bytes.Equal(got, want) {
+				t.Fatalf("after pruning, point %s disk %s differs", c.id, d)
+			}
+		}
+	}
+}
+
+func TestUndoRecordCutShortByACrashIsDropped(t *testing.T) {
+	root := t.TempDir()
+	r, _ := Open(root, "vm-2")
+	src := bytes.Repeat([]byte{1}, 64<<10)
+	r.CreateDisk("d", int64(len(src)))
+	replicate(t, r, "d", src)
+	r.CreatePoint("p1", time.Now(), "crash")
+	at1 := bytes.Clone(src)
+	src[0] = 9
+	replicate(t, r, "d", src)
+	r.Close()
+	// A crash mid-append leaves half a record behind.
+	undo := filepath.Join(root, "vm-2", "points", "0000000001-p1", "d.undo")
+	f, _ := os.OpenFile(undo, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(make([]byte, 100))
+	f.Close()
+
+	r, _ = Open(root, "vm-2")
+	defer r.Close()
+	src[5000] = 9 // a second block, appended after the damaged tail is cut
+	replicate(t, r, "d", src)
+	if got := readAll(t, r, "p1", "d"); !bytes.Equal(got, at1) {
+		t.Fatal("point p1 is wrong after a torn undo record")
+	}
+}
+
+func TestReplicaFileIsAFixedVHDOfTheRoundedSize(t *testing.T) {
+	root := t.TempDir()
+	r, _ := Open(root, "vm-3")
+	defer r.Close()
+	if err := r.CreateDisk("d", 3<<20+1); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(filepath.Join(root, "vm-3", "disks", "d.vhd"))
+	if fi.Size() != 4<<20+512 {
+		t.Fatalf("replica file of %d bytes, want 4 MiB + the 512-byte footer", fi.Size())
+	}
+	if err := r.WriteRun("d", 1, []byte{1}); err == nil {
+		t.Fatal("an unaligned write is accepted")
+	}
+	if _, err := Open(root, "../escape"); err == nil {
+		t.Fatal("a VM id with a path in it is accepted")
+	}
+}
