@@ -114,6 +114,9 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, maxTasks int, log *slog.L
 		agentproto.TaskCheckPrerequisites: func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
 			return a.checkPrerequisites(ctx, t, rep)
 		},
+		agentproto.TaskProtectionCheck: a.protectionCheck,
+		agentproto.TaskCreateReplica:   a.createReplica,
+		agentproto.TaskReplicate:       a.replicate,
 	}
 	if a.cert, err = dir.Certificate(); err != nil {
 		return nil, err

@@ -17,8 +17,14 @@ import (
 )
 
 // idempotent kinds may simply run again after an agent restart.
+// A replication cycle is too: blocks already written hash equal and are
+// not sent again, and the point is made only at its end.
 func idempotent(kind string) bool {
-	return kind == agentproto.TaskCheckPrerequisites
+	switch kind {
+	case agentproto.TaskCheckPrerequisites, agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate:
+		return true
+	}
+	return false
 }
 
 // execute runs a task and returns how it ended.

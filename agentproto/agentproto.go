@@ -139,7 +139,43 @@ type Task struct {
 // Task kinds.
 const (
 	TaskCheckPrerequisites = "check_prerequisites"
+	// Protection: check, create the replicas, replicate (one cycle: initial
+	// or delta, ending with a recovery point).
+	TaskProtectionCheck = "protection_check"
+	TaskCreateReplica   = "create_replica"
+	TaskReplicate       = "replicate"
 )
+
+// ReplicationPayload is the payload of the protection tasks.
+type ReplicationPayload struct {
+	ProtectionID string `json:"protection_id"`
+	VMID         string `json:"vm_id"` // the VM's id on the host
+	Target       struct {
+		Kind string `json:"kind"` // "directory"
+		Path string `json:"path"`
+	} `json:"target"`
+	Disks          []ReplicaDisk `json:"disks"`
+	PointID        string        `json:"point_id,omitempty"` // replicate: the id of the point to create
+	RetentionHours int           `json:"retention_hours"`    // replicate: prune points older than this
+	MinFreeBytes   int64         `json:"min_free_bytes,omitempty"`
+}
+
+// ReplicaDisk is one source disk and its replica's id.
+type ReplicaDisk struct {
+	ReplicaID string `json:"replica_id"`
+	Path      string `json:"path"`
+	SizeBytes int64  `json:"size_bytes"`
+}
+
+// ReplicateResult is the result of TaskReplicate.
+type ReplicateResult struct {
+	PointID     string    `json:"point_id"`
+	Time        time.Time `json:"time"`
+	Consistency string    `json:"consistency"` // crash or app
+	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
+	BytesSent   int64     `json:"bytes_sent"`
+	Pruned      []string  `json:"pruned"` // point ids deleted by retention
+}
 
 // Progress is a task's progress report.
 type Progress struct {

@@ -59,3 +59,6 @@ func New(d Deps) *Handlers {
 // SetVaultURL sets the address written into registration keys, when it is
 // known only once the listener is open. Call it before serving.
 func (h *Handlers) SetVaultURL(url string) { h.vaultURL = url }
+
+// WakeHost ends the wait of the host's long poll: new work is queued for it.
+func (h *Handlers) WakeHost(hostID string) { h.wakeups.wake(hostID) }

@@ -131,6 +131,8 @@ func components() []component {
 		{Name: "RegistrationKey", Type: reflect.TypeFor[agentproto.RegistrationKey](),
 			Doc: "The file `lifeboat-agent register --key-file` reads: one host may register with it, within 5 days. The secret is shown only here."},
 		{Name: "JobAccepted", Type: reflect.TypeFor[JobAcceptedJSON](), Doc: "An action started a job; follow it at /jobs/{job_id}."},
+		{Name: "ProtectionInput", Type: reflect.TypeFor[ProtectionInputJSON](), Input: true, Required: []string{"policy_id", "target_id"}},
+		{Name: "RecoveryPoint", Type: reflect.TypeFor[RecoveryPointJSON](), Notes: map[string]fieldNote{"consistency": {Enum: enumOf(models.ConsistencyCrash, models.ConsistencyApp)}}},
 		{Name: "SiteInput", Type: reflect.TypeFor[SiteInputJSON](), Input: true, Required: []string{"name"}},
 		{Name: "Host", Type: reflect.TypeFor[HostJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(HostStates...)}}},
 		{Name: "VM", Type: reflect.TypeFor[VMJSON](), Notes: map[string]fieldNote{
@@ -212,7 +214,7 @@ func BuildOpenAPI() *OpenAPIDocument {
 		Description: "More about the error; for validation errors, fields lists every invalid field.",
 		Properties:  map[string]*Schema{"fields": {Type: "array", Items: schemaRef("FieldError")}},
 	}
-	for _, list := range []string{"Site", "Host", "VM", "Job", "Alert", "AuditEvent", "Policy", "Target", "RecoveryPlan", "User", "APIToken"} {
+	for _, list := range []string{"Site", "Host", "VM", "Job", "Alert", "AuditEvent", "Policy", "Target", "RecoveryPlan", "User", "APIToken", "RecoveryPoint"} {
 		schemas[list+"List"] = listSchema(list)
 	}
 	doc := &OpenAPIDocument{
@@ -386,6 +388,13 @@ func operations() []operation {
 			Summary: "Run the prerequisites check on a host (free space, driver, versions, clock)", Role: contributor, Status: 202, Answer: "JobAccepted"},
 		operation{Method: http.MethodDelete, Path: "/hosts/{id}", ID: "deleteHost", Tag: "Hosts",
 			Summary: "Remove a host: its certificate is revoked and its unfinished tasks cancelled; its VMs stay, marked missing", Role: contributor, Status: 204},
+		operation{Method: http.MethodPost, Path: "/vms/{id}/protection", ID: "enableProtection", Tag: "VMs",
+			Summary: "Enable protection: starts the Enable protection job (prerequisites, replicas, initial replication, finalize)", Role: contributor,
+			Body: "ProtectionInput", Status: 202, Answer: "JobAccepted", Notes: "Only directory targets are built; an Azure Blob target answers 409 target_not_supported."},
+		operation{Method: http.MethodDelete, Path: "/vms/{id}/protection", ID: "disableProtection", Tag: "VMs",
+			Summary: "Disable protection; the replica data stays on the target", Role: contributor, Status: 204},
+		operation{Method: get, Path: "/vms/{id}/recovery-points", ID: "listRecoveryPoints", Tag: "VMs",
+			Summary: "List a VM's recovery points, newest first", Role: reader, Status: 200, Answer: "RecoveryPointList"},
 		operation{Method: http.MethodPost, Path: "/jobs/{id}/cancel", ID: "cancelJob", Tag: "Jobs",
 			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: contributor, Status: 202, Answer: "JobAccepted"},
 	)

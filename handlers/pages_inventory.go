@@ -217,7 +217,51 @@ func (h *Handlers) VMPage(c echo.Context) error {
 	for _, d := range vm.Disks {
 		v.Disks = append(v.Disks, views.DiskRow{Path: d.Path, Size: d.SizeBytes, Format: d.Format})
 	}
+	if err := h.fillProtection(c, &v); err != nil {
+		return err
+	}
 	return render(c, http.StatusOK, views.VMPage(h.page(c, "VM "+vm.Name, "vms"), v))
+}
+
+// fillProtection adds the VM's replication and points, or the choices to
+// enable protection.
+func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
+	ctx := c.Request().Context()
+	p, err := h.store.GetProtection(ctx, v.VM.ID)
+	if errors.Is(err, models.ErrNotFound) {
+		policies, _, err := h.store.ListPolicies(ctx, models.Page{Limit: optionLimit})
+		if err != nil {
+			return err
+		}
+		for _, pol := range policies {
+			v.Policies = append(v.Policies, views.Option{Value: pol.ID, Label: pol.Name})
+		}
+		targets, _, err := h.store.ListTargets(ctx, models.Page{Limit: optionLimit})
+		if err != nil {
+			return err
+		}
+		for _, t := range targets {
+			if t.Kind == models.TargetDirectory {
+				v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + t.Path + ")"})
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	v.BytesSent = p.BytesSent
+	if p.LastErrorCode != "" {
+		v.LastError, v.NextRetry = p.LastErrorCode+": "+p.LastErrorMessage, views.FormatTime(p.NextRetryAt)
+	}
+	points, err := h.store.ListRecoveryPoints(ctx, v.VM.ID)
+	if err != nil {
+		return err
+	}
+	for _, pt := range points {
+		v.Points = append(v.Points, views.PointRow{ID: pt.ID, Time: views.FormatTime(&pt.Time), Consistency: pt.Consistency, Size: pt.SizeBytes})
+	}
+	return nil
 }
 
 // jobSince maps the job list's time filter to a duration.

@@ -155,7 +155,7 @@ func (s *Store) RevokeHost(ctx context.Context, a Actor, hostID string) error {
 			return err
 		}
 		var tasks []Task
-		if err := tx.Where("host_id = ? AND state IN ?", h.ID, []string{TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+		if err := tx.Where("host_id = ? AND state IN ?", h.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
 			return err
 		}
 		for i := range tasks {

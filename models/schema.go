@@ -170,7 +170,9 @@ type Protection struct {
 	FirstFailureAt      *time.Time
 	NextRetryAt         *time.Time
 	LastRecoveryPointAt *time.Time
-	BytesSent           int64 `gorm:"not null;default:0"`
+	LastCycleAt         *time.Time // when the last replication cycle ended, well or not
+	Failures            int        `gorm:"not null;default:0"` // consecutive failed cycles
+	BytesSent           int64      `gorm:"not null;default:0"`
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
 }
@@ -252,6 +254,7 @@ type JobStep struct {
 
 // Task states.
 const (
+	TaskWaiting   = "Waiting" // a later step's task: queued once the steps before it succeed
 	TaskQueued    = "Queued"
 	TaskLeased    = "Leased"
 	TaskSucceeded = "Succeeded"
@@ -266,6 +269,7 @@ type Task struct {
 	JobID          string `gorm:"size:40;index"`
 	StepID         string `gorm:"size:40"`
 	HostID         string `gorm:"size:40;not null;index"`
+	ProtectionID   string `gorm:"size:40;index"` // for replication tasks
 	Kind           string `gorm:"size:60;not null"`
 	Payload        string `gorm:"type:text"`
 	State          string `gorm:"size:20;not null;index"`

@@ -2,6 +2,7 @@ package models
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -9,6 +10,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // MaxTaskAttempts bounds how often a task whose lease expired (its agent
@@ -163,7 +166,17 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 		}
 		switch {
 		case o.ErrorCode == "":
-			return finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", "")
+			if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {
+				return err
+			}
+			return afterTaskSucceeded(tx, now, t, o.Result)
+		case t.Kind == agentproto.TaskReplicate && t.JobID == "":
+			// A scheduled cycle: the scheduler retries it on the reference
+			// back-off, not the task queue.
+			if err := finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, ""); err != nil {
+				return err
+			}
+			return recordCycleFailure(tx, now, t, o)
 		case t.CancelRequest:
 			return finishTask(tx, now, t, TaskCancelled, o.Result, "cancelled", "cancelled by an operator", "")
 		case o.Recoverable && t.Attempts < MaxTaskAttempts:
@@ -237,12 +250,12 @@ func (s *Store) CancelJob(ctx context.Context, a Actor, jobID string) error {
 			return &ConflictError{Code: "job_ended", Message: fmt.Sprintf("the job has already ended (%s)", j.State)}
 		}
 		var tasks []Task
-		if err := tx.Where("job_id = ? AND state IN ?", j.ID, []string{TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+		if err := tx.Where("job_id = ? AND state IN ?", j.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
 			return err
 		}
 		for i := range tasks {
 			t := &tasks[i]
-			if t.State == TaskQueued {
+			if t.State == TaskQueued || t.State == TaskWaiting {
 				if err := finishTask(tx, now, t, TaskCancelled, "", "cancelled", "cancelled by "+a.Username, ""); err != nil {
 					return err
 				}
@@ -278,6 +291,29 @@ func finishTask(tx *gorm.DB, now time.Time, t *Task, state, result, code, messag
 	}
 	if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(updates).Error; err != nil {
 		return err
+	}
+	if state != TaskSucceeded && t.JobID != "" {
+		// Later steps will not run: say so, so the job can end.
+		var later []Task
+		if err := tx.Where("job_id = ? AND state = ?", t.JobID, TaskWaiting).Find(&later).Error; err != nil {
+			return err
+		}
+		for _, l := range later {
+			if err := tx.Model(&Task{}).Where("id = ?", l.ID).Update("state", TaskCancelled).Error; err != nil {
+				return err
+			}
+		}
+		if err := tx.Model(&JobStep{}).Where("job_id = ? AND state = ?", t.JobID, JobNotStarted).
+			Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error; err != nil {
+			return err
+		}
+		if t.ProtectionID != "" && state == TaskFailed {
+			reasons, _ := json.Marshal([]string{"enabling protection failed: " + message})
+			if err := tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{"health": HealthCritical,
+				"health_reasons": string(reasons), "last_error_code": code, "last_error_message": truncate(message, 2000)}).Error; err != nil {
+				return err
+			}
+		}
 	}
 	return settleJob(tx, now, t.JobID, code, message, action)
 }

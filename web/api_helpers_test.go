@@ -253,6 +253,7 @@ func apiBodies() map[string]string {
 		"/users":          `{"username":"u","password":"a long enough password","role":"Reader"}`,
 		"/tokens":         `{"name":"k","expires_in_days":1}`,
 		"/auth/token":     `{"username":"nobody","password":"wrong"}`,
+		"/vms":            `{"policy_id":"pol_x","target_id":"tgt_x"}`,
 	}
 }
 

@@ -69,6 +69,8 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 
 	r.page(get, "/vms", h.VMsPage, reader)
 	r.page(get, "/vms/:id", h.VMPage, reader)
+	r.page(post, "/vms/:id/protection", h.EnableProtection, contributor)
+	r.page(post, "/vms/:id/protection/delete", h.DisableProtection, contributor)
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
@@ -131,6 +133,9 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(del, "/hosts/:id", h.APIDeleteHost, contributor)
 	r.api(get, "/vms", h.APIListVMs, reader)
 	r.api(get, "/vms/:id", h.APIGetVM, reader)
+	r.api(post, "/vms/:id/protection", h.APIEnableProtection, contributor)
+	r.api(del, "/vms/:id/protection", h.APIDisableProtection, contributor)
+	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)

@@ -232,7 +232,7 @@ func (v *vault) housekeeping(ctx context.Context) {
 }
 
 // watchAgents returns the tasks of agents that stopped reporting to the
-// queue, and marks hosts that stopped sending heartbeats Disconnected (with
+// queue, starts the replication cycles that are due, and marks hosts that stopped sending heartbeats Disconnected (with
 // an alert). Three missed heartbeats make a host Disconnected.
 func (v *vault) watchAgents(ctx context.Context) {
 	every := min(v.agentSettings.Heartbeat, 5*time.Second)
@@ -248,6 +248,13 @@ func (v *vault) watchAgents(ctx context.Context) {
 			v.log.Warn("return expired task leases", slog.Any("error", err))
 		} else if n > 0 {
 			v.log.Info("task leases expired; tasks returned to the queue", "tasks", n)
+		}
+		queued, err := v.store.ScheduleReplications(ctx)
+		if err != nil && ctx.Err() == nil {
+			v.log.Warn("schedule replication cycles", slog.Any("error", err))
+		}
+		for _, t := range queued {
+			v.handlers.WakeHost(t.HostID)
 		}
 		hosts, err := v.store.MarkSilentHostsDisconnected(ctx, 3*v.agentSettings.Heartbeat)
 		if err != nil && ctx.Err() == nil {

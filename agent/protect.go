@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// The protection tasks: check, create the replicas, replicate. Only the
+// directory target is built; the vault refuses the others.
+
+func replicationPayload(t agentproto.Task) (agentproto.ReplicationPayload, error) {
+	var p agentproto.ReplicationPayload
+	if err := json.Unmarshal(t.Payload, &p); err != nil {
+		return p, &agentproto.TaskError{Code: "invalid_payload", Message: "the task's payload cannot be read: " + err.Error()}
+	}
+	if p.Target.Kind != "directory" {
+		return p, &agentproto.TaskError{Code: "target_not_supported", Message: fmt.Sprintf("this agent cannot write to %q targets yet", p.Target.Kind)}
+	}
+	return p, nil
+}
+
+// protectionCheck checks what protecting the VM needs; a failed check fails
+// the task, so the job stops before anything is created.
+func (a *agent) protectionCheck(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
+	p, err := replicationPayload(t)
+	if err != nil {
+		return nil, err
+	}
+	result := agentproto.PrerequisitesResult{}
+	add := func(name string, err error, ok string) {
+		c := agentproto.Check{Name: name, OK: err == nil, Message: ok}
+		if err != nil {
+			c.Message = err.Error()
+		}
+		result.Checks = append(result.Checks, c)
+	}
+	for i, d := range p.Disks {
+		rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: i * 80 / max(len(p.Disks), 1)})
+		add("Disk "+d.Path, checkDisk(d), "readable, raw, size as reported")
+	}
+	rep.set(agentproto.Progress{Step: "target", Percent: 80})
+	add("Target directory "+p.Target.Path, checkWritable(p.Target.Path), "writable")
+	space := freeSpace(p.Target.Path, p.MinFreeBytes)
+	add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
+	var failed []string
+	for _, c := range result.Checks {
+		if !c.OK {
+			failed = append(failed, c.Name+": "+c.Message)
+		}
+	}
+	if len(failed) > 0 {
+		return nil, &agentproto.TaskError{Code: "prerequisites_failed", Message: strings.Join(failed, "; ")}
+	}
+	return result, nil
+}
+
+func boolErr(ok bool, msg string) error {
+	if ok {
+		return nil
+	}
+	return errors.New(msg)
+}
+
+func checkDisk(d agentproto.ReplicaDisk) error {
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return fmt.Errorf("cannot be opened: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errors.New("is not a regular file (raw image)")
+	}
+	if fi.Size() != d.SizeBytes {
+		return fmt.Errorf("is %d bytes, the vault expects %d; wait for the next inventory", fi.Size(), d.SizeBytes)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil && fi.Size() >= 4096 {
+		return fmt.Errorf("cannot be read: %w", err)
+	}
+	return nil
+}
+
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("cannot be created: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".lifeboat-write-test-")
+	if err != nil {
+		return fmt.Errorf("is not writable: %w", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// createReplica makes the (empty) replica disks on the target.
+func (a *agent) createReplica(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
+	p, err := replicationPayload(t)
+	if err != nil {
+		return nil, err
+	}
+	r, err := dirtarget.Open(p.Target.Path, p.VMID)
+	if err != nil {
+		return nil, targetError(err)
+	}
+	defer r.Close()
+	for i, d := range p.Disks {
+		rep.set(agentproto.Progress{Step: "replica of " + filepath.Base(d.Path), Percent: i * 100 / len(p.Disks)})
+		if err := r.CreateDisk(d.ReplicaID, d.SizeBytes); err != nil {
+			return nil, targetError(err)
+		}
+	}
+	return map[string]int{"disks": len(p.Disks)}, nil
+}
+
+// replicate runs one cycle: every disk's changed blocks go to the replica,
+// then one recovery point covers all of them; retention prunes old points.
+func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
+	p, err := replicationPayload(t)
+	if err != nil {
+		return nil, err
+	}
+	captured := time.Now().UTC()
+	r, err := dirtarget.Open(p.Target.Path, p.VMID)
+	if err != nil {
+		return nil, targetError(err)
+	}
+	defer r.Close()
+	// Run again after a restart, the cycle may have made its point already.
+	points, err := r.Points()
+	if err != nil {
+		return nil, targetError(err)
+	}
+	for _, pt := range points {
+		if pt.ID == p.PointID {
+			var size int64
+			for _, s := range pt.Disks {
+				size += s
+			}
+			return agentproto.ReplicateResult{PointID: pt.ID, Time: pt.Time, Consistency: pt.Consistency, SizeBytes: size, Pruned: []string{}}, nil
+		}
+	}
+	var total, sent int64
+	for _, d := range p.Disks {
+		total += d.SizeBytes
+	}
+	var done int64
+	for _, d := range p.Disks {
+		n, err := a.replicateDisk(ctx, r, d, func(doneInDisk int64) {
+			rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
+				BytesDone: done + doneInDisk, BytesTotal: total})
+		})
+		if err != nil {
+			return nil, err
+		}
+		sent += n
+		done += d.SizeBytes
+	}
+	point, err := r.CreatePoint(p.PointID, captured, "crash")
+	if err != nil {
+		return nil, targetError(err)
+	}
+	pruned, err := prune(r, captured, time.Duration(p.RetentionHours)*time.Hour)
+	if err != nil {
+		a.log.Warn("retention could not prune recovery points", "error", err)
+	}
+	return agentproto.ReplicateResult{PointID: point.ID, Time: point.Time, Consistency: point.Consistency, SizeBytes: total, BytesSent: sent, Pruned: pruned}, nil
+}
+
+func (a *agent) replicateDisk(ctx context.Context, r *dirtarget.Replica, d agentproto.ReplicaDisk, progress func(int64)) (int64, error) {
+	src, err := os.Open(d.Path)
+	if err != nil {
+		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", d.Path, err)}
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() != d.SizeBytes {
+		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", d.Path, fi.Size(), d.SizeBytes)}
+	}
+	now, err := blocks.HashDisk(src, d.SizeBytes, 4)
+	if err != nil {
+		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+	}
+	old, err := r.Hashes(d.ReplicaID)
+	if err != nil {
+		return 0, targetError(err)
+	}
+	if len(old) < len(now) {
+		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
+	}
+	var sent int64
+	buf := make([]byte, blocks.MaxRun)
+	for _, e := range blocks.Changed(old[:len(now)], now, d.SizeBytes) {
+		if err := ctx.Err(); err != nil {
+			return sent, err
+		}
+		b := buf[:e.Length]
+		if _, err := src.ReadAt(b, e.Offset); err != nil {
+			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+		}
+		if err := r.WriteRun(d.ReplicaID, e.Offset, b); err != nil {
+			return sent, targetError(err)
+		}
+		sent += e.Length
+		progress(e.Offset + e.Length)
+	}
+	return sent, nil
+}
+
+// prune deletes points older than retention, oldest first, never the newest.
+func prune(r *dirtarget.Replica, now time.Time, retention time.Duration) ([]string, error) {
+	points, err := r.Points()
+	if err != nil {
+		return nil, err
+	}
+	var pruned []string
+	for i := 0; i < len(points)-1; i++ {
+		if now.Sub(points[i].Time) <= retention {
+			break
+		}
+		if err := r.DeletePoint(points[i].ID); err != nil {
+			return pruned, err
+		}
+		pruned = append(pruned, points[i].ID)
+	}
+	return pruned, nil
+}
+
+// targetError classifies a failure of the target: a missing or unwritable
+// directory may come back (a NAS remounting), so it is retried.
+func targetError(err error) error {
+	var te *agentproto.TaskError
+	if errors.As(err, &te) {
+		return err
+	}
+	code := "target_unavailable"
+	if errors.Is(err, fs.ErrPermission) {
+		code = "target_not_writable"
+	}
+	return &agentproto.TaskError{Code: code, Message: "the replica target: " + err.Error(), Recoverable: true}
+}

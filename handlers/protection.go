@@ -1,0 +1,101 @@
+package handlers
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// ProtectionInputJSON is the body of POST /api/v1/vms/{id}/protection.
+type ProtectionInputJSON struct {
+	PolicyID string `json:"policy_id"`
+	TargetID string `json:"target_id"`
+}
+
+// RecoveryPointJSON is a recovery point in the API.
+type RecoveryPointJSON struct {
+	ID          string    `json:"id"`
+	Time        time.Time `json:"time"`
+	Consistency string    `json:"consistency"`
+	SizeBytes   int64     `json:"size_bytes"`
+}
+
+func recoveryPointJSON(p models.RecoveryPoint) RecoveryPointJSON {
+	return RecoveryPointJSON{ID: p.ID, Time: p.Time, Consistency: p.Consistency, SizeBytes: p.SizeBytes}
+}
+
+func (h *Handlers) enableProtection(c echo.Context, policyID, targetID string) (*models.Job, error) {
+	v := &models.ValidationError{}
+	if policyID == "" {
+		v.Add("policy_id", "is required: choose a replication policy")
+	}
+	if targetID == "" {
+		v.Add("target_id", "is required: choose a storage target")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	job, err := h.store.EnableProtection(c.Request().Context(), actor(c), c.Param("id"), policyID, targetID)
+	if err != nil {
+		return nil, err
+	}
+	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
+		h.wakeups.wake(vm.HostID)
+	}
+	return job, nil
+}
+
+// APIEnableProtection answers POST /api/v1/vms/{id}/protection.
+func (h *Handlers) APIEnableProtection(c echo.Context) error {
+	var in ProtectionInputJSON
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	job, err := h.enableProtection(c, in.PolicyID, in.TargetID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// APIDisableProtection answers DELETE /api/v1/vms/{id}/protection. The
+// replica data stays on the target.
+func (h *Handlers) APIDisableProtection(c echo.Context) error {
+	if err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// APIListRecoveryPoints answers GET /api/v1/vms/{id}/recovery-points.
+func (h *Handlers) APIListRecoveryPoints(c echo.Context) error {
+	ctx := c.Request().Context()
+	if _, err := h.store.GetVM(ctx, c.Param("id")); err != nil {
+		return err
+	}
+	points, err := h.store.ListRecoveryPoints(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(points, "", recoveryPointJSON))
+}
+
+// EnableProtection handles POST /vms/{id}/protection from the VM page.
+func (h *Handlers) EnableProtection(c echo.Context) error {
+	job, err := h.enableProtection(c, c.FormValue("policy_id"), c.FormValue("target_id"))
+	if err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Enabling protection: the host's agent checks the VM, creates its replicas and copies it.")
+}
+
+// DisableProtection handles POST /vms/{id}/protection/delete.
+func (h *Handlers) DisableProtection(c echo.Context) error {
+	if err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Protection disabled. The replicas stay on the target.")
+}

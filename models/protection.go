@@ -1,0 +1,350 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// The job of enabling protection and its steps (DESIGN.md §1).
+const (
+	JobEnableProtection = "Enable protection"
+	stepPrerequisites   = "Prerequisites check"
+	stepCreate          = "Create replication"
+	stepInitial         = "Start initial replication"
+	stepFinalize        = "Finalize protection"
+)
+
+// EnableProtection starts protecting a VM under a policy to a target: it
+// records the protection and starts the "Enable protection" job, whose
+// steps run on the VM's host one after the other.
+func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, targetID string) (*Job, error) {
+	now := s.Now()
+	var job Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var vm VM
+		if err := tx.Preload("Disks").First(&vm, "id = ?", vmID).Error; err != nil {
+			return err
+		}
+		var host Host
+		if err := tx.First(&host, "id = ?", vm.HostID).Error; err != nil {
+			return err
+		}
+		v := &ValidationError{}
+		var policy Policy
+		if err := tx.First(&policy, "id = ?", policyID).Error; err != nil {
+			v.Add("policy_id", "no replication policy %q", policyID)
+		}
+		var target Target
+		if err := tx.First(&target, "id = ?", targetID).Error; err != nil {
+			v.Add("target_id", "no storage target %q", targetID)
+		}
+		if err := v.Err(); err != nil {
+			return err
+		}
+		switch {
+		case host.RevokedAt != nil:
+			return &ConflictError{Code: "host_removed", Message: "the VM's host was removed from the vault; register it again first"}
+		case vm.MissingSince != nil:
+			return &ConflictError{Code: "vm_not_found", Message: "the host no longer reports this VM"}
+		case len(vm.Disks) == 0:
+			return &ConflictError{Code: "vm_has_no_disks", Message: "the host reports no disk for this VM; there is nothing to replicate"}
+		case target.Kind != TargetDirectory:
+			return &ConflictError{Code: "target_not_supported", Message: "replication to Azure Blob storage is not built yet; choose a directory target"}
+		}
+		var existing int64
+		if err := tx.Model(&Protection{}).Where("vm_id = ?", vm.ID).Count(&existing).Error; err != nil {
+			return err
+		}
+		if existing > 0 {
+			return &ConflictError{Code: "already_protected", Message: "the VM is already protected; disable its protection first to change policy or target"}
+		}
+		p := Protection{ID: NewID(prefixProtection), VMID: vm.ID, PolicyID: policy.ID, TargetID: target.ID, State: StateEnablingProtection, Health: HealthNormal}
+		if err := tx.Create(&p).Error; err != nil {
+			return err
+		}
+		payload := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: vm.ExternalID, RetentionHours: policy.RetentionHours, MinFreeBytes: 1 << 30}
+		payload.Target.Kind, payload.Target.Path = target.Kind, target.Path
+		for _, d := range vm.Disks {
+			rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SizeBytes: d.SizeBytes}
+			if err := tx.Create(&rd).Error; err != nil {
+				return err
+			}
+			payload.Disks = append(payload.Disks, agentproto.ReplicaDisk{ReplicaID: rd.Name, Path: d.Path, SizeBytes: d.SizeBytes})
+		}
+		job = Job{ID: NewID(prefixJob), Type: JobEnableProtection, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
+			TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
+		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+			return err
+		}
+		kinds := []string{agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, ""}
+		for i, name := range []string{stepPrerequisites, stepCreate, stepInitial, stepFinalize} {
+			step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: i + 1, Name: name, State: JobNotStarted}
+			if err := tx.Create(&step).Error; err != nil {
+				return err
+			}
+			job.Steps = append(job.Steps, step)
+			if kinds[i] == "" {
+				continue
+			}
+			pl := payload
+			if kinds[i] == agentproto.TaskReplicate {
+				pl.PointID = NewID(prefixRecoveryPoint)
+			}
+			b, _ := json.Marshal(pl)
+			state := TaskWaiting
+			if i == 0 {
+				state = TaskQueued
+				step.Message = "waiting for the host's agent to pick it up"
+			}
+			task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: host.ID, ProtectionID: p.ID, Kind: kinds[i], Payload: string(b), State: state}
+			if err := tx.Create(&task).Error; err != nil {
+				return err
+			}
+		}
+		return s.audit(tx, a, "protection.enable", "vm", vm.ID, vm.Name, map[string]string{"policy": policy.Name, "target": target.Name})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &job, nil
+}
+
+// DisableProtection stops protecting a VM. The replicas stay on the target
+// (deleting them is not built yet); the VM's recovery points are forgotten.
+func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string) error {
+	now := s.Now()
+	return s.tx(ctx, func(tx *gorm.DB) error {
+		var p Protection
+		if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+			return err
+		}
+		if err := CheckTransition(p.State, StateDisablingProtection); err != nil && p.State != StateEnablingProtection {
+			return err
+		}
+		var tasks []Task
+		if err := tx.Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+			return err
+		}
+		for i := range tasks {
+			if err := finishTask(tx, now, &tasks[i], TaskCancelled, "", "protection_disabled", "protection was disabled", ""); err != nil {
+				return err
+			}
+		}
+		for _, m := range []any{&RecoveryPoint{}, &ReplicaDisk{}} {
+			if err := tx.Where("protection_id = ?", p.ID).Delete(m).Error; err != nil {
+				return err
+			}
+		}
+		if err := tx.Delete(&p).Error; err != nil {
+			return err
+		}
+		return s.audit(tx, a, "protection.disable", "vm", vmID, "", map[string]string{"replica_data": "kept on the target"})
+	})
+}
+
+// GetProtection returns a VM's protection, or ErrNotFound.
+func (s *Store) GetProtection(ctx context.Context, vmID string) (*Protection, error) {
+	var p Protection
+	if err := s.db.WithContext(ctx).First(&p, "vm_id = ?", vmID).Error; err != nil {
+		return nil, translateError(err)
+	}
+	return &p, nil
+}
+
+// ListRecoveryPoints lists a VM's recovery points, newest first.
+func (s *Store) ListRecoveryPoints(ctx context.Context, vmID string) ([]RecoveryPoint, error) {
+	p, err := s.GetProtection(ctx, vmID)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []RecoveryPoint
+	err = s.db.WithContext(ctx).Where("protection_id = ?", p.ID).Order("time DESC").Find(&out).Error
+	return out, translateError(err)
+}
+
+// afterTaskSucceeded carries a task's success further: a replication cycle
+// records its point, and a job moves to its next step.
+func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) error {
+	if t.Kind == agentproto.TaskReplicate {
+		if err := recordCycle(tx, now, t, result); err != nil {
+			return err
+		}
+	}
+	if t.Kind == agentproto.TaskCreateReplica {
+		if err := moveProtection(tx, t.ProtectionID, StateInitialReplication); err != nil {
+			return err
+		}
+	}
+	if t.JobID == "" {
+		return nil
+	}
+	return advanceJob(tx, now, t.JobID)
+}
+
+// advanceJob starts a job's next step: it queues the step's waiting task,
+// or, for the final step of enabling protection, finishes it in the vault.
+func advanceJob(tx *gorm.DB, now time.Time, jobID string) error {
+	var step JobStep
+	err := tx.Where("job_id = ? AND state = ?", jobID, JobNotStarted).Order("seq").First(&step).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var task Task
+	err = tx.Where("step_id = ? AND state = ?", step.ID, TaskWaiting).First(&task).Error
+	switch {
+	case err == nil:
+		if err := tx.Model(&Task{}).Where("id = ?", task.ID).Update("state", TaskQueued).Error; err != nil {
+			return err
+		}
+		return tx.Model(&JobStep{}).Where("id = ?", step.ID).Update("message", "waiting for the host's agent to pick it up").Error
+	case !errors.Is(err, gorm.ErrRecordNotFound):
+		return err
+	}
+	if step.Name != stepFinalize {
+		return nil
+	}
+	var job Job
+	if err := tx.First(&job, "id = ?", jobID).Error; err != nil {
+		return err
+	}
+	var p Protection
+	if err := tx.First(&p, "vm_id = ?", job.TargetID).Error; err != nil {
+		return err
+	}
+	if err := moveProtection(tx, p.ID, StateProtected); err != nil {
+		return err
+	}
+	if err := tx.Model(&JobStep{}).Where("id = ?", step.ID).Updates(map[string]any{"state": JobSucceeded, "progress": 100,
+		"started_at": now, "ended_at": now, "message": "protected: replication runs at the policy's copy frequency"}).Error; err != nil {
+		return err
+	}
+	return settleJob(tx, now, jobID, "", "", "")
+}
+
+func moveProtection(tx *gorm.DB, protectionID, to string) error {
+	var p Protection
+	if err := tx.First(&p, "id = ?", protectionID).Error; err != nil {
+		return err
+	}
+	if p.State == to {
+		return nil
+	}
+	if err := CheckTransition(p.State, to); err != nil {
+		return err
+	}
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Update("state", to).Error
+}
+
+// recordCycle records a successful replication cycle: its recovery point,
+// the points retention removed, and a clean slate for the retry schedule.
+func recordCycle(tx *gorm.DB, now time.Time, t *Task, result string) error {
+	var r agentproto.ReplicateResult
+	if err := json.Unmarshal([]byte(result), &r); err != nil || r.PointID == "" {
+		return fmt.Errorf("the agent's replication result cannot be read: %v", err)
+	}
+	consistency := ConsistencyCrash
+	if r.Consistency == ConsistencyApp {
+		consistency = ConsistencyApp
+	}
+	point := RecoveryPoint{ID: r.PointID, ProtectionID: t.ProtectionID, Time: r.Time.UTC(), Consistency: consistency, SizeBytes: r.SizeBytes}
+	if err := tx.Create(&point).Error; err != nil {
+		return err
+	}
+	if len(r.Pruned) > 0 {
+		if err := tx.Where("protection_id = ? AND id IN ?", t.ProtectionID, r.Pruned).Delete(&RecoveryPoint{}).Error; err != nil {
+			return err
+		}
+	}
+	return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{
+		"last_recovery_point_at": point.Time, "last_cycle_at": now, "bytes_sent": gorm.Expr("bytes_sent + ?", r.BytesSent),
+		"failures": 0, "first_failure_at": nil, "next_retry_at": nil, "last_error_code": "", "last_error_message": "",
+		"health": HealthNormal, "health_reasons": "[]",
+	}).Error
+}
+
+// recordCycleFailure notes a failed replication cycle: the error, and when
+// to try again (the reference back-off), or none for an error that needs an
+// administrator.
+func recordCycleFailure(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	first := now
+	if p.FirstFailureAt != nil {
+		first = *p.FirstFailureAt
+	}
+	failures := p.Failures + 1
+	health, reason := HealthWarning, fmt.Sprintf("replication failed %d time(s): %s", failures, o.Message)
+	updates := map[string]any{"failures": failures, "first_failure_at": first, "last_cycle_at": now,
+		"last_error_code": o.ErrorCode, "last_error_message": truncate(o.Message, 2000)}
+	if o.Recoverable {
+		updates["next_retry_at"] = NextRetry(first, failures)
+	} else {
+		health, reason = HealthCritical, "replication stopped: "+o.Message+"; fix the cause, then disable and enable protection again"
+		updates["next_retry_at"] = nil
+	}
+	reasons, _ := json.Marshal([]string{reason})
+	updates["health"], updates["health_reasons"] = health, string(reasons)
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(updates).Error
+}
+
+// ScheduleReplications queues a replication cycle for every protected VM
+// whose copy frequency has passed since its last cycle, whose retry time
+// (after failures) has come, and that has no cycle waiting or running.
+func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
+	now := s.Now()
+	var queued []Task
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var ps []Protection
+		if err := tx.Where("state = ? AND health <> ?", StateProtected, HealthCritical).Find(&ps).Error; err != nil {
+			return err
+		}
+		for _, p := range ps {
+			var busy int64
+			if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+				return err
+			}
+			if busy > 0 || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
+				continue
+			}
+			var policy Policy
+			if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
+				return err
+			}
+			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
+				continue
+			}
+			var last Task
+			if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
+				return err
+			}
+			var payload agentproto.ReplicationPayload
+			if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+				return err
+			}
+			payload.PointID, payload.RetentionHours = NewID(prefixRecoveryPoint), policy.RetentionHours
+			b, _ := json.Marshal(payload)
+			t := Task{ID: NewID(prefixTask), HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b), State: TaskQueued}
+			if err := tx.Create(&t).Error; err != nil {
+				return err
+			}
+			queued = append(queued, t)
+		}
+		return nil
+	})
+	return queued, err
+}
