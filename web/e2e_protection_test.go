@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+)
+
+// readReplicaPoint reads a disk at a recovery point straight from the
+// directory target, as a recovery would.
+func readReplicaPoint(t *testing.T, targetDir, vmID, pointID, diskID string) []byte {
+	t.Helper()
+	r, err := dirtarget.Open(targetDir, vmID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pr, size, err := r.ReadPoint(pointID, diskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.T) {
+	v := newE2EVault(t)
+	_, agentBin := binaries(t)
+	stateDir, _ := registeredAgent(t, v)
+	vmRoot := t.TempDir()
+	disk := filepath.Join(vmRoot, "app", "disk0.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755)
+	source := make([]byte, 6<<20) // mostly zeros, some data
+	rand.Read(source[1<<20 : 2<<20])
+	os.WriteFile(disk, source, 0o644)
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+
+	var vms struct {
+		Items []struct {
+			ID    string
+			Disks []struct{ ID string }
+		}
+	}
+	eventually(t, "the VM is listed", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms", nil, &vms)
+		return len(vms.Items) == 1
+	}, v.proc, agent)
+	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
+	var policy, target struct{ ID string }
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy)
+	targetDir := t.TempDir()
+	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
+	v.do(http.MethodPost, "/api/v1/targets", body, &target)
+	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
+		t.Fatalf("enable protection: %d", status)
+	}
+	var job e2eJob
+	eventually(t, "the Enable protection job succeeds", func() bool {
+		v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
+		return job.State == "Succeeded" || job.State == "Failed"
+	}, v.proc, agent)
+	if job.State != "Succeeded" || len(job.Steps) != 4 {
+		t.Fatalf("job: %+v\n%s", job, agent.out.String())
+	}
+	var vm struct {
+		ProtectionState string `json:"protection_state"`
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	if vm.ProtectionState != "Protected" {
+		t.Fatalf("protection state %q", vm.ProtectionState)
+	}
+	var points struct {
+		Items []struct {
+			ID        string
+			SizeBytes int64 `json:"size_bytes"`
+		}
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+	if len(points.Items) != 1 || points.Items[0].SizeBytes != int64(len(source)) {
+		t.Fatalf("points after initial replication: %+v", points)
+	}
+	first := points.Items[0].ID
+	if got := readReplicaPoint(t, targetDir, "app", first, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the initial recovery point differs from the source disk")
+	}
+	// Only data was sent, not the zeros.
+	if fi, _ := os.Stat(filepath.Join(targetDir, "app", "disks", diskID+".vhd")); fi == nil {
+		t.Fatal("no replica file")
+	}
+
+	// A write between cycles: the next scheduled cycle (30 s) makes a new
+	// point with it, and the first point still reads as before.
+	before := bytes.Clone(source)
+	copy(source[4<<20:], bytes.Repeat([]byte{0xAB}, 70000))
+	os.WriteFile(disk, source, 0o644)
+	eventually45 := time.Now().Add(50 * time.Second)
+	for time.Now().Before(eventually45) {
+		v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+		if len(points.Items) == 2 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(points.Items) != 2 {
+		t.Fatalf("no second point within 50 s:\n%s", agent.out.String())
+	}
+	if got := readReplicaPoint(t, targetDir, "app", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the second point differs from the source after the write")
+	}
+	if got := readReplicaPoint(t, targetDir, "app", first, diskID); !bytes.Equal(got, before) {
+		t.Fatal("the first point changed after the second cycle")
+	}
+}
