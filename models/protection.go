@@ -314,16 +314,19 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			return err
 		}
 		for _, p := range ps {
+			var policy Policy
+			if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
+				return err
+			}
+			if err := refreshHealth(tx, now, p, policy); err != nil {
+				return err
+			}
 			var busy int64
 			if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
 				return err
 			}
 			if busy > 0 || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
 				continue
-			}
-			var policy Policy
-			if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
-				return err
 			}
 			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
 				continue
@@ -347,4 +350,28 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 		return nil
 	})
 	return queued, err
+}
+
+// refreshHealth keeps a protected VM's stored health in step with its RPO:
+// Warning while the newest point is older than twice the copy frequency
+// (with the last error, if a cycle failed), Normal again once it is not.
+// Critical is left alone: only an administrator's fix clears it.
+func refreshHealth(tx *gorm.DB, now time.Time, p Protection, policy Policy) error {
+	if p.Health == HealthCritical {
+		return nil
+	}
+	var rpo time.Duration
+	if p.LastRecoveryPointAt != nil {
+		rpo = now.Sub(*p.LastRecoveryPointAt)
+	}
+	recoverable := ""
+	if p.LastErrorCode != "" {
+		recoverable = fmt.Sprintf("the last replication cycle failed (%s): %s", p.LastErrorCode, p.LastErrorMessage)
+	}
+	h := AssessHealth(rpo, p.LastRecoveryPointAt != nil, time.Duration(policy.CopyFrequencySeconds)*time.Second, "", recoverable)
+	reasons, _ := json.Marshal(append([]string{}, h.Reasons...))
+	if h.Health == p.Health && string(reasons) == p.HealthReasons {
+		return nil
+	}
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"health": h.Health, "health_reasons": string(reasons)}).Error
 }

@@ -1,0 +1,166 @@
+package models_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// leaseOne leases the host's next task and checks its kind.
+func leaseOne(t *testing.T, h *harness, hostID, kind string) models.Task {
+	t.Helper()
+	tasks, err := h.s.LeaseTasks(t.Context(), hostID, 5, time.Minute)
+	if err != nil || len(tasks) != 1 || tasks[0].Kind != kind {
+		t.Fatalf("lease %s: %+v %v", kind, tasks, err)
+	}
+	return tasks[0]
+}
+
+func complete(t *testing.T, h *harness, hostID string, task models.Task, o models.TaskOutcome) {
+	t.Helper()
+	if err := h.s.CompleteTask(t.Context(), hostID, task.ID, o); err != nil {
+		t.Fatalf("complete %s: %v", task.Kind, err)
+	}
+}
+
+func cycleResult(task models.Task, at time.Time, pruned ...string) models.TaskOutcome {
+	var p agentproto.ReplicationPayload
+	json.Unmarshal([]byte(task.Payload), &p)
+	b, _ := json.Marshal(agentproto.ReplicateResult{PointID: p.PointID, Time: at, Consistency: "crash", SizeBytes: 1 << 30, BytesSent: 4096, Pruned: pruned})
+	return models.TaskOutcome{Result: string(b)}
+}
+
+func protectedVM(t *testing.T, h *harness) (models.VMSummary, *models.Host, *models.Job) {
+	site := mustSite(t, h, "s")
+	host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+	vm := mustVMs(t, h, host.ID, "web")["web"]
+	policy, target := mustPolicy(t, h, "p"), mustDirectoryTarget(t, h, "nas")
+	job, err := h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, target.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm, host, job
+}
+
+func TestEnablingProtectionRunsItsStepsInOrderAndEndsProtected(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, job := protectedVM(t, h)
+		prot, _ := h.s.GetProtection(t.Context(), vm.ID)
+		_, err := h.s.EnableProtection(t.Context(), alice, vm.ID, prot.PolicyID, prot.TargetID)
+		wantConflict(t, err, "already_protected")
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateInitialReplication {
+			t.Fatalf("after creating the replicas: %s", p.State)
+		}
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+		got, _ := h.s.GetJob(t.Context(), job.ID)
+		if got.State != models.JobSucceeded {
+			t.Fatalf("job %s, steps %+v", got.State, got.Steps)
+		}
+		p, _ := h.s.GetProtection(t.Context(), vm.ID)
+		points, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID)
+		if p.State != models.StateProtected || len(points) != 1 || p.BytesSent != 4096 || p.LastRecoveryPointAt == nil {
+			t.Fatalf("protection %+v, %d points", p, len(points))
+		}
+	})
+}
+
+func TestAFailedStepFailsTheJobSkipsTheRestAndMarksTheVMCritical(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, job := protectedVM(t, h)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck),
+			models.TaskOutcome{ErrorCode: "prerequisites_failed", Message: "disk unreadable"})
+		got, _ := h.s.GetJob(t.Context(), job.ID)
+		if got.State != models.JobFailed || got.ErrorCode != "prerequisites_failed" || got.Steps[1].State != models.JobCancelled || got.Steps[3].State != models.JobCancelled {
+			t.Fatalf("job %+v", got)
+		}
+		if tasks, _ := h.s.LeaseTasks(t.Context(), host.ID, 5, time.Minute); len(tasks) != 0 {
+			t.Fatalf("later steps still ran: %+v", tasks)
+		}
+		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.Health != models.HealthCritical {
+			t.Fatalf("health %s", p.Health)
+		}
+		if err := h.s.DisableProtection(t.Context(), alice, vm.ID); err != nil {
+			t.Fatalf("disable after a failed enable: %v", err)
+		}
+	})
+}
+
+func TestCyclesAreScheduledAtTheCopyFrequencyAndFailuresBackOff(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := protectedVM(t, h) // policy: copy every 5 minutes
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+
+		schedule := func() int {
+			q, err := h.s.ScheduleReplications(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(q)
+		}
+		h.advance(4 * time.Minute)
+		if n := schedule(); n != 0 {
+			t.Fatalf("a cycle before the copy frequency: %d", n)
+		}
+		h.advance(time.Minute)
+		if n := schedule(); n != 1 {
+			t.Fatalf("no cycle at the copy frequency: %d", n)
+		}
+		if n := schedule(); n != 0 {
+			t.Fatal("a second cycle while one is queued")
+		}
+		cycle := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, cycle, models.TaskOutcome{ErrorCode: "target_unavailable", Message: "NAS unreachable", Recoverable: true})
+		p, _ := h.s.GetProtection(t.Context(), vm.ID)
+		if p.Failures != 1 || p.NextRetryAt == nil || !p.NextRetryAt.Equal(h.clock.T.Add(time.Minute)) || p.Health != models.HealthWarning {
+			t.Fatalf("after a recoverable failure: %+v", p)
+		}
+		h.advance(59 * time.Second)
+		if n := schedule(); n != 0 {
+			t.Fatal("retried before the back-off")
+		}
+		h.advance(time.Second)
+		if n := schedule(); n != 1 {
+			t.Fatal("not retried after the back-off")
+		}
+		retry := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, retry, cycleResult(retry, h.clock.T, initial.ID))
+		p, _ = h.s.GetProtection(t.Context(), vm.ID)
+		if p.Failures != 0 || p.NextRetryAt != nil || p.Health != models.HealthNormal {
+			t.Fatalf("a success must reset the schedule: %+v", p)
+		}
+		// No cycle for 11 minutes (agent gone): the RPO is above twice 5 min.
+		h.advance(11 * time.Minute)
+		h.s.ScheduleReplications(t.Context())
+		if p, _ = h.s.GetProtection(t.Context(), vm.ID); p.Health != models.HealthWarning {
+			t.Fatalf("stale RPO: health %s", p.Health)
+		}
+	})
+}
+
+func TestAzureTargetsAreRefusedUntilBuilt(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		site := mustSite(t, h, "s")
+		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		vm := mustVMs(t, h, host.ID, "web")["web"]
+		policy := mustPolicy(t, h, "p")
+		az, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: "https://acct.blob.core.windows.net", Container: "lifeboat", CredentialKind: models.CredentialAccountKey,
+			Credential: "c2VjcmV0LWFjY291bnQta2V5LW9mLWxpZmVib2F0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, az.ID)
+		wantConflict(t, err, "target_not_supported")
+		_, err = h.s.EnableProtection(t.Context(), alice, vm.ID, "pol_missing", az.ID)
+		wantFields(t, err, "policy_id")
+	})
+}
