@@ -291,6 +291,9 @@ func (h *Handlers) AgentTaskResult(c echo.Context) error {
 	if err := h.store.CompleteTask(c.Request().Context(), host.ID, c.Param("id"), o); err != nil {
 		return taskProblem(err)
 	}
+	// The end of a step may have queued the next one for this host: let its
+	// waiting poll take it now rather than at the end of its wait.
+	h.wakeups.wake(host.ID)
 	return c.JSON(http.StatusOK, map[string]string{"status": "recorded"})
 }
 
