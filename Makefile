@@ -43,9 +43,10 @@ templ-check:
 	@$(GO) tool templ generate -path views >/dev/null 2>&1 || { $(GO) tool templ generate -path views; exit 1; }
 	@if [ -n "$$(git status --porcelain -- views)" ]; then echo "templ output is stale; run 'make generate' and commit:"; git status --porcelain -- views; exit 1; fi
 
-## bench: speed against baselines, printed as ratios (arrives with replication).
+## bench: speed against baselines run in the same invocation (dd), printed as ratios.
+## BENCH_SIZE=MiB (default 4096) and BENCH_DIR=dir set the disk; needs about 2.5 × its size free.
 bench:
-	@echo "No benchmarks yet: replication (and its baselines dd, rsync, a plain upload) is not built. See README."
+	$(GO) run ./agent/bench
 
 clean:
 	rm -rf $(BIN)

@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -159,7 +158,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	}
 	var done int64
 	for _, d := range p.Disks {
-		n, err := a.replicateDisk(ctx, r, d, func(doneInDisk int64) {
+		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, func(doneInDisk int64) {
 			rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
 				BytesDone: done + doneInDisk, BytesTotal: total})
 		})
@@ -178,49 +177,6 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		a.log.Warn("retention could not prune recovery points", "error", err)
 	}
 	return agentproto.ReplicateResult{PointID: point.ID, Time: point.Time, Consistency: point.Consistency, SizeBytes: total, BytesSent: sent, Pruned: pruned}, nil
-}
-
-func (a *agent) replicateDisk(ctx context.Context, r *dirtarget.Replica, d agentproto.ReplicaDisk, progress func(int64)) (int64, error) {
-	src, err := os.Open(d.Path)
-	if err != nil {
-		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", d.Path, err)}
-	}
-	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if fi.Size() != d.SizeBytes {
-		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", d.Path, fi.Size(), d.SizeBytes)}
-	}
-	now, err := blocks.HashDisk(src, d.SizeBytes, 4)
-	if err != nil {
-		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
-	}
-	old, err := r.Hashes(d.ReplicaID)
-	if err != nil {
-		return 0, targetError(err)
-	}
-	if len(old) < len(now) {
-		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
-	}
-	var sent int64
-	buf := make([]byte, blocks.MaxRun)
-	for _, e := range blocks.Changed(old[:len(now)], now, d.SizeBytes) {
-		if err := ctx.Err(); err != nil {
-			return sent, err
-		}
-		b := buf[:e.Length]
-		if _, err := src.ReadAt(b, e.Offset); err != nil {
-			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
-		}
-		if err := r.WriteRun(d.ReplicaID, e.Offset, b); err != nil {
-			return sent, targetError(err)
-		}
-		sent += e.Length
-		progress(e.Offset + e.Length)
-	}
-	return sent, nil
 }
 
 // prune deletes points older than retention, oldest first, never the newest.
@@ -242,16 +198,4 @@ func prune(r *dirtarget.Replica, now time.Time, retention time.Duration) ([]stri
 	return pruned, nil
 }
 
-// targetError classifies a failure of the target: a missing or unwritable
-// directory may come back (a NAS remounting), so it is retried.
-func targetError(err error) error {
-	var te *agentproto.TaskError
-	if errors.As(err, &te) {
-		return err
-	}
-	code := "target_unavailable"
-	if errors.Is(err, fs.ErrPermission) {
-		code = "target_not_writable"
-	}
-	return &agentproto.TaskError{Code: code, Message: "the replica target: " + err.Error(), Recoverable: true}
-}
+func targetError(err error) error { return replicate.TargetError(err) }

@@ -1,0 +1,82 @@
+// Package replicate copies a source disk's changes into its replica: hash
+// the source in 4 KiB blocks, compare with the replica's stored hashes, and
+// write only the runs that differ (on a fresh replica: only the blocks that
+// are not zeros).
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// HashWorkers is how many goroutines hash a source disk.
+const HashWorkers = 4
+
+// Disk brings the replica replicaID up to date with the source file at
+// path (size bytes), and returns the bytes written. progress gets the
+// offset reached. Errors are task errors: recoverable or not.
+func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() != size {
+		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
+	}
+	now, err := blocks.HashDisk(src, size, HashWorkers)
+	if err != nil {
+		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+	}
+	old, err := r.Hashes(replicaID)
+	if err != nil {
+		return 0, TargetError(err)
+	}
+	if len(old) < len(now) {
+		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
+	}
+	var sent int64
+	buf := make([]byte, blocks.MaxRun)
+	for _, e := range blocks.Changed(old[:len(now)], now, size) {
+		if err := ctx.Err(); err != nil {
+			return sent, err
+		}
+		b := buf[:e.Length]
+		if _, err := src.ReadAt(b, e.Offset); err != nil {
+			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+		}
+		if err := r.WriteRun(replicaID, e.Offset, b); err != nil {
+			return sent, TargetError(err)
+		}
+		sent += e.Length
+		if progress != nil {
+			progress(e.Offset + e.Length)
+		}
+	}
+	return sent, nil
+}
+
+// TargetError classifies a failure of the target: a missing or unwritable
+// directory may come back (a NAS remounting), so it is retried.
+func TargetError(err error) error {
+	var te *agentproto.TaskError
+	if errors.As(err, &te) {
+		return err
+	}
+	code := "target_unavailable"
+	if errors.Is(err, fs.ErrPermission) {
+		code = "target_not_writable"
+	}
+	return &agentproto.TaskError{Code: code, Message: "the replica target: " + err.Error(), Recoverable: true}
+}
