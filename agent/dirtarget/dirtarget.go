@@ -192,35 +192,53 @@ func (r *Replica) Hashes(diskID string) ([]blocks.Hash, error) {
 	return blocks.Decode(b)
 }
 
+// Run is data to write at an offset of a disk.
+type Run struct {
+	Offset int64
+	Data   []byte
+}
+
 // WriteRun writes data at off in the replica of a disk. off must be block
 // aligned; data may end short only at the disk's end. The blocks' old
 // content is first saved for the newest recovery point.
 func (r *Replica) WriteRun(diskID string, off int64, data []byte) error {
+	return r.WriteRuns(diskID, []Run{{Offset: off, Data: data}})
+}
+
+// WriteRuns writes several runs with one flush of the undo log: all their
+// before-images are saved and made durable first, then the runs written.
+func (r *Replica) WriteRuns(diskID string, runs []Run) error {
 	d, err := r.disk(diskID)
 	if err != nil {
 		return err
 	}
-	if off%blocks.BlockSize != 0 || off < 0 || off+int64(len(data)) > d.size || len(data) == 0 ||
-		(len(data)%blocks.BlockSize != 0 && off+int64(len(data)) != d.size) {
-		return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", len(data), off, d.size)
+	for _, run := range runs {
+		off, n := run.Offset, int64(len(run.Data))
+		if off%blocks.BlockSize != 0 || off < 0 || off+n > d.size || n == 0 || (n%blocks.BlockSize != 0 && off+n != d.size) {
+			return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", n, off, d.size)
+		}
 	}
 	r.writes.RLock()
 	defer r.writes.RUnlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := r.saveBeforeImages(diskID, d, off, int64(len(data))); err != nil {
+	if err := r.saveBeforeImages(diskID, d, runs); err != nil {
 		return fmt.Errorf("save before-images for the recovery point: %w", err)
 	}
-	if _, err := d.data.WriteAt(data, off); err != nil {
-		return err
+	for _, run := range runs {
+		if _, err := d.data.WriteAt(run.Data, run.Offset); err != nil {
+			return err
+		}
+		hashes := make([]byte, 0, (len(run.Data)+blocks.BlockSize-1)/blocks.BlockSize*16)
+		for i := 0; i < len(run.Data); i += blocks.BlockSize {
+			h := blocks.HashBlock(run.Data[i:min(i+blocks.BlockSize, len(run.Data))])
+			hashes = append(hashes, h[:]...)
+		}
+		if _, err := d.hashes.WriteAt(hashes, run.Offset/blocks.BlockSize*16); err != nil {
+			return err
+		}
 	}
-	hashes := make([]byte, 0, (len(data)+blocks.BlockSize-1)/blocks.BlockSize*16)
-	for i := 0; i < len(data); i += blocks.BlockSize {
-		h := blocks.HashBlock(data[i:min(i+blocks.BlockSize, len(data))])
-		hashes = append(hashes, h[:]...)
-	}
-	_, err = d.hashes.WriteAt(hashes, off/blocks.BlockSize*16)
-	return err
+	return nil
 }
 
 // Sync makes every write so far durable, before a point is taken.
@@ -243,9 +261,9 @@ func (r *Replica) Sync() error {
 }
 
 // saveBeforeImages appends, to the newest point's undo log, the blocks of
-// [off, off+n) not saved there yet. With no point yet, there is nothing to
-// preserve.
-func (r *Replica) saveBeforeImages(diskID string, d *disk, off, n int64) error {
+// the runs not saved there yet, and flushes it once. With no point yet,
+// there is nothing to preserve.
+func (r *Replica) saveBeforeImages(diskID string, d *disk, runs []Run) error {
 	newest, err := r.newestPoint()
 	if err != nil || newest == nil {
 		return err
@@ -258,20 +276,23 @@ func (r *Replica) saveBeforeImages(diskID string, d *disk, off, n int64) error {
 	}
 	rec := make([]byte, recordSize)
 	wrote := false
-	for b := off / blocks.BlockSize; b*blocks.BlockSize < off+n; b++ {
-		if d.undoSeen[b] {
-			continue
+	for _, run := range runs {
+		off, n := run.Offset, int64(len(run.Data))
+		for b := off / blocks.BlockSize; b*blocks.BlockSize < off+n; b++ {
+			if d.undoSeen[b] {
+				continue
+			}
+			binary.BigEndian.PutUint64(rec[:8], uint64(b))
+			clear(rec[8:])
+			if _, err := d.data.ReadAt(rec[8:], b*blocks.BlockSize); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if _, err := d.undo.Write(rec); err != nil {
+				return err
+			}
+			d.undoSeen[b] = true
+			wrote = true
 		}
-		binary.BigEndian.PutUint64(rec[:8], uint64(b))
-		clear(rec[8:])
-		if _, err := d.data.ReadAt(rec[8:], b*blocks.BlockSize); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if _, err := d.undo.Write(rec); err != nil {
-			return err
-		}
-		d.undoSeen[b] = true
-		wrote = true
 	}
 	if wrote {
 		return d.undo.Sync()

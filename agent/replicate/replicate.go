@@ -19,6 +19,9 @@ import (
 // HashWorkers is how many goroutines hash a source disk.
 const HashWorkers = 4
 
+// batchBytes bounds the data written between two flushes of the undo log.
+const batchBytes = 32 << 20
+
 // Disk brings the replica replicaID up to date with the source file at
 // path (size bytes), and returns the bytes written. progress gets the
 // offset reached. Errors are task errors: recoverable or not.
@@ -46,23 +49,45 @@ func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, siz
 	if len(old) < len(now) {
 		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
 	}
+	// Runs go in batches of up to batchBytes: one flush of the undo log
+	// per batch instead of per run.
 	var sent int64
-	buf := make([]byte, blocks.MaxRun)
+	var batch []dirtarget.Run
+	var batched int64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := r.WriteRuns(replicaID, batch); err != nil {
+			return TargetError(err)
+		}
+		last := batch[len(batch)-1]
+		sent += batched
+		batch, batched = batch[:0], 0
+		if progress != nil {
+			progress(last.Offset + int64(len(last.Data)))
+		}
+		return nil
+	}
+	buf := make([]byte, batchBytes+blocks.MaxRun)
 	for _, e := range blocks.Changed(old[:len(now)], now, size) {
 		if err := ctx.Err(); err != nil {
 			return sent, err
 		}
-		b := buf[:e.Length]
+		if batched+e.Length > batchBytes {
+			if err := flush(); err != nil {
+				return sent, err
+			}
+		}
+		b := buf[batched : batched+e.Length]
 		if _, err := src.ReadAt(b, e.Offset); err != nil {
 			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
 		}
-		if err := r.WriteRun(replicaID, e.Offset, b); err != nil {
-			return sent, TargetError(err)
-		}
-		sent += e.Length
-		if progress != nil {
-			progress(e.Offset + e.Length)
-		}
+		batch = append(batch, dirtarget.Run{Offset: e.Offset, Data: b})
+		batched += e.Length
+	}
+	if err := flush(); err != nil {
+		return sent, err
 	}
 	return sent, nil
 }
