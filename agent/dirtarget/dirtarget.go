@@ -574,3 +574,55 @@ func (p *PointReader) ReadAt(b []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// SourceSignature identifies a source disk file's content without reading
+// it: if none of these changed, neither did the file.
+type SourceSignature struct {
+	Size    int64  `json:"size"`
+	Inode   uint64 `json:"inode"`
+	ModNano int64  `json:"mtime_ns"`
+	ChgNano int64  `json:"ctime_ns"`
+}
+
+type diskMeta struct {
+	SizeBytes int64            `json:"size_bytes"`
+	Synced    *SourceSignature `json:"synced,omitempty"`
+}
+
+func (r *Replica) metaPath(diskID string) string {
+	return filepath.Join(r.dir, "disks", diskID+".json")
+}
+
+// SyncedSignature is the source signature at which the replica last equalled
+// its source, if one was recorded.
+func (r *Replica) SyncedSignature(diskID string) (*SourceSignature, error) {
+	b, err := os.ReadFile(r.metaPath(diskID))
+	if err != nil {
+		return nil, err
+	}
+	var m diskMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m.Synced, nil
+}
+
+// SetSyncedSignature records (or, with nil, forgets) that the replica equals
+// the source file with this signature.
+func (r *Replica) SetSyncedSignature(diskID string, sig *SourceSignature) error {
+	b, err := os.ReadFile(r.metaPath(diskID))
+	if err != nil {
+		return err
+	}
+	var m diskMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	m.Synced = sig
+	out, _ := json.Marshal(m)
+	tmp := r.metaPath(diskID) + ".new"
+	if err := os.WriteFile(tmp, out, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.metaPath(diskID))
+}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
@@ -22,19 +24,72 @@ const HashWorkers = 4
 // batchBytes bounds the data written between two flushes of the undo log.
 const batchBytes = 32 << 20
 
+// quietFor is how long a file must have gone unmodified before its
+// signature is trusted: file times have a coarse clock, so a write in the
+// same tick as our look would leave them unchanged (the "racy git" case).
+const quietFor = 2 * time.Second
+
 // Disk brings the replica replicaID up to date with the source file at
 // path (size bytes), and returns the bytes written. progress gets the
 // offset reached. Errors are task errors: recoverable or not.
+//
+// A source file whose size, inode, modification and change times are those
+// recorded when the replica last equalled it is not read at all.
 func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, error) {
+	sent, _, err := disk(ctx, r, replicaID, path, size, progress)
+	return sent, err
+}
+
+// DiskSkipped is Disk that also says whether the file was skipped unread.
+func DiskSkipped(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, bool, error) {
+	return disk(ctx, r, replicaID, path, size, progress)
+}
+
+func signature(fi os.FileInfo) *dirtarget.SourceSignature {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return &dirtarget.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
+}
+
+func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, bool, error) {
 	src, err := os.Open(path)
 	if err != nil {
-		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
+		return 0, false, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
 	}
 	defer src.Close()
 	fi, err := src.Stat()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
+	before := signature(fi)
+	if synced, err := r.SyncedSignature(replicaID); err == nil && before != nil && synced != nil && *synced == *before {
+		return 0, true, nil
+	}
+	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, progress)
+	if err != nil {
+		// Whatever was written, the replica no longer matches a known state.
+		_ = r.SetSyncedSignature(replicaID, nil)
+		return sent, false, err
+	}
+	// Trust the signature only if the file did not change while we read it
+	// and had been quiet for a while before.
+	var record *dirtarget.SourceSignature
+	if after, err := os.Stat(path); err == nil && before != nil {
+		if a := signature(after); a != nil && *a == *before &&
+			time.Since(time.Unix(0, max(before.ModNano, before.ChgNano))) > quietFor {
+			record = before
+		}
+	}
+	if err := r.SetSyncedSignature(replicaID, record); err != nil {
+		return sent, false, TargetError(err)
+	}
+	return sent, false, nil
+}
+
+func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, src *os.File, fi os.FileInfo, size int64, progress func(int64)) (int64, error) {
+	path := src.Name()
 	if fi.Size() != size {
 		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
 	}

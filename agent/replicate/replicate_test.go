@@ -1,0 +1,60 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+)
+
+func TestAnUnchangedDiskFileIsNotReadAgainAndAChangedOneIs(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	data := make([]byte, 2<<20)
+	rand.Read(data[:1<<20])
+	os.WriteFile(src, data, 0o644)
+	r, err := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+
+	// Just written: too recent to trust its times, so it is read.
+	if _, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); err != nil || skipped {
+		t.Fatalf("first copy: skipped %v, %v", skipped, err)
+	}
+	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); skipped {
+		t.Fatal("a file modified less than 2 s ago was trusted")
+	}
+	time.Sleep(quietFor + 100*time.Millisecond)
+	if sent, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); skipped || sent != 0 {
+		t.Fatalf("quiet file, first look: skipped %v sent %d", skipped, sent)
+	}
+	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); !skipped {
+		t.Fatal("an unchanged, quiet file was read again")
+	}
+	// A write changes its times: read, and the change sent.
+	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
+	f.WriteAt([]byte("changed"), 1<<20+5)
+	f.Close()
+	sent, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil)
+	if err != nil || skipped || sent != 4096 {
+		t.Fatalf("after a write: skipped %v sent %d %v", skipped, sent, err)
+	}
+	r.CreatePoint("p", time.Now(), "crash")
+	pr, size, _ := r.ReadPoint("p", "d")
+	defer pr.Close()
+	got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
+	want, _ := os.ReadFile(src)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the replica differs from the source")
+	}
+}
