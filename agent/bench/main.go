@@ -108,7 +108,7 @@ func run() error {
 	}
 	dropCaches()
 	start = time.Now()
-	if _, err := blocks.HashDisk(f, size, replicate.HashWorkers); err != nil {
+	if _, err := blocks.HashDisk(f, size, replicate.HashWorkers()); err != nil {
 		return err
 	}
 	scan := time.Since(start)

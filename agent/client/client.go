@@ -143,7 +143,7 @@ func PinnedTLS(vaultURL, fingerprint string, onPinned func(*x509.Certificate)) (
 				}
 			}
 			if pinned == nil {
-				return fmt.Errorf("the server at %s is not the vault of this registration key: its certificate chain has fingerprints %s, the key expects %s", u.Host, strings.Join(seen, ", "), want)
+				return fmt.Errorf("the server at %s is not the vault of this registration key: the CA fingerprints differ (the key expects %s, the server's chain has %s); check the vault URL, or download a new key from the portal", u.Host, want, strings.Join(seen, ", "))
 			}
 			roots := x509.NewCertPool()
 			roots.AddCert(pinned)

@@ -5,7 +5,8 @@
 // Conventions, under the VM root:
 //   - each directory is a VM; its name is the VM's name;
 //   - an optional vm.json {"id": "..."} gives a stable id, else the id is
-//     the directory name;
+//     the directory name; a vm.json that cannot be read is logged as a
+//     warning and the directory name is used, so the VM stays visible;
 //   - the VM's disks are its regular files ending in .img (raw images);
 //   - a file named "running" in the directory marks the VM as running
 //     (a hypervisor hook can create and remove it), else it is off.
@@ -66,6 +67,7 @@ func (d *Driver) Inventory() ([]agentproto.VM, error) {
 			d.logger().Warn("VM directory skipped", "dir", dir, slog.Any("error", err))
 			continue
 		}
+		vm.ID = d.stableID(dir, vm.ID)
 		if other, dup := ids[vm.ID]; dup {
 			d.logger().Warn("VM directory skipped: its id is taken", "dir", dir, "id", vm.ID, "taken_by", other)
 			continue
@@ -79,19 +81,6 @@ func (d *Driver) Inventory() ([]agentproto.VM, error) {
 
 func (d *Driver) readVM(dir, name string) (agentproto.VM, error) {
 	vm := agentproto.VM{ID: name, Name: name, PowerState: "Off", Disks: []agentproto.Disk{}}
-	b, err := os.ReadFile(filepath.Join(dir, "vm.json"))
-	switch {
-	case err == nil:
-		var meta struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(b, &meta); err != nil || strings.TrimSpace(meta.ID) == "" {
-			return vm, fmt.Errorf("vm.json must be {\"id\": \"...\"} with a non-empty id")
-		}
-		vm.ID = strings.TrimSpace(meta.ID)
-	case !errors.Is(err, os.ErrNotExist):
-		return vm, err
-	}
 	if _, err := os.Stat(filepath.Join(dir, "running")); err == nil {
 		vm.PowerState = "Running"
 	}
@@ -110,6 +99,31 @@ func (d *Driver) readVM(dir, name string) (agentproto.VM, error) {
 		vm.Disks = append(vm.Disks, agentproto.Disk{Path: filepath.Join(dir, e.Name()), SizeBytes: fi.Size(), Format: "raw"})
 	}
 	return vm, nil
+}
+
+// stableID is the id vm.json gives, or else the directory's name. A broken
+// vm.json is not a reason to hide the VM: it is reported under its
+// directory's name and the warning says what to fix.
+func (d *Driver) stableID(dir, name string) string {
+	path := filepath.Join(dir, "vm.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return name
+	}
+	var meta struct {
+		ID string `json:"id"`
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &meta)
+	}
+	if err == nil && strings.TrimSpace(meta.ID) == "" {
+		err = errors.New(`the "id" is missing or empty`)
+	}
+	if err != nil {
+		d.logger().Warn(`vm.json must be {"id": "..."}; using the directory name as the VM's id`, "file", path, slog.Any("error", err))
+		return name
+	}
+	return strings.TrimSpace(meta.ID)
 }
 
 func (d *Driver) logger() *slog.Logger {

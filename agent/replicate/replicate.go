@@ -21,7 +21,7 @@ import (
 
 // HashWorkers is how many goroutines hash a source disk: one per core, two
 // to four (more only scatters the reads; measured with make bench).
-var HashWorkers = min(max(runtime.NumCPU(), 2), 4)
+func HashWorkers() int { return min(max(runtime.NumCPU(), 2), 4) }
 
 // batchBytes bounds the data written between two flushes of the undo log.
 const batchBytes = 32 << 20
@@ -95,7 +95,7 @@ func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, sr
 	if fi.Size() != size {
 		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
 	}
-	now, err := blocks.HashDisk(src, size, HashWorkers)
+	now, err := blocks.HashDisk(src, size, HashWorkers())
 	if err != nil {
 		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
 	}
