@@ -156,6 +156,28 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	for _, d := range p.Disks {
 		total += d.SizeBytes
 	}
+	consistency := "crash"
+	if p.AppConsistent {
+		if !a.driver.CanQuiesce() {
+			a.log.Warn("an app-consistent point was asked for, but no freeze command is configured; making a crash-consistent point", "vm", p.VMID)
+		} else {
+			vmDir, err := a.driver.VMDir(p.VMID)
+			if err != nil {
+				return nil, &agentproto.TaskError{Code: "vm_not_found", Message: err.Error()}
+			}
+			thaw, err := a.driver.Freeze(ctx, p.VMID, vmDir)
+			if err != nil {
+				return nil, &agentproto.TaskError{Code: "freeze_failed", Message: err.Error(), Recoverable: true}
+			}
+			defer func() {
+				if err := thaw(); err != nil {
+					a.log.Error("thaw failed: the VM may stay quiesced; check it", "vm", p.VMID, "error", err)
+				}
+			}()
+			consistency = "app"
+			captured = time.Now().UTC()
+		}
+	}
 	var done int64
 	for _, d := range p.Disks {
 		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, func(doneInDisk int64) {
@@ -168,7 +190,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		sent += n
 		done += d.SizeBytes
 	}
-	point, err := r.CreatePoint(p.PointID, captured, "crash")
+	point, err := r.CreatePoint(p.PointID, captured, consistency)
 	if err != nil {
 		return nil, targetError(err)
 	}

@@ -29,6 +29,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	driver := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk (LIFEBOAT_AGENT_DRIVER)")
 	vmRoot := fs.String("vm-root", envOr(getenv, "LIFEBOAT_AGENT_VM_ROOT", ""), "filedisk: the directory whose subdirectories are VMs (LIFEBOAT_AGENT_VM_ROOT)")
 	maxTasks := fs.Int("max-tasks", 4, "how many tasks run at once")
+	freeze := fs.String("freeze-command", envOr(getenv, "LIFEBOAT_AGENT_FREEZE_COMMAND", ""), "filedisk: command that quiesces a VM before an app-consistent point (run with LIFEBOAT_VM_ID and LIFEBOAT_VM_DIR set; exit 0 = frozen)")
+	thaw := fs.String("thaw-command", envOr(getenv, "LIFEBOAT_AGENT_THAW_COMMAND", ""), "filedisk: command that resumes the VM after it (always run after a freeze)")
 	logFormat := fs.String("log-format", envOr(getenv, "LIFEBOAT_LOG_FORMAT", "text"), "text or json")
 	logLevel := fs.String("log-level", envOr(getenv, "LIFEBOAT_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +49,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return errors.New("--driver filedisk needs --vm-root")
 	case *maxTasks < 1 || *maxTasks > 64:
 		return errors.New("--max-tasks must be from 1 to 64")
+	case (*freeze == "") != (*thaw == ""):
+		return errors.New("give both --freeze-command and --thaw-command, or neither")
 	}
 	// Paths go to the vault (disks) and into checks' messages: absolute.
 	root, err := filepath.Abs(*vmRoot)
@@ -62,7 +66,7 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	vmRoot = &root
-	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log}, *maxTasks, log)
+	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw}, *maxTasks, log)
 	if err != nil {
 		return err
 	}

@@ -158,6 +158,10 @@ type ReplicationPayload struct {
 	PointID        string        `json:"point_id,omitempty"` // replicate: the id of the point to create
 	RetentionHours int           `json:"retention_hours"`    // replicate: prune points older than this
 	MinFreeBytes   int64         `json:"min_free_bytes,omitempty"`
+	// AppConsistent asks for an application-consistent point: the agent
+	// quiesces the VM (filedisk: its freeze command) for the cycle. An agent
+	// that cannot quiesce makes a crash-consistent point and says so.
+	AppConsistent bool `json:"app_consistent,omitempty"`
 }
 
 // ReplicaDisk is one source disk and its replica's id.

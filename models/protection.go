@@ -340,6 +340,19 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 				return err
 			}
 			payload.PointID, payload.RetentionHours = NewID(prefixRecoveryPoint), policy.RetentionHours
+			payload.AppConsistent = false
+			if policy.AppConsistentFrequencyHours > 0 {
+				var lastApp RecoveryPoint
+				err := tx.Where("protection_id = ? AND consistency = ?", p.ID, ConsistencyApp).Order("time DESC").First(&lastApp).Error
+				switch {
+				case errors.Is(err, gorm.ErrRecordNotFound):
+					payload.AppConsistent = true
+				case err != nil:
+					return err
+				default:
+					payload.AppConsistent = now.Sub(lastApp.Time) >= time.Duration(policy.AppConsistentFrequencyHours)*time.Hour
+				}
+			}
 			b, _ := json.Marshal(payload)
 			t := Task{ID: NewID(prefixTask), HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b), State: TaskQueued}
 			if err := tx.Create(&t).Error; err != nil {

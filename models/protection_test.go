@@ -164,3 +164,52 @@ func TestAzureTargetsAreRefusedUntilBuilt(t *testing.T) {
 		wantFields(t, err, "policy_id")
 	})
 }
+
+func TestCyclesAskForAnAppConsistentPointAtThePolicysFrequency(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := protectedVM(t, h) // default policy: app-consistent every 4 h
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+		appAsked := func() bool {
+			h.advance(5 * time.Minute)
+			if _, err := h.s.ScheduleReplications(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			task := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+			var p agentproto.ReplicationPayload
+			json.Unmarshal([]byte(task.Payload), &p)
+			o := cycleResult(task, h.clock.T)
+			if p.AppConsistent {
+				var r agentproto.ReplicateResult
+				json.Unmarshal([]byte(o.Result), &r)
+				r.Consistency = "app"
+				b, _ := json.Marshal(r)
+				o.Result = string(b)
+			}
+			complete(t, h, host.ID, task, o)
+			return p.AppConsistent
+		}
+		if !appAsked() {
+			t.Fatal("no app-consistent point was asked for while there is none")
+		}
+		if appAsked() {
+			t.Fatal("an app-consistent point was asked for 5 minutes after the last one")
+		}
+		h.advance(4 * time.Hour)
+		if !appAsked() {
+			t.Fatal("no app-consistent point after the policy's 4 hours")
+		}
+		points, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID)
+		apps := 0
+		for _, p := range points {
+			if p.Consistency == models.ConsistencyApp {
+				apps++
+			}
+		}
+		if apps != 2 {
+			t.Fatalf("%d app-consistent points, want 2", apps)
+		}
+	})
+}

@@ -45,7 +45,9 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	source := make([]byte, 6<<20) // mostly zeros, some data
 	rand.Read(source[1<<20 : 2<<20])
 	os.WriteFile(disk, source, 0o644)
-	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	quiesceLog := filepath.Join(t.TempDir(), "quiesce.log")
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot,
+		"--freeze-command", `echo "freeze $LIFEBOAT_VM_ID" >> `+quiesceLog, "--thaw-command", `echo "thaw $LIFEBOAT_VM_ID" >> `+quiesceLog)
 
 	var vms struct {
 		Items []struct {
@@ -59,7 +61,7 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	}, v.proc, agent)
 	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
 	var policy, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy)
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":1}`), &policy)
 	targetDir := t.TempDir()
 	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
 	v.do(http.MethodPost, "/api/v1/targets", body, &target)
@@ -87,8 +89,9 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	}
 	var points struct {
 		Items []struct {
-			ID        string
-			SizeBytes int64 `json:"size_bytes"`
+			ID          string
+			SizeBytes   int64 `json:"size_bytes"`
+			Consistency string
 		}
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
@@ -125,5 +128,13 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	}
 	if got := readReplicaPoint(t, targetDir, "app", first, diskID); !bytes.Equal(got, before) {
 		t.Fatal("the first point changed after the second cycle")
+	}
+	// The policy wants an app-consistent point each hour and there was none:
+	// the scheduled cycle quiesced the VM with the freeze and thaw commands.
+	if points.Items[0].Consistency != "app" || points.Items[1].Consistency != "crash" {
+		t.Fatalf("consistency: newest %q, initial %q", points.Items[0].Consistency, points.Items[1].Consistency)
+	}
+	if log, _ := os.ReadFile(quiesceLog); string(log) != "freeze app\nthaw app\n" {
+		t.Fatalf("quiesce commands ran as %q", log)
 	}
 }

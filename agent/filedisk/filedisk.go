@@ -13,11 +13,13 @@
 package filedisk
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -29,6 +31,46 @@ import (
 type Driver struct {
 	Root string
 	Log  *slog.Logger
+	// FreezeCommand and ThawCommand quiesce and resume a VM around an
+	// app-consistent point; without them the driver cannot quiesce.
+	FreezeCommand, ThawCommand string
+}
+
+// CanQuiesce reports whether app-consistent points are possible.
+func (d *Driver) CanQuiesce() bool { return d.FreezeCommand != "" && d.ThawCommand != "" }
+
+// Freeze quiesces the VM whose directory is name (its id is vmID) and
+// returns the function that resumes it, which must always be called.
+func (d *Driver) Freeze(ctx context.Context, vmID, dir string) (thaw func() error, err error) {
+	run := func(ctx context.Context, command string) error {
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+		cmd.Env = append(os.Environ(), "LIFEBOAT_VM_ID="+vmID, "LIFEBOAT_VM_DIR="+dir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%q: %v: %s", command, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if err := run(ctx, d.FreezeCommand); err != nil {
+		// A freeze that failed half-way is thawed all the same.
+		_ = run(context.WithoutCancel(ctx), d.ThawCommand)
+		return nil, fmt.Errorf("freeze: %w", err)
+	}
+	return func() error { return run(context.WithoutCancel(ctx), d.ThawCommand) }, nil
+}
+
+// VMDir finds the directory of the VM with id vmID.
+func (d *Driver) VMDir(vmID string) (string, error) {
+	vms, err := d.Inventory()
+	if err != nil {
+		return "", err
+	}
+	for _, vm := range vms {
+		if vm.ID == vmID && len(vm.Disks) > 0 {
+			return filepath.Dir(vm.Disks[0].Path), nil
+		}
+	}
+	return "", fmt.Errorf("VM %s is not under %s", vmID, d.Root)
 }
 
 // Name is the driver's name as agents report it.

@@ -121,3 +121,24 @@ func mustMkdir(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+func TestFreezeRunsTheCommandsAndThawsEvenWhenFreezeFails(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	d := &Driver{Root: dir, FreezeCommand: `echo "freeze $LIFEBOAT_VM_ID" >> ` + log, ThawCommand: `echo "thaw $LIFEBOAT_VM_ID" >> ` + log}
+	thaw, err := d.Freeze(t.Context(), "web", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := thaw(); err != nil {
+		t.Fatal(err)
+	}
+	failing := &Driver{Root: dir, FreezeCommand: "exit 3", ThawCommand: `echo "thaw after failure" >> ` + log}
+	if _, err := failing.Freeze(t.Context(), "db", dir); err == nil {
+		t.Fatal("a failed freeze is reported as success")
+	}
+	got, _ := os.ReadFile(log)
+	if string(got) != "freeze web\nthaw web\nthaw after failure\n" {
+		t.Fatalf("commands ran as %q", got)
+	}
+}

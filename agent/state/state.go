@@ -86,10 +86,14 @@ func (d *Dir) Identity() (Identity, error) {
 	return id, json.Unmarshal(b, &id)
 }
 
-// Certificate loads the host's key pair.
+// Certificate loads the host's key pair, first finishing a renewal that a
+// crash interrupted.
 func (d *Dir) Certificate() (*tls.Certificate, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.finishRenewal(); err != nil {
+		return nil, fmt.Errorf("finish the interrupted certificate renewal in %s: %w", d.Path, err)
+	}
 	pair, err := tls.LoadX509KeyPair(d.file(certFile), d.file(keyFile))
 	if err != nil {
 		return nil, fmt.Errorf("load the host certificate: %w", err)
@@ -98,24 +102,64 @@ func (d *Dir) Certificate() (*tls.Certificate, error) {
 }
 
 // ReplaceCertificate swaps in a renewed key and certificate.
+//
+// Two files cannot be renamed at once, so the swap rolls forward: both new
+// files are written in full as host.key.new and host.crt.new, then renamed
+// over the old ones. A crash at any point leaves either the old pair, or
+// .new files that the next Certificate call renames into place; never a
+// key without its certificate.
 func (d *Dir) ReplaceCertificate(keyPEM, certPEM []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		return fmt.Errorf("the renewed certificate does not match the new key: %w", err)
 	}
-	// Both files are replaced by rename; a reader between the two renames
-	// fails to load a pair and retries at the next handshake.
-	if err := WriteAtomic(d.file(keyFile+".new"), keyPEM, 0o600); err != nil {
-		return err
-	}
+	// The certificate is written first: a .new key alone is never mistaken
+	// for a complete pair.
 	if err := WriteAtomic(d.file(certFile+".new"), certPEM, 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(d.file(keyFile+".new"), d.file(keyFile)); err != nil {
+	if err := WriteAtomic(d.file(keyFile+".new"), keyPEM, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(d.file(certFile+".new"), d.file(certFile))
+	return d.finishRenewal()
+}
+
+// finishRenewal renames a complete .new pair into place, or removes the
+// leftovers of a renewal that never finished writing. It is idempotent.
+func (d *Dir) finishRenewal() error {
+	newKey, newCert := d.file(keyFile+".new"), d.file(certFile+".new")
+	if _, err := os.Stat(newCert); errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(newKey) // cannot happen in the order written; harmless
+		return nil
+	}
+	_, keyErr := os.Stat(newKey)
+	switch {
+	case keyErr == nil && pairs(newCert, newKey):
+		if err := os.Rename(newKey, d.file(keyFile)); err != nil {
+			return err
+		}
+	case keyErr == nil:
+		// Torn write: the old pair is in place and whole.
+		_ = os.Remove(newKey)
+		_ = os.Remove(newCert)
+		return nil
+	case !pairs(newCert, d.file(keyFile)):
+		// The crash came before the new key was written: the old pair is
+		// whole, and the new certificate is useless without its key.
+		_ = os.Remove(newCert)
+		return nil
+	}
+	// The key is in place (renamed now or before a crash); its certificate follows.
+	if err := os.Rename(newCert, d.file(certFile)); err != nil {
+		return err
+	}
+	return syncDir(d.Path)
+}
+
+func pairs(certPath, keyPath string) bool {
+	_, err := tls.LoadX509KeyPair(certPath, keyPath)
+	return err == nil
 }
 
 // VaultCA reads the pinned vault certificate.
@@ -213,5 +257,18 @@ func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes renames in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
