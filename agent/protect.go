@@ -178,9 +178,11 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 			captured = time.Now().UTC()
 		}
 	}
+	// One limit for the whole cycle, all disks together.
+	throttle := replicate.NewThrottle(p.BandwidthMbps)
 	var done int64
 	for _, d := range p.Disks {
-		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, func(doneInDisk int64) {
+		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, throttle, func(doneInDisk int64) {
 			rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
 				BytesDone: done + doneInDisk, BytesTotal: total})
 		})

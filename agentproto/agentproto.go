@@ -162,6 +162,9 @@ type ReplicationPayload struct {
 	// quiesces the VM (filedisk: its freeze command) for the cycle. An agent
 	// that cannot quiesce makes a crash-consistent point and says so.
 	AppConsistent bool `json:"app_consistent,omitempty"`
+	// BandwidthMbps caps the cycle's writes, in Mbit/s (0: no limit): the
+	// policy's limit for work or off hours at the time the cycle starts.
+	BandwidthMbps int `json:"bandwidth_mbps,omitempty"`
 }
 
 // ReplicaDisk is one source disk and its replica's id.

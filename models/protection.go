@@ -69,7 +69,8 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		if err := tx.Create(&p).Error; err != nil {
 			return err
 		}
-		payload := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: vm.ExternalID, RetentionHours: policy.RetentionHours, MinFreeBytes: 1 << 30}
+		payload := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: vm.ExternalID, RetentionHours: policy.RetentionHours, MinFreeBytes: 1 << 30,
+			BandwidthMbps: BandwidthAt(policy, now, s.loc())}
 		payload.Target.Kind, payload.Target.Path = target.Kind, target.Path
 		for _, d := range vm.Disks {
 			rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SizeBytes: d.SizeBytes}
@@ -341,6 +342,7 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			}
 			payload.PointID, payload.RetentionHours = NewID(prefixRecoveryPoint), policy.RetentionHours
 			payload.AppConsistent = false
+			payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
 			if policy.AppConsistentFrequencyHours > 0 {
 				var lastApp RecoveryPoint
 				err := tx.Where("protection_id = ? AND consistency = ?", p.ID, ConsistencyApp).Order("time DESC").First(&lastApp).Error
@@ -387,4 +389,14 @@ func refreshHealth(tx *gorm.DB, now time.Time, p Protection, policy Policy) erro
 		return nil
 	}
 	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"health": h.Health, "health_reasons": string(reasons)}).Error
+}
+
+// BandwidthAt is the policy's bandwidth limit (Mbit/s, 0 for none) at t:
+// the work-hours limit inside the work hours, read on loc's wall clock, else
+// the off-hours one.
+func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
+	if in, err := InWindow(t, p.WorkHoursStart, p.WorkHoursEnd, loc); err == nil && in {
+		return p.WorkHoursMbps
+	}
+	return p.OffHoursMbps
 }

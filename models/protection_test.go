@@ -213,3 +213,37 @@ func TestCyclesAskForAnAppConsistentPointAtThePolicysFrequency(t *testing.T) {
 		}
 	})
 }
+
+func TestCyclesCarryTheBandwidthLimitOfTheHour(t *testing.T) {
+	p := models.DefaultPolicy() // work hours 08:00–18:00
+	p.WorkHoursMbps, p.OffHoursMbps = 100, 0
+	paris, _ := time.LoadLocation("Europe/Paris")
+	cases := map[string]int{"2026-03-09T07:59:00+01:00": 0, "2026-03-09T08:00:00+01:00": 100, "2026-03-09T17:59:00+01:00": 100, "2026-03-09T18:00:00+01:00": 0}
+	for at, want := range cases {
+		ts, _ := time.Parse(time.RFC3339, at)
+		if got := models.BandwidthAt(p, ts, paris); got != want {
+			t.Errorf("at %s: %d Mbit/s, want %d", at, got, want)
+		}
+	}
+	// And the payload of a scheduled cycle carries it (the store reads work
+	// hours in its own zone, UTC in tests; the test clock is 10:00 UTC).
+	eachBackend(t, func(t *testing.T, h *harness) {
+		site := mustSite(t, h, "s")
+		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		vm := mustVMs(t, h, host.ID, "web")["web"]
+		pol := models.DefaultPolicy()
+		pol.Name, pol.WorkHoursMbps, pol.OffHoursMbps = "limited", 50, 500
+		if err := h.s.CreatePolicy(t.Context(), alice, &pol); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.s.EnableProtection(t.Context(), alice, vm.ID, pol.ID, mustDirectoryTarget(t, h, "nas").ID); err != nil {
+			t.Fatal(err)
+		}
+		task := leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck)
+		var payload agentproto.ReplicationPayload
+		json.Unmarshal([]byte(task.Payload), &payload)
+		if payload.BandwidthMbps != 50 {
+			t.Fatalf("at 10:00 the work-hours limit applies: %d", payload.BandwidthMbps)
+		}
+	})
+}

@@ -26,6 +26,7 @@ type Store struct {
 	now    func() time.Time
 	log    *slog.Logger
 	kind   string // "sqlite" or "postgres"
+	zone   *time.Location
 
 	bcryptCost int
 	dummyOnce  sync.Once
@@ -45,6 +46,9 @@ type Options struct {
 	// BcryptCost hashes passwords; 0 means bcrypt.DefaultCost. Only tests
 	// lower it, to stay fast.
 	BcryptCost int
+	// Location is the vault's time zone, in which policies' work hours and
+	// resync windows are read. Defaults to time.Local (the TZ variable).
+	Location *time.Location
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL.
@@ -73,7 +77,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.BcryptCost == 0 {
 		opts.BcryptCost = bcrypt.DefaultCost
 	}
-	s := &Store{sealer: opts.Sealer, now: opts.Now, log: opts.Logger, bcryptCost: opts.BcryptCost}
+	if opts.Location == nil {
+		opts.Location = time.Local
+	}
+	s := &Store{sealer: opts.Sealer, now: opts.Now, log: opts.Logger, bcryptCost: opts.BcryptCost, zone: opts.Location}
 	var err error
 	if IsPostgres(opts.DSN) {
 		s.kind = "postgres"
@@ -164,6 +171,9 @@ func (s *Store) Close() error {
 	}
 	return sqlDB.Close()
 }
+
+// loc is the vault's time zone for wall-clock rules.
+func (s *Store) loc() *time.Location { return s.zone }
 
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now().UTC() }

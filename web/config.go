@@ -39,6 +39,7 @@ type config struct {
 	LogFormat      string
 	LogLevel       string
 	PublicURL      string
+	TimeZone       *time.Location
 	AgentHeartbeat time.Duration
 	AgentPollWait  time.Duration
 	TaskLease      time.Duration
@@ -73,6 +74,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.AdminPassword, "admin-password", env("LIFEBOAT_ADMIN_PASSWORD", ""), "password of the first Owner, 'admin', created on first start; default: a random one printed once (LIFEBOAT_ADMIN_PASSWORD)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LIFEBOAT_LOG_FORMAT", "text"), "log format: text or json (LIFEBOAT_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("LIFEBOAT_LOG_LEVEL", "info"), "log level: debug, info, warn or error (LIFEBOAT_LOG_LEVEL)")
+	var zone string
+	fs.StringVar(&zone, "time-zone", env("LIFEBOAT_TIME_ZONE", "Local"), "the zone in which policies' work hours and resync windows are read, such as Europe/Paris (LIFEBOAT_TIME_ZONE)")
 	fs.StringVar(&c.PublicURL, "public-url", env("LIFEBOAT_PUBLIC_URL", ""), "the https URL agents reach the vault at, written into registration keys; default https://LISTEN (LIFEBOAT_PUBLIC_URL)")
 	fs.DurationVar(&c.AgentHeartbeat, "agent-heartbeat", envDuration(getenv, "LIFEBOAT_AGENT_HEARTBEAT", 15*time.Second), "how often agents send heartbeats; three missed make a host Disconnected (LIFEBOAT_AGENT_HEARTBEAT)")
 	fs.DurationVar(&c.AgentPollWait, "agent-poll-wait", envDuration(getenv, "LIFEBOAT_AGENT_POLL_WAIT", 25*time.Second), "longest the vault holds an agent's poll when there is no work (LIFEBOAT_AGENT_POLL_WAIT)")
@@ -94,6 +97,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.DB == "" {
 		c.DB = filepath.Join(c.DataDir, "lifeboat.db")
 	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return nil, &configError{"time-zone", "LIFEBOAT_TIME_ZONE", fmt.Sprintf("%q is not a time zone name such as Europe/Paris or UTC", zone)}
+	}
+	c.TimeZone = loc
 	if err := c.validate(); err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ func TestBadSettingsStopTheVaultNamingTheSetting(t *testing.T) {
 		{"log level", nil, map[string]string{"LIFEBOAT_LOG_LEVEL": "loud"}, "--log-level"},
 		{"data dir is a file", []string{"--data-dir", file}, nil, "--data-dir"},
 		{"stray argument", []string{"serve"}, nil, "unexpected argument"},
+		{"time zone", []string{"--time-zone", "Mars/Olympus"}, nil, "--time-zone"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

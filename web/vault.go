@@ -59,7 +59,7 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 	if err != nil {
 		return nil, err
 	}
-	store, err := models.Open(ctx, models.Options{DSN: cfg.DB, Sealer: sealer, Logger: log})
+	store, err := models.Open(ctx, models.Options{DSN: cfg.DB, Sealer: sealer, Logger: log, Location: cfg.TimeZone})
 	if err != nil {
 		return nil, fmt.Errorf("setting --db (LIFEBOAT_DB): %w", err)
 	}

@@ -79,7 +79,7 @@ func run() error {
 	}
 	dropCaches()
 	start := time.Now()
-	sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil)
+	sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func run() error {
 		}
 		dropCaches()
 		start := time.Now()
-		sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil)
+		sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -139,11 +139,11 @@ func run() error {
 	}
 	// A disk whose file did not change is not read at all.
 	time.Sleep(2100 * time.Millisecond) // file times must be older than the trust delay
-	if _, err := replicate.Disk(context.Background(), r, "d0", src, size, nil); err != nil {
+	if _, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil); err != nil {
 		return err
 	}
 	start = time.Now()
-	_, skipped, err := replicate.DiskSkipped(context.Background(), r, "d0", src, size, nil)
+	_, skipped, err := replicate.DiskSkipped(context.Background(), r, "d0", src, size, nil, nil)
 	if err != nil {
 		return err
 	}

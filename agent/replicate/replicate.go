@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
@@ -37,14 +39,43 @@ const quietFor = 2 * time.Second
 //
 // A source file whose size, inode, modification and change times are those
 // recorded when the replica last equalled it is not read at all.
-func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, error) {
-	sent, _, err := disk(ctx, r, replicaID, path, size, progress)
+func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, error) {
+	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress)
 	return sent, err
 }
 
 // DiskSkipped is Disk that also says whether the file was skipped unread.
-func DiskSkipped(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, bool, error) {
-	return disk(ctx, r, replicaID, path, size, progress)
+func DiskSkipped(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
+	return disk(ctx, r, replicaID, path, size, throttle, progress)
+}
+
+// Throttle paces the bytes written; nil writes at full speed.
+type Throttle interface {
+	WaitN(ctx context.Context, n int) error
+}
+
+// NewThrottle limits writes to mbps Mbit/s (a token bucket holding one
+// batch); 0 means no limit and returns nil.
+func NewThrottle(mbps int) Throttle {
+	if mbps <= 0 {
+		return nil
+	}
+	return &limiter{rate.NewLimiter(rate.Limit(float64(mbps)*1e6/8), batchBytes+blocks.MaxRun)}
+}
+
+type limiter struct{ l *rate.Limiter }
+
+// WaitN waits for n bytes' worth of tokens, in pieces no larger than the
+// bucket.
+func (t *limiter) WaitN(ctx context.Context, n int) error {
+	for n > 0 {
+		k := min(n, t.l.Burst())
+		if err := t.l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
 }
 
 func signature(fi os.FileInfo) *dirtarget.SourceSignature {
@@ -55,7 +86,7 @@ func signature(fi os.FileInfo) *dirtarget.SourceSignature {
 	return &dirtarget.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
 }
 
-func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, progress func(int64)) (int64, bool, error) {
+func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return 0, false, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
@@ -69,7 +100,7 @@ func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, siz
 	if synced, err := r.SyncedSignature(replicaID); err == nil && before != nil && synced != nil && *synced == *before {
 		return 0, true, nil
 	}
-	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, progress)
+	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, throttle, progress)
 	if err != nil {
 		// Whatever was written, the replica no longer matches a known state.
 		_ = r.SetSyncedSignature(replicaID, nil)
@@ -90,7 +121,7 @@ func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, siz
 	return sent, false, nil
 }
 
-func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, src *os.File, fi os.FileInfo, size int64, progress func(int64)) (int64, error) {
+func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64)) (int64, error) {
 	path := src.Name()
 	if fi.Size() != size {
 		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
@@ -114,6 +145,11 @@ func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, sr
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if throttle != nil {
+			if err := throttle.WaitN(ctx, int(batched)); err != nil {
+				return err
+			}
 		}
 		if err := r.WriteRuns(replicaID, batch); err != nil {
 			return TargetError(err)

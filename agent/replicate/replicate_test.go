@@ -28,24 +28,24 @@ func TestAnUnchangedDiskFileIsNotReadAgainAndAChangedOneIs(t *testing.T) {
 	ctx := context.Background()
 
 	// Just written: too recent to trust its times, so it is read.
-	if _, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); err != nil || skipped {
+	if _, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); err != nil || skipped {
 		t.Fatalf("first copy: skipped %v, %v", skipped, err)
 	}
-	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); skipped {
+	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); skipped {
 		t.Fatal("a file modified less than 2 s ago was trusted")
 	}
 	time.Sleep(quietFor + 100*time.Millisecond)
-	if sent, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); skipped || sent != 0 {
+	if sent, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); skipped || sent != 0 {
 		t.Fatalf("quiet file, first look: skipped %v sent %d", skipped, sent)
 	}
-	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil); !skipped {
+	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); !skipped {
 		t.Fatal("an unchanged, quiet file was read again")
 	}
 	// A write changes its times: read, and the change sent.
 	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
 	f.WriteAt([]byte("changed"), 1<<20+5)
 	f.Close()
-	sent, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil)
+	sent, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil)
 	if err != nil || skipped || sent != 4096 {
 		t.Fatalf("after a write: skipped %v sent %d %v", skipped, sent, err)
 	}
@@ -56,5 +56,33 @@ func TestAnUnchangedDiskFileIsNotReadAgainAndAChangedOneIs(t *testing.T) {
 	want, _ := os.ReadFile(src)
 	if !bytes.Equal(got, want) {
 		t.Fatal("the replica differs from the source")
+	}
+}
+
+// countingThrottle records what it was asked to let through.
+type countingThrottle struct{ bytes int }
+
+func (c *countingThrottle) WaitN(_ context.Context, n int) error { c.bytes += n; return nil }
+
+func TestEveryByteWrittenPassesTheThrottle(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	data := make([]byte, 40<<20) // more than one 32 MiB batch
+	rand.Read(data[:36<<20])
+	os.WriteFile(src, data, 0o644)
+	r, _ := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	th := &countingThrottle{}
+	sent, err := Disk(context.Background(), r, "d", src, int64(len(data)), th, nil)
+	if err != nil || sent != 36<<20 || th.bytes != int(sent) {
+		t.Fatalf("sent %d, throttled %d, %v", sent, th.bytes, err)
+	}
+	if NewThrottle(0) != nil {
+		t.Fatal("0 Mbit/s must mean no limit")
+	}
+	// A real limiter lets more than its bucket through, piece by piece.
+	if err := NewThrottle(100000).WaitN(context.Background(), 100<<20); err != nil {
+		t.Fatal(err)
 	}
 }

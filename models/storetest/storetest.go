@@ -97,7 +97,7 @@ func Open(t testing.TB, dsn string, clock *Clock) *models.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := models.Open(context.Background(), models.Options{DSN: dsn, Sealer: sealer, Now: clock.Now, BcryptCost: bcrypt.MinCost})
+	s, err := models.Open(context.Background(), models.Options{DSN: dsn, Sealer: sealer, Now: clock.Now, BcryptCost: bcrypt.MinCost, Location: time.UTC})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
