@@ -33,6 +33,7 @@ func main() {
 const usage = `usage:
   lifeboat-agent register --key-file KEY.json --state-dir DIR [--name NAME]
   lifeboat-agent run --state-dir DIR [--driver filedisk --vm-root DIR] [--max-tasks N]
+  lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
   lifeboat-agent version`
 
 // run is the whole program; main only adds the process around it.
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return registerCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "run":
 		return runCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "verify":
+		return verifyCommand(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "lifeboat-agent", Version)
 		return nil

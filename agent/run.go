@@ -121,6 +121,7 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, maxTasks int, log *slog.L
 		agentproto.TaskProtectionCheck: a.protectionCheck,
 		agentproto.TaskCreateReplica:   a.createReplica,
 		agentproto.TaskReplicate:       a.replicate,
+		agentproto.TaskVerify:          a.verifyTask,
 	}
 	if a.cert, err = dir.Certificate(); err != nil {
 		return nil, err

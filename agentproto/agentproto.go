@@ -144,7 +144,23 @@ const (
 	TaskProtectionCheck = "protection_check"
 	TaskCreateReplica   = "create_replica"
 	TaskReplicate       = "replicate"
+	// TaskVerify reads a recovery point back and checks every block
+	// against its recorded hash (payload: ReplicationPayload with PointID).
+	TaskVerify = "verify"
 )
+
+// VerifyResult is the result of TaskVerify.
+type VerifyResult struct {
+	PointID       string     `json:"point_id"`
+	BlocksChecked int64      `json:"blocks_checked"`
+	Mismatches    []Mismatch `json:"mismatches"`
+}
+
+// Mismatch is a block whose content no longer matches its hash.
+type Mismatch struct {
+	Disk   string `json:"disk"`
+	Offset int64  `json:"offset"`
+}
 
 // ReplicationPayload is the payload of the protection tasks.
 type ReplicationPayload struct {

@@ -313,6 +313,10 @@ func (op operation) build() *OpenAPIOperation {
 		o.Parameters = append(o.Parameters, &OpenAPIParameter{Ref: "#/components/parameters/id"})
 		o.Responses["404"] = ref("NotFound")
 	}
+	if strings.Contains(op.Path, "{point}") {
+		o.Parameters = append(o.Parameters, &OpenAPIParameter{Name: "point", In: "path", Required: true,
+			Description: "The recovery point's id.", Schema: &Schema{Type: "string"}})
+	}
 	o.Parameters = append(o.Parameters, op.Query...)
 	if strings.HasSuffix(op.Answer, "List") {
 		o.Parameters = append(o.Parameters, &OpenAPIParameter{Ref: "#/components/parameters/limit"}, &OpenAPIParameter{Ref: "#/components/parameters/cursor"})
@@ -395,6 +399,9 @@ func operations() []operation {
 			Summary: "Disable protection; the replica data stays on the target", Role: contributor, Status: 204},
 		operation{Method: get, Path: "/vms/{id}/recovery-points", ID: "listRecoveryPoints", Tag: "VMs",
 			Summary: "List a VM's recovery points, newest first", Role: reader, Status: 200, Answer: "RecoveryPointList"},
+		operation{Method: http.MethodPost, Path: "/vms/{id}/recovery-points/{point}/verify", ID: "verifyRecoveryPoint", Tag: "VMs",
+			Summary: "Verify a recovery point: read it back from storage and check every block against its recorded hash", Role: contributor,
+			Status: 202, Answer: "JobAccepted", Notes: "Mismatches fail the job with replica_mismatch, listing disks and offsets, and mark the VM ResyncRequired."},
 		operation{Method: http.MethodPost, Path: "/jobs/{id}/cancel", ID: "cancelJob", Tag: "Jobs",
 			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: contributor, Status: 202, Answer: "JobAccepted"},
 	)

@@ -99,3 +99,32 @@ func (h *Handlers) DisableProtection(c echo.Context) error {
 	}
 	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Protection disabled. The replicas stay on the target.")
 }
+
+func (h *Handlers) startVerify(c echo.Context) (*models.Job, error) {
+	job, err := h.store.StartVerify(c.Request().Context(), actor(c), c.Param("id"), c.Param("point"))
+	if err != nil {
+		return nil, err
+	}
+	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
+		h.wakeups.wake(vm.HostID)
+	}
+	return job, nil
+}
+
+// APIVerifyRecoveryPoint answers POST /api/v1/vms/{id}/recovery-points/{point}/verify.
+func (h *Handlers) APIVerifyRecoveryPoint(c echo.Context) error {
+	job, err := h.startVerify(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// VerifyRecoveryPoint handles POST /vms/{id}/recovery-points/{point}/verify.
+func (h *Handlers) VerifyRecoveryPoint(c echo.Context) error {
+	job, err := h.startVerify(c)
+	if err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Verifying the recovery point: the host's agent reads it back and checks every block.")
+}

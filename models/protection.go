@@ -400,3 +400,88 @@ func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
 	}
 	return p.OffHoursMbps
 }
+
+// JobVerifyPoint is the job that reads a recovery point back from storage.
+const JobVerifyPoint = "Verify recovery point"
+
+// StartVerify starts reading a recovery point back on the VM's host and
+// checking every block against its recorded hash.
+func (s *Store) StartVerify(ctx context.Context, a Actor, vmID, pointID string) (*Job, error) {
+	now := s.Now()
+	var job Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var p Protection
+		if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+			return err
+		}
+		var point RecoveryPoint
+		if err := tx.First(&point, "id = ? AND protection_id = ?", pointID, p.ID).Error; err != nil {
+			return err
+		}
+		var last Task
+		if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
+			return err
+		}
+		var payload agentproto.ReplicationPayload
+		if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+			return err
+		}
+		payload.PointID = point.ID
+		b, _ := json.Marshal(payload)
+		var vm VM
+		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
+			return err
+		}
+		job = Job{ID: NewID(prefixJob), Type: JobVerifyPoint, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
+			TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
+		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: "Read the point back and check its blocks", State: JobNotStarted,
+			Message: "waiting for the host's agent to pick it up"}
+		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+			return err
+		}
+		if err := tx.Create(&step).Error; err != nil {
+			return err
+		}
+		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskVerify, Payload: string(b), State: TaskQueued}
+		if err := tx.Create(&task).Error; err != nil {
+			return err
+		}
+		job.Steps = []JobStep{step}
+		return s.audit(tx, a, "recovery_point.verify", "vm", vm.ID, vm.Name, map[string]string{"point": point.ID})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &job, nil
+}
+
+// verifyOutcome turns a verify result with mismatches into a failure that
+// says where, and marks the VM for resynchronization.
+func verifyOutcome(tx *gorm.DB, t *Task, o TaskOutcome) (TaskOutcome, error) {
+	var r agentproto.VerifyResult
+	if err := json.Unmarshal([]byte(o.Result), &r); err != nil || len(r.Mismatches) == 0 {
+		return o, nil
+	}
+	where := ""
+	for i, m := range r.Mismatches {
+		if i == 5 {
+			where += fmt.Sprintf(" and %d more", len(r.Mismatches)-5)
+			break
+		}
+		where += fmt.Sprintf(" disk %s at offset %d;", m.Disk, m.Offset)
+	}
+	o.ErrorCode, o.Recoverable = "replica_mismatch", false
+	o.Message = fmt.Sprintf("%d of %d blocks of the recovery point differ from their recorded hashes:%s the storage changed them; resynchronize the VM", len(r.Mismatches), r.BlocksChecked, where)
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return o, err
+	}
+	if CheckTransition(p.State, StateResyncRequired) == nil {
+		reasons, _ := json.Marshal([]string{"resynchronization required: " + o.Message})
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateResyncRequired,
+			"health": HealthWarning, "health_reasons": string(reasons)}).Error; err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}

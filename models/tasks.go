@@ -164,6 +164,11 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 		case TaskSucceeded, TaskFailed, TaskCancelled:
 			return nil // already recorded
 		}
+		if t.Kind == agentproto.TaskVerify && o.ErrorCode == "" {
+			if o, err = verifyOutcome(tx, t, o); err != nil {
+				return err
+			}
+		}
 		switch {
 		case o.ErrorCode == "":
 			if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +138,49 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	}
 	if log, _ := os.ReadFile(quiesceLog); string(log) != "freeze app\nthaw app\n" {
 		t.Fatalf("quiesce commands ran as %q", log)
+	}
+
+	// Verify: the newest point reads back clean; after rot in the replica,
+	// the job fails naming the offset, and the VM needs a resync.
+	verify := func() e2eJob {
+		var accepted struct {
+			JobID string `json:"job_id"`
+		}
+		if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/recovery-points/"+points.Items[0].ID+"/verify", nil, &accepted); status != http.StatusAccepted {
+			t.Fatalf("verify: %d", status)
+		}
+		var job e2eJob
+		eventually(t, "the verify job ends", func() bool {
+			v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
+			return job.State == "Succeeded" || job.State == "Failed"
+		}, v.proc, agent)
+		return job
+	}
+	if clean := verify(); clean.State != "Succeeded" {
+		t.Fatalf("verify of a clean point: %+v", clean)
+	}
+	replica := filepath.Join(targetDir, "app", "disks", diskID+".vhd")
+	f, _ := os.OpenFile(replica, os.O_RDWR, 0)
+	f.WriteAt([]byte{0x5A}, 1<<20+12345) // inside block 259, data the point reads from the replica
+	f.Close()
+	verify()
+	var jobs struct {
+		Items []struct {
+			State string
+			Error *struct{ Code, Message string }
+		}
+	}
+	v.do(http.MethodGet, "/api/v1/jobs?type=Verify%20recovery%20point", nil, &jobs)
+	if len(jobs.Items) == 0 || jobs.Items[0].State != "Failed" || jobs.Items[0].Error == nil || jobs.Items[0].Error.Code != "replica_mismatch" ||
+		!strings.Contains(jobs.Items[0].Error.Message, "offset 1060864") {
+		t.Fatalf("verify after corruption: %+v", jobs.Items)
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	if vm.ProtectionState != "ResyncRequired" {
+		t.Fatalf("after a verify mismatch the VM is %s, want ResyncRequired", vm.ProtectionState)
+	}
+	out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", "app").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "MISMATCH disk "+diskID+" offset 1060864") {
+		t.Fatalf("lifeboat-agent verify: %v\n%s", err, out)
 	}
 }

@@ -71,6 +71,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(get, "/vms/:id", h.VMPage, reader)
 	r.page(post, "/vms/:id/protection", h.EnableProtection, contributor)
 	r.page(post, "/vms/:id/protection/delete", h.DisableProtection, contributor)
+	r.page(post, "/vms/:id/recovery-points/:point/verify", h.VerifyRecoveryPoint, contributor)
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
@@ -136,6 +137,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/protection", h.APIEnableProtection, contributor)
 	r.api(del, "/vms/:id/protection", h.APIDisableProtection, contributor)
 	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
+	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)

@@ -8,7 +8,7 @@
 //	disks/DISK.hashes   16-byte xxh3-128 of every 4 KiB block of it
 //	points/SEQ-ID/manifest.json   a recovery point: time, consistency, disks
 //	points/SEQ-ID/DISK.undo       before-images of the blocks written after
-//	                              this point (each block once)
+//	                              this point (each block once, with its hash)
 //
 // Undo logs instead of copies: creating a point costs nothing; a write
 // after it first saves the block's old content in the newest point's undo
@@ -40,7 +40,11 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/vhd"
 )
 
-const recordSize = 8 + blocks.BlockSize // block index, then the block
+// An undo record: the block index, the block's hash (for verify), the block.
+const (
+	recordHeader = 8 + 16
+	recordSize   = recordHeader + blocks.BlockSize
+)
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
@@ -283,10 +287,12 @@ func (r *Replica) saveBeforeImages(diskID string, d *disk, runs []Run) error {
 				continue
 			}
 			binary.BigEndian.PutUint64(rec[:8], uint64(b))
-			clear(rec[8:])
-			if _, err := d.data.ReadAt(rec[8:], b*blocks.BlockSize); err != nil && !errors.Is(err, io.EOF) {
+			clear(rec[recordHeader:])
+			if _, err := d.data.ReadAt(rec[recordHeader:], b*blocks.BlockSize); err != nil && !errors.Is(err, io.EOF) {
 				return err
 			}
+			h := blocks.HashBlock(rec[recordHeader:])
+			copy(rec[8:recordHeader], h[:])
 			if _, err := d.undo.Write(rec); err != nil {
 				return err
 			}
@@ -365,7 +371,7 @@ func indexUndo(f *os.File) (map[int64]int64, int64, error) {
 		}
 		b := int64(binary.BigEndian.Uint64(head))
 		if _, dup := idx[b]; !dup {
-			idx[b] = pos + 8
+			idx[b] = pos + recordHeader
 		}
 	}
 	return idx, whole, nil
@@ -625,4 +631,88 @@ func (r *Replica) SetSyncedSignature(diskID string, sig *SourceSignature) error 
 		return err
 	}
 	return os.Rename(tmp, r.metaPath(diskID))
+}
+
+// Mismatch is a block of a recovery point whose content does not match its
+// recorded hash: the storage changed it.
+type Mismatch struct {
+	Disk   string `json:"disk"`
+	Offset int64  `json:"offset"`
+}
+
+// VerifyPoint reads every block of every disk of a recovery point from
+// storage and checks it against the hash recorded when it was written: the
+// replica's hash file for blocks still in the replica, the undo record's
+// own hash for blocks kept for the point. It returns the blocks checked and
+// the mismatches, by disk and offset.
+func (r *Replica) VerifyPoint(pointID string) (int64, []Mismatch, error) {
+	points, err := r.Points()
+	if err != nil {
+		return 0, nil, err
+	}
+	var point *Point
+	for i := range points {
+		if points[i].ID == pointID {
+			point = &points[i]
+		}
+	}
+	if point == nil {
+		return 0, nil, fmt.Errorf("no recovery point %q", pointID)
+	}
+	var checked int64
+	var bad []Mismatch
+	diskIDs := make([]string, 0, len(point.Disks))
+	for id := range point.Disks {
+		diskIDs = append(diskIDs, id)
+	}
+	sort.Strings(diskIDs)
+	for _, id := range diskIDs {
+		stored, err := r.Hashes(id)
+		if err != nil {
+			return checked, bad, err
+		}
+		pr, size, err := r.ReadPoint(pointID, id)
+		if err != nil {
+			return checked, bad, err
+		}
+		blk := make([]byte, blocks.BlockSize)
+		hdr := make([]byte, 16)
+		for b := int64(0); b < blocks.Count(size); b++ {
+			var want blocks.Hash
+			src, srcOff := io.ReaderAt(pr.data), b*blocks.BlockSize
+			fromUndo := false
+			for _, l := range pr.logs {
+				if at, ok := l.idx[b]; ok {
+					if _, err := l.f.ReadAt(hdr, at-16); err != nil {
+						pr.Close()
+						return checked, bad, err
+					}
+					copy(want[:], hdr)
+					src, srcOff, fromUndo = l.f, at, true
+					break
+				}
+			}
+			if !fromUndo {
+				if b >= int64(len(stored)) {
+					pr.Close()
+					return checked, bad, fmt.Errorf("disk %s: the hash file is shorter than the disk", id)
+				}
+				want = stored[b]
+			}
+			clear(blk)
+			if _, err := src.ReadAt(blk, srcOff); err != nil && !errors.Is(err, io.EOF) {
+				pr.Close()
+				return checked, bad, err
+			}
+			if !fromUndo && (b+1)*blocks.BlockSize > size {
+				clear(blk[size-b*blocks.BlockSize:]) // the replica pads the last block with zeros, as hashed
+			}
+			if blocks.HashBlock(blk) != want {
+				bad = append(bad, Mismatch{Disk: id, Offset: b * blocks.BlockSize})
+			}
+			checked++
+		}
+		pr.Close()
+	}
+	return checked, bad, nil
 }

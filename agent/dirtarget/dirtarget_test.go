@@ -200,3 +200,37 @@ func TestReplicaFileIsAFixedVHDOfTheRoundedSize(t *testing.T) {
 		t.Fatal("a VM id with a path in it is accepted")
 	}
 }
+
+func TestVerifyFindsCorruptedBlocksByOffset(t *testing.T) {
+	root := t.TempDir()
+	r, _ := Open(root, "vm-4")
+	defer r.Close()
+	src := make([]byte, 1<<20+100)
+	scribble(rand.New(rand.NewPCG(9, 9)), src, 40)
+	r.CreateDisk("d", int64(len(src)))
+	replicate(t, r, "d", src)
+	r.CreatePoint("p1", time.Now(), "crash")
+	copy(src[8192:], bytes.Repeat([]byte{5}, 4096)) // block 2 changes: its old content goes to p1's undo log
+	replicate(t, r, "d", src)
+	r.CreatePoint("p2", time.Now(), "crash")
+	for _, p := range []string{"p1", "p2"} {
+		if n, bad, err := r.VerifyPoint(p); err != nil || len(bad) != 0 || n != blocks.Count(int64(len(src))) {
+			t.Fatalf("clean %s: %d blocks, %v, %v", p, n, bad, err)
+		}
+	}
+	// Rot in the replica at block 5, and in p1's undo copy of block 2.
+	f, _ := os.OpenFile(filepath.Join(root, "vm-4", "disks", "d.vhd"), os.O_RDWR, 0)
+	f.WriteAt([]byte{0xFF}, 5*4096+17)
+	f.Close()
+	u, _ := os.OpenFile(filepath.Join(root, "vm-4", "points", "0000000001-p1", "d.undo"), os.O_RDWR, 0)
+	u.WriteAt([]byte{0xFF}, recordHeader+100)
+	u.Close()
+	_, bad, _ := r.VerifyPoint("p2")
+	if len(bad) != 1 || bad[0].Offset != 5*4096 {
+		t.Fatalf("p2: %v, want block 5", bad)
+	}
+	_, bad, _ = r.VerifyPoint("p1")
+	if len(bad) != 2 || bad[0].Offset != 2*4096 || bad[1].Offset != 5*4096 {
+		t.Fatalf("p1: %v, want blocks 2 (undo) and 5 (replica)", bad)
+	}
+}
