@@ -32,7 +32,7 @@ func main() {
 
 const usage = `usage:
   lifeboat-agent register --key-file KEY.json --state-dir DIR [--name NAME]
-  lifeboat-agent run --state-dir DIR [--driver filedisk --vm-root DIR] [--max-tasks N]
+  lifeboat-agent run --state-dir DIR [--driver filedisk --vm-root DIR] [--config FILE] [--max-tasks N]
   lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
   lifeboat-agent version`
 

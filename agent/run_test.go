@@ -1,258 +1,320 @@
 package main
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"log/slog"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// testCA signs host certificates for a fake coordinator.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t *testing.T) *testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
+func TestAgentHeartbeatsPollsRunsAPrerequisitesCheckAndReportsIt(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	vmRoot := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(vmRoot, "web"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
-
-// sign issues a client certificate for pub, valid from notBefore to notAfter.
-func (ca *testCA) sign(t *testing.T, pub any, notBefore, notAfter time.Time) []byte {
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "host_t"}, NotBefore: notBefore, NotAfter: notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(vmRoot, "web", "disk0.img"), make([]byte, 8192), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
+	c.tasks = []agentproto.Task{{ID: "task_pre", Kind: agentproto.TaskCheckPrerequisites, Payload: json.RawMessage(`{"min_free_bytes": 1}`), Attempt: 1}}
+	stop := runAgent(t, testAgent(t, dir, vmRoot, nil))
 
-// coordinator is a fake vault: mutual TLS, the agent endpoint's paths, and a
-// record of what the agent sent.
-type coordinator struct {
-	mu        sync.Mutex
-	tasks     []agentproto.Task // handed out at the next poll
-	progress  []agentproto.Progress
-	cancelAt  int // answer Cancel after this many progress reports (0: never)
-	results   map[string]agentproto.Result
-	resultC   chan string
-	renewed   []byte
-	heartbeat func(w http.ResponseWriter)
-	ca        *testCA
-	t         *testing.T
-}
-
-func (c *coordinator) handler() http.Handler {
-	mux := http.NewServeMux()
-	reply := func(w http.ResponseWriter, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(v)
+	res := c.result(t, "task_pre")
+	if res.Error != nil {
+		t.Fatalf("task error: %+v", res.Error)
 	}
-	iv := agentproto.Intervals{HeartbeatSeconds: 1, PollWaitSeconds: 1, ProgressSeconds: 1}
-	mux.HandleFunc(agentproto.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
-		if c.heartbeat != nil {
-			c.heartbeat(w)
-			return
+	var pre agentproto.PrerequisitesResult
+	if err := json.Unmarshal(res.Result, &pre); err != nil {
+		t.Fatalf("result %s: %v", res.Result, err)
+	}
+	var names []string
+	for _, check := range pre.Checks {
+		names = append(names, check.Name)
+		if !check.OK {
+			t.Errorf("check %q failed: %s", check.Name, check.Message)
 		}
-		reply(w, agentproto.HeartbeatResponse{ServerTime: time.Now(), Intervals: iv})
-	})
-	mux.HandleFunc(agentproto.PathInventory, func(w http.ResponseWriter, r *http.Request) { reply(w, map[string]int{}) })
-	mux.HandleFunc(agentproto.PathPoll, func(w http.ResponseWriter, r *http.Request) {
-		c.mu.Lock()
-		tasks := c.tasks
-		c.tasks = nil
-		c.mu.Unlock()
-		if len(tasks) == 0 {
-			time.Sleep(200 * time.Millisecond)
+	}
+	for _, want := range []string{"Agent and protocol versions", "Free space in the state directory", "Free space in the VM root", "Driver filedisk", "Clock against the vault"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no %q check in %v", want, names)
 		}
-		reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: iv})
-	})
-	mux.HandleFunc(agentproto.PathRenew, func(w http.ResponseWriter, r *http.Request) {
-		var in agentproto.RenewRequest
-		json.NewDecoder(r.Body).Decode(&in)
-		block, _ := pem.Decode([]byte(in.CSR))
-		csr, err := x509.ParseCertificateRequest(block.Bytes)
-		if err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		cert := c.ca.sign(c.t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
-		c.mu.Lock()
-		c.renewed = cert
-		c.mu.Unlock()
-		reply(w, agentproto.RenewResponse{Certificate: string(cert)})
-	})
-	mux.HandleFunc(agentproto.PathTaskPrefix, func(w http.ResponseWriter, r *http.Request) {
-		rest := strings.TrimPrefix(r.URL.Path, agentproto.PathTaskPrefix)
-		id, what, _ := strings.Cut(rest, "/")
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		switch what {
-		case "progress":
-			var p agentproto.Progress
-			json.NewDecoder(r.Body).Decode(&p)
-			c.progress = append(c.progress, p)
-			reply(w, agentproto.ProgressResponse{Cancel: c.cancelAt > 0 && len(c.progress) >= c.cancelAt, LeaseExpiresAt: time.Now().Add(time.Minute)})
-		case "result":
-			var res agentproto.Result
-			json.NewDecoder(r.Body).Decode(&res)
-			c.results[id] = res
-			reply(w, map[string]string{})
-			select {
-			case c.resultC <- id:
-			default:
-			}
-		}
-	})
-	return mux
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.heartbeats) == 0 || c.heartbeats[0].Agent.ProtocolVersion != agentproto.ProtocolVersion || c.heartbeats[0].Time.IsZero() {
+		t.Fatalf("heartbeats: %+v", c.heartbeats)
+	}
+	if len(c.polls) == 0 || c.polls[0].Free != testOptions.MaxTasks || !slices.Contains(c.polls[0].Agent.Features, agentproto.TaskCheckPrerequisites) {
+		t.Fatalf("polls: %+v", c.polls)
+	}
+	if len(c.progress["task_pre"]) == 0 {
+		t.Fatal("no progress reported")
+	}
+	if len(c.inventory) == 0 || len(c.inventory[0].VMs) != 1 || c.inventory[0].VMs[0].Disks[0].SizeBytes != 8192 {
+		t.Fatalf("inventory: %+v", c.inventory)
+	}
 }
 
-// startCoordinator serves the fake vault and registers a state directory
-// with it, the certificate valid from notBefore to notAfter.
-func startCoordinator(t *testing.T, notBefore, notAfter time.Time) (*coordinator, *state.Dir) {
-	ca := newTestCA(t)
-	c := &coordinator{results: map[string]agentproto.Result{}, resultC: make(chan string, 4), ca: ca, t: t}
-	srv := httptest.NewUnstartedServer(c.handler())
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	dir, err := state.Open(t.TempDir())
-	if err != nil {
+func TestFailedPrerequisitesAreAResultWithFailedChecksNotATaskError(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	c.clockSkew = 5 * time.Minute
+	c.tasks = []agentproto.Task{{ID: "task_pre", Kind: agentproto.TaskCheckPrerequisites, Payload: json.RawMessage(`{"min_free_bytes": 9000000000000000000}`)}}
+	runAgent(t, testAgent(t, dir, "", nil))
+
+	res := c.result(t, "task_pre")
+	if res.Error != nil {
+		t.Fatalf("failed checks must not be a task error: %+v", res.Error)
+	}
+	var pre agentproto.PrerequisitesResult
+	if err := json.Unmarshal(res.Result, &pre); err != nil {
 		t.Fatal(err)
 	}
-	serverCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	err = dir.SaveRegistration(state.Identity{VaultURL: srv.URL, HostID: "host_t", Name: "hv-test"},
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), ca.sign(t, &key.PublicKey, notBefore, notAfter), serverCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, dir
-}
-
-func testAgent(t *testing.T, dir *state.Dir) *agent {
-	a, err := newAgent(dir, &filedisk.Driver{Root: t.TempDir()}, 2, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A task that works until cancelled, reporting a new step each 100 ms.
-	a.kinds["slow"] = func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
-		for i := 0; ; i++ {
-			rep.set(agentproto.Progress{Step: "step " + string(rune('a'+i%26)), Percent: i % 100})
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+	failed := map[string]string{}
+	for _, check := range pre.Checks {
+		if !check.OK {
+			failed[check.Name] = check.Message
 		}
 	}
-	return a
+	for _, name := range []string{"Free space in the state directory", "Free space in the VM root", "Clock against the vault"} {
+		if _, ok := failed[name]; !ok {
+			t.Errorf("check %q passed; it must fail (failed: %v)", name, failed)
+		}
+	}
+	if msg := failed["Clock against the vault"]; !strings.Contains(msg, "NTP") {
+		t.Errorf("the clock check does not say what to do: %q", msg)
+	}
 }
 
 func TestAgentReportsProgressAndStopsATaskTheVaultCancels(t *testing.T) {
 	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
 	c.tasks = []agentproto.Task{{ID: "task_slow", Kind: "slow", Attempt: 1}}
-	c.cancelAt = 2
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a := testAgent(t, dir)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	select {
-	case <-c.resultC:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no result within 20 s")
+	c.cancelAt = 3
+	stop := runAgent(t, testAgent(t, dir, "", nil))
+
+	res := c.result(t, "task_slow")
+	if res.Error == nil || res.Error.Code != "cancelled" {
+		t.Fatalf("result %+v", res)
 	}
 	c.mu.Lock()
-	res, progress := c.results["task_slow"], len(c.progress)
+	progress := len(c.progress["task_slow"])
 	c.mu.Unlock()
-	if res.Error == nil || res.Error.Code != "cancelled" || progress < 2 {
-		t.Fatalf("result %+v after %d progress reports", res.Error, progress)
+	if progress < 3 {
+		t.Fatalf("cancelled after %d progress reports", progress)
 	}
 	// Once the vault acknowledged it, the result leaves the state directory.
-	deadline := time.Now().Add(10 * time.Second)
-	for recs, _ := dir.Tasks(); len(recs) != 0; recs, _ = dir.Tasks() {
-		if time.Now().After(deadline) {
-			t.Fatalf("a delivered result stayed in the state directory: %+v", recs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
+	waitFor(t, "the delivered result to leave the state directory", func() bool {
+		recs, _ := dir.Tasks()
+		return len(recs) == 0
+	})
+	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 }
 
-func TestAgentStopsWhenTheVaultNoLongerKnowsTheHost(t *testing.T) {
+func TestAgentStopsWithAClearErrorWhenTheVaultNoLongerKnowsTheHost(t *testing.T) {
 	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
-	c.heartbeat = func(w http.ResponseWriter) {
+	c.refuse = func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		w.Write([]byte(`{"error":{"code":"unauthenticated","message":"the host was removed"}}`))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := testAgent(t, dir).Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "register again") {
+	err := waitRun(t, testAgent(t, dir, "", nil))
+	if err == nil || !strings.Contains(err.Error(), "revoked or removed") || !strings.Contains(err.Error(), "register again") {
 		t.Fatalf("run: %v", err)
+	}
+}
+
+func TestAgentStopsWithTheVaultsMessageWhenItsProtocolIsRefused(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	c.refuse = func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":{"code":"incompatible_protocol","message":"this vault speaks agent protocol 3 to 5; upgrade the agent"}}`))
+	}
+	err := waitRun(t, testAgent(t, dir, "", nil))
+	if err == nil || !strings.Contains(err.Error(), "upgrade the agent") {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// waitRun runs a until it stops by itself, within 10 s.
+func waitRun(t *testing.T, a *agent) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(t.Context()) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not stop within 10 s")
+		return nil
+	}
+}
+
+func TestResultKeptWhileTheVaultIsUnreachableIsDeliveredAfterARestart(t *testing.T) {
+	c := newCoordinator(t)
+	srv := c.serve(t, "")
+	addr := srv.Listener.Addr().String()
+	dir := c.registeredDir(t, srv.URL, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	c.tasks = []agentproto.Task{{ID: "task_gate", Kind: "gate", Attempt: 1}}
+	release := make(chan struct{})
+	stop := runAgent(t, testAgent(t, dir, "", release))
+	waitFor(t, "the task to report progress", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.progress["task_gate"]) > 0
+	})
+	recs, _ := dir.Tasks()
+	if len(recs) != 1 || recs[0].State != state.TaskRunning {
+		t.Fatalf("the task was not persisted before it ran: %+v", recs)
+	}
+
+	// The vault goes away; then the task ends.
+	srv.Close()
+	close(release)
+	waitFor(t, "the result to be written to the state directory", func() bool {
+		recs, _ := dir.Tasks()
+		return len(recs) == 1 && recs[0].State == state.TaskDone && recs[0].Result.Result != nil
+	})
+	time.Sleep(300 * time.Millisecond) // a few delivery attempts fail
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	recs, _ = dir.Tasks()
+	if len(recs) != 1 || string(recs[0].Result.Result) != `{"gate":"passed"}` {
+		t.Fatalf("an undelivered result must stay in the state directory: %+v", recs)
+	}
+
+	// The vault comes back at the same address; a new agent process (same
+	// state directory) delivers the kept result before anything else.
+	c.serve(t, addr)
+	runAgent(t, testAgent(t, dir, "", nil))
+	res := c.result(t, "task_gate")
+	if string(res.Result) != `{"gate":"passed"}` || res.Error != nil {
+		t.Fatalf("delivered %+v", res)
+	}
+	waitFor(t, "the delivered result to leave the state directory", func() bool {
+		recs, _ := dir.Tasks()
+		return len(recs) == 0
+	})
+}
+
+func TestRestartRunsIdempotentTasksAgainAndReportsOthersAsInterrupted(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	// What an agent killed in the middle of two tasks leaves behind.
+	for _, task := range []agentproto.Task{
+		{ID: "task_pre", Kind: agentproto.TaskCheckPrerequisites, Payload: json.RawMessage(`{"min_free_bytes": 1}`)},
+		{ID: "task_gate", Kind: "gate"},
+	} {
+		if err := dir.SaveTask(state.TaskRecord{Task: task, State: state.TaskRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runAgent(t, testAgent(t, dir, "", nil))
+
+	if res := c.result(t, "task_pre"); res.Error != nil || !strings.Contains(string(res.Result), `"checks"`) {
+		t.Fatalf("the prerequisites check was not run again: %+v", res)
+	}
+	res := c.result(t, "task_gate")
+	if res.Error == nil || res.Error.Code != "agent_restarted" || !res.Error.Recoverable {
+		t.Fatalf("an interrupted task that cannot run again: %+v", res)
+	}
+}
+
+func TestInventoryIsSentAtStartAndAgainWhenItChanges(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	vmRoot := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(vmRoot, "web"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, testAgent(t, dir, vmRoot, nil))
+	count := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.inventory)
+	}
+	waitFor(t, "the first inventory", func() bool { return count() == 1 })
+	time.Sleep(500 * time.Millisecond) // two more looks, nothing changed
+	if n := count(); n != 1 {
+		t.Fatalf("an unchanged inventory was sent %d times", n)
+	}
+	if err := os.WriteFile(filepath.Join(vmRoot, "web", "running"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the changed inventory", func() bool { return count() == 2 })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if vm := c.inventory[1].VMs[0]; vm.PowerState != "Running" {
+		t.Fatalf("inventory after the change: %+v", vm)
+	}
+}
+
+func TestAgentRunsNoMoreThanMaxTasksAtOnce(t *testing.T) {
+	c, dir := startCoordinator(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+	c.tasks = []agentproto.Task{{ID: "task_1", Kind: "gate"}, {ID: "task_2", Kind: "gate"}, {ID: "task_3", Kind: "gate"}}
+	release := make(chan struct{})
+	a := testAgent(t, dir, "", release)
+	runAgent(t, a)
+	waitFor(t, "the third task to say it is queued", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, id := range []string{"task_1", "task_2", "task_3"} {
+			for _, p := range c.progress[id] {
+				if p.Step == "queued" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if n := len(a.slots); n != testOptions.MaxTasks {
+		t.Fatalf("%d tasks hold a slot, want %d", n, testOptions.MaxTasks)
+	}
+	waitFor(t, "a poll that offers no free slot", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		last := c.polls[len(c.polls)-1]
+		return last.Free == 0 && len(last.Running) == 3
+	})
+	close(release)
+	for _, id := range []string{"task_1", "task_2", "task_3"} {
+		if res := c.result(t, id); res.Error != nil {
+			t.Fatalf("%s: %+v", id, res.Error)
+		}
 	}
 }
 
 func TestAgentRenewsItsCertificateWhenAThirdOfItsLifeRemains(t *testing.T) {
 	c, dir := startCoordinator(t, time.Now().Add(-80*24*time.Hour), time.Now().Add(10*24*time.Hour))
 	before, _ := os.ReadFile(filepath.Join(dir.Path, "host.crt"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- testAgent(t, dir).Run(ctx) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	runAgent(t, testAgent(t, dir, "", nil))
+	waitFor(t, "the renewed certificate in the state directory", func() bool {
 		c.mu.Lock()
 		renewed := c.renewed
 		c.mu.Unlock()
 		after, _ := os.ReadFile(filepath.Join(dir.Path, "host.crt"))
-		if renewed != nil && string(after) == string(renewed) && string(after) != string(before) {
-			if _, err := dir.Certificate(); err != nil {
-				t.Fatalf("the renewed certificate does not match the stored key: %v", err)
-			}
-			cancel()
-			<-done
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		return renewed != nil && string(after) == string(renewed) && string(after) != string(before)
+	})
+	if _, err := dir.Certificate(); err != nil {
+		t.Fatalf("the renewed certificate does not match the stored key: %v", err)
 	}
-	cancel()
-	<-done
-	t.Fatal("the certificate was not renewed")
+	// The agent goes on over mutual TLS with the new certificate.
+	c.mu.Lock()
+	beats := len(c.heartbeats)
+	c.mu.Unlock()
+	waitFor(t, "a heartbeat after the renewal", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.heartbeats) > beats
+	})
 }

@@ -52,11 +52,14 @@ func (a *agent) execute(ctx context.Context, t agentproto.Task, rep *reporter) a
 // checkPrerequisites checks what protection will need on this host. A check
 // that fails is a result, not an error: the job shows every check.
 func (a *agent) checkPrerequisites(ctx context.Context, t agentproto.Task, rep *reporter) (*agentproto.PrerequisitesResult, error) {
-	payload := agentproto.PrerequisitesPayload{MinFreeBytes: 1 << 30}
+	var payload agentproto.PrerequisitesPayload
 	if len(t.Payload) > 0 {
 		if err := json.Unmarshal(t.Payload, &payload); err != nil {
 			return nil, &agentproto.TaskError{Code: "invalid_payload", Message: "the task's payload cannot be read: " + err.Error()}
 		}
+	}
+	if payload.MinFreeBytes <= 0 {
+		payload.MinFreeBytes = defaultMinFreeBytes
 	}
 	steps := []struct {
 		name string
@@ -68,7 +71,7 @@ func (a *agent) checkPrerequisites(ctx context.Context, t agentproto.Task, rep *
 		{"Free space in the state directory", func() agentproto.Check { return freeSpace(a.dir.Path, payload.MinFreeBytes) }},
 		{"Free space in the VM root", func() agentproto.Check { return freeSpace(a.driver.Root, payload.MinFreeBytes) }},
 		{"Driver " + a.info.Driver, a.checkDriver},
-		{"Clock against the vault", a.checkClock},
+		{"Clock against the vault", func() agentproto.Check { return a.checkClock(ctx) }},
 	}
 	result := &agentproto.PrerequisitesResult{}
 	for i, s := range steps {
@@ -83,6 +86,9 @@ func (a *agent) checkPrerequisites(ctx context.Context, t agentproto.Task, rep *
 	rep.set(agentproto.Progress{Step: "done", Percent: 100, Message: "all checks ran"})
 	return result, nil
 }
+
+// defaultMinFreeBytes is the free space a host needs when the task does not say.
+const defaultMinFreeBytes = 1 << 30
 
 func freeSpace(path string, want int64) agentproto.Check {
 	var st syscall.Statfs_t
@@ -124,10 +130,19 @@ func (a *agent) checkDriver() agentproto.Check {
 // recovery point times can live with.
 const maxClockSkew = 60 * time.Second
 
-func (a *agent) checkClock() agentproto.Check {
+func (a *agent) checkClock(ctx context.Context) agentproto.Check {
 	a.mu.Lock()
-	skew := a.skew
+	skew, known := a.skew, a.skewKnown
 	a.mu.Unlock()
+	if !known {
+		// A task can arrive before the first heartbeat is answered: measure now.
+		if err := a.heartbeat(ctx); err != nil {
+			return agentproto.Check{Message: fmt.Sprintf("the vault's clock could not be read (no heartbeat answered yet): %v", err)}
+		}
+		a.mu.Lock()
+		skew = a.skew
+		a.mu.Unlock()
+	}
 	abs := max(skew, -skew).Round(time.Millisecond)
 	return agentproto.Check{OK: abs <= maxClockSkew, Message: fmt.Sprintf("%v from the vault's clock (at most %v allowed); keep the host on NTP", abs, maxClockSkew)}
 }
@@ -142,13 +157,14 @@ type reporter struct {
 	mu      sync.Mutex
 	cur     agentproto.Progress
 	kick    chan struct{}
-	done    chan struct{}
+	done    chan struct{} // closed by stop
+	exited  chan struct{} // closed when loop returns
 	lost    bool
 	stopped sync.Once
 }
 
 func newReporter(a *agent, id string, log *slog.Logger) *reporter {
-	return &reporter{a: a, id: id, log: log, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return &reporter{a: a, id: id, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 }
 
 func (r *reporter) set(p agentproto.Progress) {
@@ -164,7 +180,15 @@ func (r *reporter) set(p agentproto.Progress) {
 	}
 }
 
-func (r *reporter) stop() { r.stopped.Do(func() { close(r.done) }) }
+// lastReportTimeout bounds the report of a task's last step.
+const lastReportTimeout = 5 * time.Second
+
+// stop ends the reports and waits until the last one is answered, so that
+// no progress report overtakes the task's result.
+func (r *reporter) stop() {
+	r.stopped.Do(func() { close(r.done) })
+	<-r.exited
+}
 
 func (r *reporter) leaseLost() bool {
 	r.mu.Lock()
@@ -173,33 +197,55 @@ func (r *reporter) leaseLost() bool {
 }
 
 func (r *reporter) loop(ctx context.Context) {
+	defer close(r.exited)
 	for {
 		every := time.Duration(r.a.getIntervals().ProgressSeconds) * time.Second
 		select {
 		case <-r.done:
+			// A step the task reached but not yet reported is sent before
+			// the result: a short task still shows where it went.
+			// Bounded: the result, already on disk, must not wait long.
+			select {
+			case <-r.kick:
+				if ctx.Err() == nil {
+					flushCtx, cancel := context.WithTimeout(ctx, lastReportTimeout)
+					r.send(flushCtx)
+					cancel()
+				}
+			default:
+			}
 			return
 		case <-ctx.Done():
 			return
 		case <-r.kick:
 		case <-time.After(every):
 		}
-		r.mu.Lock()
-		p := r.cur
-		r.mu.Unlock()
-		var resp agentproto.ProgressResponse
-		err := r.a.vault.Post(ctx, agentproto.TaskProgressPath(r.id), p, &resp)
-		var ve *client.VaultError
-		switch {
-		case err == nil && resp.Cancel:
-			r.a.cancelTask(r.id)
-		case errors.As(err, &ve) && (ve.Code == agentproto.CodeLeaseLost || ve.Status == 404):
-			r.mu.Lock()
-			r.lost = true
-			r.mu.Unlock()
-			r.a.cancelTask(r.id)
+		if !r.send(ctx) {
 			return
-		case err != nil && ctx.Err() == nil:
-			r.a.handleVaultError("progress report", err)
 		}
 	}
+}
+
+// send reports the current progress; false means the task is no longer
+// this agent's and reporting must end.
+func (r *reporter) send(ctx context.Context) bool {
+	r.mu.Lock()
+	p := r.cur
+	r.mu.Unlock()
+	var resp agentproto.ProgressResponse
+	err := r.a.vault.Post(ctx, agentproto.TaskProgressPath(r.id), p, &resp)
+	var ve *client.VaultError
+	switch {
+	case err == nil && resp.Cancel:
+		r.a.cancelTask(r.id)
+	case errors.As(err, &ve) && (ve.Code == agentproto.CodeLeaseLost || ve.Status == 404):
+		r.mu.Lock()
+		r.lost = true
+		r.mu.Unlock()
+		r.a.cancelTask(r.id)
+		return false
+	case err != nil && ctx.Err() == nil:
+		r.a.handleVaultError("progress report", err)
+	}
+	return true
 }

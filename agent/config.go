@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// fileConfig is the optional file `run --config FILE` reads, for hosts that
+// prefer a file to flags or environment variables:
+//
+//	{"state_dir": "/var/lib/lifeboat-agent", "driver": "filedisk",
+//	 "vm_root": "/srv/vms", "max_tasks": 4, "log_format": "json"}
+//
+// A flag on the command line wins over its environment variable, which wins
+// over the file, which wins over the default.
+type fileConfig struct {
+	StateDir      string `json:"state_dir"`
+	Driver        string `json:"driver"`
+	VMRoot        string `json:"vm_root"`
+	MaxTasks      int    `json:"max_tasks"`
+	FreezeCommand string `json:"freeze_command"`
+	ThawCommand   string `json:"thaw_command"`
+	LogFormat     string `json:"log_format"`
+	LogLevel      string `json:"log_level"`
+}
+
+// configSetting ties a config field to its flag and environment variable.
+type configSetting struct {
+	flag, env, value string
+}
+
+func (c fileConfig) settings() []configSetting {
+	maxTasks := ""
+	if c.MaxTasks != 0 {
+		maxTasks = strconv.Itoa(c.MaxTasks)
+	}
+	return []configSetting{
+		{"state-dir", "LIFEBOAT_AGENT_STATE_DIR", c.StateDir},
+		{"driver", "LIFEBOAT_AGENT_DRIVER", c.Driver},
+		{"vm-root", "LIFEBOAT_AGENT_VM_ROOT", c.VMRoot},
+		{"max-tasks", "LIFEBOAT_AGENT_MAX_TASKS", maxTasks},
+		{"freeze-command", "LIFEBOAT_AGENT_FREEZE_COMMAND", c.FreezeCommand},
+		{"thaw-command", "LIFEBOAT_AGENT_THAW_COMMAND", c.ThawCommand},
+		{"log-format", "LIFEBOAT_LOG_FORMAT", c.LogFormat},
+		{"log-level", "LIFEBOAT_LOG_LEVEL", c.LogLevel},
+	}
+}
+
+// applyConfigFile reads path and sets every flag that neither the command
+// line nor the environment set.
+func applyConfigFile(fs *flag.FlagSet, path string, getenv func(string) string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read the config file: %w", err)
+	}
+	var c fileConfig
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return fmt.Errorf("config file %s: %w (known keys: state_dir, driver, vm_root, max_tasks, freeze_command, thaw_command, log_format, log_level)", path, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, s := range c.settings() {
+		if s.value == "" || set[s.flag] || getenv(s.env) != "" {
+			continue
+		}
+		if fs.Lookup(s.flag) == nil {
+			continue
+		}
+		if err := fs.Set(s.flag, s.value); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, s.flag, err)
+		}
+	}
+	return nil
+}

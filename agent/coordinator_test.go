@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/state"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// testCA signs certificates for the fake coordinator and its hosts.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test vault CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key}
+}
+
+func (ca *testCA) pem() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// sign issues a client certificate for pub, valid from notBefore to notAfter.
+func (ca *testCA) sign(t *testing.T, pub any, notBefore, notAfter time.Time) []byte {
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "host_t"}, NotBefore: notBefore, NotAfter: notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		t.Error(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// serverCert is a TLS server certificate for hosts, signed by the CA, sent
+// with the CA in its chain as the vault does.
+func (ca *testCA) serverCert(t *testing.T, dnsNames []string, ips []net.IP) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "vault"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), DNSNames: dnsNames, IPAddresses: ips,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
+}
+
+// coordinator is a fake vault: the agent endpoint's paths over mutual TLS,
+// with a record of what the agent sent.
+type coordinator struct {
+	t  *testing.T
+	ca *testCA
+
+	mu         sync.Mutex
+	tasks      []agentproto.Task // handed out at the next poll
+	heartbeats []agentproto.HeartbeatRequest
+	polls      []agentproto.PollRequest
+	inventory  []agentproto.Inventory
+	progress   map[string][]agentproto.Progress
+	cancelAt   int // answer Cancel after this many progress reports of a task (0: never)
+	results    map[string]agentproto.Result
+	renewed    []byte
+	clockSkew  time.Duration               // added to the vault's clock in heartbeat answers
+	refuse     func(w http.ResponseWriter) // if set, answers every call
+	resultC    chan string
+}
+
+func newCoordinator(t *testing.T) *coordinator {
+	return &coordinator{t: t, ca: newTestCA(t), progress: map[string][]agentproto.Progress{},
+		results: map[string]agentproto.Result{}, resultC: make(chan string, 16)}
+}
+
+// intervals are short so that tests run in a second or two.
+var testIntervals = agentproto.Intervals{HeartbeatSeconds: 1, PollWaitSeconds: 1, ProgressSeconds: 1}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func decode[T any](r *http.Request) T {
+	var v T
+	_ = json.NewDecoder(r.Body).Decode(&v)
+	return v
+}
+
+func (c *coordinator) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(agentproto.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
+		in := decode[agentproto.HeartbeatRequest](r)
+		c.mu.Lock()
+		c.heartbeats = append(c.heartbeats, in)
+		skew := c.clockSkew
+		c.mu.Unlock()
+		reply(w, agentproto.HeartbeatResponse{ServerTime: time.Now().Add(skew), Intervals: testIntervals})
+	})
+	mux.HandleFunc(agentproto.PathInventory, func(w http.ResponseWriter, r *http.Request) {
+		in := decode[agentproto.Inventory](r)
+		c.mu.Lock()
+		c.inventory = append(c.inventory, in)
+		c.mu.Unlock()
+		reply(w, struct{}{})
+	})
+	mux.HandleFunc(agentproto.PathPoll, func(w http.ResponseWriter, r *http.Request) {
+		in := decode[agentproto.PollRequest](r)
+		c.mu.Lock()
+		c.polls = append(c.polls, in)
+		tasks := c.tasks
+		c.tasks = nil
+		c.mu.Unlock()
+		if len(tasks) == 0 {
+			// The vault holds an empty poll; shorter here.
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		}
+		reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: testIntervals})
+	})
+	mux.HandleFunc(agentproto.PathRenew, func(w http.ResponseWriter, r *http.Request) {
+		in := decode[agentproto.RenewRequest](r)
+		block, _ := pem.Decode([]byte(in.CSR))
+		if block == nil {
+			http.Error(w, "no CSR", http.StatusBadRequest)
+			return
+		}
+		csr, err := x509.ParseCertificateRequest(block.Bytes)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		cert := c.ca.sign(c.t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
+		c.mu.Lock()
+		c.renewed = cert
+		c.mu.Unlock()
+		reply(w, agentproto.RenewResponse{Certificate: string(cert)})
+	})
+	mux.HandleFunc(agentproto.PathTaskPrefix, func(w http.ResponseWriter, r *http.Request) {
+		id, what, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, agentproto.PathTaskPrefix), "/")
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch what {
+		case "progress":
+			c.progress[id] = append(c.progress[id], decode[agentproto.Progress](r))
+			cancel := c.cancelAt > 0 && len(c.progress[id]) >= c.cancelAt
+			reply(w, agentproto.ProgressResponse{Cancel: cancel, LeaseExpiresAt: time.Now().Add(time.Minute)})
+		case "result":
+			c.results[id] = decode[agentproto.Result](r)
+			reply(w, struct{}{})
+			select {
+			case c.resultC <- id:
+			default:
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		refuse := c.refuse
+		c.mu.Unlock()
+		if refuse != nil {
+			refuse(w)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// serve starts the fake vault on addr ("" for any port) over mutual TLS:
+// the server presents a certificate of the test CA for 127.0.0.1 and
+// requires a client certificate of the same CA.
+func (c *coordinator) serve(t *testing.T, addr string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(c.handler())
+	if addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen again on %s: %v", addr, err)
+		}
+		srv.Listener.Close()
+		srv.Listener = l
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c.ca.cert)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
+		Certificates: []tls.Certificate{c.ca.serverCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1)})}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes cut by the tests
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// registeredDir is a state directory as `register` leaves it, for the fake
+// vault at url, with a host certificate valid from notBefore to notAfter.
+func (c *coordinator) registeredDir(t *testing.T, url string, notBefore, notAfter time.Time) *state.Dir {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	dir, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dir.SaveRegistration(state.Identity{VaultURL: url, HostID: "host_t", SiteID: "site_t", Name: "hv-test"},
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), c.ca.sign(t, &key.PublicKey, notBefore, notAfter), c.ca.pem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startCoordinator serves a fake vault and registers a state directory
+// with it.
+func startCoordinator(t *testing.T, notBefore, notAfter time.Time) (*coordinator, *state.Dir) {
+	c := newCoordinator(t)
+	srv := c.serve(t, "")
+	return c, c.registeredDir(t, srv.URL, notBefore, notAfter)
+}
+
+// testOptions are short intervals for tests.
+var testOptions = options{MaxTasks: 2, Intervals: testIntervals, InventoryEvery: 200 * time.Millisecond,
+	RenewCheckEvery: 200 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
+
+// testAgent is an agent over a fresh VM root, with two test-only task
+// kinds: "slow" works until cancelled, reporting a new step every 50 ms;
+// "gate" waits until release is closed.
+func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}) *agent {
+	t.Helper()
+	if vmRoot == "" {
+		vmRoot = t.TempDir()
+	}
+	a, err := newAgent(dir, &filedisk.Driver{Root: vmRoot}, testOptions, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.kinds["slow"] = func(ctx context.Context, _ agentproto.Task, rep *reporter) (any, error) {
+		for i := 0; ; i++ {
+			rep.set(agentproto.Progress{Step: "step " + string(rune('a'+i%26)), Percent: i % 100})
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	a.kinds["gate"] = func(ctx context.Context, _ agentproto.Task, rep *reporter) (any, error) {
+		rep.set(agentproto.Progress{Step: "waiting"})
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-release:
+			return map[string]string{"gate": "passed"}, nil
+		}
+	}
+	return a
+}
+
+// testLogger writes warnings and errors to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = testWriter{}
+
+// runAgent runs a in the background; stop ends it and returns Run's error.
+func runAgent(t *testing.T, a *agent) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("the agent did not stop within 10 s of its context ending")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// result waits for the result of task id.
+func (c *coordinator) result(t *testing.T, id string) agentproto.Result {
+	t.Helper()
+	var res agentproto.Result
+	waitFor(t, "the result of "+id, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		r, ok := c.results[id]
+		res = r
+		return ok
+	})
+	return res
+}
