@@ -133,7 +133,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		return nil, err
 	}
 	captured := time.Now().UTC()
-	r, err := dirtarget.Open(p.Target.Path, p.VMID)
+	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
 	if err != nil {
 		return nil, targetError(err)
 	}

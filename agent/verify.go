@@ -42,7 +42,7 @@ func verifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 func verifyPoint(dir, vm, pointID string) (*agentproto.VerifyResult, error) {
-	r, err := dirtarget.Open(dir, vm)
+	r, err := dirtarget.OpenExisting(dir, vm)
 	if err != nil {
 		return nil, err
 	}

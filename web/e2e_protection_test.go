@@ -38,6 +38,7 @@ func readReplicaPoint(t *testing.T, targetDir, vmID, pointID, diskID string) []b
 }
 
 func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.T) {
+	t.Parallel() // mostly waits for 30-second cycles
 	v := newE2EVault(t)
 	_, agentBin := binaries(t)
 	stateDir, _ := registeredAgent(t, v)
@@ -182,5 +183,89 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", "app").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "MISMATCH disk "+diskID+" offset 1060864") {
 		t.Fatalf("lifeboat-agent verify: %v\n%s", err, out)
+	}
+}
+
+func TestCyclesFailWhileTheTargetIsAwayAndNoChangeIsMissingOnceItIsBack(t *testing.T) {
+	t.Parallel() // mostly waits for cycles and the one-minute retry
+	v := newE2EVault(t)
+	_, agentBin := binaries(t)
+	stateDir, _ := registeredAgent(t, v)
+	vmRoot := t.TempDir()
+	disk := filepath.Join(vmRoot, "db", "disk0.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755)
+	source := make([]byte, 2<<20)
+	rand.Read(source[:1<<20])
+	os.WriteFile(disk, source, 0o644)
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var vms struct {
+		Items []struct {
+			ID    string
+			Disks []struct{ ID string }
+		}
+	}
+	eventually(t, "the VM is listed", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms", nil, &vms)
+		return len(vms.Items) == 1
+	}, v.proc, agent)
+	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
+	var policy, target struct{ ID string }
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy)
+	targetDir := t.TempDir()
+	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
+	v.do(http.MethodPost, "/api/v1/targets", body, &target)
+	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
+	v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, nil)
+	var vm struct {
+		ProtectionState string   `json:"protection_state"`
+		Health          *string  `json:"health"`
+		HealthReasons   []string `json:"health_reasons"`
+	}
+	eventually(t, "protected", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+		return vm.ProtectionState == "Protected"
+	}, v.proc, agent)
+
+	// The NAS goes away; the VM keeps writing.
+	replicas := filepath.Join(targetDir, "db")
+	if err := os.Rename(replicas, replicas+".unmounted"); err != nil {
+		t.Fatal(err)
+	}
+	copy(source[1<<20:], bytes.Repeat([]byte{0x42}, 300000))
+	os.WriteFile(disk, source, 0o644)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+		if vm.Health != nil && *vm.Health == "Warning" && len(vm.HealthReasons) > 0 && strings.Contains(vm.HealthReasons[0], "target_unavailable") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if vm.Health == nil || *vm.Health != "Warning" || len(vm.HealthReasons) == 0 || !strings.Contains(vm.HealthReasons[0], "target_unavailable") {
+		t.Fatalf("a cycle with the target away must fail recoverably: %+v\n%s", vm, agent.out.String())
+	}
+	if _, err := os.Stat(replicas); err == nil {
+		t.Fatal("the failed cycle created an empty replica where the target should be")
+	}
+	// It comes back: the retry (1 minute after the first failure) sends the change.
+	os.Rename(replicas+".unmounted", replicas)
+	var points struct{ Items []struct{ ID string } }
+	deadline = time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+		if len(points.Items) == 2 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(points.Items) != 2 {
+		t.Fatalf("no new point after the target came back:\n%s", agent.out.String())
+	}
+	if got := readReplicaPoint(t, targetDir, "db", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("a change made while the target was away is missing")
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	if vm.Health == nil || *vm.Health != "Normal" {
+		t.Fatalf("health after recovery: %+v", vm)
 	}
 }

@@ -85,6 +85,27 @@ func Open(root, vmID string) (*Replica, error) {
 	return &Replica{dir: dir, disks: map[string]*disk{}}, nil
 }
 
+// OpenExisting opens the replica directory of vmID under root, which must
+// exist already. Replication cycles use it: a target that vanished (a NAS
+// not mounted) must fail the cycle, not receive a fresh, empty replica in
+// the empty mount point.
+func OpenExisting(root, vmID string) (*Replica, error) {
+	if !safeName.MatchString(vmID) {
+		return nil, fmt.Errorf("VM id %q cannot be a directory name", vmID)
+	}
+	dir := filepath.Join(root, vmID)
+	for _, sub := range []string{"disks", "points"} {
+		fi, err := os.Stat(filepath.Join(dir, sub))
+		if err != nil {
+			return nil, fmt.Errorf("the replicas of VM %s are not in %s (is the target mounted?): %w", vmID, root, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("%s is not a directory", filepath.Join(dir, sub))
+		}
+	}
+	return &Replica{dir: dir, disks: map[string]*disk{}}, nil
+}
+
 // Close releases the open files.
 func (r *Replica) Close() error {
 	r.mu.Lock()

@@ -234,3 +234,23 @@ func TestVerifyFindsCorruptedBlocksByOffset(t *testing.T) {
 		t.Fatalf("p1: %v, want blocks 2 (undo) and 5 (replica)", bad)
 	}
 }
+
+func TestACycleOnAVanishedTargetFailsInsteadOfStartingAnEmptyReplica(t *testing.T) {
+	root := t.TempDir()
+	r, _ := Open(root, "vm-5")
+	r.CreateDisk("d", 1<<20)
+	r.Close()
+	if r2, err := OpenExisting(root, "vm-5"); err != nil {
+		t.Fatalf("existing replica: %v", err)
+	} else {
+		r2.Close()
+	}
+	mounted := filepath.Join(root, "vm-5")
+	os.Rename(mounted, mounted+".away") // the NAS is not mounted
+	if _, err := OpenExisting(root, "vm-5"); err == nil {
+		t.Fatal("a vanished target was opened")
+	}
+	if _, err := os.Stat(mounted); err == nil {
+		t.Fatal("opening created an empty replica directory in place of the missing one")
+	}
+}
