@@ -314,10 +314,19 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 		if err := tx.Where("state = ? AND health <> ?", StateProtected, HealthCritical).Find(&ps).Error; err != nil {
 			return err
 		}
+		// Few policies serve many VMs: read them once per pass.
+		var policyList []Policy
+		if err := tx.Find(&policyList).Error; err != nil {
+			return err
+		}
+		policies := make(map[string]Policy, len(policyList))
+		for _, pol := range policyList {
+			policies[pol.ID] = pol
+		}
 		for _, p := range ps {
-			var policy Policy
-			if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
-				return err
+			policy, ok := policies[p.PolicyID]
+			if !ok {
+				continue // deleting a policy in use is refused; nothing to schedule by
 			}
 			if err := refreshHealth(tx, now, p, policy); err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
@@ -111,7 +112,7 @@ func findSite(ctx context.Context, store *models.Store, name string) (*models.Si
 func splitVaultFlags(args []string) (vault, rest []string) {
 	own := map[string]bool{"--data-dir": true, "--db": true, "--listen": true, "--public-url": true, "-data-dir": true, "-db": true, "-listen": true, "-public-url": true}
 	for i := 0; i < len(args); i++ {
-		name, _, hasValue := cutFlag(args[i])
+		name, _, hasValue := strings.Cut(args[i], "=")
 		if own[name] {
 			vault = append(vault, args[i])
 			if !hasValue && i+1 < len(args) {
@@ -123,13 +124,4 @@ func splitVaultFlags(args []string) (vault, rest []string) {
 		rest = append(rest, args[i])
 	}
 	return vault, rest
-}
-
-func cutFlag(arg string) (name, value string, hasValue bool) {
-	for i := range len(arg) {
-		if arg[i] == '=' {
-			return arg[:i], arg[i+1:], true
-		}
-	}
-	return arg, "", false
 }
