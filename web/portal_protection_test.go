@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// TestVMPageProtectsAVMAndShowsItsPoints drives the protection flow through
+// the portal, with the host's part played through the store.
+func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
+	tv := newTestVault(t, "")
+	s := seedInventory(t, tv, nil)
+	ctx := context.Background()
+	p := tv.login("Contributor")
+	_, doc := p.get("/vms/" + s.unprotectedVM)
+	if testid(doc, "vm-not-protected").Length() != 1 || testid(doc, "protect-form").Length() != 0 {
+		t.Fatal("without a policy and a target the page must say what to create first")
+	}
+	policy := models.DefaultPolicy()
+	policy.Name = "Gold"
+	tv.Store.CreatePolicy(ctx, models.SystemActor, &policy)
+	tv.Store.CreateTarget(ctx, models.SystemActor, models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/replicas"})
+	_, doc = p.get("/vms/" + s.unprotectedVM)
+	policyID, _ := doc.Find(`select[name="policy_id"] option`).Attr("value")
+	targetID, _ := doc.Find(`select[name="target_id"] option`).Attr("value")
+	resp, doc := p.post("/vms/"+s.unprotectedVM+"/protection", url.Values{"policy_id": {policyID}, "target_id": {targetID}})
+	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") || testid(doc, "job-title").Text() != models.JobEnableProtection {
+		t.Fatalf("after Enable protection: %s %q", resp.Request.URL.Path, testid(doc, "job-title").Text())
+	}
+	if got := texts(testid(doc, "step-name")); strings.Join(got, ",") != "Prerequisites check,Create replication,Start initial replication,Finalize protection" {
+		t.Fatalf("steps: %v", got)
+	}
+	// The host runs the three steps.
+	for _, kind := range []string{agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate} {
+		tasks, err := tv.Store.LeaseTasks(ctx, s.host, 1, time.Minute)
+		if err != nil || len(tasks) != 1 || tasks[0].Kind != kind {
+			t.Fatalf("lease %s: %+v %v", kind, tasks, err)
+		}
+		result := "{}"
+		if kind == agentproto.TaskReplicate {
+			var pl agentproto.ReplicationPayload
+			json.Unmarshal([]byte(tasks[0].Payload), &pl)
+			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: tv.Clock.T, Consistency: "crash", SizeBytes: 6 << 30, BytesSent: 3 << 20})
+			result = string(b)
+		}
+		if err := tv.Store.CompleteTask(ctx, s.host, tasks[0].ID, models.TaskOutcome{Result: result}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, doc = p.get("/vms/" + s.unprotectedVM)
+	if !strings.Contains(testid(doc, "vm-protection").Text(), "Protected") || testid(doc, "point-row").Length() != 1 ||
+		testid(doc, "point-verify").Length() != 1 || testid(doc, "bytes-sent").Text() != "3.0 MiB" {
+		html, _ := doc.Find("main").Html()
+		t.Fatalf("protected VM page:\n%s", html)
+	}
+	resp, _ = p.post("/vms/"+s.unprotectedVM+"/protection/delete", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("disable: %d", resp.StatusCode)
+	}
+	_, doc = p.get("/vms/" + s.unprotectedVM)
+	if testid(doc, "protect-form").Length() != 1 {
+		t.Fatal("after disabling, the VM can be protected again")
+	}
+}
