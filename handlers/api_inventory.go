@@ -45,6 +45,7 @@ type VMJSON struct {
 	RPOSeconds        *int64     `json:"rpo_seconds"`
 	LastRecoveryPoint *time.Time `json:"last_recovery_point"`
 	MissingSince      *time.Time `json:"missing_since"`
+	BytesSent         *int64     `json:"bytes_sent"` // replicated so far; null when unprotected
 	CreatedAt         time.Time  `json:"created_at"`
 	UpdatedAt         time.Time  `json:"updated_at"`
 }
@@ -62,7 +63,7 @@ func vmJSON(now time.Time) func(models.VMSummary) VMJSON {
 		out := VMJSON{ID: v.ID, Name: v.Name, HostID: v.HostID, HostName: v.HostName, SiteID: v.SiteID,
 			PowerState: v.PowerState, Disks: make([]DiskJSON, 0, len(v.Disks)), ProtectionState: v.ProtectionState,
 			HealthReasons: make([]string, 0, len(v.HealthReasons)), LastRecoveryPoint: v.LastRecoveryPointAt,
-			MissingSince: v.MissingSince, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+			MissingSince: v.MissingSince, BytesSent: v.BytesSent, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 		for _, d := range v.Disks {
 			out.Disks = append(out.Disks, DiskJSON{ID: d.ID, Path: d.Path, SizeBytes: d.SizeBytes})
 		}

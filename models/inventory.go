@@ -160,6 +160,7 @@ type VMSummary struct {
 	Health              string // "" when unprotected
 	HealthReasons       []string
 	LastRecoveryPointAt *time.Time
+	BytesSent           *int64
 }
 
 // VMFilter selects VMs. Health "Unprotected" selects VMs without protection.
@@ -177,11 +178,12 @@ type vmRow struct {
 	Health              *string
 	HealthReasons       *string
 	LastRecoveryPointAt *time.Time
+	BytesSent           *int64
 }
 
 func (s *Store) vmQuery(ctx context.Context) *gorm.DB {
 	return s.db.WithContext(ctx).Table("vms").
-		Select("vms.*, hosts.name AS host_name, hosts.site_id AS site_id, protections.state AS protection_state, protections.health AS health, protections.health_reasons AS health_reasons, protections.last_recovery_point_at AS last_recovery_point_at").
+		Select("vms.*, hosts.name AS host_name, hosts.site_id AS site_id, protections.state AS protection_state, protections.health AS health, protections.health_reasons AS health_reasons, protections.last_recovery_point_at AS last_recovery_point_at, protections.bytes_sent AS bytes_sent").
 		Joins("JOIN hosts ON hosts.id = vms.host_id").
 		Joins("LEFT JOIN protections ON protections.vm_id = vms.id")
 }
@@ -234,7 +236,7 @@ func (s *Store) GetVM(ctx context.Context, id string) (*VMSummary, error) {
 }
 
 func (r vmRow) summary() VMSummary {
-	v := VMSummary{VM: r.VM, HostName: r.HostName, SiteID: r.SiteID, ProtectionState: StateUnprotected, LastRecoveryPointAt: r.LastRecoveryPointAt}
+	v := VMSummary{VM: r.VM, HostName: r.HostName, SiteID: r.SiteID, ProtectionState: StateUnprotected, LastRecoveryPointAt: r.LastRecoveryPointAt, BytesSent: r.BytesSent}
 	if r.ProtectionState != nil {
 		v.ProtectionState = *r.ProtectionState
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,4 +269,89 @@ func TestCyclesFailWhileTheTargetIsAwayAndNoChangeIsMissingOnceItIsBack(t *testi
 	if vm.Health == nil || *vm.Health != "Normal" {
 		t.Fatalf("health after recovery: %+v", vm)
 	}
+}
+
+// allocated is how many bytes of a sparse file hold data.
+func allocated(t *testing.T, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+func TestAgentKilledDuringInitialReplicationResumesWithoutResendingMuch(t *testing.T) {
+	t.Parallel()
+	v := newE2EVault(t)
+	_, agentBin := binaries(t)
+	stateDir, _ := registeredAgent(t, v)
+	vmRoot := t.TempDir()
+	disk := filepath.Join(vmRoot, "big", "disk0.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755)
+	const size, data = 256 << 20, 128 << 20 // half of it data, in 8 MiB stripes
+	f, _ := os.Create(disk)
+	f.Truncate(size)
+	stripe := make([]byte, 8<<20)
+	for off := int64(0); off < size; off += 16 << 20 {
+		rand.Read(stripe)
+		f.WriteAt(stripe, off)
+	}
+	f.Close()
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var vms struct {
+		Items []struct {
+			ID    string
+			Disks []struct{ ID string }
+		}
+	}
+	eventually(t, "the VM is listed", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms", nil, &vms)
+		return len(vms.Items) == 1
+	}, v.proc, agent)
+	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
+	// 200 Mbit/s at all hours: the copy takes about 5 s, long enough to be
+	// interrupted.
+	var policy, target struct{ ID string }
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,
+		"bandwidth":{"work_hours":{"start":"08:00","end":"18:00"},"work_hours_mbps":200,"off_hours_mbps":200}}`), &policy)
+	targetDir := t.TempDir()
+	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
+	v.do(http.MethodPost, "/api/v1/targets", body, &target)
+	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted)
+
+	replica := filepath.Join(targetDir, "big", "disks", diskID+".vhd")
+	eventually(t, "the initial copy is under way", func() bool { return allocated(t, replica) > data/5 }, v.proc, agent)
+	agent.kill() // kill -9 in the middle of the copy
+	before := allocated(t, replica)
+	if before >= data {
+		t.Fatalf("the copy ended before the kill (%d bytes); the test proves nothing", before)
+	}
+	agent = startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var job e2eJob
+	eventually(t, "the job completes after the restart", func() bool {
+		v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
+		return job.State == "Succeeded" || job.State == "Failed"
+	}, v.proc, agent)
+	if job.State != "Succeeded" {
+		t.Fatalf("job: %+v", job)
+	}
+	var vm struct {
+		BytesSent *int64 `json:"bytes_sent"`
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	total := before + *vm.BytesSent
+	if total > data*5/4 {
+		t.Fatalf("sent %d before the kill and %d after: %.2f × the disk's data, want ≤ 1.25", before, *vm.BytesSent, float64(total)/data)
+	}
+	source, _ := os.ReadFile(disk)
+	var points struct{ Items []struct{ ID string } }
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+	if got := readReplicaPoint(t, targetDir, "big", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the initial point differs from the source")
+	}
+	t.Logf("sent %d MiB before the kill, %d MiB after: %.2f × the data", before>>20, *vm.BytesSent>>20, float64(total)/data)
 }
