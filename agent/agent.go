@@ -117,6 +117,7 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, opts options, log *slog.L
 		agentproto.TaskCreateReplica:   a.createReplica,
 		agentproto.TaskReplicate:       a.replicate,
 		agentproto.TaskVerify:          a.verifyTask,
+		agentproto.TaskResync:          a.resync,
 	}
 	a.info = agentInfo(filedisk.Name)
 	a.info.Features = features(a.kinds)

@@ -223,3 +223,35 @@ func prune(r *dirtarget.Replica, now time.Time, retention time.Duration) ([]stri
 }
 
 func targetError(err error) error { return replicate.TargetError(err) }
+
+// resync repairs the replica, then runs a cycle: blocks the storage changed
+// are marked unknown in the hash file, so the cycle sends them with every
+// block that differs from the source. Only hashes travel in the compare.
+func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
+	p, err := replicationPayload(t)
+	if err != nil {
+		return nil, err
+	}
+	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
+	if err != nil {
+		return nil, targetError(err)
+	}
+	var repaired int64
+	for _, d := range p.Disks {
+		rep.set(agentproto.Progress{Step: "check the replica of " + filepath.Base(d.Path)})
+		bad, err := r.RepairHashes(d.ReplicaID)
+		if err != nil {
+			r.Close()
+			return nil, targetError(err)
+		}
+		repaired += int64(len(bad))
+	}
+	r.Close()
+	out, err := a.replicate(ctx, t, rep)
+	if err != nil {
+		return nil, err
+	}
+	res := out.(agentproto.ReplicateResult)
+	res.Repaired = repaired
+	return res, nil
+}

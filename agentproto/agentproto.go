@@ -147,6 +147,10 @@ const (
 	// TaskVerify reads a recovery point back and checks every block
 	// against its recorded hash (payload: ReplicationPayload with PointID).
 	TaskVerify = "verify"
+	// TaskResync repairs a replica: blocks whose stored content no longer
+	// matches their recorded hash are marked unknown, then a cycle sends
+	// every block that differs from the source, and makes a point.
+	TaskResync = "resync"
 )
 
 // VerifyResult is the result of TaskVerify.
@@ -198,6 +202,9 @@ type ReplicateResult struct {
 	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
 	BytesSent   int64     `json:"bytes_sent"`
 	Pruned      []string  `json:"pruned"` // point ids deleted by retention
+	// Repaired counts the replica blocks a resync found changed by the
+	// storage (and so sent again).
+	Repaired int64 `json:"repaired_blocks,omitempty"`
 }
 
 // Progress is a task's progress report.

@@ -402,6 +402,9 @@ func operations() []operation {
 		operation{Method: http.MethodPost, Path: "/vms/{id}/recovery-points/{point}/verify", ID: "verifyRecoveryPoint", Tag: "VMs",
 			Summary: "Verify a recovery point: read it back from storage and check every block against its recorded hash", Role: contributor,
 			Status: 202, Answer: "JobAccepted", Notes: "Mismatches fail the job with replica_mismatch, listing disks and offsets, and mark the VM ResyncRequired."},
+		operation{Method: http.MethodPost, Path: "/vms/{id}/resync", ID: "resyncVM", Tag: "VMs",
+			Summary: "Resynchronize now: repair blocks the storage changed and send every block that differs from the source, then a new point", Role: contributor,
+			Status: 202, Answer: "JobAccepted", Notes: "Only for a Protected or ResyncRequired VM with no replication task running (else 409)."},
 		operation{Method: http.MethodPost, Path: "/jobs/{id}/cancel", ID: "cancelJob", Tag: "Jobs",
 			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: contributor, Status: 202, Answer: "JobAccepted"},
 	)

@@ -128,3 +128,32 @@ func (h *Handlers) VerifyRecoveryPoint(c echo.Context) error {
 	}
 	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Verifying the recovery point: the host's agent reads it back and checks every block.")
 }
+
+func (h *Handlers) startResync(c echo.Context) (*models.Job, error) {
+	job, err := h.store.StartResync(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return nil, err
+	}
+	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
+		h.wakeups.wake(vm.HostID)
+	}
+	return job, nil
+}
+
+// APIResync answers POST /api/v1/vms/{id}/resync.
+func (h *Handlers) APIResync(c echo.Context) error {
+	job, err := h.startResync(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// Resync handles the VM page's Resynchronize button.
+func (h *Handlers) Resync(c echo.Context) error {
+	job, err := h.startResync(c)
+	if err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Resynchronizing: the agent checks the replica and sends only the blocks that differ.")
+}

@@ -176,8 +176,13 @@ func (s *Store) ListRecoveryPoints(ctx context.Context, vmID string) ([]Recovery
 // afterTaskSucceeded carries a task's success further: a replication cycle
 // records its point, and a job moves to its next step.
 func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) error {
-	if t.Kind == agentproto.TaskReplicate {
+	if t.Kind == agentproto.TaskReplicate || t.Kind == agentproto.TaskResync {
 		if err := recordCycle(tx, now, t, result); err != nil {
+			return err
+		}
+	}
+	if t.Kind == agentproto.TaskResync {
+		if err := moveProtection(tx, t.ProtectionID, StateProtected); err != nil {
 			return err
 		}
 	}
@@ -493,4 +498,71 @@ func verifyOutcome(tx *gorm.DB, t *Task, o TaskOutcome) (TaskOutcome, error) {
 		}
 	}
 	return o, nil
+}
+
+// JobResync is the job that repairs a replica.
+const JobResync = "Resynchronize"
+
+// StartResync resynchronizes a protected VM now: the replica is checked
+// against its recorded hashes and every block that differs from the source
+// is sent, ending with a new recovery point.
+func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, error) {
+	now := s.Now()
+	var job Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var p Protection
+		if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+			return err
+		}
+		if p.State != StateProtected && p.State != StateResyncRequired {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be resynchronized; wait for it to be Protected", p.State)}
+		}
+		var busy int64
+		if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+			return err
+		}
+		if busy > 0 {
+			return &ConflictError{Code: "replication_busy", Message: "a replication task of this VM is running; try again when it ends"}
+		}
+		var last Task
+		if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
+			return err
+		}
+		var payload agentproto.ReplicationPayload
+		if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+			return err
+		}
+		var policy Policy
+		if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
+			return err
+		}
+		payload.PointID, payload.AppConsistent, payload.BandwidthMbps = NewID(prefixRecoveryPoint), false, BandwidthAt(policy, now, s.loc())
+		b, _ := json.Marshal(payload)
+		var vm VM
+		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
+			return err
+		}
+		job = Job{ID: NewID(prefixJob), Type: JobResync, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
+		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: "Compare block hashes and send the blocks that differ", State: JobNotStarted,
+			Message: "waiting for the host's agent to pick it up"}
+		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+			return err
+		}
+		if err := tx.Create(&step).Error; err != nil {
+			return err
+		}
+		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b), State: TaskQueued}
+		if err := tx.Create(&task).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Update("state", StateResynchronizing).Error; err != nil {
+			return err
+		}
+		job.Steps = []JobStep{step}
+		return s.audit(tx, a, "protection.resync", "vm", vm.ID, vm.Name, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &job, nil
 }

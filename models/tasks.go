@@ -312,8 +312,13 @@ func finishTask(tx *gorm.DB, now time.Time, t *Task, state, result, code, messag
 			Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error; err != nil {
 			return err
 		}
+		if t.Kind == agentproto.TaskResync {
+			if err := moveProtection(tx, t.ProtectionID, StateResyncRequired); err != nil {
+				return err
+			}
+		}
 		if t.ProtectionID != "" && state == TaskFailed {
-			reasons, _ := json.Marshal([]string{"enabling protection failed: " + message})
+			reasons, _ := json.Marshal([]string{"the last protection job failed: " + message})
 			if err := tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{"health": HealthCritical,
 				"health_reasons": string(reasons), "last_error_code": code, "last_error_message": truncate(message, 2000)}).Error; err != nil {
 				return err

@@ -185,6 +185,36 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	if err == nil || !strings.Contains(string(out), "MISMATCH disk "+diskID+" offset 1060864") {
 		t.Fatalf("lifeboat-agent verify: %v\n%s", err, out)
 	}
+
+	// Resynchronize: exactly the rotten block is sent again, from hashes
+	// alone, and the VM is Protected with a clean new point.
+	var sent struct {
+		BytesSent *int64 `json:"bytes_sent"`
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &sent)
+	sentBefore := *sent.BytesSent
+	var resync struct {
+		JobID string `json:"job_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/resync", nil, &resync); status != http.StatusAccepted {
+		t.Fatalf("resync: %d", status)
+	}
+	eventually(t, "the resync job ends", func() bool {
+		v.do(http.MethodGet, "/api/v1/jobs/"+resync.JobID, nil, &job)
+		return job.State == "Succeeded" || job.State == "Failed"
+	}, v.proc, agent)
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &sent)
+	if job.State != "Succeeded" || vm.ProtectionState != "Protected" || *sent.BytesSent-sentBefore != 4096 {
+		t.Fatalf("after resync: job %s, VM %s, %d bytes sent (want the one 4 KiB block)", job.State, vm.ProtectionState, *sent.BytesSent-sentBefore)
+	}
+	if out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", "app").CombinedOutput(); err != nil {
+		t.Fatalf("verify after resync: %v\n%s", err, out)
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+	if got := readReplicaPoint(t, targetDir, "app", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the point made by the resync differs from the source")
+	}
 }
 
 func TestCyclesFailWhileTheTargetIsAwayAndNoChangeIsMissingOnceItIsBack(t *testing.T) {

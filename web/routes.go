@@ -72,6 +72,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/vms/:id/protection", h.EnableProtection, contributor)
 	r.page(post, "/vms/:id/protection/delete", h.DisableProtection, contributor)
 	r.page(post, "/vms/:id/recovery-points/:point/verify", h.VerifyRecoveryPoint, contributor)
+	r.page(post, "/vms/:id/resync", h.Resync, contributor)
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
@@ -138,6 +139,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(del, "/vms/:id/protection", h.APIDisableProtection, contributor)
 	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
 	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
+	r.api(post, "/vms/:id/resync", h.APIResync, contributor)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)

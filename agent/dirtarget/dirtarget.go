@@ -737,3 +737,53 @@ func (r *Replica) VerifyPoint(pointID string) (int64, []Mismatch, error) {
 	}
 	return checked, bad, nil
 }
+
+// unknownHash marks a block whose replica content is not what was recorded:
+// no real block hashes to it, so the next comparison sends the block again.
+var unknownHash = blocks.Hash{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// RepairHashes reads a disk's replica and, for every block whose content no
+// longer matches its recorded hash (the storage changed it), records the
+// hash as unknown so the next cycle rewrites the block. It returns the
+// offsets of those blocks. The replica must not be written meanwhile.
+func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
+	stored, err := r.Hashes(diskID)
+	if err != nil {
+		return nil, err
+	}
+	d, err := r.disk(diskID)
+	if err != nil {
+		return nil, err
+	}
+	r.writes.RLock()
+	defer r.writes.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var bad []int64
+	buf := make([]byte, blocks.MaxRun)
+	dataSize := int64(len(stored)) * blocks.BlockSize
+	for off := int64(0); off < dataSize; off += blocks.MaxRun {
+		chunk := buf[:min(int64(blocks.MaxRun), dataSize-off)]
+		if _, err := d.data.ReadAt(chunk, off); err != nil && !errors.Is(err, io.EOF) {
+			return bad, err
+		}
+		for i := int64(0); i < int64(len(chunk)); i += blocks.BlockSize {
+			b := (off + i) / blocks.BlockSize
+			if blocks.HashBlock(chunk[i:i+blocks.BlockSize]) != stored[b] {
+				bad = append(bad, b*blocks.BlockSize)
+				if _, err := d.hashes.WriteAt(unknownHash[:], b*16); err != nil {
+					return bad, err
+				}
+			}
+		}
+	}
+	if len(bad) > 0 {
+		if err := d.hashes.Sync(); err != nil {
+			return bad, err
+		}
+		// The replica no longer equals the source as last synced: the next
+		// cycle must compare, not trust the source file's unchanged times.
+		return bad, r.SetSyncedSignature(diskID, nil)
+	}
+	return bad, nil
+}
