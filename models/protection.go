@@ -346,12 +346,8 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
 				continue
 			}
-			var last Task
-			if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
-				return err
-			}
-			var payload agentproto.ReplicationPayload
-			if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+			last, payload, err := lastReplication(tx, p.ID)
+			if err != nil {
 				return err
 			}
 			payload.PointID, payload.RetentionHours = NewID(prefixRecoveryPoint), policy.RetentionHours
@@ -432,12 +428,8 @@ func (s *Store) StartVerify(ctx context.Context, a Actor, vmID, pointID string) 
 		if err := tx.First(&point, "id = ? AND protection_id = ?", pointID, p.ID).Error; err != nil {
 			return err
 		}
-		var last Task
-		if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
-			return err
-		}
-		var payload agentproto.ReplicationPayload
-		if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+		last, payload, err := lastReplication(tx, p.ID)
+		if err != nil {
 			return err
 		}
 		payload.PointID = point.ID
@@ -446,21 +438,12 @@ func (s *Store) StartVerify(ctx context.Context, a Actor, vmID, pointID string) 
 		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
 			return err
 		}
-		job = Job{ID: NewID(prefixJob), Type: JobVerifyPoint, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
-			TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
-		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: "Read the point back and check its blocks", State: JobNotStarted,
-			Message: "waiting for the host's agent to pick it up"}
-		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		created, err := createOneStepJob(tx, now, a, Job{Type: JobVerifyPoint, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
+			"Read the point back and check its blocks", Task{HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskVerify, Payload: string(b)})
+		if err != nil {
 			return err
 		}
-		if err := tx.Create(&step).Error; err != nil {
-			return err
-		}
-		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskVerify, Payload: string(b), State: TaskQueued}
-		if err := tx.Create(&task).Error; err != nil {
-			return err
-		}
-		job.Steps = []JobStep{step}
+		job = *created
 		return s.audit(tx, a, "recovery_point.verify", "vm", vm.ID, vm.Name, map[string]string{"point": point.ID})
 	})
 	if err != nil {
@@ -524,12 +507,8 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 		if busy > 0 {
 			return &ConflictError{Code: "replication_busy", Message: "a replication task of this VM is running; try again when it ends"}
 		}
-		var last Task
-		if err := tx.Where("protection_id = ? AND kind = ?", p.ID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
-			return err
-		}
-		var payload agentproto.ReplicationPayload
-		if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+		last, payload, err := lastReplication(tx, p.ID)
+		if err != nil {
 			return err
 		}
 		var policy Policy
@@ -542,27 +521,31 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
 			return err
 		}
-		job = Job{ID: NewID(prefixJob), Type: JobResync, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
-		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: "Compare block hashes and send the blocks that differ", State: JobNotStarted,
-			Message: "waiting for the host's agent to pick it up"}
-		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		created, err := createOneStepJob(tx, now, a, Job{Type: JobResync, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
+			"Compare block hashes and send the blocks that differ", Task{HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b)})
+		if err != nil {
 			return err
 		}
-		if err := tx.Create(&step).Error; err != nil {
-			return err
-		}
-		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b), State: TaskQueued}
-		if err := tx.Create(&task).Error; err != nil {
-			return err
-		}
+		job = *created
 		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Update("state", StateResynchronizing).Error; err != nil {
 			return err
 		}
-		job.Steps = []JobStep{step}
 		return s.audit(tx, a, "protection.resync", "vm", vm.ID, vm.Name, nil)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &job, nil
+}
+
+// lastReplication is the protection's newest replication task and its
+// payload: the template for the next cycle, verify or resync.
+func lastReplication(tx *gorm.DB, protectionID string) (Task, agentproto.ReplicationPayload, error) {
+	var last Task
+	var payload agentproto.ReplicationPayload
+	if err := tx.Where("protection_id = ? AND kind = ?", protectionID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
+		return last, payload, err
+	}
+	err := json.Unmarshal([]byte(last.Payload), &payload)
+	return last, payload, err
 }

@@ -35,21 +35,12 @@ func (s *Store) StartHostCheck(ctx context.Context, a Actor, hostID, payload str
 		if err := tx.First(&h, "id = ? AND revoked_at IS NULL", hostID).Error; err != nil {
 			return err
 		}
-		job = Job{ID: NewID(prefixJob), Type: JobCheckHost, State: JobInProgress, TargetKind: "host", TargetID: h.ID,
-			TargetName: h.Name, CreatedBy: a.Username, StartedAt: &now}
-		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: "Check prerequisites", State: JobNotStarted,
-			Message: "waiting for the host's agent to pick it up"}
-		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		created, err := createOneStepJob(tx, now, a, Job{Type: JobCheckHost, TargetKind: "host", TargetID: h.ID, TargetName: h.Name},
+			"Check prerequisites", Task{HostID: h.ID, Kind: agentproto.TaskCheckPrerequisites, Payload: payload})
+		if err != nil {
 			return err
 		}
-		if err := tx.Create(&step).Error; err != nil {
-			return err
-		}
-		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: h.ID, Kind: "check_prerequisites", Payload: payload, State: TaskQueued}
-		if err := tx.Create(&task).Error; err != nil {
-			return err
-		}
-		job.Steps = []JobStep{step}
+		job = *created
 		return s.audit(tx, a, "job.create", "job", job.ID, job.Type, map[string]string{"host": h.Name})
 	})
 	if err != nil {
@@ -93,6 +84,26 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 		return nil
 	})
 	return tasks, err
+}
+
+// createOneStepJob stores a job that is one step run by one task on a
+// host, in progress from now and waiting for the host's agent.
+func createOneStepJob(tx *gorm.DB, now time.Time, a Actor, job Job, stepName string, task Task) (*Job, error) {
+	job.ID, job.State, job.CreatedBy, job.StartedAt = NewID(prefixJob), JobInProgress, a.Username, &now
+	step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: stepName, State: JobNotStarted,
+		Message: "waiting for the host's agent to pick it up"}
+	task.ID, task.JobID, task.StepID, task.State = NewID(prefixTask), job.ID, step.ID, TaskQueued
+	if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		return nil, err
+	}
+	if err := tx.Create(&step).Error; err != nil {
+		return nil, err
+	}
+	if err := tx.Create(&task).Error; err != nil {
+		return nil, err
+	}
+	job.Steps = []JobStep{step}
+	return &job, nil
 }
 
 // leasedTask loads a task that hostID holds, for a report about it.
