@@ -42,9 +42,7 @@ func (h *Handlers) enableProtection(c echo.Context, policyID, targetID string) (
 	if err != nil {
 		return nil, err
 	}
-	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
-		h.wakeups.wake(vm.HostID)
-	}
+	h.wakeVMHost(c)
 	return job, nil
 }
 
@@ -105,9 +103,7 @@ func (h *Handlers) startVerify(c echo.Context) (*models.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
-		h.wakeups.wake(vm.HostID)
-	}
+	h.wakeVMHost(c)
 	return job, nil
 }
 
@@ -134,9 +130,7 @@ func (h *Handlers) startResync(c echo.Context) (*models.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
-		h.wakeups.wake(vm.HostID)
-	}
+	h.wakeVMHost(c)
 	return job, nil
 }
 
@@ -156,4 +150,11 @@ func (h *Handlers) Resync(c echo.Context) error {
 		return err
 	}
 	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Resynchronizing: the agent checks the replica and sends only the blocks that differ.")
+}
+
+// wakeVMHost lets the VM's host pick up the task just queued for it at once.
+func (h *Handlers) wakeVMHost(c echo.Context) {
+	if vm, err := h.store.GetVM(c.Request().Context(), c.Param("id")); err == nil {
+		h.wakeups.wake(vm.HostID)
+	}
 }
