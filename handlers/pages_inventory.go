@@ -254,7 +254,7 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 	if p.LastErrorCode != "" {
 		v.LastError, v.NextRetry = p.LastErrorCode+": "+p.LastErrorMessage, views.FormatTime(p.NextRetryAt)
 	}
-	points, err := h.store.ListRecoveryPoints(ctx, v.VM.ID)
+	points, _, err := h.store.ListRecoveryPoints(ctx, v.VM.ID, models.Page{Limit: models.MaxPageSize})
 	if err != nil {
 		return err
 	}

@@ -74,11 +74,15 @@ func (h *Handlers) APIListRecoveryPoints(c echo.Context) error {
 	if _, err := h.store.GetVM(ctx, c.Param("id")); err != nil {
 		return err
 	}
-	points, err := h.store.ListRecoveryPoints(ctx, c.Param("id"))
+	page, err := pageParams(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, newList(points, "", recoveryPointJSON))
+	points, next, err := h.store.ListRecoveryPoints(ctx, c.Param("id"), page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, newList(points, next, recoveryPointJSON))
 }
 
 // EnableProtection handles POST /vms/{id}/protection from the VM page.

@@ -159,18 +159,19 @@ func (s *Store) GetProtection(ctx context.Context, vmID string) (*Protection, er
 	return &p, nil
 }
 
-// ListRecoveryPoints lists a VM's recovery points, newest first.
-func (s *Store) ListRecoveryPoints(ctx context.Context, vmID string) ([]RecoveryPoint, error) {
+// ListRecoveryPoints lists a VM's recovery points, newest first (point ids
+// are made when their cycle is scheduled, so id order is cycle order).
+func (s *Store) ListRecoveryPoints(ctx context.Context, vmID string, page Page) ([]RecoveryPoint, string, error) {
 	p, err := s.GetProtection(ctx, vmID)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return nil, nil
+			return nil, "", nil
 		}
-		return nil, err
+		return nil, "", err
 	}
 	var out []RecoveryPoint
-	err = s.db.WithContext(ctx).Where("protection_id = ?", p.ID).Order("time DESC").Find(&out).Error
-	return out, translateError(err)
+	next, err := paginate(s.db.WithContext(ctx).Model(&RecoveryPoint{}).Where("protection_id = ?", p.ID), page, true, &out)
+	return out, next, err
 }
 
 // afterTaskSucceeded carries a task's success further: a replication cycle

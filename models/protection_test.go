@@ -63,7 +63,7 @@ func TestEnablingProtectionRunsItsStepsInOrderAndEndsProtected(t *testing.T) {
 			t.Fatalf("job %s, steps %+v", got.State, got.Steps)
 		}
 		p, _ := h.s.GetProtection(t.Context(), vm.ID)
-		points, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID)
+		points, _ := listPoints(t, h, vm.ID)
 		if p.State != models.StateProtected || len(points) != 1 || p.BytesSent != 4096 || p.LastRecoveryPointAt == nil {
 			t.Fatalf("protection %+v, %d points", p, len(points))
 		}
@@ -201,7 +201,7 @@ func TestCyclesAskForAnAppConsistentPointAtThePolicysFrequency(t *testing.T) {
 		if !appAsked() {
 			t.Fatal("no app-consistent point after the policy's 4 hours")
 		}
-		points, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID)
+		points, _ := listPoints(t, h, vm.ID)
 		apps := 0
 		for _, p := range points {
 			if p.Consistency == models.ConsistencyApp {
@@ -210,6 +210,11 @@ func TestCyclesAskForAnAppConsistentPointAtThePolicysFrequency(t *testing.T) {
 		}
 		if apps != 2 {
 			t.Fatalf("%d app-consistent points, want 2", apps)
+		}
+		first, next, err := h.s.ListRecoveryPoints(t.Context(), vm.ID, models.Page{Limit: 3})
+		rest, last, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID, models.Page{Limit: 3, Cursor: next})
+		if err != nil || len(first) != 3 || next == "" || len(rest) != 1 || last != "" || !first[0].Time.After(rest[0].Time) {
+			t.Fatalf("pages of points: %d then %d (cursor %q, then %q), %v", len(first), len(rest), next, last, err)
 		}
 	})
 }
@@ -246,4 +251,10 @@ func TestCyclesCarryTheBandwidthLimitOfTheHour(t *testing.T) {
 			t.Fatalf("at 10:00 the work-hours limit applies: %d", payload.BandwidthMbps)
 		}
 	})
+}
+
+func listPoints(t *testing.T, h *harness, vmID string) ([]models.RecoveryPoint, error) {
+	t.Helper()
+	points, _, err := h.s.ListRecoveryPoints(t.Context(), vmID, models.Page{})
+	return points, err
 }
