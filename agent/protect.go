@@ -113,13 +113,13 @@ func (a *agent) createReplica(ctx context.Context, t agentproto.Task, rep *repor
 	}
 	r, err := dirtarget.Open(p.Target.Path, p.VMID)
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	defer r.Close()
 	for i, d := range p.Disks {
 		rep.set(agentproto.Progress{Step: "replica of " + filepath.Base(d.Path), Percent: i * 100 / len(p.Disks)})
 		if err := r.CreateDisk(d.ReplicaID, d.SizeBytes); err != nil {
-			return nil, targetError(err)
+			return nil, replicate.TargetError(err)
 		}
 	}
 	return map[string]int{"disks": len(p.Disks)}, nil
@@ -135,13 +135,13 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	captured := time.Now().UTC()
 	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	defer r.Close()
 	// Run again after a restart, the cycle may have made its point already.
 	points, err := r.Points()
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	for _, pt := range points {
 		if pt.ID == p.PointID {
@@ -194,7 +194,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	}
 	point, err := r.CreatePoint(p.PointID, captured, consistency)
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	pruned, err := prune(r, captured, time.Duration(p.RetentionHours)*time.Hour)
 	if err != nil {
@@ -222,8 +222,6 @@ func prune(r *dirtarget.Replica, now time.Time, retention time.Duration) ([]stri
 	return pruned, nil
 }
 
-func targetError(err error) error { return replicate.TargetError(err) }
-
 // resync repairs the replica, then runs a cycle: blocks the storage changed
 // are marked unknown in the hash file, so the cycle sends them with every
 // block that differs from the source. Only hashes travel in the compare.
@@ -234,7 +232,7 @@ func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (a
 	}
 	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	var repaired int64
 	for _, d := range p.Disks {
@@ -242,7 +240,7 @@ func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (a
 		bad, err := r.RepairHashes(d.ReplicaID)
 		if err != nil {
 			r.Close()
-			return nil, targetError(err)
+			return nil, replicate.TargetError(err)
 		}
 		repaired += int64(len(bad))
 	}

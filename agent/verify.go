@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -77,7 +78,7 @@ func (a *agent) verifyTask(ctx context.Context, t agentproto.Task, rep *reporter
 	rep.set(agentproto.Progress{Step: "verify " + p.PointID, Percent: 0})
 	res, err := verifyPoint(p.Target.Path, p.VMID, p.PointID)
 	if err != nil {
-		return nil, targetError(err)
+		return nil, replicate.TargetError(err)
 	}
 	b, _ := json.Marshal(res)
 	return json.RawMessage(b), nil
