@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the Go toolchain does not bring,
 # from Debian's packages: Chromium for the real-browser portal test, and
-# qemu-utils (qemu-img) to check replica disk formats. Idempotent.
+# qemu-utils (qemu-img) to check replica disk formats; and, from npm with
+# its lockfile, Azurite (the Azure Storage emulator) for the Azure Blob
+# target's tests. Idempotent.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Azurite, pinned in scripts/azurite/package-lock.json.
+if [ ! -x scripts/azurite/node_modules/.bin/azurite-blob ] ||
+   [ scripts/azurite/package-lock.json -nt scripts/azurite/node_modules/.package-lock.json ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "Installing Azurite from npm (scripts/azurite)"
+    npm ci --prefix scripts/azurite --no-audit --no-fund --loglevel=error
+  else
+    echo "npm is missing: the Azure Blob tests need Node.js and npm to install Azurite (apt-get install nodejs npm)" >&2
+    exit 1
+  fi
+fi
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

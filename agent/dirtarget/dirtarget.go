@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/vhd"
 )
 
@@ -217,11 +218,15 @@ func (r *Replica) Hashes(diskID string) ([]blocks.Hash, error) {
 	return blocks.Decode(b)
 }
 
-// Run is data to write at an offset of a disk.
-type Run struct {
-	Offset int64
-	Data   []byte
-}
+// The types shared with the other targets.
+type (
+	Run             = replica.Run
+	Point           = replica.Point
+	SourceSignature = replica.SourceSignature
+	Mismatch        = replica.Mismatch
+)
+
+var _ replica.Store = (*Replica)(nil)
 
 // WriteRun writes data at off in the replica of a disk. off must be block
 // aligned; data may end short only at the disk's end. The blocks' old
@@ -293,11 +298,11 @@ func (r *Replica) saveBeforeImages(diskID string, d *disk, runs []Run) error {
 	if err != nil || newest == nil {
 		return err
 	}
-	if d.undoFor != newest.dirName() {
-		if err := d.openUndo(filepath.Join(r.dir, "points", newest.dirName(), diskID+".undo")); err != nil {
+	if d.undoFor != dirName(*newest) {
+		if err := d.openUndo(filepath.Join(r.dir, "points", dirName(*newest), diskID+".undo")); err != nil {
 			return err
 		}
-		d.undoFor = newest.dirName()
+		d.undoFor = dirName(*newest)
 	}
 	rec := make([]byte, recordSize)
 	wrote := false
@@ -398,16 +403,7 @@ func indexUndo(f *os.File) (map[int64]int64, int64, error) {
 	return idx, whole, nil
 }
 
-// Point is a recovery point of the VM.
-type Point struct {
-	Seq         int              `json:"seq"`
-	ID          string           `json:"id"`
-	Time        time.Time        `json:"time"`
-	Consistency string           `json:"consistency"`
-	Disks       map[string]int64 `json:"disks"` // disk id → size in bytes
-}
-
-func (p Point) dirName() string { return fmt.Sprintf("%010d-%s", p.Seq, p.ID) }
+func dirName(p Point) string { return fmt.Sprintf("%010d-%s", p.Seq, p.ID) }
 
 // CreatePoint records the replica as it is now as a recovery point of all
 // its disks together. Call it after a cycle's writes to every disk ended.
@@ -439,7 +435,7 @@ func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (Poin
 			p.Disks[name] = d.size
 		}
 	}
-	tmp := filepath.Join(r.dir, "points", ".new-"+p.dirName())
+	tmp := filepath.Join(r.dir, "points", ".new-"+dirName(p))
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return Point{}, err
 	}
@@ -451,7 +447,7 @@ func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (Poin
 	// wait while the point appears.
 	r.writes.Lock()
 	defer r.writes.Unlock()
-	if err := os.Rename(tmp, filepath.Join(r.dir, "points", p.dirName())); err != nil {
+	if err := os.Rename(tmp, filepath.Join(r.dir, "points", dirName(p))); err != nil {
 		return Point{}, err
 	}
 	r.mu.Lock()
@@ -501,7 +497,12 @@ func (r *Replica) DeletePoint(id string) error {
 	case points[0].ID != id:
 		return fmt.Errorf("recovery point %q is not the oldest; points are pruned oldest first", id)
 	}
-	return os.RemoveAll(filepath.Join(r.dir, "points", points[0].dirName()))
+	return os.RemoveAll(filepath.Join(r.dir, "points", dirName(points[0])))
+}
+
+// OpenPoint is ReadPoint for the replica.Store interface.
+func (r *Replica) OpenPoint(pointID, diskID string) (replica.PointReader, int64, error) {
+	return r.ReadPoint(pointID, diskID)
 }
 
 // ReadPoint returns the content of a disk at a recovery point, of the
@@ -531,7 +532,7 @@ func (r *Replica) ReadPoint(pointID, diskID string) (*PointReader, int64, error)
 	pr := &PointReader{data: d.data, size: size}
 	// Oldest first, so the first log holding a block wins.
 	for _, p := range points[at:] {
-		f, err := os.Open(filepath.Join(r.dir, "points", p.dirName(), diskID+".undo"))
+		f, err := os.Open(filepath.Join(r.dir, "points", dirName(p), diskID+".undo"))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -602,15 +603,6 @@ func (p *PointReader) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// SourceSignature identifies a source disk file's content without reading
-// it: if none of these changed, neither did the file.
-type SourceSignature struct {
-	Size    int64  `json:"size"`
-	Inode   uint64 `json:"inode"`
-	ModNano int64  `json:"mtime_ns"`
-	ChgNano int64  `json:"ctime_ns"`
-}
-
 type diskMeta struct {
 	SizeBytes int64            `json:"size_bytes"`
 	Synced    *SourceSignature `json:"synced,omitempty"`
@@ -652,13 +644,6 @@ func (r *Replica) SetSyncedSignature(diskID string, sig *SourceSignature) error 
 		return err
 	}
 	return os.Rename(tmp, r.metaPath(diskID))
-}
-
-// Mismatch is a block of a recovery point whose content does not match its
-// recorded hash: the storage changed it.
-type Mismatch struct {
-	Disk   string `json:"disk"`
-	Offset int64  `json:"offset"`
 }
 
 // VerifyPoint reads every block of every disk of a recovery point from
@@ -738,10 +723,6 @@ func (r *Replica) VerifyPoint(pointID string) (int64, []Mismatch, error) {
 	return checked, bad, nil
 }
 
-// unknownHash marks a block whose replica content is not what was recorded:
-// no real block hashes to it, so the next comparison sends the block again.
-var unknownHash = blocks.Hash{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
 // RepairHashes reads a disk's replica and, for every block whose content no
 // longer matches its recorded hash (the storage changed it), records the
 // hash as unknown so the next cycle rewrites the block. It returns the
@@ -771,7 +752,7 @@ func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
 			b := (off + i) / blocks.BlockSize
 			if blocks.HashBlock(chunk[i:i+blocks.BlockSize]) != stored[b] {
 				bad = append(bad, b*blocks.BlockSize)
-				if _, err := d.hashes.WriteAt(unknownHash[:], b*16); err != nil {
+				if _, err := d.hashes.WriteAt(replica.UnknownHash[:], b*16); err != nil {
 					return bad, err
 				}
 			}

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -39,13 +39,13 @@ const quietFor = 2 * time.Second
 //
 // A source file whose size, inode, modification and change times are those
 // recorded when the replica last equalled it is not read at all.
-func Disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, error) {
+func Disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, error) {
 	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress)
 	return sent, err
 }
 
 // DiskSkipped is Disk that also says whether the file was skipped unread.
-func DiskSkipped(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
+func DiskSkipped(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
 	return disk(ctx, r, replicaID, path, size, throttle, progress)
 }
 
@@ -78,15 +78,15 @@ func (t *limiter) WaitN(ctx context.Context, n int) error {
 	return nil
 }
 
-func signature(fi os.FileInfo) *dirtarget.SourceSignature {
+func signature(fi os.FileInfo) *replica.SourceSignature {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return nil
 	}
-	return &dirtarget.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
+	return &replica.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
 }
 
-func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
+func disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return 0, false, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
@@ -108,7 +108,7 @@ func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, siz
 	}
 	// Trust the signature only if the file did not change while we read it
 	// and had been quiet for a while before.
-	var record *dirtarget.SourceSignature
+	var record *replica.SourceSignature
 	if after, err := os.Stat(path); err == nil && before != nil {
 		if a := signature(after); a != nil && *a == *before &&
 			time.Since(time.Unix(0, max(before.ModNano, before.ChgNano))) > quietFor {
@@ -121,7 +121,7 @@ func disk(ctx context.Context, r *dirtarget.Replica, replicaID, path string, siz
 	return sent, false, nil
 }
 
-func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64)) (int64, error) {
+func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64)) (int64, error) {
 	path := src.Name()
 	if fi.Size() != size {
 		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
@@ -140,7 +140,7 @@ func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, sr
 	// Runs go in batches of up to batchBytes: one flush of the undo log
 	// per batch instead of per run.
 	var sent int64
-	var batch []dirtarget.Run
+	var batch []replica.Run
 	var batched int64
 	flush := func() error {
 		if len(batch) == 0 {
@@ -176,7 +176,7 @@ func copyChanges(ctx context.Context, r *dirtarget.Replica, replicaID string, sr
 		if _, err := src.ReadAt(b, e.Offset); err != nil {
 			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
 		}
-		batch = append(batch, dirtarget.Run{Offset: e.Offset, Data: b})
+		batch = append(batch, replica.Run{Offset: e.Offset, Data: b})
 		batched += e.Length
 	}
 	if err := flush(); err != nil {
