@@ -30,6 +30,9 @@ type options struct {
 	RenewCheckEvery time.Duration // how often the certificate's age is checked (1 h)
 	BackoffMin      time.Duration // first wait after a failed call (1 s)
 	BackoffMax      time.Duration // longest wait between retries (60 s)
+	// storageConcurrency is how many page writes to Azure Blob storage are
+	// in flight per disk (default 8).
+	storageConcurrency int
 }
 
 func (o options) withDefaults() options {

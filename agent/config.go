@@ -22,6 +22,7 @@ type fileConfig struct {
 	Driver        string `json:"driver"`
 	VMRoot        string `json:"vm_root"`
 	MaxTasks      int    `json:"max_tasks"`
+	StorageConc   int    `json:"storage_concurrency"`
 	FreezeCommand string `json:"freeze_command"`
 	ThawCommand   string `json:"thaw_command"`
 	LogFormat     string `json:"log_format"`
@@ -38,11 +39,16 @@ func (c fileConfig) settings() []configSetting {
 	if c.MaxTasks != 0 {
 		maxTasks = strconv.Itoa(c.MaxTasks)
 	}
+	storageConc := ""
+	if c.StorageConc != 0 {
+		storageConc = strconv.Itoa(c.StorageConc)
+	}
 	return []configSetting{
 		{"state-dir", "LIFEBOAT_AGENT_STATE_DIR", c.StateDir},
 		{"driver", "LIFEBOAT_AGENT_DRIVER", c.Driver},
 		{"vm-root", "LIFEBOAT_AGENT_VM_ROOT", c.VMRoot},
 		{"max-tasks", "LIFEBOAT_AGENT_MAX_TASKS", maxTasks},
+		{"storage-concurrency", "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", storageConc},
 		{"freeze-command", "LIFEBOAT_AGENT_FREEZE_COMMAND", c.FreezeCommand},
 		{"thaw-command", "LIFEBOAT_AGENT_THAW_COMMAND", c.ThawCommand},
 		{"log-format", "LIFEBOAT_LOG_FORMAT", c.LogFormat},

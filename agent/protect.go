@@ -10,21 +10,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// The protection tasks: check, create the replicas, replicate. Only the
-// directory target is built; the vault refuses the others.
+// The protection tasks: check, create the replicas, replicate, resync, on
+// a directory or an Azure Blob target (stores.go opens either).
 
 func replicationPayload(t agentproto.Task) (agentproto.ReplicationPayload, error) {
 	var p agentproto.ReplicationPayload
 	if err := json.Unmarshal(t.Payload, &p); err != nil {
 		return p, &agentproto.TaskError{Code: "invalid_payload", Message: "the task's payload cannot be read: " + err.Error()}
-	}
-	if p.Target.Kind != "directory" {
-		return p, &agentproto.TaskError{Code: "target_not_supported", Message: fmt.Sprintf("this agent cannot write to %q targets yet", p.Target.Kind)}
 	}
 	return p, nil
 }
@@ -49,9 +46,14 @@ func (a *agent) protectionCheck(ctx context.Context, t agentproto.Task, rep *rep
 		add("Disk "+d.Path, checkDisk(d), "readable, raw, size as reported")
 	}
 	rep.set(agentproto.Progress{Step: "target", Percent: 80})
-	add("Target directory "+p.Target.Path, checkWritable(p.Target.Path), "writable")
-	space := freeSpace(p.Target.Path, p.MinFreeBytes)
-	add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
+	switch p.Target.Kind {
+	case "azure_blob":
+		add("Target container "+p.Target.ContainerURL, a.checkBlobTarget(ctx, t, p), "reachable with the SAS the vault issued")
+	default:
+		add("Target directory "+p.Target.Path, checkWritable(p.Target.Path), "writable")
+		space := freeSpace(p.Target.Path, p.MinFreeBytes)
+		add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
+	}
 	var failed []string
 	for _, c := range result.Checks {
 		if !c.OK {
@@ -93,6 +95,17 @@ func checkDisk(d agentproto.ReplicaDisk) error {
 	return nil
 }
 
+// checkBlobTarget gets a SAS from the vault (which creates the VM's
+// container) and lists the container with it.
+func (a *agent) checkBlobTarget(ctx context.Context, t agentproto.Task, p agentproto.ReplicationPayload) error {
+	r, err := a.openStore(ctx, t, p, true)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.(interface{ Check() error }).Check()
+}
+
 func checkWritable(dir string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("cannot be created: %w", err)
@@ -111,9 +124,9 @@ func (a *agent) createReplica(ctx context.Context, t agentproto.Task, rep *repor
 	if err != nil {
 		return nil, err
 	}
-	r, err := dirtarget.Open(p.Target.Path, p.VMID)
+	r, err := a.openStore(ctx, t, p, true)
 	if err != nil {
-		return nil, replicate.TargetError(err)
+		return nil, err
 	}
 	defer r.Close()
 	for i, d := range p.Disks {
@@ -133,9 +146,9 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		return nil, err
 	}
 	captured := time.Now().UTC()
-	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
+	r, err := a.openStore(ctx, t, p, false)
 	if err != nil {
-		return nil, replicate.TargetError(err)
+		return nil, err
 	}
 	defer r.Close()
 	// Run again after a restart, the cycle may have made its point already.
@@ -204,7 +217,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 }
 
 // prune deletes points older than retention, oldest first, never the newest.
-func prune(r *dirtarget.Replica, now time.Time, retention time.Duration) ([]string, error) {
+func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, error) {
 	points, err := r.Points()
 	if err != nil {
 		return nil, err
@@ -230,9 +243,9 @@ func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (a
 	if err != nil {
 		return nil, err
 	}
-	r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
+	r, err := a.openStore(ctx, t, p, false)
 	if err != nil {
-		return nil, replicate.TargetError(err)
+		return nil, err
 	}
 	var repaired int64
 	for _, d := range p.Disks {

@@ -20,7 +20,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	driver := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk (LIFEBOAT_AGENT_DRIVER)")
 	vmRoot := fs.String("vm-root", envOr(getenv, "LIFEBOAT_AGENT_VM_ROOT", ""), "filedisk: the directory whose subdirectories are VMs (LIFEBOAT_AGENT_VM_ROOT)")
 	maxTasks := fs.Int("max-tasks", envInt(getenv, "LIFEBOAT_AGENT_MAX_TASKS", 4), "how many tasks run at once (LIFEBOAT_AGENT_MAX_TASKS)")
-	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, max_tasks, freeze_command, thaw_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
+	storageConc := fs.Int("storage-concurrency", envInt(getenv, "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", 8), "Azure Blob targets: page writes in flight per disk (LIFEBOAT_AGENT_STORAGE_CONCURRENCY)")
+	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
 	freeze := fs.String("freeze-command", envOr(getenv, "LIFEBOAT_AGENT_FREEZE_COMMAND", ""), "filedisk: command that quiesces a VM before an app-consistent point (run with LIFEBOAT_VM_ID and LIFEBOAT_VM_DIR set; exit 0 = frozen)")
 	thaw := fs.String("thaw-command", envOr(getenv, "LIFEBOAT_AGENT_THAW_COMMAND", ""), "filedisk: command that resumes the VM after it (always run after a freeze)")
 	logFormat := fs.String("log-format", envOr(getenv, "LIFEBOAT_LOG_FORMAT", "text"), "text or json")
@@ -46,6 +47,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return errors.New("--driver filedisk needs --vm-root")
 	case *maxTasks < 1 || *maxTasks > 64:
 		return errors.New("--max-tasks must be from 1 to 64")
+	case *storageConc < 1 || *storageConc > 64:
+		return errors.New("--storage-concurrency must be from 1 to 64")
 	case (*freeze == "") != (*thaw == ""):
 		return errors.New("give both --freeze-command and --thaw-command, or neither")
 	}
@@ -63,7 +66,7 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	vmRoot = &root
-	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw}, options{MaxTasks: *maxTasks}, log)
+	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw}, options{MaxTasks: *maxTasks, storageConcurrency: *storageConc}, log)
 	if err != nil {
 		return err
 	}

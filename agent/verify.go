@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -58,6 +59,11 @@ func verifyPoint(dir, vm, pointID string) (*agentproto.VerifyResult, error) {
 		}
 		pointID = points[len(points)-1].ID
 	}
+	return verifyStore(r, pointID)
+}
+
+// verifyStore checks one point of a store.
+func verifyStore(r replica.Store, pointID string) (*agentproto.VerifyResult, error) {
 	n, bad, err := r.VerifyPoint(pointID)
 	if err != nil {
 		return nil, err
@@ -76,7 +82,12 @@ func (a *agent) verifyTask(ctx context.Context, t agentproto.Task, rep *reporter
 		return nil, err
 	}
 	rep.set(agentproto.Progress{Step: "verify " + p.PointID, Percent: 0})
-	res, err := verifyPoint(p.Target.Path, p.VMID, p.PointID)
+	r, err := a.openStore(ctx, t, p, false)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	res, err := verifyStore(r, p.PointID)
 	if err != nil {
 		return nil, replicate.TargetError(err)
 	}

@@ -41,6 +41,25 @@ func TaskProgressPath(id string) string { return PathTaskPrefix + id + "/progres
 // TaskResultPath is where the end of task id is reported.
 func TaskResultPath(id string) string { return PathTaskPrefix + id + "/result" }
 
+// TaskStorageCredentialsPath is where a task on an Azure Blob target gets
+// its SAS tokens.
+func TaskStorageCredentialsPath(id string) string { return PathTaskPrefix + id + "/storage-credentials" }
+
+// StorageCredentialsRequest asks for a SAS for the task's VM container
+// (empty fields), or for one snapshot of one blob in it.
+type StorageCredentialsRequest struct {
+	Blob     string `json:"blob,omitempty"`
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// StorageCredentials is a SAS token for the VM's container, or for one
+// snapshot in it, valid until ExpiresAt. Agents never get the account key.
+type StorageCredentials struct {
+	ContainerURL string    `json:"container_url"`
+	SAS          string    `json:"sas"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
 // MaxRequestBytes bounds every request body of the agent endpoint.
 const MaxRequestBytes = 1 << 20
 
@@ -171,8 +190,11 @@ type ReplicationPayload struct {
 	ProtectionID string `json:"protection_id"`
 	VMID         string `json:"vm_id"` // the VM's id on the host
 	Target       struct {
-		Kind string `json:"kind"` // "directory"
-		Path string `json:"path"`
+		Kind string `json:"kind"` // "directory" or "azure_blob"
+		Path string `json:"path,omitempty"` // directory: where the VMs' replicas are
+		// azure_blob: the VM's container; the agent asks the vault for a
+		// SAS to reach it (TaskStorageCredentialsPath).
+		ContainerURL string `json:"container_url,omitempty"`
 	} `json:"target"`
 	Disks          []ReplicaDisk `json:"disks"`
 	PointID        string        `json:"point_id,omitempty"` // replicate: the id of the point to create

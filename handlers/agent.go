@@ -297,6 +297,34 @@ func (h *Handlers) AgentTaskResult(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "recorded"})
 }
 
+// AgentStorageCredentials handles POST /agent/v1/tasks/{id}/storage-credentials:
+// a short-lived SAS for the VM container of a task on an Azure Blob target,
+// or for one snapshot in it.
+func (h *Handlers) AgentStorageCredentials(c echo.Context) error {
+	host := currentHost(c)
+	var in agentproto.StorageCredentialsRequest
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := h.store.StorageCredentials(c.Request().Context(), host.ID, c.Param("id"), in)
+	var se *models.StorageError
+	if errors.As(err, &se) {
+		// Recoverable: 502, which agents retry; refused credentials: 409,
+		// which fails the task with the code.
+		status := http.StatusConflict
+		if se.Recoverable {
+			status = http.StatusBadGateway
+		}
+		return agentError(status, se.Code, se.Message)
+	}
+	if err != nil {
+		return taskProblem(err)
+	}
+	h.log.InfoContext(c.Request().Context(), "storage SAS issued", "host", host.ID, "task", c.Param("id"),
+		"container", out.ContainerURL, "snapshot", in.Snapshot, "expires", out.ExpiresAt)
+	return c.JSON(http.StatusOK, out)
+}
+
 func taskProblem(err error) error {
 	switch {
 	case errors.Is(err, models.ErrNotFound):

@@ -161,7 +161,8 @@ func components() []component {
 		{Name: "TargetInput", Type: reflect.TypeFor[TargetInputJSON](), Input: true, Required: []string{"name", "kind"}, Notes: map[string]fieldNote{
 			"kind":        {Enum: enumOf(models.TargetAzureBlob, models.TargetDirectory)},
 			"account_key": {WriteOnly: true, Description: "azure_blob: the storage account key. Give it or sas; on update, leave both out to keep the stored one."},
-			"sas":         {WriteOnly: true, Description: "azure_blob: a SAS token (sv=…&sig=…)."},
+			"sas":         {WriteOnly: true, Description: "azure_blob: an account SAS token (sv=…&sig=…) that may create containers. With a key the vault signs each agent a SAS for its VM's container alone; with a SAS, agents get this one."},
+			"container":   {Description: "azure_blob: the prefix of the containers, at most 36 characters; each protected VM's replicas go to the container CONTAINER-VMID."},
 			"path":        {Description: "directory: an absolute path on the hosts."},
 		}},
 		{Name: "RecoveryPlan", Type: reflect.TypeFor[PlanJSON]()},
@@ -394,7 +395,7 @@ func operations() []operation {
 			Summary: "Remove a host: its certificate is revoked and its unfinished tasks cancelled; its VMs stay, marked missing", Role: contributor, Status: 204},
 		operation{Method: http.MethodPost, Path: "/vms/{id}/protection", ID: "enableProtection", Tag: "VMs",
 			Summary: "Enable protection: starts the Enable protection job (prerequisites, replicas, initial replication, finalize)", Role: contributor,
-			Body: "ProtectionInput", Status: 202, Answer: "JobAccepted", Notes: "Only directory targets are built; an Azure Blob target answers 409 target_not_supported."},
+			Body: "ProtectionInput", Status: 202, Answer: "JobAccepted"},
 		operation{Method: http.MethodDelete, Path: "/vms/{id}/protection", ID: "disableProtection", Tag: "VMs",
 			Summary: "Disable protection; the replica data stays on the target", Role: contributor, Status: 204},
 		operation{Method: get, Path: "/vms/{id}/recovery-points", ID: "listRecoveryPoints", Tag: "VMs",

@@ -55,8 +55,6 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 			return &ConflictError{Code: "vm_not_found", Message: "the host no longer reports this VM"}
 		case len(vm.Disks) == 0:
 			return &ConflictError{Code: "vm_has_no_disks", Message: "the host reports no disk for this VM; there is nothing to replicate"}
-		case target.Kind != TargetDirectory:
-			return &ConflictError{Code: "target_not_supported", Message: "replication to Azure Blob storage is not built yet; choose a directory target"}
 		}
 		var existing int64
 		if err := tx.Model(&Protection{}).Where("vm_id = ?", vm.ID).Count(&existing).Error; err != nil {
@@ -72,6 +70,9 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		payload := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: vm.ExternalID, RetentionHours: policy.RetentionHours, MinFreeBytes: 1 << 30,
 			BandwidthMbps: BandwidthAt(policy, now, s.loc())}
 		payload.Target.Kind, payload.Target.Path = target.Kind, target.Path
+		if target.Kind == TargetAzureBlob {
+			payload.Target.ContainerURL = VMContainerURL(&target, vm.ID)
+		}
 		for _, d := range vm.Disks {
 			rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SizeBytes: d.SizeBytes}
 			if err := tx.Create(&rd).Error; err != nil {

@@ -2,9 +2,16 @@ package models_test
 
 import (
 	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
 )
@@ -146,22 +153,95 @@ func TestCyclesAreScheduledAtTheCopyFrequencyAndFailuresBackOff(t *testing.T) {
 	})
 }
 
-func TestAzureTargetsAreRefusedUntilBuilt(t *testing.T) {
+func TestAzureTasksGetASASForTheirVMsContainerOnly(t *testing.T) {
+	az := azuritetest.Start(t)
 	eachBackend(t, func(t *testing.T, h *harness) {
 		site := mustSite(t, h, "s")
 		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		other := mustHost(t, h, site.ID, "hv2", models.HostConnected)
 		vm := mustVMs(t, h, host.ID, "web")["web"]
 		policy := mustPolicy(t, h, "p")
-		az, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
-			AccountURL: "https://acct.blob.core.windows.net", Container: "lifeboat", CredentialKind: models.CredentialAccountKey,
-			Credential: "c2VjcmV0LWFjY291bnQta2V5LW9mLWxpZmVib2F0"})
+		target, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: az.AccountURL(), Container: "lifeboat", CredentialKind: models.CredentialAccountKey, Credential: azuritetest.Key})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, az.ID)
-		wantConflict(t, err, "target_not_supported")
-		_, err = h.s.EnableProtection(t.Context(), alice, vm.ID, "pol_missing", az.ID)
-		wantFields(t, err, "policy_id")
+		if _, err := h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, target.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.s.StorageCredentials(t.Context(), host.ID, "task_missing", agentproto.StorageCredentialsRequest{})
+		if !errors.Is(err, models.ErrNotFound) {
+			t.Fatalf("unknown task: %v", err)
+		}
+		check := leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck)
+		if _, err := h.s.StorageCredentials(t.Context(), other.ID, check.ID, agentproto.StorageCredentialsRequest{}); !errors.Is(err, models.ErrNotFound) {
+			t.Fatalf("another host's task: %v", err)
+		}
+		creds, err := h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantURL := az.AccountURL() + "/lifeboat-" + strings.TrimPrefix(vm.ID, "vm_")
+		if creds.ContainerURL != wantURL || strings.Contains(creds.SAS, azuritetest.Key) || time.Until(creds.ExpiresAt) > 61*time.Minute {
+			t.Fatalf("credentials %+v, want container %s and an hour's SAS", creds, wantURL)
+		}
+		// The vault made the container; the SAS writes in it, and only there.
+		c, _ := container.NewClientWithNoCredential(creds.ContainerURL+"?"+creds.SAS, nil)
+		if _, err := c.NewBlockBlobClient("probe").UploadBuffer(t.Context(), []byte("x"), nil); err != nil {
+			t.Fatalf("write with the SAS: %v", err)
+		}
+		elsewhere, _ := container.NewClientWithNoCredential(az.AccountURL()+"/lifeboat-other?"+creds.SAS, nil)
+		if _, err := elsewhere.Create(t.Context(), nil); err == nil {
+			t.Fatal("the SAS of one VM created another container")
+		}
+		snap, err := c.NewBlockBlobClient("probe").CreateSnapshot(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{Blob: "probe", Snapshot: *snap.Snapshot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, _ := blob.NewClientWithNoCredential(sc.ContainerURL+"/probe?snapshot="+url.QueryEscape(*snap.Snapshot)+"&"+sc.SAS, nil)
+		if _, err := sb.GetProperties(t.Context(), nil); err != nil {
+			t.Fatalf("read the snapshot with its SAS: %v", err)
+		}
+		_, err = h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{Blob: "probe"})
+		wantFields(t, err, "snapshot")
+		// A finished task gets nothing more.
+		complete(t, h, host.ID, check, models.TaskOutcome{Result: "{}"})
+		if _, err := h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{}); !errors.Is(err, models.ErrLeaseLost) {
+			t.Fatalf("a finished task: %v", err)
+		}
+		// A key the storage refuses is said so, and not retried.
+		if _, err := h.s.UpdateTarget(t.Context(), alice, target.ID, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: az.AccountURL(), Container: "lifeboat", CredentialKind: models.CredentialAccountKey, Credential: "AAAA" + azuritetest.Key[4:]}); err != nil {
+			t.Fatal(err)
+		}
+		create := leaseOne(t, h, host.ID, agentproto.TaskCreateReplica)
+		_, err = h.s.StorageCredentials(t.Context(), host.ID, create.ID, agentproto.StorageCredentialsRequest{})
+		var se *models.StorageError
+		if !errors.As(err, &se) || se.Code != "storage_access_denied" || se.Recoverable {
+			t.Fatalf("a refused key: %v", err)
+		}
+	})
+}
+
+func TestDirectoryTasksGetNoSAS(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		_, host, _ := protectedVM(t, h)
+		check := leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck)
+		_, err := h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{})
+		wantConflict(t, err, "target_not_azure")
+	})
+}
+
+func TestTargetContainerLeavesRoomForTheVMID(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		_, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: "https://acct.blob.core.windows.net", Container: strings.Repeat("a", 37), CredentialKind: models.CredentialAccountKey,
+			Credential: "c2VjcmV0LWFjY291bnQta2V5LW9mLWxpZmVib2F0"})
+		wantFields(t, err, "container")
 	})
 }
 

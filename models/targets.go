@@ -37,8 +37,11 @@ func validateTarget(in *TargetInput, creating bool) error {
 		validateAccountURL(v, strings.TrimSpace(in.AccountURL))
 		in.AccountURL = strings.TrimRight(strings.TrimSpace(in.AccountURL), "/")
 		in.Container = strings.TrimSpace(in.Container)
-		if !containerPattern.MatchString(in.Container) {
-			v.Add("container", "must be 3–63 characters of lower-case letters, digits and single hyphens, starting and ending with a letter or digit (Azure's container naming rules)")
+		switch {
+		case !containerPattern.MatchString(in.Container):
+			v.Add("container", "must be 3–%d characters of lower-case letters, digits and single hyphens, starting and ending with a letter or digit (Azure's container naming rules)", maxContainerPrefix)
+		case len(in.Container) > maxContainerPrefix:
+			v.Add("container", "must be at most %d characters: each protected VM gets a container named %s-VMID, and Azure allows 63", maxContainerPrefix, in.Container)
 		}
 		in.Credential = strings.TrimSpace(in.Credential)
 		switch in.CredentialKind {

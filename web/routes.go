@@ -185,4 +185,5 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	agent.POST("/inventory", h.AgentInventory)
 	agent.POST("/tasks/:id/progress", h.AgentTaskProgress)
 	agent.POST("/tasks/:id/result", h.AgentTaskResult)
+	agent.POST("/tasks/:id/storage-credentials", h.AgentStorageCredentials)
 }
