@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"io"
@@ -13,39 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
-
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 )
-
-// keyCredentials signs SAS tokens with the account key, for the test's
-// own reads of what the agent stored.
-type keyCredentials struct {
-	az            *azuritetest.Server
-	containerName string
-}
-
-func (k keyCredentials) sign(v sas.BlobSignatureValues) (blobtarget.SAS, error) {
-	cred, _ := container.NewSharedKeyCredential(azuritetest.Account, azuritetest.Key)
-	v.Protocol, v.ExpiryTime, v.ContainerName = sas.ProtocolHTTPSandHTTP, time.Now().Add(time.Hour), k.containerName
-	q, err := v.SignWithSharedKey(cred)
-	return blobtarget.SAS{ContainerURL: k.az.AccountURL() + "/" + k.containerName, Token: q.Encode(), Expires: v.ExpiryTime}, err
-}
-
-func (k keyCredentials) ContainerSAS(context.Context) (blobtarget.SAS, error) {
-	return k.sign(sas.BlobSignatureValues{Permissions: (&sas.ContainerPermissions{Read: true, List: true}).String()})
-}
-
-func (k keyCredentials) SnapshotSAS(_ context.Context, name, snap string) (blobtarget.SAS, error) {
-	at, err := time.Parse(blob.SnapshotTimeFormat, snap)
-	if err != nil {
-		return blobtarget.SAS{}, err
-	}
-	return k.sign(sas.BlobSignatureValues{BlobName: name, SnapshotTime: at, Permissions: (&sas.BlobPermissions{Read: true}).String()})
-}
 
 func readAzurePoint(t *testing.T, s *blobtarget.Replica, pointID, diskID string) []byte {
 	t.Helper()
@@ -125,7 +94,7 @@ func TestA2DiskVMReplicatesToAzureBlobWithPointsEqualToTheSource(t *testing.T) {
 		t.Fatal("a SAS signature or the account key reached a log")
 	}
 
-	store, err := blobtarget.Open(t.Context(), "db", keyCredentials{az, "lifeboat-" + strings.TrimPrefix(vmID, "vm_")}, blobtarget.Options{})
+	store, err := blobtarget.Open(t.Context(), "db", &azuritetest.KeyCredentials{AccountURL: az.AccountURL(), Container: "lifeboat-" + strings.TrimPrefix(vmID, "vm_"), Key: azuritetest.Key}, blobtarget.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,6 +161,12 @@ func (r *Replica) Check() error {
 	return classify(err)
 }
 
+// BatchBytes is how much a replication hands to one WriteRuns: each call
+// ends when its last page write does, so larger batches keep more writes
+// in flight (64 MiB: within 0.9 × of plain concurrent page writes in make
+// bench, where 32 MiB was 0.6 ×).
+func (r *Replica) BatchBytes() int64 { return 64 << 20 }
+
 // Close releases nothing: the store holds no connections of its own.
 func (r *Replica) Close() error { return nil }
 

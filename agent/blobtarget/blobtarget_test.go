@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
@@ -31,10 +29,9 @@ import (
 // env is one Azurite, one VM container in it, and a store on that
 // container reached with a container SAS, as the vault issues them.
 type env struct {
-	az        *azuritetest.Server
-	admin     *container.Client // with the account key: for the test's own looks
-	store     *blobtarget.Replica
-	sasIssued atomic.Int32
+	az    *azuritetest.Server
+	admin *container.Client // with the account key: for the test's own looks
+	store *blobtarget.Replica
 }
 
 func newEnv(t *testing.T, key string) *env {
@@ -58,45 +55,12 @@ func newEnv(t *testing.T, key string) *env {
 
 func (e *env) open(t *testing.T, key string) *blobtarget.Replica {
 	t.Helper()
-	creds := &testCreds{e: e, key: key}
+	creds := &azuritetest.KeyCredentials{AccountURL: e.az.AccountURL(), Container: "vm-test", Key: key}
 	s, err := blobtarget.Open(context.Background(), "vm", creds, blobtarget.Options{Retry: policy.RetryOptions{MaxRetries: 1, RetryDelay: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// testCreds signs SAS tokens as the vault does, with a key of the test's
-// choice.
-type testCreds struct {
-	e   *env
-	key string
-}
-
-func (c *testCreds) sign(v sas.BlobSignatureValues) (blobtarget.SAS, error) {
-	c.e.sasIssued.Add(1)
-	cred, err := container.NewSharedKeyCredential(azuritetest.Account, c.key)
-	if err != nil {
-		return blobtarget.SAS{}, err
-	}
-	v.Protocol, v.ExpiryTime, v.ContainerName = sas.ProtocolHTTPSandHTTP, time.Now().Add(time.Hour), "vm-test"
-	q, err := v.SignWithSharedKey(cred)
-	if err != nil {
-		return blobtarget.SAS{}, err
-	}
-	return blobtarget.SAS{ContainerURL: c.e.az.AccountURL() + "/vm-test", Token: q.Encode(), Expires: v.ExpiryTime}, nil
-}
-
-func (c *testCreds) ContainerSAS(context.Context) (blobtarget.SAS, error) {
-	return c.sign(sas.BlobSignatureValues{Permissions: (&sas.ContainerPermissions{Read: true, Add: true, Create: true, Write: true, Delete: true, List: true}).String()})
-}
-
-func (c *testCreds) SnapshotSAS(_ context.Context, name, snapshot string) (blobtarget.SAS, error) {
-	at, err := time.Parse(blob.SnapshotTimeFormat, snapshot)
-	if err != nil {
-		return blobtarget.SAS{}, err
-	}
-	return c.sign(sas.BlobSignatureValues{BlobName: name, SnapshotTime: at, Permissions: (&sas.BlobPermissions{Read: true, Delete: true}).String()})
 }
 
 // sourceDisk is a raw disk file with random writes.

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,7 +26,8 @@ import (
 // to four (more only scatters the reads; measured with make bench).
 func HashWorkers() int { return min(max(runtime.NumCPU(), 2), 4) }
 
-// batchBytes bounds the data written between two flushes of the undo log.
+// batchBytes bounds the data written between two flushes of the undo log,
+// unless the store says otherwise (BatchBytes).
 const batchBytes = 32 << 20
 
 // quietFor is how long a file must have gone unmodified before its
@@ -138,51 +140,86 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os
 		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
 	}
 	// Runs go in batches of up to batchBytes: one flush of the undo log
-	// per batch instead of per run.
-	var sent int64
-	var batch []replica.Run
-	var batched int64
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	// (directory) or one round of concurrent page writes (Azure) per batch.
+	// Two buffers: the next batch is read while the last one is written.
+	limit := int64(batchBytes)
+	if b, ok := r.(interface{ BatchBytes() int64 }); ok {
+		limit = b.BatchBytes()
+	}
+	bufs := make(chan []byte, 2)
+	bufs <- make([]byte, limit+blocks.MaxRun)
+	bufs <- make([]byte, limit+blocks.MaxRun)
+	type batch struct {
+		runs  []replica.Run
+		bytes int64
+		buf   []byte
+	}
+	work := make(chan batch, 1)
+	var failed atomic.Bool
+	var sent int64 // the writer's; read after done
+	done := make(chan error, 1)
+	go func() {
+		var first error
+		for b := range work {
+			if first == nil {
+				first = writeBatch(ctx, r, replicaID, b.runs, b.bytes, throttle)
+				if first == nil {
+					sent += b.bytes
+					if last := b.runs[len(b.runs)-1]; progress != nil {
+						progress(last.Offset + int64(len(last.Data)))
+					}
+				} else {
+					failed.Store(true)
+				}
+			}
+			bufs <- b.buf
 		}
-		if throttle != nil {
-			if err := throttle.WaitN(ctx, int(batched)); err != nil {
+		done <- first
+	}()
+	readErr := func() error {
+		cur := batch{buf: <-bufs}
+		for _, e := range blocks.Changed(old[:len(now)], now, size) {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if failed.Load() {
+				return nil // the writer's error is the one to report
+			}
+			if cur.bytes+e.Length > limit {
+				work <- cur
+				cur = batch{buf: <-bufs}
+			}
+			b := cur.buf[cur.bytes : cur.bytes+e.Length]
+			if _, err := src.ReadAt(b, e.Offset); err != nil {
+				return &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+			}
+			cur.runs = append(cur.runs, replica.Run{Offset: e.Offset, Data: b})
+			cur.bytes += e.Length
 		}
-		if err := r.WriteRuns(replicaID, batch); err != nil {
-			return TargetError(err)
-		}
-		last := batch[len(batch)-1]
-		sent += batched
-		batch, batched = batch[:0], 0
-		if progress != nil {
-			progress(last.Offset + int64(len(last.Data)))
+		if len(cur.runs) > 0 {
+			work <- cur
 		}
 		return nil
+	}()
+	close(work)
+	writeErr := <-done
+	if writeErr != nil {
+		return sent, writeErr
 	}
-	buf := make([]byte, batchBytes+blocks.MaxRun)
-	for _, e := range blocks.Changed(old[:len(now)], now, size) {
-		if err := ctx.Err(); err != nil {
-			return sent, err
+	return sent, readErr
+}
+
+// writeBatch paces and writes one batch of runs.
+func writeBatch(ctx context.Context, r replica.Store, replicaID string, runs []replica.Run, n int64, throttle Throttle) error {
+	if throttle != nil {
+		if err := throttle.WaitN(ctx, int(n)); err != nil {
+			return err
 		}
-		if batched+e.Length > batchBytes {
-			if err := flush(); err != nil {
-				return sent, err
-			}
-		}
-		b := buf[batched : batched+e.Length]
-		if _, err := src.ReadAt(b, e.Offset); err != nil {
-			return sent, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
-		}
-		batch = append(batch, replica.Run{Offset: e.Offset, Data: b})
-		batched += e.Length
 	}
-	if err := flush(); err != nil {
-		return sent, err
+	if err := r.WriteRuns(replicaID, runs); err != nil {
+		return TargetError(err)
 	}
-	return sent, nil
+	return nil
 }
 
 // TargetError classifies a failure of the target: a missing or unwritable

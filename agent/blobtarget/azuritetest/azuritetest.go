@@ -1,18 +1,20 @@
 // Package azuritetest runs a real Azurite (the Azure Storage emulator,
-// installed from npm by scripts/install-test-deps.sh) for tests: one
-// process per test on a free loopback port, its data in the test's
-// temporary directory, so it can be stopped and started again with its
-// blobs intact.
+// installed from npm by scripts/install-test-deps.sh) for tests and the
+// benchmark: one process on a free loopback port, its data in a directory
+// of the caller's, so it can be stopped and started again with its blobs
+// intact.
 package azuritetest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,92 +26,94 @@ const (
 	Key     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
-// Server is a running Azurite.
-type Server struct {
-	t       testing.TB
-	bin     string
-	dir     string
-	port    int
+// Process is a running (or stopped) Azurite.
+type Process struct {
+	bin  string
+	dir  string
+	port int
+
+	mu      sync.Mutex
 	cmd     *exec.Cmd
-	stderr  bytes.Buffer
+	out     bytes.Buffer
 	stopped bool
 }
 
-// AccountURL is the account's blob endpoint, as a target's account URL.
-func (s *Server) AccountURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/%s", s.port, Account)
-}
-
-// Start starts Azurite, or skips the test when it is not installed
-// (fails it instead when LIFEBOAT_REQUIRE_AZURITE is set, as in CI).
-func Start(t testing.TB) *Server {
-	t.Helper()
-	bin, err := binary()
+// Launch starts Azurite with its data in dir.
+func Launch(dir string) (*Process, error) {
+	bin, err := Binary()
 	if err != nil {
-		if os.Getenv("LIFEBOAT_REQUIRE_AZURITE") != "" {
-			t.Fatalf("Azurite is needed and LIFEBOAT_REQUIRE_AZURITE is set: %v; run make test-deps", err)
-		}
-		t.Skipf("Azurite is not installed (%v); make test-deps installs it", err)
+		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
-	s.Restart()
-	t.Cleanup(s.Stop)
-	return s
+	p := &Process{bin: bin, dir: dir, port: port}
+	return p, p.Start()
 }
 
-// Stop stops Azurite; its blobs stay on disk for Restart.
-func (s *Server) Stop() {
-	if s.cmd == nil || s.stopped {
-		return
-	}
-	s.stopped = true
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
+// AccountURL is the account's blob endpoint, as a target's account URL.
+func (p *Process) AccountURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/%s", p.port, Account)
 }
 
-// Restart starts Azurite (again) on the same port and data directory.
-func (s *Server) Restart() {
-	s.t.Helper()
-	s.stderr.Reset()
-	s.cmd = exec.Command(s.bin, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(s.port),
-		"--location", s.dir, "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry")
-	s.cmd.Stdout = &s.stderr
-	s.cmd.Stderr = &s.stderr
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start Azurite: %v", err)
+// Start starts Azurite (again) on the same port and data directory, and
+// waits until it listens.
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out.Reset()
+	p.cmd = exec.Command(p.bin, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(p.port),
+		"--location", p.dir, "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry")
+	p.cmd.Stdout = &p.out
+	p.cmd.Stderr = &p.out
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("start Azurite: %w", err)
 	}
-	s.stopped = false
+	p.stopped = false
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			s.Stop()
-			s.t.Fatalf("Azurite did not listen on port %d within 30 s: %s", s.port, s.stderr.String())
+			p.stopLocked()
+			return fmt.Errorf("Azurite did not listen on port %d within 30 s: %s", p.port, p.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// binary finds scripts/azurite/node_modules/.bin/azurite-blob above the
-// test's directory.
-func binary() (string, error) {
+// Stop stops Azurite; its blobs stay in its directory.
+func (p *Process) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopLocked()
+}
+
+func (p *Process) stopLocked() {
+	if p.cmd == nil || p.stopped {
+		return
+	}
+	p.stopped = true
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Binary finds scripts/azurite/node_modules/.bin/azurite-blob above the
+// working directory.
+func Binary() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -118,7 +122,7 @@ func binary() (string, error) {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
 			bin := filepath.Join(dir, "scripts", "azurite", "node_modules", ".bin", "azurite-blob")
 			if _, err := os.Stat(bin); err != nil {
-				return "", err
+				return "", errors.New(bin + " is missing")
 			}
 			return bin, nil
 		}
@@ -127,5 +131,38 @@ func binary() (string, error) {
 			return "", fmt.Errorf("no go.mod above %s", dir)
 		}
 		dir = parent
+	}
+}
+
+// Server is an Azurite for one test.
+type Server struct {
+	*Process
+	t testing.TB
+}
+
+// Start starts Azurite for the test, or skips the test when it is not
+// installed (fails it instead when LIFEBOAT_REQUIRE_AZURITE is set, as in
+// CI). It stops when the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := Binary(); err != nil {
+		if os.Getenv("LIFEBOAT_REQUIRE_AZURITE") != "" {
+			t.Fatalf("Azurite is needed and LIFEBOAT_REQUIRE_AZURITE is set: %v; run make test-deps", err)
+		}
+		t.Skipf("Azurite is not installed (%v); make test-deps installs it", err)
+	}
+	p, err := Launch(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return &Server{Process: p, t: t}
+}
+
+// Restart starts the stopped Azurite again, failing the test if it cannot.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if err := s.Start(); err != nil {
+		s.t.Fatal(err)
 	}
 }
