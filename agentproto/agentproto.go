@@ -43,7 +43,9 @@ func TaskResultPath(id string) string { return PathTaskPrefix + id + "/result" }
 
 // TaskStorageCredentialsPath is where a task on an Azure Blob target gets
 // its SAS tokens.
-func TaskStorageCredentialsPath(id string) string { return PathTaskPrefix + id + "/storage-credentials" }
+func TaskStorageCredentialsPath(id string) string {
+	return PathTaskPrefix + id + "/storage-credentials"
+}
 
 // StorageCredentialsRequest asks for a SAS for the task's VM container
 // (empty fields), or for one snapshot of one blob in it.
@@ -190,7 +192,7 @@ type ReplicationPayload struct {
 	ProtectionID string `json:"protection_id"`
 	VMID         string `json:"vm_id"` // the VM's id on the host
 	Target       struct {
-		Kind string `json:"kind"` // "directory" or "azure_blob"
+		Kind string `json:"kind"`           // "directory" or "azure_blob"
 		Path string `json:"path,omitempty"` // directory: where the VMs' replicas are
 		// azure_blob: the VM's container; the agent asks the vault for a
 		// SAS to reach it (TaskStorageCredentialsPath).
