@@ -193,6 +193,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	}
 	// One limit for the whole cycle, all disks together.
 	throttle := replicate.NewThrottle(p.BandwidthMbps)
+	transferStart := time.Now()
 	var done int64
 	for _, d := range p.Disks {
 		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, throttle, func(doneInDisk int64) {
@@ -209,11 +210,13 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	if err != nil {
 		return nil, replicate.TargetError(err)
 	}
+	took := time.Since(transferStart)
 	pruned, err := prune(r, captured, time.Duration(p.RetentionHours)*time.Hour)
 	if err != nil {
 		a.log.Warn("retention could not prune recovery points", "error", err)
 	}
-	return agentproto.ReplicateResult{PointID: point.ID, Time: point.Time, Consistency: point.Consistency, SizeBytes: total, BytesSent: sent, Pruned: pruned}, nil
+	return agentproto.ReplicateResult{PointID: point.ID, Time: point.Time, Consistency: point.Consistency, SizeBytes: total, BytesSent: sent,
+		TransferSeconds: took.Seconds(), Pruned: pruned}, nil
 }
 
 // prune deletes points older than retention, oldest first, never the newest.

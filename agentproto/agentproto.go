@@ -225,6 +225,9 @@ type ReplicateResult struct {
 	Consistency string    `json:"consistency"` // crash or app
 	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
 	BytesSent   int64     `json:"bytes_sent"`
+	// TransferSeconds is how long the cycle took from its first read to
+	// its point: with BytesSent, the replication throughput.
+	TransferSeconds float64 `json:"transfer_seconds,omitempty"`
 	Pruned      []string  `json:"pruned"` // point ids deleted by retention
 	// Repaired counts the replica blocks a resync found changed by the
 	// storage (and so sent again).

@@ -46,8 +46,24 @@ type VMJSON struct {
 	LastRecoveryPoint *time.Time `json:"last_recovery_point"`
 	MissingSince      *time.Time `json:"missing_since"`
 	BytesSent         *int64     `json:"bytes_sent"` // replicated so far; null when unprotected
+	LastCycle         *CycleJSON `json:"last_cycle"` // null before the first cycle
 	CreatedAt         time.Time  `json:"created_at"`
 	UpdatedAt         time.Time  `json:"updated_at"`
+}
+
+// CycleJSON is what the last successful replication cycle sent, and how fast.
+type CycleJSON struct {
+	BytesSent             int64   `json:"bytes_sent"`
+	Seconds               float64 `json:"seconds"`
+	ThroughputBytesPerSec float64 `json:"throughput_bytes_per_second"`
+}
+
+// lastCycle is the last cycle of a VM, or nil before the first.
+func lastCycle(v models.VMSummary) *CycleJSON {
+	if v.LastCycleSeconds == nil || *v.LastCycleSeconds <= 0 || v.LastCycleBytes == nil {
+		return nil
+	}
+	return &CycleJSON{BytesSent: *v.LastCycleBytes, Seconds: *v.LastCycleSeconds, ThroughputBytesPerSec: float64(*v.LastCycleBytes) / *v.LastCycleSeconds}
 }
 
 // DiskJSON is one virtual disk of a VM.
@@ -63,7 +79,7 @@ func vmJSON(now time.Time) func(models.VMSummary) VMJSON {
 		out := VMJSON{ID: v.ID, Name: v.Name, HostID: v.HostID, HostName: v.HostName, SiteID: v.SiteID,
 			PowerState: v.PowerState, Disks: make([]DiskJSON, 0, len(v.Disks)), ProtectionState: v.ProtectionState,
 			HealthReasons: make([]string, 0, len(v.HealthReasons)), LastRecoveryPoint: v.LastRecoveryPointAt,
-			MissingSince: v.MissingSince, BytesSent: v.BytesSent, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+			MissingSince: v.MissingSince, BytesSent: v.BytesSent, LastCycle: lastCycle(v), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 		for _, d := range v.Disks {
 			out.Disks = append(out.Disks, DiskJSON{ID: d.ID, Path: d.Path, SizeBytes: d.SizeBytes})
 		}

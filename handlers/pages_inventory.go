@@ -241,9 +241,11 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 			return err
 		}
 		for _, t := range targets {
-			if t.Kind == models.TargetDirectory {
-				v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + t.Path + ")"})
+			where := t.Path
+			if t.Kind == models.TargetAzureBlob {
+				where = "Azure Blob " + t.AccountURL
 			}
+			v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + where + ")"})
 		}
 		return nil
 	}
@@ -251,6 +253,10 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 		return err
 	}
 	v.BytesSent = p.BytesSent
+	if p.LastCycleSeconds > 0 {
+		v.LastCycle = fmt.Sprintf("%s in %.1f s (%s/s)", views.FormatBytes(p.LastCycleBytes), p.LastCycleSeconds,
+			views.FormatBytes(int64(float64(p.LastCycleBytes)/p.LastCycleSeconds)))
+	}
 	if p.LastErrorCode != "" {
 		v.LastError, v.NextRetry = p.LastErrorCode+": "+p.LastErrorMessage, views.FormatTime(p.NextRetryAt)
 	}

@@ -161,6 +161,8 @@ type VMSummary struct {
 	HealthReasons       []string
 	LastRecoveryPointAt *time.Time
 	BytesSent           *int64
+	LastCycleBytes      *int64
+	LastCycleSeconds    *float64
 }
 
 // VMFilter selects VMs. Health "Unprotected" selects VMs without protection.
@@ -179,11 +181,13 @@ type vmRow struct {
 	HealthReasons       *string
 	LastRecoveryPointAt *time.Time
 	BytesSent           *int64
+	LastCycleBytes      *int64
+	LastCycleSeconds    *float64
 }
 
 func (s *Store) vmQuery(ctx context.Context) *gorm.DB {
 	return s.db.WithContext(ctx).Table("vms").
-		Select("vms.*, hosts.name AS host_name, hosts.site_id AS site_id, protections.state AS protection_state, protections.health AS health, protections.health_reasons AS health_reasons, protections.last_recovery_point_at AS last_recovery_point_at, protections.bytes_sent AS bytes_sent").
+		Select("vms.*, hosts.name AS host_name, hosts.site_id AS site_id, protections.state AS protection_state, protections.health AS health, protections.health_reasons AS health_reasons, protections.last_recovery_point_at AS last_recovery_point_at, protections.bytes_sent AS bytes_sent, protections.last_cycle_bytes AS last_cycle_bytes, protections.last_cycle_seconds AS last_cycle_seconds").
 		Joins("JOIN hosts ON hosts.id = vms.host_id").
 		Joins("LEFT JOIN protections ON protections.vm_id = vms.id")
 }
@@ -236,7 +240,8 @@ func (s *Store) GetVM(ctx context.Context, id string) (*VMSummary, error) {
 }
 
 func (r vmRow) summary() VMSummary {
-	v := VMSummary{VM: r.VM, HostName: r.HostName, SiteID: r.SiteID, ProtectionState: StateUnprotected, LastRecoveryPointAt: r.LastRecoveryPointAt, BytesSent: r.BytesSent}
+	v := VMSummary{VM: r.VM, HostName: r.HostName, SiteID: r.SiteID, ProtectionState: StateUnprotected, LastRecoveryPointAt: r.LastRecoveryPointAt, BytesSent: r.BytesSent,
+		LastCycleBytes: r.LastCycleBytes, LastCycleSeconds: r.LastCycleSeconds}
 	if r.ProtectionState != nil {
 		v.ProtectionState = *r.ProtectionState
 	}

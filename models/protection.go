@@ -278,6 +278,7 @@ func recordCycle(tx *gorm.DB, now time.Time, t *Task, result string) error {
 	}
 	return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{
 		"last_recovery_point_at": point.Time, "last_cycle_at": now, "bytes_sent": gorm.Expr("bytes_sent + ?", r.BytesSent),
+		"last_cycle_bytes": r.BytesSent, "last_cycle_seconds": r.TransferSeconds,
 		"failures": 0, "first_failure_at": nil, "next_retry_at": nil, "last_error_code": "", "last_error_message": "",
 		"health": HealthNormal, "health_reasons": "[]",
 	}).Error

@@ -173,6 +173,8 @@ type Protection struct {
 	LastCycleAt         *time.Time // when the last replication cycle ended, well or not
 	Failures            int        `gorm:"not null;default:0"` // consecutive failed cycles
 	BytesSent           int64      `gorm:"not null;default:0"`
+	LastCycleBytes      int64      `gorm:"not null;default:0"` // sent by the last successful cycle
+	LastCycleSeconds    float64    `gorm:"not null;default:0"` // its transfer time
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
 }

@@ -84,9 +84,13 @@ func TestA2DiskVMReplicatesToAzureBlobWithPointsEqualToTheSource(t *testing.T) {
 	var vm struct {
 		ProtectionState string `json:"protection_state"`
 		BytesSent       int64  `json:"bytes_sent"`
+		LastCycle       *struct {
+			BytesSent  int64   `json:"bytes_sent"`
+			Throughput float64 `json:"throughput_bytes_per_second"`
+		} `json:"last_cycle"`
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
-	if vm.ProtectionState != "Protected" || vm.BytesSent != 2<<20 {
+	if vm.ProtectionState != "Protected" || vm.BytesSent != 2<<20 || vm.LastCycle == nil || vm.LastCycle.BytesSent != 2<<20 || vm.LastCycle.Throughput <= 0 {
 		t.Fatalf("after initial replication: %+v (want 2 MiB sent: the data, not the zeros)", vm)
 	}
 	// The agent's log never shows a SAS signature or the key.

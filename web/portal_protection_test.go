@@ -48,7 +48,7 @@ func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
 		if kind == agentproto.TaskReplicate {
 			var pl agentproto.ReplicationPayload
 			json.Unmarshal([]byte(tasks[0].Payload), &pl)
-			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: tv.Clock.T, Consistency: "crash", SizeBytes: 6 << 30, BytesSent: 3 << 20})
+			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: tv.Clock.T, Consistency: "crash", SizeBytes: 6 << 30, BytesSent: 3 << 20, TransferSeconds: 2})
 			result = string(b)
 		}
 		if err := tv.Store.CompleteTask(ctx, s.host, tasks[0].ID, models.TaskOutcome{Result: result}); err != nil {
@@ -57,7 +57,8 @@ func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
 	}
 	_, doc = p.get("/vms/" + s.unprotectedVM)
 	if !strings.Contains(testid(doc, "vm-protection").Text(), "Protected") || testid(doc, "point-row").Length() != 1 ||
-		testid(doc, "point-verify").Length() != 1 || testid(doc, "bytes-sent").Text() != "3.0 MiB" {
+		testid(doc, "point-verify").Length() != 1 || testid(doc, "bytes-sent").Text() != "3.0 MiB" ||
+		testid(doc, "last-cycle").Text() != "3.0 MiB in 2.0 s (1.5 MiB/s)" {
 		html, _ := doc.Find("main").Html()
 		t.Fatalf("protected VM page:\n%s", html)
 	}
