@@ -227,8 +227,8 @@ type ReplicateResult struct {
 	BytesSent   int64     `json:"bytes_sent"`
 	// TransferSeconds is how long the cycle took from its first read to
 	// its point: with BytesSent, the replication throughput.
-	TransferSeconds float64 `json:"transfer_seconds,omitempty"`
-	Pruned      []string  `json:"pruned"` // point ids deleted by retention
+	TransferSeconds float64  `json:"transfer_seconds,omitempty"`
+	Pruned          []string `json:"pruned"` // point ids deleted by retention
 	// Repaired counts the replica blocks a resync found changed by the
 	// storage (and so sent again).
 	Repaired int64 `json:"repaired_blocks,omitempty"`
