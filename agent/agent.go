@@ -121,6 +121,7 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, opts options, log *slog.L
 		agentproto.TaskReplicate:       a.replicate,
 		agentproto.TaskVerify:          a.verifyTask,
 		agentproto.TaskResync:          a.resync,
+		agentproto.TaskDeleteReplica:   a.deleteReplica,
 	}
 	a.info = agentInfo(filedisk.Name)
 	a.info.Features = features(a.kinds)

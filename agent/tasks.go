@@ -21,7 +21,7 @@ import (
 // not sent again, and the point is made only at its end.
 func idempotent(kind string) bool {
 	switch kind {
-	case agentproto.TaskCheckPrerequisites, agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, agentproto.TaskVerify, agentproto.TaskResync:
+	case agentproto.TaskCheckPrerequisites, agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, agentproto.TaskVerify, agentproto.TaskResync, agentproto.TaskDeleteReplica:
 		return true
 	}
 	return false

@@ -172,6 +172,9 @@ const (
 	// matches their recorded hash are marked unknown, then a cycle sends
 	// every block that differs from the source, and makes a point.
 	TaskResync = "resync"
+	// TaskDeleteReplica deletes a VM's replicas and recovery points from
+	// the target (protection disabled with its data deleted).
+	TaskDeleteReplica = "delete_replica"
 )
 
 // VerifyResult is the result of TaskVerify.

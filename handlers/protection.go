@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -59,13 +60,36 @@ func (h *Handlers) APIEnableProtection(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
 }
 
-// APIDisableProtection answers DELETE /api/v1/vms/{id}/protection. The
-// replica data stays on the target.
+// replicaDataChoice reads ?replica_data= (or the form field): "keep" (the
+// default) or "delete".
+func replicaDataChoice(c echo.Context) (bool, error) {
+	switch v := c.FormValue("replica_data"); v {
+	case "", "keep":
+		return false, nil
+	case "delete":
+		return true, nil
+	default:
+		return false, &models.ValidationError{Fields: []models.FieldError{{Field: "replica_data", Reason: fmt.Sprintf("must be keep or delete, not %q", v)}}}
+	}
+}
+
+// APIDisableProtection answers DELETE /api/v1/vms/{id}/protection. With
+// replica_data=keep (the default) the replicas stay on the target: 204.
+// With replica_data=delete a job deletes them: 202 with the job.
 func (h *Handlers) APIDisableProtection(c echo.Context) error {
-	if err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+	deleteData, err := replicaDataChoice(c)
+	if err != nil {
 		return err
 	}
-	return c.NoContent(http.StatusNoContent)
+	job, err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id"), deleteData)
+	if err != nil {
+		return err
+	}
+	if job == nil {
+		return c.NoContent(http.StatusNoContent)
+	}
+	h.wakeVMHost(c)
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
 }
 
 // APIListRecoveryPoints answers GET /api/v1/vms/{id}/recovery-points.
@@ -96,10 +120,19 @@ func (h *Handlers) EnableProtection(c echo.Context) error {
 
 // DisableProtection handles POST /vms/{id}/protection/delete.
 func (h *Handlers) DisableProtection(c echo.Context) error {
-	if err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+	deleteData, err := replicaDataChoice(c)
+	if err != nil {
 		return err
 	}
-	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Protection disabled. The replicas stay on the target.")
+	job, err := h.store.DisableProtection(c.Request().Context(), actor(c), c.Param("id"), deleteData)
+	if err != nil {
+		return err
+	}
+	if job == nil {
+		return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Protection disabled. The replicas stay on the target.")
+	}
+	h.wakeVMHost(c)
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Disabling protection: the host's agent deletes the replicas and their recovery points.")
 }
 
 func (h *Handlers) startVerify(c echo.Context) (*models.Job, error) {

@@ -56,11 +56,14 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		case len(vm.Disks) == 0:
 			return &ConflictError{Code: "vm_has_no_disks", Message: "the host reports no disk for this VM; there is nothing to replicate"}
 		}
-		var existing int64
-		if err := tx.Model(&Protection{}).Where("vm_id = ?", vm.ID).Count(&existing).Error; err != nil {
+		var existing []Protection
+		if err := tx.Where("vm_id = ?", vm.ID).Limit(1).Find(&existing).Error; err != nil {
 			return err
 		}
-		if existing > 0 {
+		if len(existing) > 0 && existing[0].State == StateDisablingProtection {
+			return &ConflictError{Code: "already_protected", Message: "the VM's replica data is being deleted; wait for its Disable protection job to end (or disable again, keeping the data) before protecting it again"}
+		}
+		if len(existing) > 0 {
 			return &ConflictError{Code: "already_protected", Message: "the VM is already protected; disable its protection first to change policy or target"}
 		}
 		p := Protection{ID: NewID(prefixProtection), VMID: vm.ID, PolicyID: policy.ID, TargetID: target.ID, State: StateEnablingProtection, Health: HealthNormal}
@@ -118,16 +121,26 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 	return &job, nil
 }
 
-// DisableProtection stops protecting a VM. The replicas stay on the target
-// (deleting them is not built yet); the VM's recovery points are forgotten.
-func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string) error {
+// JobDisableProtection is the job that deletes a VM's replica data when
+// its protection is disabled.
+const JobDisableProtection = "Disable protection"
+
+// DisableProtection stops protecting a VM. With deleteData false the
+// replicas stay on the target and the VM is Unprotected at once. With
+// deleteData true the protection moves to DisablingProtection and a
+// "Disable protection" job has the host's agent delete the replicas and
+// their recovery points; the VM is Unprotected when that succeeds. If it
+// fails, the protection stays, Critical, and disabling again (either way)
+// is the way out. Replication tasks in flight are cancelled either way.
+func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string, deleteData bool) (*Job, error) {
 	now := s.Now()
-	return s.tx(ctx, func(tx *gorm.DB) error {
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var p Protection
 		if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
 			return err
 		}
-		if err := CheckTransition(p.State, StateDisablingProtection); err != nil && p.State != StateEnablingProtection {
+		if err := CheckTransition(p.State, StateDisablingProtection); err != nil && p.State != StateEnablingProtection && p.State != StateDisablingProtection {
 			return err
 		}
 		var tasks []Task
@@ -139,16 +152,53 @@ func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string) err
 				return err
 			}
 		}
-		for _, m := range []any{&RecoveryPoint{}, &ReplicaDisk{}} {
-			if err := tx.Where("protection_id = ?", p.ID).Delete(m).Error; err != nil {
+		if !deleteData {
+			if err := forgetProtection(tx, p.ID); err != nil {
 				return err
 			}
+			return s.audit(tx, a, "protection.disable", "vm", vmID, "", map[string]string{"replica_data": "kept on the target"})
 		}
-		if err := tx.Delete(&p).Error; err != nil {
+		var vm VM
+		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
 			return err
 		}
-		return s.audit(tx, a, "protection.disable", "vm", vmID, "", map[string]string{"replica_data": "kept on the target"})
+		var target Target
+		if err := tx.First(&target, "id = ?", p.TargetID).Error; err != nil {
+			return err
+		}
+		payload := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: vm.ExternalID}
+		payload.Target.Kind, payload.Target.Path = target.Kind, target.Path
+		if target.Kind == TargetAzureBlob {
+			payload.Target.ContainerURL = VMContainerURL(&target, vm.ID)
+		}
+		b, _ := json.Marshal(payload)
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateDisablingProtection,
+			"next_retry_at": nil}).Error; err != nil {
+			return err
+		}
+		created, err := createOneStepJob(tx, now, a, Job{Type: JobDisableProtection, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
+			"Delete replica data", Task{HostID: vm.HostID, ProtectionID: p.ID, Kind: agentproto.TaskDeleteReplica, Payload: string(b)})
+		if err != nil {
+			return err
+		}
+		job = created
+		return s.audit(tx, a, "protection.disable", "vm", vmID, vm.Name, map[string]string{"replica_data": "deleted by job " + created.ID})
 	})
+	if err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+// forgetProtection removes a protection and what the vault knows of its
+// replicas.
+func forgetProtection(tx *gorm.DB, protectionID string) error {
+	for _, m := range []any{&RecoveryPoint{}, &ReplicaDisk{}} {
+		if err := tx.Where("protection_id = ?", protectionID).Delete(m).Error; err != nil {
+			return err
+		}
+	}
+	return tx.Where("id = ?", protectionID).Delete(&Protection{}).Error
 }
 
 // GetProtection returns a VM's protection, or ErrNotFound.
@@ -190,6 +240,11 @@ func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) erro
 	}
 	if t.Kind == agentproto.TaskCreateReplica {
 		if err := moveProtection(tx, t.ProtectionID, StateInitialReplication); err != nil {
+			return err
+		}
+	}
+	if t.Kind == agentproto.TaskDeleteReplica {
+		if err := forgetProtection(tx, t.ProtectionID); err != nil {
 			return err
 		}
 	}

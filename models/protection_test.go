@@ -92,8 +92,59 @@ func TestAFailedStepFailsTheJobSkipsTheRestAndMarksTheVMCritical(t *testing.T) {
 		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.Health != models.HealthCritical {
 			t.Fatalf("health %s", p.Health)
 		}
-		if err := h.s.DisableProtection(t.Context(), alice, vm.ID); err != nil {
+		if _, err := h.s.DisableProtection(t.Context(), alice, vm.ID, false); err != nil {
 			t.Fatalf("disable after a failed enable: %v", err)
+		}
+	})
+}
+
+func TestDisablingWithDeleteRunsAJobThatForgetsTheProtectionOnlyWhenTheDataIsGone(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := protectedVM(t, h)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+
+		job, err := h.s.DisableProtection(t.Context(), alice, vm.ID, true)
+		if err != nil || job == nil || job.Type != models.JobDisableProtection {
+			t.Fatalf("disable with delete: %+v %v", job, err)
+		}
+		p, _ := h.s.GetProtection(t.Context(), vm.ID)
+		if p.State != models.StateDisablingProtection {
+			t.Fatalf("state %s, want DisablingProtection while the data is deleted", p.State)
+		}
+		if q, _ := h.s.ScheduleReplications(t.Context()); len(q) != 0 {
+			t.Fatal("a cycle was scheduled for a VM being disabled")
+		}
+		_, err = h.s.EnableProtection(t.Context(), alice, vm.ID, p.PolicyID, p.TargetID)
+		wantConflict(t, err, "already_protected")
+		// The agent fails once for good: the protection stays, Critical.
+		del := leaseOne(t, h, host.ID, agentproto.TaskDeleteReplica)
+		var pl agentproto.ReplicationPayload
+		json.Unmarshal([]byte(del.Payload), &pl)
+		if pl.Target.Kind != models.TargetDirectory || pl.Target.Path == "" || pl.VMID == "" {
+			t.Fatalf("delete payload %+v", pl)
+		}
+		complete(t, h, host.ID, del, models.TaskOutcome{ErrorCode: "target_not_writable", Message: "read-only"})
+		if p, _ = h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateDisablingProtection || p.Health != models.HealthCritical {
+			t.Fatalf("after a failed delete: %s %s", p.State, p.Health)
+		}
+		// Disabling again starts a new job; when it succeeds the VM is
+		// unprotected and its points are forgotten.
+		job, err = h.s.DisableProtection(t.Context(), alice, vm.ID, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskDeleteReplica), models.TaskOutcome{Result: "{}"})
+		if _, err := h.s.GetProtection(t.Context(), vm.ID); !errors.Is(err, models.ErrNotFound) {
+			t.Fatalf("protection after the delete job: %v", err)
+		}
+		if got, _ := h.s.GetJob(t.Context(), job.ID); got.State != models.JobSucceeded {
+			t.Fatalf("job %s", got.State)
+		}
+		if points, _, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID, models.Page{Limit: 10}); len(points) != 0 {
+			t.Fatalf("points left: %d", len(points))
 		}
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 )
@@ -152,5 +154,31 @@ func TestA2DiskVMReplicatesToAzureBlobWithPointsEqualToTheSource(t *testing.T) {
 	}, v.proc, agent)
 	if job.State != "Succeeded" {
 		t.Fatalf("verify of a clean Azure point: %+v\n%s", job, agent.out.String())
+	}
+
+	// Disable protection, deleting the data: the job's agent task empties
+	// the VM's container, and the VM is Unprotected.
+	if status := v.do(http.MethodDelete, "/api/v1/vms/"+vmID+"/protection?replica_data=delete", nil, &accepted); status != http.StatusAccepted {
+		t.Fatalf("disable with delete: %d", status)
+	}
+	eventually(t, "the Disable protection job ends", func() bool {
+		v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
+		return job.State == "Succeeded" || job.State == "Failed"
+	}, v.proc, agent)
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	if job.State != "Succeeded" || vm.ProtectionState != "Unprotected" {
+		t.Fatalf("after disable with delete: job %+v, VM %s", job, vm.ProtectionState)
+	}
+	cred, _ := container.NewSharedKeyCredential(azuritetest.Account, azuritetest.Key)
+	c, _ := container.NewClientWithSharedKeyCredential(az.AccountURL()+"/lifeboat-"+strings.TrimPrefix(vmID, "vm_"), cred, nil)
+	pager := c.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Include: container.ListBlobsInclude{Snapshots: true}})
+	for pager.More() {
+		page, err := pager.NextPage(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(page.Segment.BlobItems); n != 0 {
+			t.Fatalf("%d blobs or snapshots left after deleting the replica data", n)
+		}
 	}
 }

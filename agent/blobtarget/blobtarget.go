@@ -665,6 +665,40 @@ func (r *Replica) DeletePoint(id string) error {
 	return nil
 }
 
+// DeleteAll deletes every blob in the VM's container, snapshots included:
+// manifests first, so no point is listed whose snapshots are going. The
+// empty container stays (a container SAS cannot delete it); it costs
+// nothing.
+func (r *Replica) DeleteAll() error {
+	for _, prefix := range []string{"points/", ""} {
+		var names []string
+		pager := r.client.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: to.Ptr(prefix)})
+		for pager.More() {
+			resp, err := pager.NextPage(r.ctx)
+			if err != nil {
+				return classify(err)
+			}
+			for _, b := range resp.Segment.BlobItems {
+				names = append(names, *b.Name)
+			}
+		}
+		err := r.parallel(len(names), func(i int) error {
+			_, err := r.client.NewBlobClient(names[i]).Delete(r.ctx, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
+			if bloberror.HasCode(err, bloberror.BlobNotFound) {
+				return nil
+			}
+			return classify(err)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.disks = map[string]*disk{}
+	r.mu.Unlock()
+	return nil
+}
+
 // pointReader reads a disk's data snapshot by ranges.
 type pointReader struct {
 	ctx  context.Context

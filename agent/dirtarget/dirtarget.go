@@ -123,6 +123,14 @@ func (r *Replica) Close() error {
 	return errors.Join(errs...)
 }
 
+// DeleteAll closes the replica and deletes its directory.
+func (r *Replica) DeleteAll() error {
+	if err := r.Close(); err != nil {
+		return err
+	}
+	return os.RemoveAll(r.dir)
+}
+
 // CreateDisk makes an empty (all zero, sparse) replica for a source disk
 // of size bytes, with its footer and hash file. A replica that exists
 // already is kept.

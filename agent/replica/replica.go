@@ -45,6 +45,10 @@ type Store interface {
 	// replica whose content no longer matches it, and returns their
 	// offsets, so the next cycle sends them again.
 	RepairHashes(diskID string) ([]int64, error)
+	// DeleteAll deletes every replica and recovery point of the VM (its
+	// protection was disabled with its data deleted). The store is unusable
+	// after it.
+	DeleteAll() error
 	Close() error
 }
 
