@@ -259,6 +259,9 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 	}
 	if p.LastErrorCode != "" {
 		v.LastError, v.NextRetry = p.LastErrorCode+": "+p.LastErrorMessage, views.FormatTime(p.NextRetryAt)
+		if e, ok := agentproto.LookupError(p.LastErrorCode, "task"); ok {
+			v.LastErrorAction = e.Action
+		}
 	}
 	points, _, err := h.store.ListRecoveryPoints(ctx, v.VM.ID, models.Page{Limit: models.MaxPageSize})
 	if err != nil {

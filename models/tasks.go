@@ -203,9 +203,18 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 			return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobNotStarted,
 				"message": truncate(fmt.Sprintf("attempt %d failed (%s: %s); it will be retried", t.Attempts, o.ErrorCode, o.Message), 2000)}).Error
 		default:
-			return finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, "see the host's agent log; fix the cause, then run the job again")
+			return finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, actionFor(o.ErrorCode))
 		}
 	})
+}
+
+// actionFor is what to do about a task error: the error table's advice
+// (agentproto.Errors), or the general one for a code it does not know.
+func actionFor(code string) string {
+	if e, ok := agentproto.LookupError(code, "task"); ok {
+		return e.Action
+	}
+	return "see the host's agent log; fix the cause, then run the job again"
 }
 
 // ReapExpiredLeases returns tasks whose lease ran out to the queue, with

@@ -1,0 +1,113 @@
+package agentproto
+
+// ErrorInfo describes one error code a user can see: in an API answer, on
+// a portal page, or as the error of a task and its job. The table below is
+// the one place they are listed; docs/errors.md is generated from it
+// (go test ./agentproto -run TestErrorsDoc -update), and a test fails when
+// the code uses a code the table lacks, or the document differs.
+type ErrorInfo struct {
+	Code    string
+	Where   string // "API" (and portal), "agent endpoint", or "task" (a job's error)
+	Status  int    // the HTTP status, for API and agent endpoint errors
+	Message string // what happened
+	Cause   string // the likely cause
+	Action  string // what to do
+	// Retried says the vault retries a task failing with it on the back-off
+	// schedule (recoverable); otherwise the job fails at once.
+	Retried bool
+}
+
+// Errors is every user-visible error, by area.
+var Errors = []ErrorInfo{
+	// The API and the portal.
+	{Code: "validation_failed", Where: "API", Status: 400, Message: "The request has invalid fields.", Cause: "A field is missing, malformed or out of range; details.fields names each.", Action: "Correct the named fields and send the request again."},
+	{Code: "invalid_json", Where: "API", Status: 400, Message: "The body is not valid JSON of the expected shape.", Cause: "A syntax error, or a value of the wrong type.", Action: "Send the body as the OpenAPI document (/api/v1/openapi.json) describes."},
+	{Code: "unknown_field", Where: "API", Status: 400, Message: "The body has a field the API does not know.", Cause: "A typo, or a field of another version.", Action: "Remove or rename the field; the OpenAPI document lists the fields."},
+	{Code: "bad_request", Where: "API", Status: 400, Message: "The request could not be read.", Cause: "A malformed request line, query or form.", Action: "Check the request; the API takes JSON bodies and query parameters as documented."},
+	{Code: "body_too_large", Where: "API", Status: 413, Message: "The request body is larger than the vault accepts (1 MiB).", Cause: "An oversized upload or a runaway client.", Action: "Send a smaller body."},
+	{Code: "unsupported_media_type", Where: "API", Status: 415, Message: "The body is not application/json.", Cause: "A missing or wrong Content-Type header.", Action: "Send Content-Type: application/json."},
+	{Code: "unauthenticated", Where: "API", Status: 401, Message: "Log in first.", Cause: "No session or token, or an expired or revoked one.", Action: "Log in, or create a new API token under Account."},
+	{Code: "bad_credentials", Where: "API", Status: 401, Message: "The user name or password is wrong.", Cause: "A typo, or a changed password.", Action: "Try again; an Owner can reset the password under Users."},
+	{Code: "token_invalid", Where: "API", Status: 401, Message: "The API token is unknown, expired or revoked.", Cause: "The token was revoked or its expiry passed.", Action: "Create a new token under Account → Tokens."},
+	{Code: "too_many_login_attempts", Where: "API", Status: 429, Message: "Too many failed logins from this address or for this user.", Cause: "Repeated wrong passwords (perhaps an attack).", Action: "Wait for the time the message gives, then log in with the right password."},
+	{Code: "forbidden", Where: "API", Status: 403, Message: "Your role does not allow this.", Cause: "The route needs a higher role (Reader < Operator < Contributor < Owner).", Action: "Ask an Owner for the role, or for the change."},
+	{Code: "csrf_invalid", Where: "API", Status: 403, Message: "The form's security token is missing or stale.", Cause: "The page was open for long, or was submitted from elsewhere.", Action: "Reload the page and submit the form again."},
+	{Code: "not_found", Where: "API", Status: 404, Message: "No such object.", Cause: "A wrong id, or the object was deleted.", Action: "List the objects to find the right id."},
+	{Code: "route_not_found", Where: "API", Status: 404, Message: "There is no page or API call at this address.", Cause: "A typo in the path, or a call of another version.", Action: "Check the path against the OpenAPI document."},
+	{Code: "method_not_allowed", Where: "API", Status: 405, Message: "This address does not accept this HTTP method.", Cause: "For example a PUT where the API takes PATCH.", Action: "Use the method the OpenAPI document gives."},
+	{Code: "conflict", Where: "API", Status: 409, Message: "The change conflicts with the current state.", Cause: "Another change was made at the same time.", Action: "Reload the object and try again."},
+	{Code: "name_taken", Where: "API", Status: 409, Message: "Another object of this kind has that name.", Cause: "Names are unique per kind.", Action: "Choose another name."},
+	{Code: "last_owner", Where: "API", Status: 409, Message: "The last Owner cannot be removed or demoted.", Cause: "The vault always keeps one Owner.", Action: "Make another user Owner first."},
+	{Code: "site_has_hosts", Where: "API", Status: 409, Message: "A site with hosts cannot be deleted.", Cause: "Hosts still belong to it.", Action: "Remove its hosts first."},
+	{Code: "policy_in_use", Where: "API", Status: 409, Message: "A policy that protects VMs cannot be deleted.", Cause: "Protected VMs use it.", Action: "Disable their protection or protect them with another policy first."},
+	{Code: "target_in_use", Where: "API", Status: 409, Message: "A target in use cannot be deleted or change kind.", Cause: "Protected VMs replicate to it.", Action: "Disable their protection first, or create a new target."},
+	{Code: "already_protected", Where: "API", Status: 409, Message: "The VM is already protected, or its replica data is being deleted.", Cause: "A protection exists for it.", Action: "Disable its protection first (and wait for the Disable protection job), then protect it again."},
+	{Code: "vm_has_no_disks", Where: "API", Status: 409, Message: "The host reports no disk for this VM.", Cause: "The VM has no disk the driver can read.", Action: "Add a disk to the VM, or wait for the next inventory."},
+	{Code: "vm_not_found", Where: "API", Status: 409, Message: "The host no longer reports this VM.", Cause: "The VM was deleted or moved on its host.", Action: "Check the VM on its host; disable its protection if it is gone for good."},
+	{Code: "host_removed", Where: "API", Status: 409, Message: "The VM's host was removed from the vault.", Cause: "An operator removed the host.", Action: "Register the host again with a new registration key."},
+	{Code: "invalid_protection_state", Where: "API", Status: 409, Message: "The VM's protection state does not allow this.", Cause: "For example a resync of a VM that is still enabling protection.", Action: "Wait for the running job to end, or follow the state's next step."},
+	{Code: "replication_busy", Where: "API", Status: 409, Message: "A replication task of this VM is running.", Cause: "A cycle or resync is in progress.", Action: "Wait for it to end, then try again."},
+	{Code: "job_ended", Where: "API", Status: 409, Message: "The job has ended; it cannot be cancelled.", Cause: "It succeeded, failed or was cancelled already.", Action: "None."},
+	{Code: "agents_disabled", Where: "API", Status: 409, Message: "The agent endpoint is off on this vault.", Cause: "The vault runs without its agent CA.", Action: "Start the vault with its data directory intact (data/tls)."},
+	{Code: "target_not_azure", Where: "agent endpoint", Status: 409, Message: "The task's target is not Azure Blob storage; it needs no SAS.", Cause: "An agent asked for storage credentials for a directory target.", Action: "Upgrade the agent; this is a bug if it persists."},
+	{Code: "timeout", Where: "API", Status: 503, Message: "The vault took too long to answer.", Cause: "A slow database or a very large request.", Action: "Try again; check the database if it persists."},
+	{Code: "unavailable", Where: "API", Status: 503, Message: "The vault is busy.", Cause: "It is shutting down or overloaded.", Action: "Try again in a moment."},
+	{Code: "internal_error", Where: "API", Status: 500, Message: "The vault failed to handle the request.", Cause: "A bug or a database failure; the vault's log has it under the request id.", Action: "Report it with the request id from the X-Request-Id header."},
+
+	// The agent endpoint (what agents see; they say so in their logs).
+	{Code: "invalid_request", Where: "agent endpoint", Status: 400, Message: "The agent's request is malformed.", Cause: "An agent of another version, or a bug.", Action: "Upgrade the agent to the vault's version."},
+	{Code: "invalid_csr", Where: "agent endpoint", Status: 400, Message: "The agent's certificate request is not valid.", Cause: "A corrupt state directory or a bug.", Action: "Register the agent again."},
+	{Code: "invalid_inventory", Where: "agent endpoint", Status: 400, Message: "The agent's inventory is not valid.", Cause: "A VM or disk the vault cannot record (a bad name or size).", Action: "Check the VM directory the message names."},
+	{Code: "invalid_result", Where: "agent endpoint", Status: 400, Message: "The agent's task result is not valid.", Cause: "A bug in the agent.", Action: "Upgrade the agent."},
+	{Code: CodeRegistrationKey, Where: "agent endpoint", Status: 401, Message: "The registration key is unknown, used or expired.", Cause: "Keys are one-time and expire.", Action: "Download a new key from the site's page and register again."},
+	{Code: CodeIncompatibleProtocol, Where: "agent endpoint", Status: 400, Message: "The agent speaks another protocol version.", Cause: "The agent and the vault are of different releases.", Action: "Upgrade the agent (or the vault) so both speak the same version."},
+	{Code: "task_not_found", Where: "agent endpoint", Status: 404, Message: "The host has no such task.", Cause: "The task was deleted or belongs to another host.", Action: "None: the agent drops it."},
+	{Code: CodeLeaseLost, Where: "agent endpoint", Status: 409, Message: "The task is no longer leased to this host.", Cause: "It was cancelled, finished, or its lease expired while the agent was away.", Action: "None: the agent drops it; the vault runs it again if needed."},
+
+	// Tasks: a job step's error, a VM's last error.
+	{Code: "prerequisites_failed", Where: "task", Message: "A prerequisite of protection failed.", Cause: "A disk is unreadable, the target is not reachable or writable, or space is short; the message lists which.", Action: "Fix what the message lists, then enable protection again."},
+	{Code: "disk_unreadable", Where: "task", Message: "A source disk cannot be read.", Cause: "The disk file was removed, its permissions changed, or an I/O error.", Action: "Check the disk named in the message on the host; the cycle is retried.", Retried: true},
+	{Code: "disk_resized", Where: "task", Message: "A source disk changed size.", Cause: "The disk was grown or shrunk on the host.", Action: "Resizing replicas is not built yet: disable protection and enable it again."},
+	{Code: "invalid_replica", Where: "task", Message: "The replica does not match the source disk's layout.", Cause: "The replica is smaller than the source, or damaged.", Action: "Disable protection (deleting the data) and enable it again."},
+	{Code: "replica_missing", Where: "task", Message: "The VM's replica (container or blob) is gone from the storage.", Cause: "Someone deleted it on the storage account.", Action: "Disable protection and enable it again to make a new replica."},
+	{Code: "replica_mismatch", Where: "task", Message: "A recovery point does not match its recorded hashes.", Cause: "The storage changed replica blocks (bit rot, tampering, a faulty NAS).", Action: "Resynchronize the VM (its page's Resynchronize button); the message lists disks and offsets."},
+	{Code: "target_unavailable", Where: "task", Message: "The replica target cannot be reached.", Cause: "A NAS not mounted, a network outage, or the storage endpoint down.", Action: "Bring the target back; the cycle is retried and no change is lost.", Retried: true},
+	{Code: "target_not_writable", Where: "task", Message: "The replica target refuses writes.", Cause: "Permissions of the target directory, or a read-only mount.", Action: "Let the agent's user write to the target directory; the cycle is retried.", Retried: true},
+	{Code: "target_not_supported", Where: "task", Message: "The agent cannot write to this kind of target.", Cause: "An agent older than the vault.", Action: "Upgrade the agent."},
+	{Code: "storage_access_denied", Where: "task", Message: "Azure Blob storage refused the credentials.", Cause: "The target's account key is wrong or was rotated, or its SAS lacks permissions.", Action: "Enter the current key (or a new SAS) under Settings → Targets, then retry the job."},
+	{Code: "storage_sas_expired", Where: "task", Message: "The target's SAS token has expired.", Cause: "A SAS credential was given with an expiry that passed.", Action: "Put a new SAS under Settings → Targets, or use the account key."},
+	{Code: "storage_throttled", Where: "task", Message: "Azure Blob storage is busy or failing (503/500).", Cause: "Throttling of the account or a service incident.", Action: "None: the cycle is retried on the back-off schedule.", Retried: true},
+	{Code: "storage_timeout", Where: "task", Message: "Azure Blob storage did not answer in time.", Cause: "A slow network or an overloaded account.", Action: "None: the cycle is retried; check the network if it persists.", Retried: true},
+	{Code: "storage_conflict", Where: "task", Message: "Another writer changed the replica at the same time.", Cause: "Two agents or tools wrote to the same container.", Action: "Make sure one host replicates each VM; the cycle is retried.", Retried: true},
+	{Code: "storage_unavailable", Where: "task", Message: "The vault could not reach the storage to create the VM's container.", Cause: "A network outage between the vault and the storage account.", Action: "None: the task is retried.", Retried: true},
+	{Code: "storage_credentials_unavailable", Where: "task", Message: "The agent could not get a SAS from the vault.", Cause: "The vault was unreachable for a moment.", Action: "None: the task is retried.", Retried: true},
+	{Code: "storage_rejected", Where: "task", Message: "The storage refused a request as invalid.", Cause: "An unsupported storage account type, or a Lifeboat bug.", Action: "Use a general-purpose v2 account with page blobs; report it if it persists."},
+	{Code: "freeze_failed", Where: "task", Message: "The freeze command failed; no app-consistent point.", Cause: "The agent's --freeze-command exited non-zero.", Action: "Run the command by hand on the host to see why; the cycle is retried.", Retried: true},
+	{Code: "vm_not_found", Where: "task", Message: "The VM is not on its host any more.", Cause: "The VM's directory was removed or renamed.", Action: "Check the VM on its host; disable its protection if it is gone for good."},
+	{Code: "invalid_payload", Where: "task", Message: "The agent cannot read the task.", Cause: "An agent older or newer than the vault.", Action: "Upgrade the agent to the vault's version."},
+	{Code: "unknown_task_kind", Where: "task", Message: "The agent does not know this kind of task.", Cause: "An agent older than the vault.", Action: "Upgrade the agent."},
+	{Code: "agent_restarted", Where: "task", Message: "The agent restarted while running the task.", Cause: "A crash, reboot or upgrade of the agent.", Action: "None: tasks that can run again do so.", Retried: true},
+	{Code: "task_failed", Where: "task", Message: "The task failed without a more precise code.", Cause: "An unexpected error in the agent; the message says more.", Action: "Read the message and the agent's log on the host."},
+	{Code: "lease_expired", Where: "task", Message: "The agent stopped reporting on the task.", Cause: "The host went down or lost the network mid-task.", Action: "None: the task runs again when the host is back.", Retried: true},
+	{Code: "cancelled", Where: "task", Message: "The task was cancelled.", Cause: "An operator cancelled its job.", Action: "None."},
+	{Code: "protection_disabled", Where: "task", Message: "The task was cancelled because protection was disabled.", Cause: "An operator disabled the VM's protection.", Action: "None."},
+	{Code: "host_revoked", Where: "task", Message: "The task was cancelled because its host was removed.", Cause: "An operator removed the host from the vault.", Action: "Register the host again to protect its VMs."},
+}
+
+// LookupError returns the table's entry for code, preferring one of the
+// given area ("task" for a job's error).
+func LookupError(code, where string) (ErrorInfo, bool) {
+	var found ErrorInfo
+	ok := false
+	for _, e := range Errors {
+		if e.Code == code {
+			if e.Where == where {
+				return e, true
+			}
+			if !ok {
+				found, ok = e, true
+			}
+		}
+	}
+	return found, ok
+}

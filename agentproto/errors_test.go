@@ -1,0 +1,151 @@
+package agentproto
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/errors.md from the table")
+
+const errorsDoc = "../docs/errors.md"
+
+// renderErrorsDoc is docs/errors.md: the table, by area.
+func renderErrorsDoc() []byte {
+	var b bytes.Buffer
+	b.WriteString("# Lifeboat error codes\n\n")
+	b.WriteString("Every error a user can see has a stable code. API answers carry it as `error.code`;\n")
+	b.WriteString("failed jobs show it with the message and what to do; a VM's page shows its last one.\n")
+	b.WriteString("Generated from `agentproto/errors.go` by `go test ./agentproto -run TestErrorsDoc -update`;\n")
+	b.WriteString("do not edit by hand. Retried: the vault retries a task that fails with it on the back-off\n")
+	b.WriteString("schedule (1, 2, 4, 8, 10 minutes, then every 30); otherwise the job fails at once.\n")
+	b.WriteString("An HTTP error without a code of its own answers `http_<status>`, such as `http_418`.\n")
+	for _, area := range []struct{ where, title string }{
+		{"API", "API and portal"}, {"agent endpoint", "Agent endpoint"}, {"task", "Tasks and jobs"},
+	} {
+		fmt.Fprintf(&b, "\n## %s\n\n", area.title)
+		if area.where == "task" {
+			b.WriteString("| code | retried | what happened | likely cause | what to do |\n|---|---|---|---|---|\n")
+		} else {
+			b.WriteString("| code | HTTP | what happened | likely cause | what to do |\n|---|---|---|---|---|\n")
+		}
+		for _, e := range Errors {
+			if e.Where != area.where {
+				continue
+			}
+			second := fmt.Sprint(e.Status)
+			if area.where == "task" {
+				second = map[bool]string{true: "yes", false: "no"}[e.Retried]
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", e.Code, second, e.Message, e.Cause, e.Action)
+		}
+	}
+	return b.Bytes()
+}
+
+func TestErrorsDocIsGeneratedFromTheTable(t *testing.T) {
+	want := renderErrorsDoc()
+	if *update {
+		if err := os.WriteFile(errorsDoc, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(errorsDoc)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("docs/errors.md differs from the table in agentproto/errors.go (%v); run: go test ./agentproto -run TestErrorsDoc -update", err)
+	}
+}
+
+func TestEveryEntryOfTheErrorTableIsComplete(t *testing.T) {
+	seen := map[string]bool{}
+	for _, e := range Errors {
+		key := e.Code + "/" + e.Where
+		switch {
+		case seen[key]:
+			t.Errorf("%s is listed twice", key)
+		case !regexp.MustCompile(`^[a-z][a-z0-9_]*$`).MatchString(e.Code):
+			t.Errorf("%q is not a snake_case code", e.Code)
+		case e.Message == "" || e.Cause == "" || e.Action == "":
+			t.Errorf("%s lacks a message, cause or action", key)
+		case e.Where != "task" && e.Status == 0:
+			t.Errorf("%s lacks its HTTP status", key)
+		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task":
+			t.Errorf("%s: unknown area %q", key, e.Where)
+		}
+		seen[key] = true
+	}
+}
+
+// codePatterns find error codes where the code sets them.
+var codePatterns = []*regexp.Regexp{
+	regexp.MustCompile(`Code:\s*"([a-z0-9_]*[a-z0-9])"`),
+	regexp.MustCompile(`(?:apiError|agentError)\([^,]+,\s*"([a-z0-9_]*[a-z0-9])"`),
+	regexp.MustCompile(`finishTask\([^"]*"[^"]*",\s*"([a-z0-9_]*[a-z0-9])"`),
+	regexp.MustCompile(`\bcode\s*:?=\s*"([a-z0-9_]*[a-z0-9])"`),
+	regexp.MustCompile(`\bcode, msg\s*:?=\s*"([a-z0-9_]*[a-z0-9])"`),
+	regexp.MustCompile(`state, code, msg = [A-Za-z]+, "([a-z0-9_]*[a-z0-9])"`),
+}
+
+// TestEveryErrorCodeTheCodeSetsIsInTheTable reads the project's Go source
+// (not tests): each code it sets must be in the table, and each code of
+// the table must be set somewhere.
+func TestEveryErrorCodeTheCodeSetsIsInTheTable(t *testing.T) {
+	inTable := map[string]bool{}
+	for _, e := range Errors {
+		inTable[e.Code] = true
+	}
+	used := map[string][]string{}
+	var source strings.Builder
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".") && d.Name() != "..") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, "_templ.go") ||
+			strings.HasSuffix(path, "agentproto/errors.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		source.Write(b)
+		for _, re := range codePatterns {
+			for _, m := range re.FindAllSubmatch(b, -1) {
+				used[string(m[1])] = append(used[string(m[1])], path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	for code, where := range used {
+		if !inTable[code] {
+			missing = append(missing, code+" (in "+strings.Join(where, ", ")+")")
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("codes set in the code but missing from agentproto/errors.go:\n%s", strings.Join(missing, "\n"))
+	}
+	constants := map[string]bool{CodeRegistrationKey: true, CodeIncompatibleProtocol: true, CodeLeaseLost: true, CodeUnauthenticated: true}
+	for code := range inTable {
+		if !constants[code] && !strings.Contains(source.String(), `"`+code+`"`) {
+			t.Errorf("%s is in the table but no code sets it: remove it, or it is set in a way the patterns miss", code)
+		}
+	}
+	if len(used) < 40 {
+		t.Fatalf("only %d codes found: the patterns no longer match the code", len(used))
+	}
+}
