@@ -196,10 +196,10 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	transferStart := time.Now()
 	var done int64
 	for _, d := range p.Disks {
-		n, err := replicate.Disk(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, throttle, func(doneInDisk int64) {
+		n, err := replicate.DiskUnlessResync(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, throttle, func(doneInDisk int64) {
 			rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
 				BytesDone: done + doneInDisk, BytesTotal: total})
-		})
+		}, p.ResyncThresholdPercent)
 		if err != nil {
 			return nil, err
 		}

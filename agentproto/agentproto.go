@@ -209,6 +209,11 @@ type ReplicationPayload struct {
 	// quiesces the VM (filedisk: its freeze command) for the cycle. An agent
 	// that cannot quiesce makes a crash-consistent point and says so.
 	AppConsistent bool `json:"app_consistent,omitempty"`
+	// ResyncThresholdPercent, on a scheduled cycle: when a disk's changes
+	// since the last cycle reach this share of its size, the agent sends
+	// nothing more and ends with CodeResyncRequired; the vault then runs a
+	// resync in the policy's resync window. 0: no limit.
+	ResyncThresholdPercent int `json:"resync_threshold_percent,omitempty"`
 	// BandwidthMbps caps the cycle's writes, in Mbit/s (0: no limit): the
 	// policy's limit for work or off hours at the time the cycle starts.
 	BandwidthMbps int `json:"bandwidth_mbps,omitempty"`
@@ -321,4 +326,7 @@ const (
 	CodeIncompatibleProtocol = "incompatible_protocol" // upgrade the agent or the vault
 	CodeRegistrationKey      = "registration_key_invalid"
 	CodeLeaseLost            = "lease_lost" // the task is no longer this host's: drop it
+	// CodeResyncRequired ends a scheduled cycle that found more pending
+	// changes than its payload's ResyncThresholdPercent of a disk.
+	CodeResyncRequired = "resync_required"
 )

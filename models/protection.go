@@ -410,6 +410,7 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			}
 			payload.PointID, payload.RetentionHours = NewID(prefixRecoveryPoint), policy.RetentionHours
 			payload.AppConsistent = false
+			payload.ResyncThresholdPercent = ResyncThresholdPercent
 			payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
 			if policy.AppConsistentFrequencyHours > 0 {
 				var lastApp RecoveryPoint
@@ -430,9 +431,76 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			}
 			queued = append(queued, t)
 		}
-		return nil
+		resyncs, err := s.startWindowResyncs(tx, now, policies)
+		queued = append(queued, resyncs...)
+		return err
 	})
 	return queued, err
+}
+
+// ResyncThresholdPercent is the share of a disk whose changes, pending at
+// a scheduled cycle, make the VM need a resynchronization instead (the
+// reference's 50 %): so much is better sent in the off-hours window.
+const ResyncThresholdPercent = 50
+
+// startWindowResyncs starts the resync of every VM that needs one and whose
+// policy's resync window is open now, unless a task of it is running.
+func (s *Store) startWindowResyncs(tx *gorm.DB, now time.Time, policies map[string]Policy) ([]Task, error) {
+	var ps []Protection
+	if err := tx.Where("state = ? AND health <> ?", StateResyncRequired, HealthCritical).Find(&ps).Error; err != nil {
+		return nil, err
+	}
+	var queued []Task
+	for _, p := range ps {
+		policy, ok := policies[p.PolicyID]
+		if !ok {
+			continue
+		}
+		open, err := InWindow(now, policy.ResyncWindowStart, policy.ResyncWindowEnd, s.loc())
+		if err != nil || !open {
+			continue
+		}
+		var busy int64
+		if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+			return nil, err
+		}
+		if busy > 0 {
+			continue
+		}
+		var vm VM
+		if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
+			return nil, err
+		}
+		job, err := s.startResync(tx, now, SystemActor, p, vm, "started in the policy's resync window")
+		if err != nil {
+			return nil, err
+		}
+		var t Task
+		if err := tx.First(&t, "job_id = ?", job.ID).Error; err != nil {
+			return nil, err
+		}
+		queued = append(queued, t)
+	}
+	return queued, nil
+}
+
+// markResyncRequired moves a protection to ResyncRequired, health Warning,
+// with the reason and when the resync will start.
+func (s *Store) markResyncRequired(tx *gorm.DB, now time.Time, p Protection, why string) error {
+	if CheckTransition(p.State, StateResyncRequired) != nil {
+		return nil
+	}
+	reason := "resynchronization required: " + why
+	var policy Policy
+	if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err == nil {
+		if at, err := NextWindowOpening(now, policy.ResyncWindowStart, policy.ResyncWindowEnd, s.loc()); err == nil {
+			reason += fmt.Sprintf("; it starts by itself in the resync window %s–%s (next: %s) or now with Resynchronize",
+				policy.ResyncWindowStart, policy.ResyncWindowEnd, at.In(s.loc()).Format("2006-01-02 15:04 MST"))
+		}
+	}
+	reasons, _ := json.Marshal([]string{reason})
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateResyncRequired,
+		"health": HealthWarning, "health_reasons": string(reasons), "next_retry_at": nil}).Error
 }
 
 // refreshHealth keeps a protected VM's stored health in step with its RPO:
@@ -565,35 +633,46 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 		if busy > 0 {
 			return &ConflictError{Code: "replication_busy", Message: "a replication task of this VM is running; try again when it ends"}
 		}
-		last, payload, err := lastReplication(tx, p.ID)
-		if err != nil {
-			return err
-		}
-		var policy Policy
-		if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
-			return err
-		}
-		payload.PointID, payload.AppConsistent, payload.BandwidthMbps = NewID(prefixRecoveryPoint), false, BandwidthAt(policy, now, s.loc())
-		b, _ := json.Marshal(payload)
 		var vm VM
 		if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
 			return err
 		}
-		created, err := createOneStepJob(tx, now, a, Job{Type: JobResync, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
-			"Compare block hashes and send the blocks that differ", Task{HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b)})
+		created, err := s.startResync(tx, now, a, p, vm, "started by "+a.Username)
 		if err != nil {
 			return err
 		}
 		job = *created
-		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Update("state", StateResynchronizing).Error; err != nil {
-			return err
-		}
-		return s.audit(tx, a, "protection.resync", "vm", vm.ID, vm.Name, nil)
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &job, nil
+}
+
+// startResync creates the Resynchronize job of a protection and moves it
+// to Resynchronizing.
+func (s *Store) startResync(tx *gorm.DB, now time.Time, a Actor, p Protection, vm VM, why string) (*Job, error) {
+	last, payload, err := lastReplication(tx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	var policy Policy
+	if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
+		return nil, err
+	}
+	payload.PointID, payload.AppConsistent, payload.BandwidthMbps = NewID(prefixRecoveryPoint), false, BandwidthAt(policy, now, s.loc())
+	payload.ResyncThresholdPercent = 0 // a resync sends whatever differs
+	b, _ := json.Marshal(payload)
+	created, err := createOneStepJob(tx, now, a, Job{Type: JobResync, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
+		"Compare block hashes and send the blocks that differ", Task{HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b)})
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Update("state", StateResynchronizing).Error; err != nil {
+		return nil, err
+	}
+	return created, s.audit(tx, a, "protection.resync", "vm", vm.ID, vm.Name, map[string]string{"why": why})
 }
 
 // lastReplication is the protection's newest replication task and its

@@ -389,3 +389,83 @@ func listPoints(t *testing.T, h *harness, vmID string) ([]models.RecoveryPoint, 
 	points, _, err := h.s.ListRecoveryPoints(t.Context(), vmID, models.Page{})
 	return points, err
 }
+
+func TestPendingChangesOverHalfADiskWaitForTheResyncWindowOrTheButton(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := protectedVM(t, h) // default policy: resync window 18:30–06:00, UTC; the clock says 10:00
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+
+		h.advance(6 * time.Minute)
+		if q, err := h.s.ScheduleReplications(t.Context()); err != nil || len(q) != 1 {
+			t.Fatalf("schedule: %v %v", q, err)
+		}
+		cycle := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		var pl agentproto.ReplicationPayload
+		json.Unmarshal([]byte(cycle.Payload), &pl)
+		if pl.ResyncThresholdPercent != 50 {
+			t.Fatalf("a scheduled cycle carries threshold %d, want 50", pl.ResyncThresholdPercent)
+		}
+		complete(t, h, host.ID, cycle, models.TaskOutcome{ErrorCode: agentproto.CodeResyncRequired, Message: "60 % of disk d0 changed"})
+		p, _ := h.s.GetProtection(t.Context(), vm.ID)
+		if p.State != models.StateResyncRequired || p.Health != models.HealthWarning || !strings.Contains(p.HealthReasons, "18:30–06:00") ||
+			!strings.Contains(p.HealthReasons, "60 % of disk d0 changed") || p.Failures != 0 {
+			t.Fatalf("after the threshold: %s %s %s failures %d", p.State, p.Health, p.HealthReasons, p.Failures)
+		}
+		// Outside the window, nothing starts by itself, hour after hour.
+		for range 8 {
+			h.advance(time.Hour) // 10:06 … 18:06
+			if q, _ := h.s.ScheduleReplications(t.Context()); len(q) != 0 {
+				t.Fatalf("at %s something started: %+v", h.clock.T.Format("15:04"), q)
+			}
+		}
+		// 18:36: inside the window, the resync starts, as a job.
+		h.advance(30 * time.Minute)
+		q, err := h.s.ScheduleReplications(t.Context())
+		if err != nil || len(q) != 1 || q[0].Kind != agentproto.TaskResync || q[0].JobID == "" {
+			t.Fatalf("in the window: %+v %v", q, err)
+		}
+		if p, _ = h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateResynchronizing {
+			t.Fatalf("state %s", p.State)
+		}
+		job, _ := h.s.GetJob(t.Context(), q[0].JobID)
+		if job.Type != models.JobResync || job.CreatedBy != "system" {
+			t.Fatalf("job %+v", job)
+		}
+		var rp agentproto.ReplicationPayload
+		json.Unmarshal([]byte(q[0].Payload), &rp)
+		if rp.ResyncThresholdPercent != 0 {
+			t.Fatal("a resync must send whatever differs, with no threshold")
+		}
+		if again, _ := h.s.ScheduleReplications(t.Context()); len(again) != 0 {
+			t.Fatalf("a second resync started: %+v", again)
+		}
+	})
+}
+
+func TestTheResynchronizeButtonStartsAtOnceOutsideTheWindow(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := protectedVM(t, h)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+		h.advance(6 * time.Minute)
+		h.s.ScheduleReplications(t.Context())
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskReplicate), models.TaskOutcome{ErrorCode: agentproto.CodeResyncRequired, Message: "much changed"})
+		job, err := h.s.StartResync(t.Context(), alice, vm.ID) // 10:06, outside 18:30–06:00
+		if err != nil {
+			t.Fatal(err)
+		}
+		resync := leaseOne(t, h, host.ID, agentproto.TaskResync)
+		if resync.JobID != job.ID {
+			t.Fatalf("task of job %s, want %s", resync.JobID, job.ID)
+		}
+		complete(t, h, host.ID, resync, cycleResult(resync, h.clock.T))
+		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateProtected || p.Health != models.HealthNormal {
+			t.Fatalf("after the resync: %s %s", p.State, p.Health)
+		}
+	})
+}

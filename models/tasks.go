@@ -192,6 +192,13 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 			if err := finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, ""); err != nil {
 				return err
 			}
+			if o.ErrorCode == agentproto.CodeResyncRequired {
+				var p Protection
+				if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+					return err
+				}
+				return s.markResyncRequired(tx, now, p, o.Message)
+			}
 			return recordCycleFailure(tx, now, t, o)
 		case t.CancelRequest:
 			return finishTask(tx, now, t, TaskCancelled, o.Result, "cancelled", "cancelled by an operator", "")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -42,13 +43,21 @@ const quietFor = 2 * time.Second
 // A source file whose size, inode, modification and change times are those
 // recorded when the replica last equalled it is not read at all.
 func Disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, error) {
-	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress)
+	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress, 0)
 	return sent, err
 }
 
 // DiskSkipped is Disk that also says whether the file was skipped unread.
 func DiskSkipped(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
-	return disk(ctx, r, replicaID, path, size, throttle, progress)
+	return disk(ctx, r, replicaID, path, size, throttle, progress, 0)
+}
+
+// DiskUnlessResync is Disk for a scheduled cycle: when the blocks that
+// differ reach limitPercent of the disk (0: no limit), it sends nothing
+// and returns a CodeResyncRequired task error.
+func DiskUnlessResync(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, error) {
+	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress, limitPercent)
+	return sent, err
 }
 
 // Throttle paces the bytes written; nil writes at full speed.
@@ -88,7 +97,7 @@ func signature(fi os.FileInfo) *replica.SourceSignature {
 	return &replica.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
 }
 
-func disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
+func disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, bool, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return 0, false, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
@@ -102,7 +111,11 @@ func disk(ctx context.Context, r replica.Store, replicaID, path string, size int
 	if synced, err := r.SyncedSignature(replicaID); err == nil && before != nil && synced != nil && *synced == *before {
 		return 0, true, nil
 	}
-	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, throttle, progress)
+	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, throttle, progress, limitPercent)
+	var te *agentproto.TaskError
+	if errors.As(err, &te) && te.Code == agentproto.CodeResyncRequired {
+		return 0, false, err // nothing was written
+	}
 	if err != nil {
 		// Whatever was written, the replica no longer matches a known state.
 		_ = r.SetSyncedSignature(replicaID, nil)
@@ -123,7 +136,7 @@ func disk(ctx context.Context, r replica.Store, replicaID, path string, size int
 	return sent, false, nil
 }
 
-func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64)) (int64, error) {
+func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, error) {
 	path := src.Name()
 	if fi.Size() != size {
 		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
@@ -138,6 +151,18 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os
 	}
 	if len(old) < len(now) {
 		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
+	}
+	changed := blocks.Changed(old[:len(now)], now, size)
+	if limitPercent > 0 {
+		var pending int64
+		for _, e := range changed {
+			pending += e.Length
+		}
+		if pending*100 >= int64(limitPercent)*size {
+			return 0, &agentproto.TaskError{Code: agentproto.CodeResyncRequired, Message: fmt.Sprintf(
+				"%d of the %d bytes of disk %s changed since the last cycle (%d %%, the limit is %d %%): a resynchronization is needed",
+				pending, size, filepath.Base(src.Name()), pending*100/max(size, 1), limitPercent)}
+		}
 	}
 	// Runs go in batches of up to batchBytes: one flush of the undo log
 	// (directory) or one round of concurrent page writes (Azure) per batch.
@@ -178,7 +203,7 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os
 	}()
 	readErr := func() error {
 		cur := batch{buf: <-bufs}
-		for _, e := range blocks.Changed(old[:len(now)], now, size) {
+		for _, e := range changed {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 func TestAnUnchangedDiskFileIsNotReadAgainAndAChangedOneIs(t *testing.T) {
@@ -84,5 +88,36 @@ func TestEveryByteWrittenPassesTheThrottle(t *testing.T) {
 	// A real limiter lets more than its bucket through, piece by piece.
 	if err := NewThrottle(100000).WaitN(context.Background(), 100<<20); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAScheduledCycleSendsNothingWhenHalfTheDiskChanged(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	data := make([]byte, 8<<20)
+	rand.Read(data[:1<<20])
+	os.WriteFile(src, data, 0o644)
+	r, _ := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+	if _, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 50); err != nil {
+		t.Fatalf("1 MiB of 8 changed: %v", err)
+	}
+	// 4 MiB of 8 now differ: 50 %, the limit.
+	rand.Read(data[2<<20 : 6<<20])
+	os.WriteFile(src, data, 0o644)
+	before, _ := r.Hashes("d")
+	sent, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 50)
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != agentproto.CodeResyncRequired || sent != 0 || !strings.Contains(te.Message, "50 %") {
+		t.Fatalf("half the disk changed: sent %d, %v", sent, err)
+	}
+	if after, _ := r.Hashes("d"); !slices.Equal(before, after) {
+		t.Fatal("the replica changed though nothing was to be sent")
+	}
+	// The resync that follows has no limit and sends exactly the change.
+	if sent, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 0); err != nil || sent != 4<<20 {
+		t.Fatalf("resync: sent %d, %v", sent, err)
 	}
 }
