@@ -123,3 +123,36 @@ func TestDeleteReplicaRemovesTheVMsDirectoryAndRefusesAnUnmountedTarget(t *testi
 		t.Fatalf("unmounted target: %v", err)
 	}
 }
+
+func TestAMissingReplicaIsFinalAndAMissingTargetIsRetried(t *testing.T) {
+	root := t.TempDir()
+	r, _ := dirtarget.Open(root, "app")
+	r.CreateDisk("d", 1<<20)
+	r.Close()
+	payload := func(path string) agentproto.ReplicationPayload {
+		var p agentproto.ReplicationPayload
+		p.VMID, p.Target.Kind, p.Target.Path = "app", "directory", path
+		return p
+	}
+	a := &agent{}
+	s, err := a.openStore(context.Background(), agentproto.Task{}, payload(root), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	os.RemoveAll(filepath.Join(root, "app"))
+	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(root), false)
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != "replica_missing" || te.Recoverable {
+		t.Fatalf("the VM's directory deleted: %v", err)
+	}
+	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(filepath.Join(root, "unmounted")), false)
+	if !errors.As(err, &te) || te.Code != "target_unavailable" || !te.Recoverable {
+		t.Fatalf("the target directory gone: %v", err)
+	}
+	// An empty mount point (the share not mounted) has no marker: retried.
+	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(t.TempDir()), false)
+	if !errors.As(err, &te) || te.Code != "target_unavailable" || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
+		t.Fatalf("an empty mount point: %v", err)
+	}
+}

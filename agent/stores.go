@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
@@ -18,11 +21,28 @@ import (
 func (a *agent) openStore(ctx context.Context, t agentproto.Task, p agentproto.ReplicationPayload, create bool) (replica.Store, error) {
 	switch p.Target.Kind {
 	case "directory":
-		open := dirtarget.OpenExisting
 		if create {
-			open = dirtarget.Open
+			r, err := dirtarget.Open(p.Target.Path, p.VMID)
+			if err != nil {
+				return nil, replicate.TargetError(err)
+			}
+			return r, nil
 		}
-		r, err := open(p.Target.Path, p.VMID)
+		// A target that is not there (a NAS not mounted) may come back: retried.
+		// A target that is there without this VM's replicas will not: they
+		// were deleted, and retrying cannot bring them back.
+		if _, err := os.Stat(p.Target.Path); err != nil {
+			return nil, replicate.TargetError(fmt.Errorf("the target directory (is it mounted?): %w", err))
+		}
+		r, err := dirtarget.OpenExisting(p.Target.Path, p.VMID)
+		if errors.Is(err, fs.ErrNotExist) && !dirtarget.Mounted(p.Target.Path) {
+			return nil, &agentproto.TaskError{Code: "target_unavailable", Recoverable: true, Message: fmt.Sprintf(
+				"%s does not hold the Lifeboat target (no %s): is the share mounted? The cycle is retried", p.Target.Path, dirtarget.MarkerName)}
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &agentproto.TaskError{Code: "replica_missing", Message: fmt.Sprintf(
+				"the replicas of VM %s are gone from %s, though the target directory is there; disable protection and enable it again to make new ones", p.VMID, p.Target.Path)}
+		}
 		if err != nil {
 			return nil, replicate.TargetError(err)
 		}

@@ -258,7 +258,7 @@ func TestCyclesFailWhileTheTargetIsAwayAndNoChangeIsMissingOnceItIsBack(t *testi
 	}, v.proc, agent)
 
 	// The NAS goes away; the VM keeps writing.
-	replicas := filepath.Join(targetDir, "db")
+	replicas := targetDir // the whole share, as when a NAS goes away
 	if err := os.Rename(replicas, replicas+".unmounted"); err != nil {
 		t.Fatal(err)
 	}

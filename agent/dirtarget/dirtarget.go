@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -83,7 +84,24 @@ func Open(root, vmID string) (*Replica, error) {
 			return nil, fmt.Errorf("replica directory: %w", err)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(root, MarkerName)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(filepath.Join(root, MarkerName), []byte("Lifeboat replicas: one directory per VM.\n"), 0o640); err != nil {
+			return nil, fmt.Errorf("target marker: %w", err)
+		}
+	}
 	return &Replica{dir: dir, disks: map[string]*disk{}}, nil
+}
+
+// MarkerName is a file Open leaves at the target's root. A target root
+// without it is not the target (a NAS whose share is not mounted leaves
+// its empty mount point): replicas missing there may come back. With it,
+// missing replicas were deleted.
+const MarkerName = ".lifeboat-target"
+
+// Mounted reports whether root holds the target's marker.
+func Mounted(root string) bool {
+	_, err := os.Stat(filepath.Join(root, MarkerName))
+	return err == nil
 }
 
 // OpenExisting opens the replica directory of vmID under root, which must
