@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -341,4 +343,82 @@ func TestRefusedCredentialsAreNotRetried(t *testing.T) {
 	if err := e.store.Check(); err != nil {
 		t.Fatalf("Check with a good SAS: %v", err)
 	}
+}
+
+// pageBytes counts the bytes of page writes to disk data blobs that the
+// storage answered: what really crossed the wire to it.
+type pageBytes struct {
+	next  http.RoundTripper
+	bytes atomic.Int64
+}
+
+func (c *pageBytes) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPut && req.URL.Query().Get("comp") == "page" && strings.HasSuffix(req.URL.Path, ".vhd") {
+		c.bytes.Add(req.ContentLength)
+	}
+	return resp, err
+}
+
+func TestAResyncCutByAStorageOutageResumesFromItsCheckpoint(t *testing.T) {
+	e := newEnv(t, azuritetest.Key)
+	counter := &pageBytes{next: http.DefaultTransport}
+	store, err := blobtarget.Open(context.Background(), "vm",
+		&azuritetest.KeyCredentials{AccountURL: e.az.AccountURL(), Container: "vm-test", Key: azuritetest.Key},
+		blobtarget.Options{Transport: counter, Retry: policy.RetryOptions{MaxRetries: 1, RetryDelay: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newSource(t, "d", 192<<20)
+	f, _ := os.OpenFile(d.path, os.O_WRONLY, 0)
+	junk := make([]byte, 4<<20)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for off := int64(0); off < d.size; off += int64(len(junk)) {
+		for i := range junk {
+			junk[i] = byte(rng.Uint32())
+		}
+		f.WriteAt(junk, off)
+	}
+	store.CreateDisk("d", d.size)
+	cycle(t, store, []sourceDisk{d})
+
+	// 100 MiB of the disk change: more than one 64 MiB batch.
+	for off := int64(40 << 20); off < 140<<20; off += int64(len(junk)) {
+		for i := range junk {
+			junk[i] = byte(rng.Uint32())
+		}
+		f.WriteAt(junk, off)
+	}
+	f.Close()
+	differing := int64(100 << 20)
+	counter.bytes.Store(0)
+	// The storage goes away once the first batch is written.
+	stopped := false
+	_, err = replicate.DiskUnlessResync(context.Background(), store, "d", d.path, d.size, nil, func(int64) {
+		if !stopped {
+			stopped = true
+			e.az.Stop()
+		}
+	}, 0)
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || !te.Recoverable {
+		t.Fatalf("the resync with the storage gone: %v", err)
+	}
+	firstTry := counter.bytes.Load()
+	if firstTry == 0 || firstTry >= differing {
+		t.Fatalf("the first try wrote %d bytes; the outage should cut it after one batch", firstTry)
+	}
+	e.az.Restart()
+	if _, err := replicate.DiskUnlessResync(context.Background(), store, "d", d.path, d.size, nil, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	total := counter.bytes.Load()
+	if float64(total) >= 1.2*float64(differing) {
+		t.Fatalf("%d bytes written in all for %d differing: the resume did not start from the checkpoint", total, differing)
+	}
+	store.CreatePoint("p", time.Now(), "crash")
+	if !bytes.Equal(readPoint(t, store, "p", "d"), d.content(t)) {
+		t.Fatal("after the resumed resync the replica differs from the source")
+	}
+	t.Logf("first try %d MiB, in all %d MiB for %d MiB differing", firstTry>>20, total>>20, differing>>20)
 }
