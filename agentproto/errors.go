@@ -48,6 +48,8 @@ var Errors = []ErrorInfo{
 	{Code: "invalid_protection_state", Where: "API", Status: 409, Message: "The VM's protection state does not allow this.", Cause: "For example a resync of a VM that is still enabling protection.", Action: "Wait for the running job to end, or follow the state's next step."},
 	{Code: "replication_busy", Where: "API", Status: 409, Message: "A replication task of this VM is running.", Cause: "A cycle or resync is in progress.", Action: "Wait for it to end, then try again."},
 	{Code: "job_ended", Where: "API", Status: 409, Message: "The job has ended; it cannot be cancelled.", Cause: "It succeeded, failed or was cancelled already.", Action: "None."},
+	{Code: "alert_not_active", Where: "API", Status: 409, Message: "Only an active alert can be acknowledged.", Cause: "It was acknowledged or resolved already.", Action: "None; resolve it when the condition is dealt with."},
+	{Code: "alert_resolved", Where: "API", Status: 409, Message: "The alert is resolved already.", Cause: "Someone resolved it, or its condition ended.", Action: "None."},
 	{Code: "agents_disabled", Where: "API", Status: 409, Message: "The agent endpoint is off on this vault.", Cause: "The vault runs without its agent CA.", Action: "Start the vault with its data directory intact (data/tls)."},
 	{Code: "target_not_azure", Where: "agent endpoint", Status: 409, Message: "The task's target is not Azure Blob storage; it needs no SAS.", Cause: "An agent asked for storage credentials for a directory target.", Action: "Upgrade the agent; this is a bug if it persists."},
 	{Code: "timeout", Where: "API", Status: 503, Message: "The vault took too long to answer.", Cause: "A slow database or a very large request.", Action: "Try again; check the database if it persists."},

@@ -26,6 +26,9 @@ type AlertJSON struct {
 	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
+// AlertToJSON is the alert as the API and the alert webhook show it.
+func AlertToJSON(a models.Alert) AlertJSON { return alertJSON(a) }
+
 func alertJSON(a models.Alert) AlertJSON {
 	return AlertJSON{ID: a.ID, Kind: a.Kind, Severity: a.Severity, ObjectKind: a.ObjectKind, ObjectID: a.ObjectID,
 		Message: a.Message, State: a.State, AcknowledgedBy: a.AcknowledgedBy, AcknowledgedAt: a.AcknowledgedAt,

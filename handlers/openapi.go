@@ -377,7 +377,7 @@ func crud(path, tag, component, label, plural, writeRole, readRole string) []ope
 // operations lists every call under /api/v1 with the least role it needs;
 // it must match web/routes.go (web/openapi_test.go checks both ways).
 func operations() []operation {
-	reader, contributor, owner := models.RoleReader, models.RoleContributor, models.RoleOwner
+	reader, operator, contributor, owner := models.RoleReader, models.RoleOperator, models.RoleContributor, models.RoleOwner
 	get := http.MethodGet
 	ops := []operation{
 		{Method: http.MethodPost, Path: "/auth/token", ID: "issueToken", Tag: "Auth", Summary: "Log in: trade a username and password for a 24-hour token",
@@ -428,6 +428,12 @@ func operations() []operation {
 		operation{Method: get, Path: "/jobs/{id}", ID: "getJob", Tag: "Jobs", Summary: "Get a job with its steps", Role: reader, Status: 200, Answer: "Job"},
 		operation{Method: get, Path: "/alerts", ID: "listAlerts", Tag: "Alerts", Summary: "List alerts, newest first", Role: reader, Status: 200, Answer: "AlertList",
 			Query: []*OpenAPIParameter{query("state", "Only alerts in this state.", enumString(AlertStates...))}},
+		operation{Method: http.MethodPost, Path: "/alerts/{id}/acknowledge", ID: "acknowledgeAlert", Tag: "Alerts",
+			Summary: "Acknowledge an active alert: someone is on it; it stays open until resolved", Role: operator, Status: 200, Answer: "Alert",
+			Notes: "An alert that is not Active answers 409 alert_not_active."},
+		operation{Method: http.MethodPost, Path: "/alerts/{id}/resolve", ID: "resolveAlert", Tag: "Alerts",
+			Summary: "Resolve an alert by hand (the vault also resolves alerts whose condition ended)", Role: operator, Status: 200, Answer: "Alert",
+			Notes: "A resolved alert answers 409 alert_resolved."},
 		operation{Method: get, Path: "/audit", ID: "listAudit", Tag: "Audit", Summary: "List audit events, newest first", Role: contributor, Status: 200, Answer: "AuditEventList",
 			Query: []*OpenAPIParameter{query("object_id", "Only events about this object.", &Schema{Type: "string"}),
 				query("action", "Only events of this action, such as policy.create.", &Schema{Type: "string"})}},

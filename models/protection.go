@@ -153,7 +153,7 @@ func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string, del
 			}
 		}
 		if !deleteData {
-			if err := forgetProtection(tx, p.ID); err != nil {
+			if err := forgetProtection(tx, now, p.ID); err != nil {
 				return err
 			}
 			return s.audit(tx, a, "protection.disable", "vm", vmID, "", map[string]string{"replica_data": "kept on the target"})
@@ -192,7 +192,14 @@ func (s *Store) DisableProtection(ctx context.Context, a Actor, vmID string, del
 
 // forgetProtection removes a protection and what the vault knows of its
 // replicas.
-func forgetProtection(tx *gorm.DB, protectionID string) error {
+func forgetProtection(tx *gorm.DB, now time.Time, protectionID string) error {
+	var p Protection
+	if err := tx.First(&p, "id = ?", protectionID).Error; err != nil {
+		return err
+	}
+	if err := resolveAlerts(tx, now, p.VMID, AlertProtectionCritical, AlertRPOExceeded); err != nil {
+		return err
+	}
 	for _, m := range []any{&RecoveryPoint{}, &ReplicaDisk{}} {
 		if err := tx.Where("protection_id = ?", protectionID).Delete(m).Error; err != nil {
 			return err
@@ -244,7 +251,7 @@ func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) erro
 		}
 	}
 	if t.Kind == agentproto.TaskDeleteReplica {
-		if err := forgetProtection(tx, t.ProtectionID); err != nil {
+		if err := forgetProtection(tx, now, t.ProtectionID); err != nil {
 			return err
 		}
 	}
@@ -331,6 +338,13 @@ func recordCycle(tx *gorm.DB, now time.Time, t *Task, result string) error {
 			return err
 		}
 	}
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	if err := resolveAlerts(tx, now, p.VMID, AlertProtectionCritical, AlertRPOExceeded); err != nil {
+		return err
+	}
 	return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{
 		"last_recovery_point_at": point.Time, "last_cycle_at": now, "bytes_sent": gorm.Expr("bytes_sent + ?", r.BytesSent),
 		"last_cycle_bytes": r.BytesSent, "last_cycle_seconds": r.TransferSeconds,
@@ -363,7 +377,13 @@ func recordCycleFailure(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) erro
 	}
 	reasons, _ := json.Marshal([]string{reason})
 	updates["health"], updates["health_reasons"] = health, string(reasons)
-	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(updates).Error
+	if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(updates).Error; err != nil {
+		return err
+	}
+	if health == HealthCritical {
+		return vmAlert(tx, p.ID, AlertProtectionCritical, HealthCritical, fmt.Sprintf("%s (%s)", reason, o.ErrorCode))
+	}
+	return nil
 }
 
 // ScheduleReplications queues a replication cycle for every protected VM
@@ -524,7 +544,15 @@ func refreshHealth(tx *gorm.DB, now time.Time, p Protection, policy Policy) erro
 	if h.Health == p.Health && string(reasons) == p.HealthReasons {
 		return nil
 	}
-	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"health": h.Health, "health_reasons": string(reasons)}).Error
+	if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"health": h.Health, "health_reasons": string(reasons)}).Error; err != nil {
+		return err
+	}
+	freq := time.Duration(policy.CopyFrequencySeconds) * time.Second
+	if p.LastRecoveryPointAt != nil && rpo > 2*freq {
+		return vmAlert(tx, p.ID, AlertRPOExceeded, HealthWarning, fmt.Sprintf("the newest recovery point is %s old, more than twice the copy frequency (%s)",
+			rpo.Truncate(time.Second), freq))
+	}
+	return resolveAlerts(tx, now, p.VMID, AlertRPOExceeded)
 }
 
 // BandwidthAt is the policy's bandwidth limit (Mbit/s, 0 for none) at t:

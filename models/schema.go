@@ -408,8 +408,14 @@ type Alert struct {
 	AcknowledgedBy string `gorm:"size:100"`
 	AcknowledgedAt *time.Time
 	ResolvedAt     *time.Time
-	CreatedAt      time.Time `gorm:"index"`
-	UpdatedAt      time.Time
+	// Delivery to the configured webhook and email: when it succeeded, or
+	// how many attempts failed, the last error, and when to try again.
+	DeliveredAt      *time.Time
+	DeliveryAttempts int    `gorm:"not null;default:0"`
+	DeliveryError    string `gorm:"size:1000"`
+	NextDeliveryAt   *time.Time
+	CreatedAt        time.Time `gorm:"index"`
+	UpdatedAt        time.Time
 }
 
 // allModels lists every table, in an order that satisfies foreign keys.

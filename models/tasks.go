@@ -350,6 +350,9 @@ func finishTask(tx *gorm.DB, now time.Time, t *Task, state, result, code, messag
 				"health_reasons": string(reasons), "last_error_code": code, "last_error_message": truncate(message, 2000)}).Error; err != nil {
 				return err
 			}
+			if err := vmAlert(tx, t.ProtectionID, AlertProtectionCritical, HealthCritical, fmt.Sprintf("a protection job failed (%s): %s", code, message)); err != nil {
+				return err
+			}
 		}
 	}
 	return settleJob(tx, now, t.JobID, code, message, action)

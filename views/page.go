@@ -67,6 +67,7 @@ var navItems = []struct {
 	{"sites", "Sites and hosts", "/sites", "Reader"},
 	{"vms", "Virtual machines", "/vms", "Reader"},
 	{"jobs", "Jobs", "/jobs", "Reader"},
+	{"alerts", "Alerts", "/alerts", "Reader"},
 	{"policies", "Replication policies", "/policies", "Reader"},
 	{"targets", "Storage targets", "/targets", "Reader"},
 	{"plans", "Recovery plans", "/recovery-plans", "Reader"},

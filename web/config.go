@@ -43,6 +43,7 @@ type config struct {
 	AgentHeartbeat time.Duration
 	AgentPollWait  time.Duration
 	TaskLease      time.Duration
+	Alerts         alertChannels
 }
 
 // configError names the setting that is wrong and what is wrong with it.
@@ -80,6 +81,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.AgentHeartbeat, "agent-heartbeat", envDuration(getenv, "LIFEBOAT_AGENT_HEARTBEAT", 15*time.Second), "how often agents send heartbeats; three missed make a host Disconnected (LIFEBOAT_AGENT_HEARTBEAT)")
 	fs.DurationVar(&c.AgentPollWait, "agent-poll-wait", envDuration(getenv, "LIFEBOAT_AGENT_POLL_WAIT", 25*time.Second), "longest the vault holds an agent's poll when there is no work (LIFEBOAT_AGENT_POLL_WAIT)")
 	fs.DurationVar(&c.TaskLease, "task-lease", envDuration(getenv, "LIFEBOAT_TASK_LEASE", 60*time.Second), "how long a task stays with an agent that stops reporting before it is queued again (LIFEBOAT_TASK_LEASE)")
+	fs.StringVar(&c.Alerts.Webhook, "alert-webhook", env("LIFEBOAT_ALERT_WEBHOOK", ""), "an http(s) URL that gets each new alert as a JSON POST (LIFEBOAT_ALERT_WEBHOOK)")
+	fs.StringVar(&c.Alerts.SMTPAddr, "smtp-addr", env("LIFEBOAT_SMTP_ADDR", ""), "host:port of the mail server that sends alerts by email; empty: no email (LIFEBOAT_SMTP_ADDR)")
+	fs.StringVar(&c.Alerts.SMTPFrom, "smtp-from", env("LIFEBOAT_SMTP_FROM", ""), "the sender address of alert emails (LIFEBOAT_SMTP_FROM)")
+	var smtpTo string
+	fs.StringVar(&smtpTo, "smtp-to", env("LIFEBOAT_SMTP_TO", ""), "comma-separated addresses that get alert emails (LIFEBOAT_SMTP_TO)")
+	fs.StringVar(&c.Alerts.SMTPUsername, "smtp-username", env("LIFEBOAT_SMTP_USERNAME", ""), "user for SMTP authentication, if the server wants it (LIFEBOAT_SMTP_USERNAME); the password only from LIFEBOAT_SMTP_PASSWORD")
+	c.Alerts.SMTPPassword = getenv("LIFEBOAT_SMTP_PASSWORD")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -92,6 +100,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	for _, s := range strings.Split(sans, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			c.TLSSANs = append(c.TLSSANs, s)
+		}
+	}
+	for _, s := range strings.Split(smtpTo, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.Alerts.SMTPTo = append(c.Alerts.SMTPTo, s)
 		}
 	}
 	if c.DB == "" {
@@ -158,6 +171,9 @@ func (c *config) validate() error {
 			return &configError{"public-url", "LIFEBOAT_PUBLIC_URL", fmt.Sprintf("%q is not an https URL of a host, such as https://vault.example.net:8443", c.PublicURL)}
 		}
 		c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	}
+	if err := c.Alerts.validate(); err != nil {
+		return err
 	}
 	if c.AgentHeartbeat < time.Second || c.AgentHeartbeat > 10*time.Minute {
 		return &configError{"agent-heartbeat", "LIFEBOAT_AGENT_HEARTBEAT", "must be between 1s and 10m"}

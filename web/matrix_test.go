@@ -30,6 +30,8 @@ func expectedRole(method, path string) (role string, known bool) {
 		return models.RoleReader, true
 	case api && p == "/audit":
 		return models.RoleContributor, true
+	case method == http.MethodPost && strings.HasPrefix(p, "/alerts/"):
+		return models.RoleOperator, true // on-call operators acknowledge and resolve alerts
 	case method == http.MethodGet && strings.HasSuffix(p, "/new"):
 		return models.RoleContributor, true
 	case method == http.MethodGet:

@@ -67,6 +67,10 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/hosts/:id/check", h.CheckHost, contributor)
 	r.page(post, "/hosts/:id/delete", h.DeleteHost, contributor)
 
+	r.page(get, "/alerts", h.AlertsPage, reader)
+	r.page(post, "/alerts/:id/acknowledge", h.AcknowledgeAlert, operator)
+	r.page(post, "/alerts/:id/resolve", h.ResolveAlert, operator)
+
 	r.page(get, "/vms", h.VMsPage, reader)
 	r.page(get, "/vms/:id", h.VMPage, reader)
 	r.page(post, "/vms/:id/protection", h.EnableProtection, contributor)
@@ -144,6 +148,8 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)
 	r.api(get, "/alerts", h.APIListAlerts, reader)
+	r.api(post, "/alerts/:id/acknowledge", h.APIAcknowledgeAlert, operator)
+	r.api(post, "/alerts/:id/resolve", h.APIResolveAlert, operator)
 	r.api(get, "/audit", h.APIListAudit, contributor)
 
 	r.api(get, "/policies", h.APIListPolicies, reader)

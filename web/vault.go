@@ -187,6 +187,11 @@ func (v *vault) Serve(ctx context.Context) error {
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
 	go v.watchAgents(ctx)
+	if v.cfg.Alerts.configured() {
+		sender := &alertSender{store: v.store, channels: v.cfg.Alerts, client: &http.Client{Timeout: 20 * time.Second}, log: v.log, vaultURL: url}
+		go sender.run(ctx, 5*time.Second)
+		v.log.Info("alerts are delivered", "webhook", v.cfg.Alerts.Webhook != "", "email", v.cfg.Alerts.SMTPAddr != "")
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -1,0 +1,76 @@
+package handlers
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/views"
+)
+
+// AlertsPage shows GET /alerts?state=.
+func (h *Handlers) AlertsPage(c echo.Context) error {
+	page, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	f := models.AlertFilter{State: c.QueryParam("state")}
+	if err := oneOf("state", f.State, AlertStates); err != nil {
+		return err
+	}
+	items, next, err := h.store.ListAlerts(c.Request().Context(), f, page)
+	if err != nil {
+		return err
+	}
+	rows := make([]views.AlertRow, 0, len(items))
+	for _, a := range items {
+		r := views.AlertRow{ID: a.ID, Kind: a.Kind, Severity: a.Severity, Object: a.ObjectKind + " " + a.ObjectID, Message: a.Message,
+			State: a.State, Raised: views.FormatTime(&a.CreatedAt)}
+		switch a.ObjectKind {
+		case "vm":
+			r.ObjectHref = "/vms/" + a.ObjectID
+		case "host":
+			r.ObjectHref = "/hosts/" + a.ObjectID
+		}
+		if a.AcknowledgedBy != "" {
+			r.Acknowledged = "by " + a.AcknowledgedBy + " at " + views.FormatTime(a.AcknowledgedAt)
+		}
+		rows = append(rows, r)
+	}
+	return render(c, http.StatusOK, views.AlertsPage(h.page(c, "Alerts", "alerts"), rows, f.State, nextHref(c, next)))
+}
+
+// AcknowledgeAlert handles POST /alerts/{id}/acknowledge.
+func (h *Handlers) AcknowledgeAlert(c echo.Context) error {
+	if _, err := h.store.AcknowledgeAlert(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/alerts", "Alert acknowledged: it stays open until it is resolved.")
+}
+
+// ResolveAlert handles POST /alerts/{id}/resolve.
+func (h *Handlers) ResolveAlert(c echo.Context) error {
+	if _, err := h.store.ResolveAlert(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/alerts", "Alert resolved.")
+}
+
+// APIAcknowledgeAlert answers POST /api/v1/alerts/{id}/acknowledge.
+func (h *Handlers) APIAcknowledgeAlert(c echo.Context) error {
+	a, err := h.store.AcknowledgeAlert(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, alertJSON(*a))
+}
+
+// APIResolveAlert answers POST /api/v1/alerts/{id}/resolve.
+func (h *Handlers) APIResolveAlert(c echo.Context) error {
+	a, err := h.store.ResolveAlert(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, alertJSON(*a))
+}
