@@ -211,6 +211,10 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		return nil, replicate.TargetError(err)
 	}
 	took := time.Since(transferStart)
+	total = 0 // the disks' sizes at the point: a disk may have grown
+	for _, s := range point.Disks {
+		total += s
+	}
 	pruned, err := prune(r, captured, time.Duration(p.RetentionHours)*time.Hour)
 	if err != nil {
 		a.log.Warn("retention could not prune recovery points", "error", err)

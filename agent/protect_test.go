@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +17,10 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -154,5 +158,63 @@ func TestAMissingReplicaIsFinalAndAMissingTargetIsRetried(t *testing.T) {
 	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(t.TempDir()), false)
 	if !errors.As(err, &te) || te.Code != "target_unavailable" || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
 		t.Fatalf("an empty mount point: %v", err)
+	}
+}
+
+func TestAGrownDiskGrowsItsReplicaAndEarlierPointsKeepTheirSize(t *testing.T) {
+	for kind, open := range bothTargets(t) {
+		t.Run(kind, func(t *testing.T) {
+			r := open(t)
+			defer r.Close()
+			src := filepath.Join(t.TempDir(), "disk.img")
+			first := bytes.Repeat([]byte("before"), (3<<20)/6)
+			os.WriteFile(src, first, 0o644)
+			r.CreateDisk("d", int64(len(first)))
+			ctx := context.Background()
+			if _, err := replicate.Disk(ctx, r, "d", src, int64(len(first)), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			r.CreatePoint("p1", time.Now(), "crash")
+			// The disk grows by 2.5 MiB, past its MiB boundary, with data at the end.
+			grown := append(bytes.Clone(first), make([]byte, 5<<19)...)
+			copy(grown[len(grown)-4096:], bytes.Repeat([]byte("after!"), 682))
+			os.WriteFile(src, grown, 0o644)
+			sent, err := replicate.Disk(ctx, r, "d", src, int64(len(first)), nil, nil) // the vault still says the old size
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sent != 4096 { // the new data block; the grown area of zeros sends nothing
+				t.Fatalf("sent %d bytes after growing, want the one new data block", sent)
+			}
+			p2, err := r.CreatePoint("p2", time.Now(), "crash")
+			if err != nil || p2.Disks["d"] != int64(len(grown)) {
+				t.Fatalf("point after growing: %+v %v", p2, err)
+			}
+			read := func(point string) []byte {
+				pr, size, err := r.OpenPoint(point, "d")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pr.Close()
+				b, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
+				return b
+			}
+			if !bytes.Equal(read("p2"), grown) {
+				t.Fatal("the point after growing differs from the grown disk")
+			}
+			if !bytes.Equal(read("p1"), first) {
+				t.Fatal("the point before growing changed")
+			}
+			if n, bad, err := r.VerifyPoint("p2"); err != nil || len(bad) != 0 || n != blocks.Count(int64(len(grown))) {
+				t.Fatalf("verify after growing: %d %v %v", n, bad, err)
+			}
+			// Shrinking is refused, and says so.
+			os.Truncate(src, 1<<20)
+			_, err = replicate.Disk(ctx, r, "d", src, int64(len(grown)), nil, nil)
+			var te *agentproto.TaskError
+			if !errors.As(err, &te) || te.Code != "disk_resized" || te.Recoverable {
+				t.Fatalf("a shrunk disk: %v", err)
+			}
+		})
 	}
 }

@@ -467,6 +467,62 @@ func (r *Replica) parallel(n int, f func(i int) error) error {
 	return first
 }
 
+// Resize grows the replica of a disk to size bytes: both page blobs grow
+// (new pages are zeros; never-written hashes read as a zero block's), the
+// old footer is cleared and the new one written at the new end. The
+// metadata, written last, says whether it is done; every step can run
+// again. Snapshots of earlier points keep their size.
+func (r *Replica) Resize(diskID string, size int64) error {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case size == d.size:
+		return nil
+	case size < d.size:
+		return fmt.Errorf("the source disk shrank from %d to %d bytes; shrinking a replica is not supported", d.size, size)
+	case vhd.DataSize(size) > vhd.MaxDataSize:
+		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", size, vhd.MaxDataSize)
+	}
+	oldData, newData := vhd.DataSize(d.size), vhd.DataSize(size)
+	if newData != oldData {
+		footer, err := vhd.Footer{DataSize: newData, Created: time.Now()}.Marshal()
+		if err != nil {
+			return err
+		}
+		if _, err := d.hashBlob.Resize(r.ctx, hashBlobSize(newData), nil); err != nil {
+			return classify(err)
+		}
+		if _, err := d.data.Resize(r.ctx, newData+vhd.FooterSize, nil); err != nil {
+			return classify(err)
+		}
+		if _, err := d.data.ClearPages(r.ctx, blob.HTTPRange{Offset: oldData, Count: vhd.FooterSize}, nil); err != nil {
+			return classify(err)
+		}
+		if _, err := d.data.UploadPages(r.ctx, streaming.NopCloser(bytes.NewReader(footer)), blob.HTTPRange{Offset: newData, Count: vhd.FooterSize}, nil); err != nil {
+			return classify(err)
+		}
+		if d.hashes != nil {
+			for range blocks.Count(newData) - int64(len(d.hashes)) {
+				d.hashes = append(d.hashes, blocks.ZeroHash)
+			}
+		}
+	}
+	m, err := r.readMeta(diskID)
+	if err != nil {
+		return classify(err)
+	}
+	m.SizeBytes, m.Synced = size, nil
+	if err := r.writeMeta(diskID, m); err != nil {
+		return err
+	}
+	d.size = size
+	return nil
+}
+
 // SyncedSignature is the source signature at which the replica last
 // equalled its source, if one was recorded.
 func (r *Replica) SyncedSignature(diskID string) (*replica.SourceSignature, error) {

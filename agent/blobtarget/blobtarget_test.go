@@ -253,22 +253,36 @@ func TestTheReplicaIsAFixedVHDThatQemuReadsAsTheSource(t *testing.T) {
 	if _, err := e.store.CreatePoint("p1", time.Now(), "crash"); err != nil {
 		t.Fatal(err)
 	}
-	// Download the page blob as it is stored, footer included.
-	out := filepath.Join(t.TempDir(), "replica.vhd")
-	f, _ := os.Create(out)
-	if _, err := e.admin.NewBlobClient("disks/d.vhd").DownloadFile(context.Background(), f, nil); err != nil {
+	check := func() {
+		t.Helper()
+		// Download the page blob as it is stored, footer included.
+		out := filepath.Join(t.TempDir(), "replica.vhd")
+		f, _ := os.Create(out)
+		if _, err := e.admin.NewBlobClient("disks/d.vhd").DownloadFile(context.Background(), f, nil); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		info, err := exec.Command(qemu, "info", "-f", "vpc", out).CombinedOutput()
+		if err != nil || !strings.Contains(string(info), "file format: vpc") {
+			t.Fatalf("qemu-img info: %v\n%s", err, info)
+		}
+		// The VHD's data is the source rounded up to a MiB with zeros;
+		// compare accepts the larger image when its extra part is zeros.
+		if cmp, err := exec.Command(qemu, "compare", "-f", "vpc", "-F", "raw", out, d.path).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img compare: %v\n%s", err, cmp)
+		}
+	}
+	check()
+	// The source grows past its MiB: the replica grows, footer and all.
+	f, _ := os.OpenFile(d.path, os.O_WRONLY, 0)
+	f.WriteAt(bytes.Repeat([]byte{0x42}, 8192), d.size+(3<<19))
+	f.Close()
+	fi, _ := os.Stat(d.path)
+	if _, err := replicate.Disk(context.Background(), e.store, "d", d.path, d.size, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
-	info, err := exec.Command(qemu, "info", "-f", "vpc", out).CombinedOutput()
-	if err != nil || !strings.Contains(string(info), "file format: vpc") {
-		t.Fatalf("qemu-img info: %v\n%s", err, info)
-	}
-	// The VHD's data is the source rounded up to a MiB with zeros; compare
-	// accepts the larger image when its extra part is zeros.
-	if cmp, err := exec.Command(qemu, "compare", "-f", "vpc", "-F", "raw", out, d.path).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img compare: %v\n%s", err, cmp)
-	}
+	d.size = fi.Size()
+	check()
 }
 
 func TestAStorageOutageFailsTheCycleRecoverablyAndLosesNoChange(t *testing.T) {

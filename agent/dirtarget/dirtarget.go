@@ -196,6 +196,71 @@ func (r *Replica) CreateDisk(diskID string, size int64) error {
 	return os.Rename(tmp, path)
 }
 
+// Resize grows the replica of a disk to size bytes. Every step can run
+// again: the metadata, written last, says whether it is done.
+func (r *Replica) Resize(diskID string, size int64) error {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return err
+	}
+	r.writes.Lock()
+	defer r.writes.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case size == d.size:
+		return nil
+	case size < d.size:
+		return fmt.Errorf("the source disk shrank from %d to %d bytes; shrinking a replica is not supported", d.size, size)
+	case vhd.DataSize(size) > vhd.MaxDataSize:
+		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", size, vhd.MaxDataSize)
+	}
+	oldData, newData := vhd.DataSize(d.size), vhd.DataSize(size)
+	// New blocks hash as zeros: extend the hash file first.
+	zeros := make([]blocks.Hash, blocks.Count(newData)-blocks.Count(oldData))
+	for i := range zeros {
+		zeros[i] = blocks.ZeroHash
+	}
+	if _, err := d.hashes.WriteAt(blocks.Encode(zeros), blocks.Count(oldData)*16); err != nil {
+		return err
+	}
+	if newData != oldData {
+		footer, err := vhd.Footer{DataSize: newData, Created: time.Now()}.Marshal()
+		if err != nil {
+			return err
+		}
+		// The old footer becomes data (zeros); the new one goes at the end.
+		if _, err := d.data.WriteAt(make([]byte, vhd.FooterSize), oldData); err != nil {
+			return err
+		}
+		if _, err := d.data.WriteAt(footer, newData); err != nil {
+			return err
+		}
+	}
+	if err := errors.Join(d.data.Sync(), d.hashes.Sync()); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(r.metaPath(diskID))
+	if err != nil {
+		return err
+	}
+	var m diskMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	m.SizeBytes, m.Synced = size, nil
+	out, _ := json.Marshal(m)
+	tmp := r.metaPath(diskID) + ".new"
+	if err := os.WriteFile(tmp, out, 0o640); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, r.metaPath(diskID)); err != nil {
+		return err
+	}
+	d.size = size
+	return nil
+}
+
 func (r *Replica) disk(diskID string) (*disk, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

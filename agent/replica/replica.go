@@ -45,6 +45,11 @@ type Store interface {
 	// replica whose content no longer matches it, and returns their
 	// offsets, so the next cycle sends them again.
 	RepairHashes(diskID string) ([]int64, error)
+	// Resize grows a disk's replica to a source disk that grew: the new
+	// blocks are zeros (and hashed so) until a cycle writes them; the VHD
+	// footer moves to the new end. Points made before keep their size.
+	// Shrinking is refused.
+	Resize(diskID string, size int64) error
 	// DeleteAll deletes every replica and recovery point of the VM (its
 	// protection was disabled with its data deleted). The store is unusable
 	// after it.

@@ -138,8 +138,16 @@ func disk(ctx context.Context, r replica.Store, replicaID, path string, size int
 
 func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, error) {
 	path := src.Name()
-	if fi.Size() != size {
-		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s is now %d bytes, its replica was made for %d; resizing replicas is not built yet", path, fi.Size(), size)}
+	switch {
+	case fi.Size() < size:
+		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s shrank to %d bytes from %d; a replica cannot shrink: disable protection and enable it again", path, fi.Size(), size)}
+	case fi.Size() > size:
+		// The disk grew: so does its replica, and the new part is sent as
+		// any change is (a fresh area of zeros sends nothing).
+		if err := r.Resize(replicaID, fi.Size()); err != nil {
+			return 0, TargetError(err)
+		}
+		size = fi.Size()
 	}
 	now, err := blocks.HashDisk(src, size, HashWorkers())
 	if err != nil {
