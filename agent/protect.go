@@ -242,13 +242,19 @@ func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, e
 	return pruned, nil
 }
 
-// resync repairs the replica, then runs a cycle: blocks the storage changed
-// are marked unknown in the hash file, so the cycle sends them with every
-// block that differs from the source. Only hashes travel in the compare.
+// resync runs a cycle with no pending-change limit: every block whose
+// stored hash differs from the source's is sent; only hashes are compared,
+// the replica is not read. With CheckReplica (the replica is suspect: a
+// verify found blocks the storage changed, or a directory target, where
+// reading is local) it first reads the replica back and marks unknown the
+// hashes of blocks whose content no longer matches, so they are sent too.
 func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
 	p, err := replicationPayload(t)
 	if err != nil {
 		return nil, err
+	}
+	if !p.CheckReplica {
+		return a.replicate(ctx, t, rep)
 	}
 	r, err := a.openStore(ctx, t, p, false)
 	if err != nil {

@@ -209,6 +209,10 @@ type ReplicationPayload struct {
 	// quiesces the VM (filedisk: its freeze command) for the cycle. An agent
 	// that cannot quiesce makes a crash-consistent point and says so.
 	AppConsistent bool `json:"app_consistent,omitempty"`
+	// CheckReplica, on a resync: read the replica back and resend blocks
+	// whose content no longer matches their stored hash (the storage changed
+	// them). Without it only the stored hashes are compared.
+	CheckReplica bool `json:"check_replica,omitempty"`
 	// ResyncThresholdPercent, on a scheduled cycle: when a disk's changes
 	// since the last cycle reach this share of its size, the agent sends
 	// nothing more and ends with CodeResyncRequired; the vault then runs a

@@ -630,7 +630,7 @@ func verifyOutcome(tx *gorm.DB, t *Task, o TaskOutcome) (TaskOutcome, error) {
 	if CheckTransition(p.State, StateResyncRequired) == nil {
 		reasons, _ := json.Marshal([]string{"resynchronization required: " + o.Message})
 		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateResyncRequired,
-			"health": HealthWarning, "health_reasons": string(reasons)}).Error; err != nil {
+			"health": HealthWarning, "health_reasons": string(reasons), "last_error_code": o.ErrorCode, "last_error_message": truncate(o.Message, 2000)}).Error; err != nil {
 			return o, err
 		}
 	}
@@ -691,6 +691,10 @@ func (s *Store) startResync(tx *gorm.DB, now time.Time, a Actor, p Protection, v
 	}
 	payload.PointID, payload.AppConsistent, payload.BandwidthMbps = NewID(prefixRecoveryPoint), false, BandwidthAt(policy, now, s.loc())
 	payload.ResyncThresholdPercent = 0 // a resync sends whatever differs
+	// Reading the replica back finds blocks the storage changed. On a
+	// directory it is a local read; on Azure it downloads the replica, so
+	// only when a verify found such blocks.
+	payload.CheckReplica = payload.Target.Kind == TargetDirectory || p.LastErrorCode == "replica_mismatch"
 	b, _ := json.Marshal(payload)
 	created, err := createOneStepJob(tx, now, a, Job{Type: JobResync, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name},
 		"Compare block hashes and send the blocks that differ", Task{HostID: last.HostID, ProtectionID: p.ID, Kind: agentproto.TaskResync, Payload: string(b)})

@@ -469,3 +469,57 @@ func TestTheResynchronizeButtonStartsAtOnceOutsideTheWindow(t *testing.T) {
 		}
 	})
 }
+
+func TestAnAzureResyncReadsTheReplicaBackOnlyAfterAVerifyFoundItChanged(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		site := mustSite(t, h, "s")
+		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		vm := mustVMs(t, h, host.ID, "web")["web"]
+		policy := mustPolicy(t, h, "p")
+		az, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: "https://acct.blob.core.windows.net", Container: "lifeboat", CredentialKind: models.CredentialAccountKey,
+			Credential: "c2VjcmV0LWFjY291bnQta2V5LW9mLWxpZmVib2F0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, az.ID); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+		checks := func() bool {
+			t.Helper()
+			if _, err := h.s.StartResync(t.Context(), alice, vm.ID); err != nil {
+				t.Fatal(err)
+			}
+			task := leaseOne(t, h, host.ID, agentproto.TaskResync)
+			var pl agentproto.ReplicationPayload
+			json.Unmarshal([]byte(task.Payload), &pl)
+			complete(t, h, host.ID, task, cycleResult(task, h.clock.T))
+			return pl.CheckReplica
+		}
+		if checks() {
+			t.Fatal("an Azure resync with no sign of a changed replica downloads it")
+		}
+		// A verify finds blocks the storage changed: the next resync checks.
+		points, _, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID, models.Page{Limit: 1})
+		if _, err := h.s.StartVerify(t.Context(), alice, vm.ID, points[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		verify := leaseOne(t, h, host.ID, agentproto.TaskVerify)
+		b, _ := json.Marshal(agentproto.VerifyResult{PointID: points[0].ID, BlocksChecked: 10, Mismatches: []agentproto.Mismatch{{Disk: "d", Offset: 4096}}})
+		complete(t, h, host.ID, verify, models.TaskOutcome{Result: string(b)})
+		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateResyncRequired || p.LastErrorCode != "replica_mismatch" {
+			t.Fatalf("after a mismatch: %s %s", p.State, p.LastErrorCode)
+		}
+		if !checks() {
+			t.Fatal("after a verify mismatch the resync does not read the replica back")
+		}
+		// That resync succeeded: the next one is back to comparing hashes.
+		if checks() {
+			t.Fatal("the check stuck after a successful resync")
+		}
+	})
+}
