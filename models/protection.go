@@ -244,6 +244,14 @@ func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) erro
 		if err := moveProtection(tx, t.ProtectionID, StateProtected); err != nil {
 			return err
 		}
+		var r agentproto.ReplicateResult
+		if json.Unmarshal([]byte(result), &r) == nil && t.StepID != "" {
+			msg := fmt.Sprintf("%d block(s) differed and were sent (%d bytes); %d of them had been changed by the storage; new recovery point %s",
+				r.BytesSent/4096, r.BytesSent, r.Repaired, r.Time.UTC().Format(time.RFC3339))
+			if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error; err != nil {
+				return err
+			}
+		}
 	}
 	if t.Kind == agentproto.TaskCreateReplica {
 		if err := moveProtection(tx, t.ProtectionID, StateInitialReplication); err != nil {

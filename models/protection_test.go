@@ -467,6 +467,10 @@ func TestTheResynchronizeButtonStartsAtOnceOutsideTheWindow(t *testing.T) {
 		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateProtected || p.Health != models.HealthNormal {
 			t.Fatalf("after the resync: %s %s", p.State, p.Health)
 		}
+		if got, _ := h.s.GetJob(t.Context(), job.ID); got.State != models.JobSucceeded || !strings.Contains(got.Steps[0].Message, "4096 bytes") ||
+			!strings.Contains(got.Steps[0].Message, "new recovery point") {
+			t.Fatalf("the resync job says %q", got.Steps[0].Message)
+		}
 	})
 }
 
