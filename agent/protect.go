@@ -220,7 +220,7 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		a.log.Warn("retention could not prune recovery points", "error", err)
 	}
 	return agentproto.ReplicateResult{PointID: point.ID, Time: point.Time, Consistency: point.Consistency, SizeBytes: total, BytesSent: sent,
-		TransferSeconds: took.Seconds(), Pruned: pruned}, nil
+		TransferSeconds: took.Seconds(), Pruned: pruned, DiskSizes: point.Disks}, nil
 }
 
 // prune deletes points older than retention, oldest first, never the newest.

@@ -236,7 +236,10 @@ type ReplicateResult struct {
 	Time        time.Time `json:"time"`
 	Consistency string    `json:"consistency"` // crash or app
 	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
-	BytesSent   int64     `json:"bytes_sent"`
+	// DiskSizes is each replica's size at the point, by replica id: a disk
+	// that grew has a larger replica now.
+	DiskSizes map[string]int64 `json:"disk_sizes,omitempty"`
+	BytesSent int64            `json:"bytes_sent"`
 	// TransferSeconds is how long the cycle took from its first read to
 	// its point: with BytesSent, the replication throughput.
 	TransferSeconds float64  `json:"transfer_seconds,omitempty"`

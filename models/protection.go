@@ -346,6 +346,13 @@ func recordCycle(tx *gorm.DB, now time.Time, t *Task, result string) error {
 			return err
 		}
 	}
+	for name, size := range r.DiskSizes {
+		// A disk that grew has a larger replica: the next cycles say so.
+		if err := tx.Model(&ReplicaDisk{}).Where("protection_id = ? AND name = ? AND size_bytes < ?", t.ProtectionID, name, size).
+			Update("size_bytes", size).Error; err != nil {
+			return err
+		}
+	}
 	var p Protection
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 		return err
@@ -723,6 +730,20 @@ func lastReplication(tx *gorm.DB, protectionID string) (Task, agentproto.Replica
 	if err := tx.Where("protection_id = ? AND kind = ?", protectionID, agentproto.TaskReplicate).Order("id DESC").First(&last).Error; err != nil {
 		return last, payload, err
 	}
-	err := json.Unmarshal([]byte(last.Payload), &payload)
-	return last, payload, err
+	if err := json.Unmarshal([]byte(last.Payload), &payload); err != nil {
+		return last, payload, err
+	}
+	// Sizes from the replica records, which follow a disk that grew.
+	var disks []ReplicaDisk
+	if err := tx.Where("protection_id = ?", protectionID).Find(&disks).Error; err != nil {
+		return last, payload, err
+	}
+	for i, d := range payload.Disks {
+		for _, rd := range disks {
+			if rd.Name == d.ReplicaID && rd.SizeBytes > d.SizeBytes {
+				payload.Disks[i].SizeBytes = rd.SizeBytes
+			}
+		}
+	}
+	return last, payload, nil
 }

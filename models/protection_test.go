@@ -527,3 +527,26 @@ func TestAnAzureResyncReadsTheReplicaBackOnlyAfterAVerifyFoundItChanged(t *testi
 		}
 	})
 }
+
+func TestADiskThatGrewIsReplicatedAtItsNewSizeFromThenOn(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		_, host, _ := protectedVM(t, h)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		var pl agentproto.ReplicationPayload
+		json.Unmarshal([]byte(initial.Payload), &pl)
+		grown := pl.Disks[0].SizeBytes + 3<<20
+		b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: h.clock.T, Consistency: "crash", SizeBytes: grown,
+			DiskSizes: map[string]int64{pl.Disks[0].ReplicaID: grown}})
+		complete(t, h, host.ID, initial, models.TaskOutcome{Result: string(b)})
+		h.advance(6 * time.Minute)
+		h.s.ScheduleReplications(t.Context())
+		next := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		var np agentproto.ReplicationPayload
+		json.Unmarshal([]byte(next.Payload), &np)
+		if np.Disks[0].SizeBytes != grown {
+			t.Fatalf("the next cycle says %d bytes, want the grown %d", np.Disks[0].SizeBytes, grown)
+		}
+	})
+}
