@@ -34,6 +34,7 @@ const usage = `usage:
   lifeboat-agent register --key-file KEY.json --state-dir DIR [--name NAME]
   lifeboat-agent run --state-dir DIR [--driver filedisk --vm-root DIR] [--config FILE] [--max-tasks N]
   lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
+  lifeboat-agent verify --container-url URL --vm VM-ID [--point ID]   (SAS in LIFEBOAT_AZURE_SAS)
   lifeboat-agent version`
 
 // run is the whole program; main only adds the process around it.
@@ -48,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "run":
 		return runCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "verify":
-		return verifyCommand(ctx, args[1:], stdout, stderr)
+		return verifyCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "lifeboat-agent", Version)
 		return nil

@@ -7,29 +7,63 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
+	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// verifyCommand checks a recovery point in a directory target, block by
-// block against the hashes recorded when it was written:
-// lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID].
-func verifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// verifyCommand checks a recovery point, block by block against the
+// hashes recorded when it was written, on a directory target or in an
+// Azure Blob container:
+//
+//	lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
+//	lifeboat-agent verify --container-url URL --vm VM-ID [--point ID]   (SAS in LIFEBOAT_AZURE_SAS)
+func verifyCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("target-dir", "", "the directory target's path")
+	dir := fs.String("target-dir", "", "a directory target's path")
+	containerURL := fs.String("container-url", "", "an Azure Blob target: the VM's container URL (https://ACCOUNT.blob.core.windows.net/PREFIX-VMID); a SAS that may read and list it goes in LIFEBOAT_AZURE_SAS")
 	vm := fs.String("vm", "", "the VM's id on its host (the directory name under the target)")
 	point := fs.String("point", "", "the recovery point's id; default the newest")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dir == "" || *vm == "" {
-		return errors.New("verify needs --target-dir and --vm")
+	if (*dir == "") == (*containerURL == "") || *vm == "" {
+		return errors.New("verify needs --vm and one of --target-dir or --container-url")
 	}
-	res, err := verifyPoint(*dir, *vm, *point)
+	var r replica.Store
+	var err error
+	where := *dir
+	if *dir != "" {
+		r, err = dirtarget.OpenExisting(*dir, *vm)
+	} else {
+		token := strings.TrimPrefix(getenv("LIFEBOAT_AZURE_SAS"), "?")
+		if token == "" {
+			return errors.New("--container-url needs a SAS token in LIFEBOAT_AZURE_SAS (an account or container SAS that may read and list; it is not taken as a flag, so it stays out of the shell history and process list)")
+		}
+		where = *containerURL
+		r, err = blobtarget.Open(ctx, *vm, givenSAS{url: strings.TrimRight(*containerURL, "/"), token: token}, blobtarget.Options{})
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if *point == "" {
+		points, err := r.Points()
+		if err != nil {
+			return err
+		}
+		if len(points) == 0 {
+			return fmt.Errorf("VM %s has no recovery point in %s", *vm, where)
+		}
+		*point = points[len(points)-1].ID
+	}
+	res, err := verifyStore(r, *point)
 	if err != nil {
 		return err
 	}
@@ -43,23 +77,16 @@ func verifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return nil
 }
 
-func verifyPoint(dir, vm, pointID string) (*agentproto.VerifyResult, error) {
-	r, err := dirtarget.OpenExisting(dir, vm)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if pointID == "" {
-		points, err := r.Points()
-		if err != nil {
-			return nil, err
-		}
-		if len(points) == 0 {
-			return nil, fmt.Errorf("VM %s has no recovery point in %s", vm, dir)
-		}
-		pointID = points[len(points)-1].ID
-	}
-	return verifyStore(r, pointID)
+// givenSAS is a SAS an operator gave, used for the container and its
+// snapshots alike.
+type givenSAS struct{ url, token string }
+
+func (g givenSAS) ContainerSAS(context.Context) (blobtarget.SAS, error) {
+	return blobtarget.SAS{ContainerURL: g.url, Token: g.token, Expires: time.Now().Add(24 * time.Hour)}, nil
+}
+
+func (g givenSAS) SnapshotSAS(ctx context.Context, _, _ string) (blobtarget.SAS, error) {
+	return g.ContainerSAS(ctx)
 }
 
 // verifyStore checks one point of a store.
