@@ -1,5 +1,7 @@
 package agentproto
 
+import "regexp"
+
 // ErrorInfo describes one error code a user can see: in an API answer, on
 // a portal page, or as the error of a task and its job. The table below is
 // the one place they are listed; docs/errors.md is generated from it
@@ -114,3 +116,10 @@ func LookupError(code, where string) (ErrorInfo, bool) {
 	}
 	return found, ok
 }
+
+// sasSignature matches the signature of a SAS token in a URL or message.
+var sasSignature = regexp.MustCompile(`(?i)(sig=)[^&"'\s]+`)
+
+// RedactSAS hides SAS signatures in a text, such as an error that quotes a
+// request URL, before it is logged, stored or shown.
+func RedactSAS(s string) string { return sasSignature.ReplaceAllString(s, "${1}REDACTED") }

@@ -149,3 +149,11 @@ func TestEveryErrorCodeTheCodeSetsIsInTheTable(t *testing.T) {
 		t.Fatalf("only %d codes found: the patterns no longer match the code", len(used))
 	}
 }
+
+func TestRedactSASHidesSignaturesOnly(t *testing.T) {
+	in := `Get "https://a.blob.core.windows.net/c/d?se=2026-01-01&sig=abc%2Bdef%3D&sp=r": dial tcp: refused; SIG=xyz 'sig=q'`
+	want := `Get "https://a.blob.core.windows.net/c/d?se=2026-01-01&sig=REDACTED&sp=r": dial tcp: refused; SIG=REDACTED 'sig=REDACTED'`
+	if got := RedactSAS(in); got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}

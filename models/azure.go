@@ -186,5 +186,5 @@ func ensureContainer(ctx context.Context, c *container.Client) error {
 		}
 		return &StorageError{Code: "storage_unavailable", Message: fmt.Sprintf("the storage answered %d %s when the vault created the VM's container; the task is retried", re.StatusCode, re.ErrorCode), Recoverable: true}
 	}
-	return &StorageError{Code: "storage_unavailable", Message: "the vault cannot reach the storage: " + err.Error() + "; the task is retried", Recoverable: true}
+	return &StorageError{Code: "storage_unavailable", Message: "the vault cannot reach the storage: " + agentproto.RedactSAS(err.Error()) + "; the task is retried", Recoverable: true}
 }

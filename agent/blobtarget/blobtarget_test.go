@@ -302,6 +302,9 @@ func TestAStorageOutageFailsTheCycleRecoverablyAndLosesNoChange(t *testing.T) {
 		if !errors.As(err, &te) || !te.Recoverable {
 			t.Fatalf("with the storage down: %v, want a recoverable task error", err)
 		}
+		if strings.Contains(te.Message, "sig=") && !strings.Contains(te.Message, "sig=REDACTED") {
+			t.Fatalf("the error shows the SAS signature: %s", te.Message)
+		}
 	}
 	e.az.Restart()
 	d.scribble(t, rng, 5)

@@ -19,6 +19,15 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
+	te := classifyRaw(err)
+	// Errors of the transport quote the request URL, SAS included.
+	if t, ok := te.(*agentproto.TaskError); ok {
+		t.Message = agentproto.RedactSAS(t.Message)
+	}
+	return te
+}
+
+func classifyRaw(err error) error {
 	var te *agentproto.TaskError
 	if errors.As(err, &te) || errors.Is(err, context.Canceled) {
 		return err
