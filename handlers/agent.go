@@ -320,7 +320,7 @@ func (h *Handlers) AgentStorageCredentials(c echo.Context) error {
 	if err != nil {
 		return taskProblem(err)
 	}
-	h.log.InfoContext(c.Request().Context(), "storage SAS issued", "host", host.ID, "task", c.Param("id"),
+	h.log.DebugContext(c.Request().Context(), "storage SAS issued", "host", host.ID, "task", c.Param("id"),
 		"container", out.ContainerURL, "snapshot", in.Snapshot, "expires", out.ExpiresAt)
 	return c.JSON(http.StatusOK, out)
 }
