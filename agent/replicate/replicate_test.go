@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	mathrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,5 +120,54 @@ func TestAScheduledCycleSendsNothingWhenHalfTheDiskChanged(t *testing.T) {
 	// The resync that follows has no limit and sends exactly the change.
 	if sent, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 0); err != nil || sent != 4<<20 {
 		t.Fatalf("resync: sent %d, %v", sent, err)
+	}
+}
+
+func TestAResyncOfADirectoryReplicaSendsExactlyTheBlocksTheStorageChanged(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o644)
+	r, _ := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+	if _, err := Disk(ctx, r, "d", src, int64(len(data)), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The storage flips a byte in N random blocks of the replica.
+	f, _ := os.OpenFile(filepath.Join(dir, "target", "vm", "disks", "d.vhd"), os.O_RDWR, 0)
+	rng := mathrand.New(mathrand.NewPCG(3, 5))
+	corrupt := map[int64]bool{}
+	for len(corrupt) < 7 {
+		blk := rng.Int64N(int64(len(data)) / 4096)
+		if corrupt[blk] {
+			continue
+		}
+		corrupt[blk] = true
+		off := blk*4096 + rng.Int64N(4096)
+		f.WriteAt([]byte{data[off] ^ 0xff}, off)
+	}
+	f.Close()
+	bad, err := r.RepairHashes("d")
+	if err != nil || len(bad) != len(corrupt) {
+		t.Fatalf("repair found %v, %v; want %d blocks", bad, err, len(corrupt))
+	}
+	for _, off := range bad {
+		if !corrupt[off/4096] {
+			t.Fatalf("block at %d was not corrupted", off)
+		}
+	}
+	sent, err := Disk(ctx, r, "d", src, int64(len(data)), nil, nil)
+	if err != nil || sent != int64(len(corrupt))*4096 {
+		t.Fatalf("resync sent %d bytes, %v; want exactly the %d corrupted blocks", sent, err, len(corrupt))
+	}
+	r.CreatePoint("p", time.Now(), "crash")
+	pr, size, _ := r.ReadPoint("p", "d")
+	defer pr.Close()
+	got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
+	if !bytes.Equal(got, data) {
+		t.Fatal("the replica differs from the source after the resync")
 	}
 }
