@@ -550,3 +550,30 @@ func TestADiskThatGrewIsReplicatedAtItsNewSizeFromThenOn(t *testing.T) {
 		}
 	})
 }
+
+func TestANonRecoverableCycleErrorStopsReplicationAndIsNotRetried(t *testing.T) {
+	for _, code := range []string{"replica_missing", "storage_access_denied"} {
+		t.Run(code, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, h *harness) {
+				vm, host, _ := protectedVM(t, h)
+				complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+				complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+				initial := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+				complete(t, h, host.ID, initial, cycleResult(initial, h.clock.T))
+				h.advance(6 * time.Minute)
+				h.s.ScheduleReplications(t.Context())
+				complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskReplicate), models.TaskOutcome{ErrorCode: code, Message: "gone"})
+				p, _ := h.s.GetProtection(t.Context(), vm.ID)
+				if p.Health != models.HealthCritical || p.LastErrorCode != code || p.NextRetryAt != nil {
+					t.Fatalf("after %s: health %s, code %s, next %v", code, p.Health, p.LastErrorCode, p.NextRetryAt)
+				}
+				for range 6 {
+					h.advance(30 * time.Minute)
+					if q, _ := h.s.ScheduleReplications(t.Context()); len(q) != 0 {
+						t.Fatalf("a cycle was retried after %s", code)
+					}
+				}
+			})
+		})
+	}
+}
