@@ -188,3 +188,82 @@ func ensureContainer(ctx context.Context, c *container.Client) error {
 	}
 	return &StorageError{Code: "storage_unavailable", Message: "the vault cannot reach the storage: " + agentproto.RedactSAS(err.Error()) + "; the task is retried", Recoverable: true}
 }
+
+// queueContainerCleanup records the VM container of a protection whose data
+// an agent deleted, for the vault to delete.
+func queueContainerCleanup(tx *gorm.DB, now time.Time, protectionID string) error {
+	var p Protection
+	if err := tx.First(&p, "id = ?", protectionID).Error; err != nil {
+		return err
+	}
+	var t Target
+	if err := tx.First(&t, "id = ?", p.TargetID).Error; err != nil || t.Kind != TargetAzureBlob {
+		return err
+	}
+	return tx.Create(&ContainerCleanup{ID: NewID(prefixCleanup), TargetID: t.ID, Container: VMContainer(&t, p.VMID), NextAttemptAt: now}).Error
+}
+
+// CleanUpContainers deletes the emptied VM containers that are due, and
+// returns how many went; a failure is tried again after a back-off.
+func (s *Store) CleanUpContainers(ctx context.Context) (int, error) {
+	var due []ContainerCleanup
+	if err := s.db.WithContext(ctx).Where("next_attempt_at <= ?", s.Now()).Order("created_at").Limit(20).Find(&due).Error; err != nil {
+		return 0, err
+	}
+	done := 0
+	var errs []error
+	for _, c := range due {
+		err := s.deleteContainer(ctx, c)
+		if err == nil {
+			if err := s.db.WithContext(ctx).Delete(&ContainerCleanup{}, "id = ?", c.ID).Error; err != nil {
+				return done, err
+			}
+			done++
+			continue
+		}
+		errs = append(errs, fmt.Errorf("container %s: %w", c.Container, err))
+		n := c.Attempts + 1
+		if err := s.db.WithContext(ctx).Model(&ContainerCleanup{}).Where("id = ?", c.ID).Updates(map[string]any{"attempts": n,
+			"last_error": truncate(agentproto.RedactSAS(err.Error()), 1000), "next_attempt_at": s.Now().Add(deliveryBackoff(n))}).Error; err != nil {
+			return done, err
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
+func (s *Store) deleteContainer(ctx context.Context, c ContainerCleanup) error {
+	var t Target
+	if err := s.db.WithContext(ctx).First(&t, "id = ?", c.TargetID).Error; err != nil {
+		return err
+	}
+	secret, err := s.TargetCredential(&t)
+	if err != nil {
+		return err
+	}
+	u := strings.TrimRight(t.AccountURL, "/") + "/" + c.Container
+	var client *container.Client
+	if t.CredentialKind == CredentialAccountKey {
+		account, err := accountName(t.AccountURL)
+		if err != nil {
+			return err
+		}
+		key, err := container.NewSharedKeyCredential(account, secret)
+		if err != nil {
+			return err
+		}
+		client, err = container.NewClientWithSharedKeyCredential(u, key, storageClientOptions())
+		if err != nil {
+			return err
+		}
+	} else {
+		client, err = container.NewClientWithNoCredential(u+"?"+strings.TrimPrefix(secret, "?"), storageClientOptions())
+		if err != nil {
+			return err
+		}
+	}
+	_, err = client.Delete(ctx, nil)
+	if err == nil || bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted) {
+		return nil
+	}
+	return err
+}

@@ -44,4 +44,5 @@ const (
 	prefixSession         = "sess"
 	prefixAudit           = "aud"
 	prefixAlert           = "alert"
+	prefixCleanup         = "cleanup"
 )

@@ -259,6 +259,9 @@ func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) erro
 		}
 	}
 	if t.Kind == agentproto.TaskDeleteReplica {
+		if err := queueContainerCleanup(tx, now, t.ProtectionID); err != nil {
+			return err
+		}
 		if err := forgetProtection(tx, now, t.ProtectionID); err != nil {
 			return err
 		}

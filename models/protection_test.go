@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/models/storetest"
 )
 
 // leaseOne leases the host's next task and checks its kind.
@@ -576,4 +577,52 @@ func TestANonRecoverableCycleErrorStopsReplicationAndIsNotRetried(t *testing.T) 
 			})
 		})
 	}
+}
+
+func TestTheVaultDeletesTheContainerAnAgentEmptied(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		az := azuritetest.Start(t) // one per backend: this test stops it
+		site := mustSite(t, h, "s")
+		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		vm := mustVMs(t, h, host.ID, "web")["web"]
+		policy := mustPolicy(t, h, "p")
+		target, err := h.s.CreateTarget(t.Context(), alice, models.TargetInput{Name: "az", Kind: models.TargetAzureBlob,
+			AccountURL: az.AccountURL(), Container: "lb" + strings.ToLower(storetest.Name("c"))[:8], CredentialKind: models.CredentialAccountKey, Credential: azuritetest.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.s.EnableProtection(t.Context(), alice, vm.ID, policy.ID, target.ID); err != nil {
+			t.Fatal(err)
+		}
+		check := leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck)
+		creds, err := h.s.StorageCredentials(t.Context(), host.ID, check.ID, agentproto.StorageCredentialsRequest{}) // creates the container
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, check, models.TaskOutcome{Result: "{}"})
+		if _, err := h.s.DisableProtection(t.Context(), alice, vm.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		// Storage away: the deletion waits and is tried again.
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskDeleteReplica), models.TaskOutcome{Result: "{}"})
+		az.Stop()
+		if n, err := h.s.CleanUpContainers(t.Context()); n != 0 || err == nil {
+			t.Fatalf("with the storage away: %d, %v", n, err)
+		}
+		az.Restart()
+		if n, _ := h.s.CleanUpContainers(t.Context()); n != 0 {
+			t.Fatal("tried again before its back-off")
+		}
+		h.advance(time.Minute)
+		if n, err := h.s.CleanUpContainers(t.Context()); n != 1 || err != nil {
+			t.Fatalf("cleanup: %d %v", n, err)
+		}
+		c, _ := container.NewClientWithNoCredential(creds.ContainerURL+"?"+creds.SAS, nil)
+		if _, err := c.GetProperties(t.Context(), nil); err == nil {
+			t.Fatal("the container is still there")
+		}
+		if n, _ := h.s.CleanUpContainers(t.Context()); n != 0 {
+			t.Fatal("cleaned up twice")
+		}
+	})
 }

@@ -396,6 +396,19 @@ const (
 	AlertResolved     = "Resolved"
 )
 
+// ContainerCleanup is an Azure container, emptied by an agent when a VM's
+// protection was disabled with its data deleted, that the vault deletes
+// (agents' SAS tokens cannot delete containers).
+type ContainerCleanup struct {
+	ID            string    `gorm:"primaryKey;size:40"`
+	TargetID      string    `gorm:"size:40;not null"`
+	Container     string    `gorm:"size:63;not null"`
+	Attempts      int       `gorm:"not null;default:0"`
+	LastError     string    `gorm:"size:1000"`
+	NextAttemptAt time.Time `gorm:"index"`
+	CreatedAt     time.Time
+}
+
 // Alert is something an administrator must look at.
 type Alert struct {
 	ID             string `gorm:"primaryKey;size:40"`
@@ -424,6 +437,6 @@ func allModels() []any {
 		&Site{}, &Host{}, &RegistrationKey{}, &VM{}, &Disk{}, &Policy{}, &Target{},
 		&Protection{}, &ReplicaDisk{}, &RecoveryPoint{}, &Job{}, &JobStep{}, &Task{},
 		&RecoveryPlan{}, &PlanGroup{}, &PlanGroupVM{}, &PlanAction{},
-		&User{}, &APIToken{}, &Session{}, &AuditEvent{}, &Alert{},
+		&User{}, &APIToken{}, &Session{}, &AuditEvent{}, &Alert{}, &ContainerCleanup{},
 	}
 }

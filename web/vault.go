@@ -261,6 +261,11 @@ func (v *vault) watchAgents(ctx context.Context) {
 		for _, t := range queued {
 			v.handlers.WakeHost(t.HostID)
 		}
+		if n, err := v.store.CleanUpContainers(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("delete emptied Azure containers; retried later", slog.Any("error", err))
+		} else if n > 0 {
+			v.log.Info("deleted emptied Azure containers of unprotected VMs", "containers", n)
+		}
 		hosts, err := v.store.MarkSilentHostsDisconnected(ctx, 3*v.agentSettings.Heartbeat)
 		if err != nil && ctx.Err() == nil {
 			v.log.Warn("check host heartbeats", slog.Any("error", err))

@@ -439,3 +439,31 @@ func TestAResyncCutByAStorageOutageResumesFromItsCheckpoint(t *testing.T) {
 	}
 	t.Logf("first try %d MiB, in all %d MiB for %d MiB differing", firstTry>>20, total>>20, differing>>20)
 }
+
+func TestDeleteAllLeavesNoBlobNorSnapshotInTheContainer(t *testing.T) {
+	e := newEnv(t, azuritetest.Key)
+	d := newSource(t, "d", 2<<20)
+	d.scribble(t, rand.New(rand.NewPCG(1, 1)), 10)
+	e.store.CreateDisk("d", d.size)
+	cycle(t, e.store, []sourceDisk{d})
+	e.store.CreatePoint("p1", time.Now(), "crash")
+	d.scribble(t, rand.New(rand.NewPCG(2, 2)), 10)
+	cycle(t, e.store, []sourceDisk{d})
+	e.store.CreatePoint("p2", time.Now(), "crash")
+	if err := e.store.DeleteAll(); err != nil {
+		t.Fatal(err)
+	}
+	pager := e.admin.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Include: container.ListBlobsInclude{Snapshots: true}})
+	for pager.More() {
+		page, err := pager.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range page.Segment.BlobItems {
+			t.Errorf("left after DeleteAll: %s (snapshot %v)", *b.Name, b.Snapshot)
+		}
+	}
+	if points, err := e.store.Points(); err != nil || len(points) != 0 {
+		t.Fatalf("points after DeleteAll: %v %v", points, err)
+	}
+}
