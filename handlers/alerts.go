@@ -25,13 +25,14 @@ func (h *Handlers) AlertsPage(c echo.Context) error {
 	}
 	rows := make([]views.AlertRow, 0, len(items))
 	for _, a := range items {
+		// The message names the object; the link opens its page.
 		r := views.AlertRow{ID: a.ID, Kind: a.Kind, Severity: a.Severity, Object: a.ObjectKind + " " + a.ObjectID, Message: a.Message,
 			State: a.State, Raised: views.FormatTime(&a.CreatedAt)}
 		switch a.ObjectKind {
 		case "vm":
-			r.ObjectHref = "/vms/" + a.ObjectID
+			r.Object, r.ObjectHref = "the VM's page", "/vms/"+a.ObjectID
 		case "host":
-			r.ObjectHref = "/hosts/" + a.ObjectID
+			r.Object, r.ObjectHref = "the host's page", "/hosts/"+a.ObjectID
 		}
 		if a.AcknowledgedBy != "" {
 			r.Acknowledged = "by " + a.AcknowledgedBy + " at " + views.FormatTime(a.AcknowledgedAt)

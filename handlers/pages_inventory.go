@@ -253,7 +253,10 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 		return err
 	}
 	v.BytesSent = p.BytesSent
-	if p.LastCycleSeconds > 0 {
+	switch {
+	case p.LastCycleSeconds > 0 && p.LastCycleBytes == 0:
+		v.LastCycle = fmt.Sprintf("nothing changed, nothing sent (%.1f s)", p.LastCycleSeconds)
+	case p.LastCycleSeconds > 0:
 		v.LastCycle = fmt.Sprintf("%s in %.1f s (%s/s)", views.FormatBytes(p.LastCycleBytes), p.LastCycleSeconds,
 			views.FormatBytes(int64(float64(p.LastCycleBytes)/p.LastCycleSeconds)))
 	}
