@@ -91,6 +91,8 @@ type agent struct {
 	fatal      chan error
 	wg         sync.WaitGroup
 
+	warnedNoQuiesce sync.Map // VM ids already told they get crash-consistent points only
+
 	// kinds are the tasks this agent can run, by kind.
 	kinds map[string]taskFunc
 }

@@ -172,7 +172,11 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 	consistency := "crash"
 	if p.AppConsistent {
 		if !a.driver.CanQuiesce() {
-			a.log.Warn("an app-consistent point was asked for, but no freeze command is configured; making a crash-consistent point", "vm", p.VMID)
+			// Every cycle asks again until an app-consistent point exists:
+			// say it once per VM, not every cycle.
+			if _, said := a.warnedNoQuiesce.LoadOrStore(p.VMID, true); !said {
+				a.log.Warn("app-consistent points are asked for, but no --freeze-command is configured; this VM's points stay crash-consistent", "vm", p.VMID)
+			}
 		} else {
 			vmDir, err := a.driver.VMDir(p.VMID)
 			if err != nil {
