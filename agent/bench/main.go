@@ -4,6 +4,7 @@
 //
 //	BENCH_SIZE  disk size in MiB (default 4096; the resync disk is half of it)
 //	BENCH_DIR   where to put the files (default the system temp dir)
+//	BENCH_ONLY  azure or resync: run that part alone (for comparing builds)
 package main
 
 import (
@@ -50,6 +51,16 @@ func run() error {
 	fmt.Printf("Making a %d MiB disk with 50 %% data in %s ...\n", sizeMiB, dir)
 	if err := makeDisk(src, size); err != nil {
 		return err
+	}
+	switch os.Getenv("BENCH_ONLY") {
+	case "":
+	case "azure":
+		fmt.Printf("%-44s %10s %10s %12s  %s\n", "measurement", "seconds", "MiB/s", "ratio", "goal")
+		return benchAzure(dir, src, size)
+	case "resync":
+		return benchResync(dir, size/2)
+	default:
+		return fmt.Errorf("BENCH_ONLY %q: give azure or resync", os.Getenv("BENCH_ONLY"))
 	}
 	dropped := dropCaches()
 	fmt.Printf("Page cache dropped before each measurement: %v\n\n", dropped)
