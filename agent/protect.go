@@ -285,29 +285,21 @@ func (a *agent) resync(ctx context.Context, t agentproto.Task, rep *reporter) (a
 }
 
 // deleteReplica deletes the VM's replicas and recovery points from the
-// target: its protection was disabled with its data deleted. Deleting what
-// is already gone succeeds; a target that is not there (an unmounted NAS)
-// fails, so nothing is reported deleted that was not.
+// target: its protection was disabled with its data deleted. The target is
+// opened as a cycle opens it, so an unmounted share fails (and is retried)
+// rather than being reported deleted; replicas that are gone already are
+// success.
 func (a *agent) deleteReplica(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
 	p, err := replicationPayload(t)
 	if err != nil {
 		return nil, err
 	}
 	rep.set(agentproto.Progress{Step: "delete the replicas", Percent: 0})
-	if p.Target.Kind == "directory" {
-		if _, err := os.Stat(p.Target.Path); err != nil {
-			return nil, replicate.TargetError(fmt.Errorf("the target directory (is it mounted?): %w", err))
-		}
-		dir := filepath.Join(p.Target.Path, p.VMID)
-		if filepath.Dir(dir) != filepath.Clean(p.Target.Path) || p.VMID == "" || strings.HasPrefix(p.VMID, ".") {
-			return nil, &agentproto.TaskError{Code: "invalid_payload", Message: fmt.Sprintf("VM id %q is not a directory name", p.VMID)}
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, replicate.TargetError(err)
-		}
-		return map[string]string{"deleted": dir}, nil
-	}
 	r, err := a.openStore(ctx, t, p, false)
+	var te *agentproto.TaskError
+	if errors.As(err, &te) && te.Code == "replica_missing" {
+		return map[string]string{"deleted": "nothing: the replicas were gone already"}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -315,5 +307,5 @@ func (a *agent) deleteReplica(ctx context.Context, t agentproto.Task, rep *repor
 	if err := r.DeleteAll(); err != nil {
 		return nil, replicate.TargetError(err)
 	}
-	return map[string]string{"deleted": p.Target.ContainerURL}, nil
+	return map[string]string{"deleted": "the replicas and recovery points of VM " + p.VMID}, nil
 }

@@ -114,8 +114,8 @@ func TestDeleteReplicaRemovesTheVMsDirectoryAndRefusesAnUnmountedTarget(t *testi
 	if _, err := a.deleteReplica(context.Background(), task(root), &reporter{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "app")); !os.IsNotExist(err) {
-		t.Fatalf("the VM's replicas are still there: %v", err)
+	if entries, _ := os.ReadDir(root); len(entries) != 1 || entries[0].Name() != dirtarget.MarkerName {
+		t.Fatalf("the VM's replicas are still there: %v", entries)
 	}
 	// Again: nothing left to delete is success.
 	if _, err := a.deleteReplica(context.Background(), task(root), &reporter{}); err != nil {
@@ -126,6 +126,11 @@ func TestDeleteReplicaRemovesTheVMsDirectoryAndRefusesAnUnmountedTarget(t *testi
 	var te *agentproto.TaskError
 	if err == nil || !errors.As(err, &te) || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
 		t.Fatalf("unmounted target: %v", err)
+	}
+	// Nor is an empty mount point: the share is not there.
+	_, err = a.deleteReplica(context.Background(), task(t.TempDir()), &reporter{})
+	if err == nil || !errors.As(err, &te) || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
+		t.Fatalf("empty mount point: %v", err)
 	}
 }
 

@@ -141,12 +141,18 @@ func (r *Replica) Close() error {
 	return errors.Join(errs...)
 }
 
-// DeleteAll closes the replica and deletes its directory.
+// DeleteAll closes the replica and deletes its directory: renamed first,
+// so the replica is gone at once even if the removal is cut short (a crash
+// then leaves a hidden .deleted- directory, not half a replica).
 func (r *Replica) DeleteAll() error {
 	if err := r.Close(); err != nil {
 		return err
 	}
-	return os.RemoveAll(r.dir)
+	doomed := filepath.Join(filepath.Dir(r.dir), fmt.Sprintf(".deleted-%s-%d", filepath.Base(r.dir), time.Now().UnixNano()))
+	if err := os.Rename(r.dir, doomed); err != nil {
+		return err
+	}
+	return os.RemoveAll(doomed)
 }
 
 // CreateDisk makes an empty (all zero, sparse) replica for a source disk
