@@ -109,7 +109,7 @@ type Replica struct {
 
 type disk struct {
 	id       string
-	size     int64 // the source disk's size
+	meta     diskMeta // the source disk's size and synced signature, as stored
 	data     *pageblob.Client
 	hashBlob *pageblob.Client
 	mu       sync.Mutex
@@ -298,7 +298,7 @@ func (r *Replica) disk(diskID string) (*disk, error) {
 	if err != nil {
 		return nil, classify(fmt.Errorf("replica of disk %s: %w", diskID, err))
 	}
-	d := &disk{id: diskID, size: m.SizeBytes,
+	d := &disk{id: diskID, meta: m,
 		data: r.client.NewPageBlobClient(dataName(diskID)), hashBlob: r.client.NewPageBlobClient(hashesName(diskID))}
 	r.disks[diskID] = d
 	return d, nil
@@ -341,7 +341,7 @@ func (r *Replica) loadHashes(d *disk) error {
 	if d.hashes != nil {
 		return nil
 	}
-	hs, err := r.readHashes(d.hashBlob, vhd.DataSize(d.size))
+	hs, err := r.readHashes(d.hashBlob, vhd.DataSize(d.meta.SizeBytes))
 	if err != nil {
 		return err
 	}
@@ -356,11 +356,8 @@ func (r *Replica) WriteRuns(diskID string, runs []replica.Run) error {
 	if err != nil {
 		return err
 	}
-	for _, run := range runs {
-		off, n := run.Offset, int64(len(run.Data))
-		if off%blocks.BlockSize != 0 || off < 0 || off+n > d.size || n == 0 || n > blocks.MaxRun || (n%blocks.BlockSize != 0 && off+n != d.size) {
-			return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", n, off, d.size)
-		}
+	if err := replica.CheckRuns(runs, d.meta.SizeBytes); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -479,15 +476,13 @@ func (r *Replica) Resize(diskID string, size int64) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case size == d.size:
+	if size == d.meta.SizeBytes {
 		return nil
-	case size < d.size:
-		return fmt.Errorf("the source disk shrank from %d to %d bytes; shrinking a replica is not supported", d.size, size)
-	case vhd.DataSize(size) > vhd.MaxDataSize:
-		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", size, vhd.MaxDataSize)
 	}
-	oldData, newData := vhd.DataSize(d.size), vhd.DataSize(size)
+	if err := replica.CheckGrowth(d.meta.SizeBytes, size); err != nil {
+		return err
+	}
+	oldData, newData := vhd.DataSize(d.meta.SizeBytes), vhd.DataSize(size)
 	if newData != oldData {
 		footer, err := vhd.Footer{DataSize: newData, Created: time.Now()}.Marshal()
 		if err != nil {
@@ -511,36 +506,43 @@ func (r *Replica) Resize(diskID string, size int64) error {
 			}
 		}
 	}
-	m, err := r.readMeta(diskID)
-	if err != nil {
-		return classify(err)
-	}
-	m.SizeBytes, m.Synced = size, nil
-	if err := r.writeMeta(diskID, m); err != nil {
-		return err
-	}
-	d.size = size
-	return nil
+	return r.updateMeta(d, func(m *diskMeta) { m.SizeBytes, m.Synced = size, nil })
 }
 
 // SyncedSignature is the source signature at which the replica last
 // equalled its source, if one was recorded.
 func (r *Replica) SyncedSignature(diskID string) (*replica.SourceSignature, error) {
-	m, err := r.readMeta(diskID)
+	d, err := r.disk(diskID)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
-	return m.Synced, nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta.Synced, nil
 }
 
 // SetSyncedSignature records (or, with nil, forgets) it.
 func (r *Replica) SetSyncedSignature(diskID string, sig *replica.SourceSignature) error {
-	m, err := r.readMeta(diskID)
+	d, err := r.disk(diskID)
 	if err != nil {
-		return classify(err)
+		return err
 	}
-	m.Synced = sig
-	return r.writeMeta(diskID, m)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return r.updateMeta(d, func(m *diskMeta) { m.Synced = sig })
+}
+
+// updateMeta changes a disk's metadata blob and the copy read when the
+// disk was first used (this store is the replica's only writer during its
+// task). The caller holds d.mu.
+func (r *Replica) updateMeta(d *disk, change func(*diskMeta)) error {
+	m := d.meta
+	change(&m)
+	if err := r.writeMeta(d.id, m); err != nil {
+		return err
+	}
+	d.meta = m
+	return nil
 }
 
 // manifest is a point's manifest blob: the point and its snapshots.
@@ -612,7 +614,7 @@ func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (repl
 		if err != nil {
 			return replica.Point{}, classify(err)
 		}
-		m.Disks[diskID] = d.size
+		m.Disks[diskID] = d.meta.SizeBytes
 		m.Snapshots[diskID] = diskSnapshot{Data: *data.Snapshot, Hashes: *hashes.Snapshot}
 	}
 	body, _ := json.MarshalIndent(m, "", "  ")
@@ -882,7 +884,7 @@ func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
 	if err := r.loadHashes(d); err != nil {
 		return nil, err
 	}
-	bad, err := r.mismatches(d.data, d.size, d.hashes)
+	bad, err := r.mismatches(d.data, d.meta.SizeBytes, d.hashes)
 	if err != nil || len(bad) == 0 {
 		return bad, err
 	}
@@ -895,10 +897,5 @@ func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
 	if err := r.writeHashPages(d, touched); err != nil {
 		return bad, err
 	}
-	m, err := r.readMeta(diskID)
-	if err != nil {
-		return bad, classify(err)
-	}
-	m.Synced = nil
-	return bad, r.writeMeta(diskID, m)
+	return bad, r.updateMeta(d, func(m *diskMeta) { m.Synced = nil })
 }

@@ -213,13 +213,11 @@ func (r *Replica) Resize(diskID string, size int64) error {
 	defer r.writes.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case size == d.size:
+	if size == d.size {
 		return nil
-	case size < d.size:
-		return fmt.Errorf("the source disk shrank from %d to %d bytes; shrinking a replica is not supported", d.size, size)
-	case vhd.DataSize(size) > vhd.MaxDataSize:
-		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", size, vhd.MaxDataSize)
+	}
+	if err := replica.CheckGrowth(d.size, size); err != nil {
+		return err
 	}
 	oldData, newData := vhd.DataSize(d.size), vhd.DataSize(size)
 	// New blocks hash as zeros: extend the hash file first.
@@ -246,21 +244,7 @@ func (r *Replica) Resize(diskID string, size int64) error {
 	if err := errors.Join(d.data.Sync(), d.hashes.Sync()); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(r.metaPath(diskID))
-	if err != nil {
-		return err
-	}
-	var m diskMeta
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	m.SizeBytes, m.Synced = size, nil
-	out, _ := json.Marshal(m)
-	tmp := r.metaPath(diskID) + ".new"
-	if err := os.WriteFile(tmp, out, 0o640); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, r.metaPath(diskID)); err != nil {
+	if err := r.updateMeta(diskID, func(m *diskMeta) { m.SizeBytes, m.Synced = size, nil }); err != nil {
 		return err
 	}
 	d.size = size
@@ -277,15 +261,9 @@ func (r *Replica) disk(diskID string) (*disk, error) {
 		return nil, fmt.Errorf("disk id %q cannot be a file name", diskID)
 	}
 	base := filepath.Join(r.dir, "disks", diskID)
-	var meta struct {
-		SizeBytes int64 `json:"size_bytes"`
-	}
-	b, err := os.ReadFile(base + ".json")
+	meta, err := r.readMeta(diskID)
 	if err != nil {
 		return nil, fmt.Errorf("replica of disk %s: %w", diskID, err)
-	}
-	if err := json.Unmarshal(b, &meta); err != nil {
-		return nil, fmt.Errorf("replica of disk %s: damaged metadata: %w", diskID, err)
 	}
 	d := &disk{size: meta.SizeBytes}
 	if d.data, err = os.OpenFile(base+".vhd", os.O_RDWR, 0); err != nil {
@@ -339,11 +317,8 @@ func (r *Replica) WriteRuns(diskID string, runs []Run) error {
 	if err != nil {
 		return err
 	}
-	for _, run := range runs {
-		off, n := run.Offset, int64(len(run.Data))
-		if off%blocks.BlockSize != 0 || off < 0 || off+n > d.size || n == 0 || (n%blocks.BlockSize != 0 && off+n != d.size) {
-			return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", n, off, d.size)
-		}
+	if err := replica.CheckRuns(runs, d.size); err != nil {
+		return err
 	}
 	r.writes.RLock()
 	defer r.writes.RUnlock()
@@ -712,29 +687,35 @@ func (r *Replica) metaPath(diskID string) string {
 // SyncedSignature is the source signature at which the replica last equalled
 // its source, if one was recorded.
 func (r *Replica) SyncedSignature(diskID string) (*SourceSignature, error) {
-	b, err := os.ReadFile(r.metaPath(diskID))
-	if err != nil {
-		return nil, err
-	}
-	var m diskMeta
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m.Synced, nil
+	m, err := r.readMeta(diskID)
+	return m.Synced, err
 }
 
 // SetSyncedSignature records (or, with nil, forgets) that the replica equals
 // the source file with this signature.
 func (r *Replica) SetSyncedSignature(diskID string, sig *SourceSignature) error {
+	return r.updateMeta(diskID, func(m *diskMeta) { m.Synced = sig })
+}
+
+func (r *Replica) readMeta(diskID string) (diskMeta, error) {
+	var m diskMeta
 	b, err := os.ReadFile(r.metaPath(diskID))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("replica of disk %s: damaged metadata: %w", diskID, err)
+	}
+	return m, nil
+}
+
+// updateMeta changes a disk's metadata file, replaced whole by rename.
+func (r *Replica) updateMeta(diskID string, change func(*diskMeta)) error {
+	m, err := r.readMeta(diskID)
 	if err != nil {
 		return err
 	}
-	var m diskMeta
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	m.Synced = sig
+	change(&m)
 	out, _ := json.Marshal(m)
 	tmp := r.metaPath(diskID) + ".new"
 	if err := os.WriteFile(tmp, out, 0o640); err != nil {

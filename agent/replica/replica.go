@@ -6,10 +6,12 @@
 package replica
 
 import (
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/vhd"
 )
 
 // Store is one VM's replicas on one target. A Store is used by one task at
@@ -98,3 +100,28 @@ type Mismatch struct {
 // any recorded hash: no real block hashes to it, so the next comparison
 // sends the block again.
 var UnknownHash = blocks.Hash{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// CheckRuns refuses runs a store cannot write into a disk of size bytes:
+// each starts on a block, is at most blocks.MaxRun, and ends on a block or
+// at the disk's end.
+func CheckRuns(runs []Run, size int64) error {
+	for _, run := range runs {
+		off, n := run.Offset, int64(len(run.Data))
+		if off%blocks.BlockSize != 0 || off < 0 || off+n > size || n == 0 || n > blocks.MaxRun || (n%blocks.BlockSize != 0 && off+n != size) {
+			return fmt.Errorf("write of %d bytes at %d is not block aligned inside the %d-byte disk", n, off, size)
+		}
+	}
+	return nil
+}
+
+// CheckGrowth says whether a replica of from bytes may be resized to to
+// bytes: it may only grow, and stay within what a fixed VHD holds.
+func CheckGrowth(from, to int64) error {
+	switch {
+	case to < from:
+		return fmt.Errorf("the source disk shrank from %d to %d bytes; shrinking a replica is not supported", from, to)
+	case vhd.DataSize(to) > vhd.MaxDataSize:
+		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", to, vhd.MaxDataSize)
+	}
+	return nil
+}
