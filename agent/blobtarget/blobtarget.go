@@ -673,17 +673,23 @@ func (r *Replica) manifest(pointID string) (manifest, error) {
 	}
 	for _, p := range points {
 		if p.ID == pointID {
-			b, err := r.download(r.client.NewBlobClient(pointName(p)))
-			if err != nil {
-				return m, classify(err)
-			}
-			if err := json.Unmarshal(b, &m); err != nil {
-				return m, fmt.Errorf("recovery point %s: damaged manifest: %w", pointID, err)
-			}
-			return m, nil
+			return r.manifestOf(p)
 		}
 	}
 	return m, fmt.Errorf("no recovery point %q", pointID)
+}
+
+// manifestOf downloads the manifest of a listed point.
+func (r *Replica) manifestOf(p replica.Point) (manifest, error) {
+	var m manifest
+	b, err := r.download(r.client.NewBlobClient(pointName(p)))
+	if err != nil {
+		return m, classify(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("recovery point %s: damaged manifest: %w", p.ID, err)
+	}
+	return m, nil
 }
 
 // DeletePoint deletes the oldest recovery point (never the newest): its
@@ -702,7 +708,7 @@ func (r *Replica) DeletePoint(id string) error {
 	case points[0].ID != id:
 		return fmt.Errorf("recovery point %q is not the oldest; points are pruned oldest first", id)
 	}
-	m, err := r.manifest(id)
+	m, err := r.manifestOf(points[0])
 	if err != nil {
 		return err
 	}
