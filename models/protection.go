@@ -432,11 +432,11 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			if err := refreshHealth(tx, now, p, policy); err != nil {
 				return err
 			}
-			var busy int64
-			if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+			busy, err := replicationBusy(tx, p.ID)
+			if err != nil {
 				return err
 			}
-			if busy > 0 || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
+			if busy || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
 				continue
 			}
 			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
@@ -498,11 +498,11 @@ func (s *Store) startWindowResyncs(tx *gorm.DB, now time.Time, policies map[stri
 		if err != nil || !open {
 			continue
 		}
-		var busy int64
-		if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+		busy, err := replicationBusy(tx, p.ID)
+		if err != nil {
 			return nil, err
 		}
-		if busy > 0 {
+		if busy {
 			continue
 		}
 		var vm VM
@@ -523,8 +523,10 @@ func (s *Store) startWindowResyncs(tx *gorm.DB, now time.Time, policies map[stri
 }
 
 // markResyncRequired moves a protection to ResyncRequired, health Warning,
-// with the reason and when the resync will start.
-func (s *Store) markResyncRequired(tx *gorm.DB, now time.Time, p Protection, why string) error {
+// with the reason and when the resync will start; the error that led there
+// is the VM's last error (a resync reads the replica back after a
+// replica_mismatch).
+func (s *Store) markResyncRequired(tx *gorm.DB, now time.Time, p Protection, code, why string) error {
 	if CheckTransition(p.State, StateResyncRequired) != nil {
 		return nil
 	}
@@ -538,7 +540,8 @@ func (s *Store) markResyncRequired(tx *gorm.DB, now time.Time, p Protection, why
 	}
 	reasons, _ := json.Marshal([]string{reason})
 	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateResyncRequired,
-		"health": HealthWarning, "health_reasons": string(reasons), "next_retry_at": nil}).Error
+		"health": HealthWarning, "health_reasons": string(reasons), "next_retry_at": nil,
+		"last_error_code": code, "last_error_message": truncate(why, 2000)}).Error
 }
 
 // refreshHealth keeps a protected VM's stored health in step with its RPO:
@@ -626,7 +629,7 @@ func (s *Store) StartVerify(ctx context.Context, a Actor, vmID, pointID string) 
 
 // verifyOutcome turns a verify result with mismatches into a failure that
 // says where, and marks the VM for resynchronization.
-func verifyOutcome(tx *gorm.DB, t *Task, o TaskOutcome) (TaskOutcome, error) {
+func (s *Store) verifyOutcome(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) (TaskOutcome, error) {
 	var r agentproto.VerifyResult
 	if err := json.Unmarshal([]byte(o.Result), &r); err != nil || len(r.Mismatches) == 0 {
 		return o, nil
@@ -645,14 +648,7 @@ func verifyOutcome(tx *gorm.DB, t *Task, o TaskOutcome) (TaskOutcome, error) {
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 		return o, err
 	}
-	if CheckTransition(p.State, StateResyncRequired) == nil {
-		reasons, _ := json.Marshal([]string{"resynchronization required: " + o.Message})
-		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"state": StateResyncRequired,
-			"health": HealthWarning, "health_reasons": string(reasons), "last_error_code": o.ErrorCode, "last_error_message": truncate(o.Message, 2000)}).Error; err != nil {
-			return o, err
-		}
-	}
-	return o, nil
+	return o, s.markResyncRequired(tx, now, p, o.ErrorCode, o.Message)
 }
 
 // JobResync is the job that repairs a replica.
@@ -672,11 +668,11 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 		if p.State != StateProtected && p.State != StateResyncRequired {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be resynchronized; wait for it to be Protected", p.State)}
 		}
-		var busy int64
-		if err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&busy).Error; err != nil {
+		busy, err := replicationBusy(tx, p.ID)
+		if err != nil {
 			return err
 		}
-		if busy > 0 {
+		if busy {
 			return &ConflictError{Code: "replication_busy", Message: "a replication task of this VM is running; try again when it ends"}
 		}
 		var vm VM
@@ -723,6 +719,14 @@ func (s *Store) startResync(tx *gorm.DB, now time.Time, a Actor, p Protection, v
 		return nil, err
 	}
 	return created, s.audit(tx, a, "protection.resync", "vm", vm.ID, vm.Name, map[string]string{"why": why})
+}
+
+// replicationBusy says whether a task of the protection is waiting, queued
+// or running: a new cycle or resync must not start beside it.
+func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
+	var n int64
+	err := tx.Model(&Task{}).Where("protection_id = ? AND state IN ?", protectionID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
+	return n > 0, err
 }
 
 // lastReplication is the protection's newest replication task and its

@@ -176,7 +176,7 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 			return nil // already recorded
 		}
 		if t.Kind == agentproto.TaskVerify && o.ErrorCode == "" {
-			if o, err = verifyOutcome(tx, t, o); err != nil {
+			if o, err = s.verifyOutcome(tx, now, t, o); err != nil {
 				return err
 			}
 		}
@@ -197,7 +197,7 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 				if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 					return err
 				}
-				return s.markResyncRequired(tx, now, p, o.Message)
+				return s.markResyncRequired(tx, now, p, o.ErrorCode, o.Message)
 			}
 			return recordCycleFailure(tx, now, t, o)
 		case t.CancelRequest:
