@@ -182,8 +182,7 @@ func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, prot
 		}
 		if wasDisconnected {
 			// The host is back: its disconnection alert is resolved.
-			return tx.Model(&Alert{}).Where("kind = ? AND object_id = ? AND state <> ?", AlertHostDisconnected, h.ID, AlertResolved).
-				Updates(map[string]any{"state": AlertResolved, "resolved_at": now}).Error
+			return resolveAlerts(tx, now, h.ID, AlertHostDisconnected)
 		}
 		return nil
 	})
@@ -205,10 +204,8 @@ func (s *Store) MarkSilentHostsDisconnected(ctx context.Context, silence time.Du
 			if err := tx.Model(&Host{}).Where("id = ?", h.ID).Update("state", HostDisconnected).Error; err != nil {
 				return err
 			}
-			al := Alert{ID: NewID(prefixAlert), Kind: AlertHostDisconnected, Severity: HealthWarning, ObjectKind: "host", ObjectID: h.ID,
-				Message: fmt.Sprintf("host %s has sent no heartbeat since %s; check that its agent runs and can reach the vault", h.Name, formatTimePtr(h.LastHeartbeat)),
-				State:   AlertActive}
-			if err := tx.Create(&al).Error; err != nil {
+			if err := raiseAlert(tx, AlertHostDisconnected, HealthWarning, "host", h.ID,
+				fmt.Sprintf("host %s has sent no heartbeat since %s; check that its agent runs and can reach the vault", h.Name, formatTimePtr(h.LastHeartbeat))); err != nil {
 				return err
 			}
 		}
