@@ -105,22 +105,9 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 	out := &agentproto.StorageCredentials{ContainerURL: VMContainerURL(&target, p.VMID)}
 	switch target.CredentialKind {
 	case CredentialAccountKey:
-		account, err := accountName(target.AccountURL)
+		key, err := sharedKey(&target, secret)
 		if err != nil {
 			return nil, err
-		}
-		key, err := container.NewSharedKeyCredential(account, secret)
-		if err != nil {
-			return nil, &StorageError{Code: "storage_access_denied", Message: "the target's account key cannot sign: " + err.Error() + "; enter the key again under Settings → Targets"}
-		}
-		if req.Blob == "" {
-			c, err := container.NewClientWithSharedKeyCredential(out.ContainerURL, key, storageClientOptions())
-			if err != nil {
-				return nil, err
-			}
-			if err := ensureContainer(ctx, c); err != nil {
-				return nil, err
-			}
 		}
 		v := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPS, StartTime: now.Add(-5 * time.Minute), ExpiryTime: now.Add(sasLifetime),
 			ContainerName: VMContainer(&target, p.VMID)}
@@ -154,19 +141,46 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 			}
 			out.ExpiresAt = se.UTC()
 		}
-		if req.Blob == "" {
-			c, err := container.NewClientWithNoCredential(out.ContainerURL+"?"+token, storageClientOptions())
-			if err != nil {
-				return nil, err
-			}
-			if err := ensureContainer(ctx, c); err != nil {
-				return nil, err
-			}
-		}
 	default:
 		return nil, fmt.Errorf("target %s has no credential", target.Name)
 	}
+	if req.Blob == "" {
+		c, err := vaultContainer(&target, secret, VMContainer(&target, p.VMID))
+		if err != nil {
+			return nil, err
+		}
+		if err := ensureContainer(ctx, c); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
+}
+
+// sharedKey is the target's account key, ready to sign.
+func sharedKey(t *Target, secret string) (*container.SharedKeyCredential, error) {
+	account, err := accountName(t.AccountURL)
+	if err != nil {
+		return nil, err
+	}
+	key, err := container.NewSharedKeyCredential(account, secret)
+	if err != nil {
+		return nil, &StorageError{Code: "storage_access_denied", Message: "the target's account key cannot sign: " + err.Error() + "; enter the key again under Settings → Targets"}
+	}
+	return key, nil
+}
+
+// vaultContainer is a client of one container of a target with the
+// vault's own credential: the account key, or the operator's SAS.
+func vaultContainer(t *Target, secret, name string) (*container.Client, error) {
+	u := strings.TrimRight(t.AccountURL, "/") + "/" + name
+	if t.CredentialKind != CredentialAccountKey {
+		return container.NewClientWithNoCredential(u+"?"+strings.TrimPrefix(secret, "?"), storageClientOptions())
+	}
+	key, err := sharedKey(t, secret)
+	if err != nil {
+		return nil, err
+	}
+	return container.NewClientWithSharedKeyCredential(u, key, storageClientOptions())
 }
 
 func storageClientOptions() *container.ClientOptions {
@@ -240,26 +254,9 @@ func (s *Store) deleteContainer(ctx context.Context, c ContainerCleanup) error {
 	if err != nil {
 		return err
 	}
-	u := strings.TrimRight(t.AccountURL, "/") + "/" + c.Container
-	var client *container.Client
-	if t.CredentialKind == CredentialAccountKey {
-		account, err := accountName(t.AccountURL)
-		if err != nil {
-			return err
-		}
-		key, err := container.NewSharedKeyCredential(account, secret)
-		if err != nil {
-			return err
-		}
-		client, err = container.NewClientWithSharedKeyCredential(u, key, storageClientOptions())
-		if err != nil {
-			return err
-		}
-	} else {
-		client, err = container.NewClientWithNoCredential(u+"?"+strings.TrimPrefix(secret, "?"), storageClientOptions())
-		if err != nil {
-			return err
-		}
+	client, err := vaultContainer(&t, secret, c.Container)
+	if err != nil {
+		return err
 	}
 	_, err = client.Delete(ctx, nil)
 	if err == nil || bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted) {
