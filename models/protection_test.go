@@ -242,9 +242,15 @@ func TestAzureTasksGetASASForTheirVMsContainerOnly(t *testing.T) {
 		if _, err := c.NewBlockBlobClient("probe").UploadBuffer(t.Context(), []byte("x"), nil); err != nil {
 			t.Fatalf("write with the SAS: %v", err)
 		}
-		elsewhere, _ := container.NewClientWithNoCredential(az.AccountURL()+"/lifeboat-other?"+creds.SAS, nil)
-		if _, err := elsewhere.Create(t.Context(), nil); err == nil {
-			t.Fatal("the SAS of one VM created another container")
+		// Another VM's container exists; this VM's SAS cannot write there.
+		key, _ := container.NewSharedKeyCredential(azuritetest.Account, azuritetest.Key)
+		otherVM, _ := container.NewClientWithSharedKeyCredential(az.AccountURL()+"/lifeboat-other-"+strings.ToLower(storetest.Name("v"))[:6], key, nil)
+		if _, err := otherVM.Create(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+		elsewhere, _ := container.NewClientWithNoCredential(otherVM.URL()+"?"+creds.SAS, nil)
+		if _, err := elsewhere.NewBlockBlobClient("probe").UploadBuffer(t.Context(), []byte("x"), nil); err == nil {
+			t.Fatal("the SAS of one VM wrote into another VM's container")
 		}
 		snap, err := c.NewBlockBlobClient("probe").CreateSnapshot(t.Context(), nil)
 		if err != nil {
