@@ -70,11 +70,14 @@ func accountName(accountURL string) (string, error) {
 
 // StorageCredentials signs a SAS for the VM container of the task's
 // protection (req empty), or for one snapshot of one blob in it. Only the
-// host the task is leased to gets one. For the container, the vault first
-// makes sure the container exists.
+// host the task is leased to gets one. For the tasks that set protection
+// up, the vault first makes sure the container exists; later tasks find it
+// or fail with replica_missing, and their cycles cost the vault no call to
+// the storage.
 func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, req agentproto.StorageCredentialsRequest) (*agentproto.StorageCredentials, error) {
 	var target Target
 	var p Protection
+	var kind string
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		t, err := leasedTask(tx, hostID, taskID)
 		if err != nil {
@@ -83,6 +86,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 		if t.State != TaskLeased {
 			return ErrLeaseLost
 		}
+		kind = t.Kind
 		if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 			return err
 		}
@@ -144,7 +148,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 	default:
 		return nil, fmt.Errorf("target %s has no credential", target.Name)
 	}
-	if req.Blob == "" {
+	if req.Blob == "" && (kind == agentproto.TaskProtectionCheck || kind == agentproto.TaskCreateReplica) {
 		c, err := vaultContainer(&target, secret, VMContainer(&target, p.VMID))
 		if err != nil {
 			return nil, err
