@@ -5,21 +5,12 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/views"
 )
 
 // AlertsPage shows GET /alerts?state=.
 func (h *Handlers) AlertsPage(c echo.Context) error {
-	page, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	f := models.AlertFilter{State: c.QueryParam("state")}
-	if err := oneOf("state", f.State, AlertStates); err != nil {
-		return err
-	}
-	items, next, err := h.store.ListAlerts(c.Request().Context(), f, page)
+	items, next, f, err := h.listAlerts(c)
 	if err != nil {
 		return err
 	}

@@ -66,19 +66,26 @@ var AlertStates = []string{models.AlertActive, models.AlertAcknowledged, models.
 
 // APIListAlerts answers GET /api/v1/alerts?state=, newest first.
 func (h *Handlers) APIListAlerts(c echo.Context) error {
-	page, err := pageParams(c)
-	if err != nil {
-		return err
-	}
-	f := models.AlertFilter{State: c.QueryParam("state")}
-	if err := oneOf("state", f.State, AlertStates); err != nil {
-		return err
-	}
-	items, next, err := h.store.ListAlerts(c.Request().Context(), f, page)
+	items, next, _, err := h.listAlerts(c)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, newList(items, next, alertJSON))
+}
+
+// listAlerts reads ?state= and the page of /alerts, for the API and the
+// portal alike.
+func (h *Handlers) listAlerts(c echo.Context) ([]models.Alert, string, models.AlertFilter, error) {
+	f := models.AlertFilter{State: c.QueryParam("state")}
+	page, err := pageParams(c)
+	if err != nil {
+		return nil, "", f, err
+	}
+	if err := oneOf("state", f.State, AlertStates); err != nil {
+		return nil, "", f, err
+	}
+	items, next, err := h.store.ListAlerts(c.Request().Context(), f, page)
+	return items, next, f, err
 }
 
 // APIListAudit answers GET /api/v1/audit?object_id=&action=, newest first.
