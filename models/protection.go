@@ -246,8 +246,8 @@ func afterTaskSucceeded(tx *gorm.DB, now time.Time, t *Task, result string) erro
 		}
 		var r agentproto.ReplicateResult
 		if json.Unmarshal([]byte(result), &r) == nil && t.StepID != "" {
-			msg := fmt.Sprintf("%d block(s) differed and were sent (%d bytes); %d of them had been changed by the storage; new recovery point %s",
-				r.BytesSent/4096, r.BytesSent, r.Repaired, r.Time.UTC().Format(time.RFC3339))
+			msg := fmt.Sprintf("sent %d bytes of blocks that differed from the source; %d block(s) had been changed by the storage; new recovery point %s",
+				r.BytesSent, r.Repaired, r.Time.UTC().Format(time.RFC3339))
 			if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error; err != nil {
 				return err
 			}
