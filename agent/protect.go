@@ -196,21 +196,23 @@ func (a *agent) replicate(ctx context.Context, t agentproto.Task, rep *reporter)
 		}
 	}
 	// One limit for the whole cycle, all disks together.
-	throttle := replicate.NewThrottle(p.BandwidthMbps)
+	throttle := replicate.NewThrottles().For(p.BandwidthMbps)
 	transferStart := time.Now()
 	var done int64
+	var diskIDs []string
 	for _, d := range p.Disks {
-		n, err := replicate.DiskUnlessResync(ctx, r, d.ReplicaID, d.Path, d.SizeBytes, throttle, func(doneInDisk int64) {
+		res, err := replicate.File(ctx, r, d.ReplicaID, d.Path, replicate.Options{Throttle: throttle, Progress: func(doneInDisk int64) {
 			rep.set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
 				BytesDone: done + doneInDisk, BytesTotal: total})
-		}, p.ResyncThresholdPercent)
+		}, ResyncLimitPercent: p.ResyncThresholdPercent})
 		if err != nil {
 			return nil, err
 		}
-		sent += n
+		sent += res.Sent
 		done += d.SizeBytes
+		diskIDs = append(diskIDs, d.ReplicaID)
 	}
-	point, err := r.CreatePoint(p.PointID, captured, consistency)
+	point, err := r.CreatePoint(replica.PointSpec{ID: p.PointID, Time: captured, Consistency: consistency, Disks: diskIDs})
 	if err != nil {
 		return nil, replicate.TargetError(err)
 	}

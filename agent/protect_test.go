@@ -21,6 +21,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agent/replica/replicatest"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -77,7 +78,7 @@ func TestRetentionKeepsExactlyThePointsInsideTheWindowAndAlwaysTheNewest(t *test
 				var ids []string
 				for i, age := range tc.ages {
 					id := fmt.Sprintf("p%d", i)
-					if _, err := r.CreatePoint(id, now.Add(-age), "crash"); err != nil {
+					if _, err := replicatest.Point(r, id, now.Add(-age)); err != nil {
 						t.Fatal(err)
 					}
 					ids = append(ids, id)
@@ -102,7 +103,7 @@ func TestDeleteReplicaRemovesTheVMsDirectoryAndRefusesAnUnmountedTarget(t *testi
 		t.Fatal(err)
 	}
 	r.CreateDisk("d", 1<<20)
-	r.CreatePoint("p", time.Now(), "crash")
+	replicatest.Point(r, "p", time.Now())
 	r.Close()
 	task := func(path string) agentproto.Task {
 		var p agentproto.ReplicationPayload
@@ -177,22 +178,22 @@ func TestAGrownDiskGrowsItsReplicaAndEarlierPointsKeepTheirSize(t *testing.T) {
 			os.WriteFile(src, first, 0o644)
 			r.CreateDisk("d", int64(len(first)))
 			ctx := context.Background()
-			if _, err := replicate.Disk(ctx, r, "d", src, int64(len(first)), nil, nil); err != nil {
+			if _, err := replicate.File(ctx, r, "d", src, replicate.Options{}); err != nil {
 				t.Fatal(err)
 			}
-			r.CreatePoint("p1", time.Now(), "crash")
+			replicatest.Point(r, "p1", time.Now())
 			// The disk grows by 2.5 MiB, past its MiB boundary, with data at the end.
 			grown := append(bytes.Clone(first), make([]byte, 5<<19)...)
 			copy(grown[len(grown)-4096:], bytes.Repeat([]byte("after!"), 682))
 			os.WriteFile(src, grown, 0o644)
-			sent, err := replicate.Disk(ctx, r, "d", src, int64(len(first)), nil, nil) // the vault still says the old size
+			sent, err := replicate.File(ctx, r, "d", src, replicate.Options{}) // the vault still says the old size
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sent != 4096 { // the new data block; the grown area of zeros sends nothing
-				t.Fatalf("sent %d bytes after growing, want the one new data block", sent)
+			if sent.Sent != 4096 { // the new data block; the grown area of zeros sends nothing
+				t.Fatalf("sent %d bytes after growing, want the one new data block", sent.Sent)
 			}
-			p2, err := r.CreatePoint("p2", time.Now(), "crash")
+			p2, err := replicatest.Point(r, "p2", time.Now())
 			if err != nil || p2.Disks["d"] != int64(len(grown)) {
 				t.Fatalf("point after growing: %+v %v", p2, err)
 			}
@@ -216,7 +217,7 @@ func TestAGrownDiskGrowsItsReplicaAndEarlierPointsKeepTheirSize(t *testing.T) {
 			}
 			// Shrinking is refused, and says so.
 			os.Truncate(src, 1<<20)
-			_, err = replicate.Disk(ctx, r, "d", src, int64(len(grown)), nil, nil)
+			_, err = replicate.File(ctx, r, "d", src, replicate.Options{})
 			var te *agentproto.TaskError
 			if !errors.As(err, &te) || te.Code != "disk_resized" || te.Recoverable {
 				t.Fatalf("a shrunk disk: %v", err)
@@ -239,10 +240,10 @@ func TestVerifyCommandChecksAnAzurePointWithTheOperatorsSAS(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "disk.img")
 	os.WriteFile(src, bytes.Repeat([]byte("lifeboat"), 1<<17), 0o644)
 	r.CreateDisk("d", 1<<20)
-	if _, err := replicate.Disk(context.Background(), r, "d", src, 1<<20, nil, nil); err != nil {
+	if _, err := replicate.File(context.Background(), r, "d", src, replicate.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	r.CreatePoint("p1", time.Now(), "crash")
+	replicatest.Point(r, "p1", time.Now())
 
 	q, err := sas.AccountSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(time.Hour),
 		Permissions:   (&sas.AccountPermissions{Read: true, List: true}).String(),

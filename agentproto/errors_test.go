@@ -28,9 +28,19 @@ func renderErrorsDoc() []byte {
 	b.WriteString("schedule (1, 2, 4, 8, 10 minutes, then every 30); otherwise the job fails at once.\n")
 	b.WriteString("An HTTP error without a code of its own answers `http_<status>`, such as `http_418`.\n")
 	for _, area := range []struct{ where, title string }{
-		{"API", "API and portal"}, {"agent endpoint", "Agent endpoint"}, {"task", "Tasks and jobs"},
+		{"API", "API and portal"}, {"agent endpoint", "Agent endpoint"}, {"task", "Tasks and jobs"}, {"health", "Health reasons of a protected VM"},
 	} {
 		fmt.Fprintf(&b, "\n## %s\n\n", area.title)
+		if area.where == "health" {
+			b.WriteString("A protected VM's health (Normal, Warning, Critical) carries its reasons; a Warning that is not a\nfailed task has one of these codes.\n\n")
+			b.WriteString("| code | what happened | likely cause | what to do |\n|---|---|---|---|\n")
+			for _, e := range Errors {
+				if e.Where == area.where {
+					fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", e.Code, e.Message, e.Cause, e.Action)
+				}
+			}
+			continue
+		}
 		if area.where == "task" {
 			b.WriteString("| code | retried | what happened | likely cause | what to do |\n|---|---|---|---|---|\n")
 		} else {
@@ -74,9 +84,9 @@ func TestEveryEntryOfTheErrorTableIsComplete(t *testing.T) {
 			t.Errorf("%q is not a snake_case code", e.Code)
 		case e.Message == "" || e.Cause == "" || e.Action == "":
 			t.Errorf("%s lacks a message, cause or action", key)
-		case e.Where != "task" && e.Status == 0:
+		case e.Where != "task" && e.Where != "health" && e.Status == 0:
 			t.Errorf("%s lacks its HTTP status", key)
-		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task":
+		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task" && e.Where != "health":
 			t.Errorf("%s: unknown area %q", key, e.Where)
 		}
 		seen[key] = true
@@ -111,14 +121,15 @@ func TestEveryErrorCodeTheCodeSetsIsInTheTable(t *testing.T) {
 			return filepath.SkipDir
 		}
 		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(path, "_templ.go") ||
-			strings.HasSuffix(path, "agentproto/errors.go") {
+			strings.HasSuffix(path, "agentproto/errors.go") || strings.HasSuffix(path, "agentproto/codes.go") {
 			return nil
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		source.Write(b)
+		// A constant's definition is not a use of it.
+		source.Write(constantDefinition.ReplaceAll(b, nil))
 		for _, re := range codePatterns {
 			for _, m := range re.FindAllSubmatch(b, -1) {
 				used[string(m[1])] = append(used[string(m[1])], path)
@@ -139,10 +150,22 @@ func TestEveryErrorCodeTheCodeSetsIsInTheTable(t *testing.T) {
 	if len(missing) > 0 {
 		t.Errorf("codes set in the code but missing from agentproto/errors.go:\n%s", strings.Join(missing, "\n"))
 	}
-	constants := map[string]bool{CodeRegistrationKey: true, CodeIncompatibleProtocol: true, CodeLeaseLost: true, CodeUnauthenticated: true}
+	// A code is also set through its constant (codes.go, agentproto.go):
+	// a reference to the name outside its definition counts as a use.
+	names := codeConstants(t)
+	for name, code := range names {
+		if regexp.MustCompile(`\b` + name + `\b`).MatchString(source.String()) {
+			used[code] = append(used[code], "agentproto."+name)
+		}
+	}
 	for code := range inTable {
-		if !constants[code] && !strings.Contains(source.String(), `"`+code+`"`) {
+		if len(used[code]) == 0 && !strings.Contains(source.String(), `"`+code+`"`) {
 			t.Errorf("%s is in the table but no code sets it: remove it, or it is set in a way the patterns miss", code)
+		}
+	}
+	for name, code := range names {
+		if !inTable[code] {
+			t.Errorf("constant %s = %q is not in the error table", name, code)
 		}
 	}
 	if len(used) < 40 {
@@ -156,4 +179,26 @@ func TestRedactSASHidesSignaturesOnly(t *testing.T) {
 	if got := RedactSAS(in); got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
+}
+
+var constantDefinition = regexp.MustCompile(`(?m)^\s*(Code[A-Za-z]+)\s*=\s*"([a-z0-9_]+)".*$`)
+
+// codeConstants reads the Code… constants of this package's source.
+func codeConstants(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	re := constantDefinition
+	for _, f := range []string{"codes.go", "agentproto.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			out[string(m[1])] = string(m[2])
+		}
+	}
+	if len(out) < 20 {
+		t.Fatalf("only %d code constants found: the pattern no longer matches codes.go", len(out))
+	}
+	return out
 }

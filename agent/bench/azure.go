@@ -18,6 +18,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 )
 
@@ -95,11 +96,12 @@ func benchAzure(dir, src string, size int64) error {
 	}
 	dropCaches()
 	start = time.Now()
-	sent, err := replicate.Disk(ctx, store, "d0", src, size, nil, nil)
+	res, err := replicate.File(ctx, store, "d0", src, replicate.Options{})
 	if err != nil {
 		return err
 	}
-	if _, err := store.CreatePoint("p0", time.Now(), "crash"); err != nil {
+	sent := res.Sent
+	if _, err := store.CreatePoint(replica.PointSpec{ID: "p0", Time: time.Now(), Consistency: replica.ConsistencyCrash, Disks: []string{"d0"}}); err != nil {
 		return err
 	}
 	initial := time.Since(start)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 )
 
@@ -90,15 +91,16 @@ func run() error {
 	}
 	dropCaches()
 	start := time.Now()
-	sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil)
+	res, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{})
 	if err != nil {
 		return err
 	}
+	sent := res.Sent
 	if err := r.Sync(); err != nil {
 		return err
 	}
 	initial := time.Since(start)
-	if _, err := r.CreatePoint("p0", time.Now(), "crash"); err != nil {
+	if _, err := r.CreatePoint(replica.PointSpec{ID: "p0", Time: time.Now(), Consistency: replica.ConsistencyCrash, Disks: []string{"d0"}}); err != nil {
 		return err
 	}
 	row("dd copy of the disk (baseline)", ddCopy, size, 0, "")
@@ -141,11 +143,12 @@ func run() error {
 		}
 		dropCaches()
 		start := time.Now()
-		sent, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil)
+		res, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{})
 		if err != nil {
 			return err
 		}
-		if _, err := r.CreatePoint(fmt.Sprintf("p%d", i+1), time.Now(), "crash"); err != nil {
+		sent := res.Sent
+		if _, err := r.CreatePoint(replica.PointSpec{ID: fmt.Sprintf("p%d", i+1), Time: time.Now(), Consistency: replica.ConsistencyCrash, Disks: []string{"d0"}}); err != nil {
 			return err
 		}
 		took := time.Since(start)
@@ -154,14 +157,15 @@ func run() error {
 	}
 	// A disk whose file did not change is not read at all.
 	time.Sleep(2100 * time.Millisecond) // file times must be older than the trust delay
-	if _, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil); err != nil {
+	if _, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{}); err != nil {
 		return err
 	}
 	start = time.Now()
-	_, skipped, err := replicate.DiskSkipped(context.Background(), r, "d0", src, size, nil, nil)
+	again, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{})
 	if err != nil {
 		return err
 	}
+	skipped := again.Skipped
 	fmt.Printf("%-44s %10.4f %14s %16s %8s  %s\n", "unchanged disk file", time.Since(start).Seconds(),
 		map[bool]string{true: "not read", false: "READ"}[skipped], "0", "", "not read at all")
 	return benchResync(dir, size/2)

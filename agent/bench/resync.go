@@ -43,7 +43,7 @@ func benchResync(dir string, size int64) error {
 	if err := r.CreateDisk("d0", size); err != nil {
 		return err
 	}
-	if _, err := replicate.Disk(context.Background(), r, "d0", src, size, nil, nil); err != nil {
+	if _, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{}); err != nil {
 		return err
 	}
 	if err := r.Sync(); err != nil {
@@ -65,10 +65,11 @@ func benchResync(dir string, size int64) error {
 
 	dropCaches()
 	start = time.Now()
-	written, err := replicate.DiskUnlessResync(context.Background(), r, "d0", src, size, nil, nil, 0)
+	res, err := replicate.File(context.Background(), r, "d0", src, replicate.Options{})
 	if err != nil {
 		return err
 	}
+	written := res.Sent
 	if err := r.Sync(); err != nil {
 		return err
 	}

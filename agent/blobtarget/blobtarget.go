@@ -323,18 +323,66 @@ func (r *Replica) readHashes(c *pageblob.Client, dataSize int64) ([]blocks.Hash,
 	return hs, nil
 }
 
-// Hashes returns the block hashes of the newest replica of a disk.
-func (r *Replica) Hashes(diskID string) ([]blocks.Hash, error) {
+// DiskSize is the source size the replica of a disk holds.
+func (r *Replica) DiskSize(diskID string) (int64, error) {
 	d, err := r.disk(diskID)
 	if err != nil {
-		return nil, err
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta.SizeBytes, nil
+}
+
+// ReadHashes reads the stored hashes of blocks first… of a disk's replica;
+// past its end they read as unknown.
+func (r *Replica) ReadHashes(diskID string, first int64, dst []blocks.Hash) error {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := r.loadHashes(d); err != nil {
-		return nil, err
+		return err
 	}
-	return append([]blocks.Hash(nil), d.hashes...), nil
+	for i := range dst {
+		if b := first + int64(i); b < int64(len(d.hashes)) {
+			dst[i] = d.hashes[b]
+		} else {
+			dst[i] = replica.UnknownHash
+		}
+	}
+	return nil
+}
+
+// Disks lists the disks that have a replica.
+func (r *Replica) Disks() ([]string, error) { return r.diskIDs() }
+
+// DeleteDisk deletes the replica of a disk that no recovery point holds:
+// its metadata first, so a deletion cut short leaves no half replica that
+// looks whole.
+func (r *Replica) DeleteDisk(diskID string) error {
+	if !safeName.MatchString(diskID) {
+		return fmt.Errorf("disk id %q cannot be a blob name", diskID)
+	}
+	points, err := r.Points()
+	if err != nil {
+		return err
+	}
+	if p := replica.HeldByAPoint(points, diskID); p != "" {
+		return fmt.Errorf("the replica of disk %s is held by recovery point %s", diskID, p)
+	}
+	for _, name := range []string{metaName(diskID), dataName(diskID), hashesName(diskID)} {
+		_, err := r.client.NewBlobClient(name).Delete(r.ctx, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
+		if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return classify(err)
+		}
+	}
+	r.mu.Lock()
+	delete(r.disks, diskID)
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *Replica) loadHashes(d *disk) error {
@@ -578,11 +626,14 @@ func (r *Replica) diskIDs() ([]string, error) {
 	return ids, nil
 }
 
-// CreatePoint snapshots every disk's page blobs and writes the manifest.
-// A point with this id that exists already is returned as it is.
-func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (replica.Point, error) {
-	if !safeName.MatchString(id) {
-		return replica.Point{}, fmt.Errorf("point id %q cannot be a blob name", id)
+// CreatePoint snapshots the page blobs of spec.Disks and writes the
+// manifest. A point with this id that exists already is returned as it is.
+func (r *Replica) CreatePoint(spec replica.PointSpec) (replica.Point, error) {
+	if !safeName.MatchString(spec.ID) {
+		return replica.Point{}, fmt.Errorf("point id %q cannot be a blob name", spec.ID)
+	}
+	if err := replica.CheckPointSpec(spec); err != nil {
+		return replica.Point{}, err
 	}
 	points, err := r.Points()
 	if err != nil {
@@ -590,18 +641,19 @@ func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (repl
 	}
 	seq := 1
 	for _, p := range points {
-		if p.ID == id {
+		if p.ID == spec.ID {
 			return p, nil
 		}
 		seq = max(seq, p.Seq+1)
 	}
-	ids, err := r.diskIDs()
-	if err != nil {
-		return replica.Point{}, err
+	var started *time.Time
+	if spec.ReadStartedAt != nil {
+		t := spec.ReadStartedAt.UTC()
+		started = &t
 	}
-	m := manifest{Point: replica.Point{Seq: seq, ID: id, Time: at.UTC(), Consistency: consistency, Disks: map[string]int64{}},
-		VM: r.vmID, Snapshots: map[string]diskSnapshot{}}
-	for _, diskID := range ids {
+	m := manifest{Point: replica.Point{Seq: seq, ID: spec.ID, Time: spec.Time.UTC(), ReadStartedAt: started, Consistency: spec.Consistency,
+		Capture: spec.Capture, Disks: map[string]int64{}}, VM: r.vmID, Snapshots: map[string]diskSnapshot{}}
+	for _, diskID := range spec.Disks {
 		d, err := r.disk(diskID)
 		if err != nil {
 			return replica.Point{}, err

@@ -24,6 +24,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agent/replica/replicatest"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -126,11 +127,11 @@ func cycle(t *testing.T, s replica.Store, disks []sourceDisk) int64 {
 	t.Helper()
 	var sent int64
 	for _, d := range disks {
-		n, err := replicate.Disk(context.Background(), s, d.id, d.path, d.size, nil, nil)
+		res, err := replicate.File(context.Background(), s, d.id, d.path, replicate.Options{})
 		if err != nil {
 			t.Fatalf("replicate %s: %v", d.id, err)
 		}
-		sent += n
+		sent += res.Sent
 	}
 	return sent
 }
@@ -156,7 +157,7 @@ func TestEveryRecoveryPointReadsBackAsTheSourceAtItsCapture(t *testing.T) {
 		for _, d := range disks {
 			want[id][d.id] = d.content(t)
 		}
-		if _, err := e.store.CreatePoint(id, time.Now(), "crash"); err != nil {
+		if _, err := replicatest.Point(e.store, id, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,7 +180,7 @@ func TestEveryRecoveryPointReadsBackAsTheSourceAtItsCapture(t *testing.T) {
 		}
 	}
 	// Creating a point again with the same id (a retried task) changes nothing.
-	again, err := e.store.CreatePoint("pc", time.Now(), "crash")
+	again, err := replicatest.Point(e.store, "pc", time.Now())
 	if err != nil || again.Seq != 3 {
 		t.Fatalf("retried point: %+v, %v", again, err)
 	}
@@ -250,7 +251,7 @@ func TestTheReplicaIsAFixedVHDThatQemuReadsAsTheSource(t *testing.T) {
 	d.scribble(t, rand.New(rand.NewPCG(3, 4)), 30)
 	e.store.CreateDisk("d", d.size)
 	cycle(t, e.store, []sourceDisk{d})
-	if _, err := e.store.CreatePoint("p1", time.Now(), "crash"); err != nil {
+	if _, err := replicatest.Point(e.store, "p1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	check := func() {
@@ -278,7 +279,7 @@ func TestTheReplicaIsAFixedVHDThatQemuReadsAsTheSource(t *testing.T) {
 	f.WriteAt(bytes.Repeat([]byte{0x42}, 8192), d.size+(3<<19))
 	f.Close()
 	fi, _ := os.Stat(d.path)
-	if _, err := replicate.Disk(context.Background(), e.store, "d", d.path, d.size, nil, nil); err != nil {
+	if _, err := replicate.File(context.Background(), e.store, "d", d.path, replicate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	d.size = fi.Size()
@@ -292,12 +293,12 @@ func TestAStorageOutageFailsTheCycleRecoverablyAndLosesNoChange(t *testing.T) {
 	d.scribble(t, rng, 20)
 	e.store.CreateDisk("d", d.size)
 	cycle(t, e.store, []sourceDisk{d})
-	e.store.CreatePoint("p1", time.Now(), "crash")
+	replicatest.Point(e.store, "p1", time.Now())
 
 	e.az.Stop()
 	for range 3 {
 		d.scribble(t, rng, 20)
-		_, err := replicate.Disk(context.Background(), e.store, "d", d.path, d.size, nil, nil)
+		_, err := replicate.File(context.Background(), e.store, "d", d.path, replicate.Options{})
 		var te *agentproto.TaskError
 		if !errors.As(err, &te) || !te.Recoverable {
 			t.Fatalf("with the storage down: %v, want a recoverable task error", err)
@@ -309,7 +310,7 @@ func TestAStorageOutageFailsTheCycleRecoverablyAndLosesNoChange(t *testing.T) {
 	e.az.Restart()
 	d.scribble(t, rng, 5)
 	cycle(t, e.store, []sourceDisk{d})
-	if _, err := e.store.CreatePoint("p2", time.Now(), "crash"); err != nil {
+	if _, err := replicatest.Point(e.store, "p2", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(readPoint(t, e.store, "p2", "d"), d.content(t)) {
@@ -339,7 +340,7 @@ func TestResyncFindsAndResendsExactlyTheCorruptedBlocks(t *testing.T) {
 	if sent := cycle(t, e.store, []sourceDisk{d}); sent != 3*4096 {
 		t.Fatalf("resync sent %d bytes for 3 corrupted blocks", sent)
 	}
-	e.store.CreatePoint("p", time.Now(), "crash")
+	replicatest.Point(e.store, "p", time.Now())
 	if !bytes.Equal(readPoint(t, e.store, "p", "d"), d.content(t)) {
 		t.Fatal("the replica differs from the source after the resync")
 	}
@@ -411,12 +412,12 @@ func TestAResyncCutByAStorageOutageResumesFromItsCheckpoint(t *testing.T) {
 	counter.bytes.Store(0)
 	// The storage goes away once the first batch is written.
 	stopped := false
-	_, err = replicate.DiskUnlessResync(context.Background(), store, "d", d.path, d.size, nil, func(int64) {
+	_, err = replicate.File(context.Background(), store, "d", d.path, replicate.Options{Progress: func(int64) {
 		if !stopped {
 			stopped = true
 			e.az.Stop()
 		}
-	}, 0)
+	}})
 	var te *agentproto.TaskError
 	if !errors.As(err, &te) || !te.Recoverable {
 		t.Fatalf("the resync with the storage gone: %v", err)
@@ -426,14 +427,14 @@ func TestAResyncCutByAStorageOutageResumesFromItsCheckpoint(t *testing.T) {
 		t.Fatalf("the first try wrote %d bytes; the outage should cut it after one batch", firstTry)
 	}
 	e.az.Restart()
-	if _, err := replicate.DiskUnlessResync(context.Background(), store, "d", d.path, d.size, nil, nil, 0); err != nil {
+	if _, err := replicate.File(context.Background(), store, "d", d.path, replicate.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	total := counter.bytes.Load()
 	if float64(total) >= 1.2*float64(differing) {
 		t.Fatalf("%d bytes written in all for %d differing: the resume did not start from the checkpoint", total, differing)
 	}
-	store.CreatePoint("p", time.Now(), "crash")
+	replicatest.Point(store, "p", time.Now())
 	if !bytes.Equal(readPoint(t, store, "p", "d"), d.content(t)) {
 		t.Fatal("after the resumed resync the replica differs from the source")
 	}
@@ -446,10 +447,10 @@ func TestDeleteAllLeavesNoBlobNorSnapshotInTheContainer(t *testing.T) {
 	d.scribble(t, rand.New(rand.NewPCG(1, 1)), 10)
 	e.store.CreateDisk("d", d.size)
 	cycle(t, e.store, []sourceDisk{d})
-	e.store.CreatePoint("p1", time.Now(), "crash")
+	replicatest.Point(e.store, "p1", time.Now())
 	d.scribble(t, rand.New(rand.NewPCG(2, 2)), 10)
 	cycle(t, e.store, []sourceDisk{d})
-	e.store.CreatePoint("p2", time.Now(), "crash")
+	replicatest.Point(e.store, "p2", time.Now())
 	if err := e.store.DeleteAll(); err != nil {
 		t.Fatal(err)
 	}

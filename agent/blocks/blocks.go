@@ -65,10 +65,14 @@ func HashDisk(r io.ReaderAt, size int64, workers int) ([]Hash, error) {
 			for off := range chunks {
 				n := min(int64(MaxRun), size-off)
 				b := buf[:n]
-				if _, err := r.ReadAt(b, off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				got, err := r.ReadAt(b, off)
+				if err != nil && !(errors.Is(err, io.EOF) && got > 0) {
 					errs <- fmt.Errorf("read the disk at offset %d: %w", off, err)
 					return
 				}
+				// What a short read left unread is past the end: zeros, as
+				// the replica pads it, never the last chunk's bytes.
+				clear(b[got:])
 				for i := int64(0); i < n; i += BlockSize {
 					blk := b[i:min(i+BlockSize, n)]
 					if len(blk) < BlockSize {

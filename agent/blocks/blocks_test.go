@@ -88,3 +88,21 @@ func TestHashesRoundTripThroughTheStoredFormat(t *testing.T) {
 		t.Fatal("a truncated hash list is accepted")
 	}
 }
+
+func TestHashDiskHashesWhatAShortReadLeftUnreadAsZerosNotAsStaleBytes(t *testing.T) {
+	// Two chunks; the reader ends 10 KiB into the second, and one worker
+	// reuses its buffer, which still holds the first chunk's bytes.
+	size := int64(MaxRun + 16*BlockSize)
+	data := randomDisk(MaxRun+10*1024, 9)
+	hashes, err := HashDisk(bytes.NewReader(data), size, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	padded := make([]byte, size)
+	copy(padded, data)
+	for i := int64(0); i < Count(size); i++ {
+		if hashes[i] != HashBlock(padded[i*BlockSize:(i+1)*BlockSize]) {
+			t.Fatalf("block %d hashed as something other than the disk padded with zeros", i)
+		}
+	}
+}

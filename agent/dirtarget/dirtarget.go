@@ -277,20 +277,99 @@ func (r *Replica) disk(diskID string) (*disk, error) {
 	return d, nil
 }
 
-// Hashes returns the block hashes of the newest replica of a disk, as
-// resync and delta replication compare against them.
-func (r *Replica) Hashes(diskID string) ([]blocks.Hash, error) {
+// DiskSize is the source size the replica of a disk holds.
+func (r *Replica) DiskSize(diskID string) (int64, error) {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.size, nil
+}
+
+// ReadHashes reads the stored hashes of blocks first… of a disk's replica;
+// past the end of the hash file they read as unknown.
+func (r *Replica) ReadHashes(diskID string, first int64, dst []blocks.Hash) error {
+	d, err := r.disk(diskID)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, len(dst)*16)
+	n, err := d.hashes.ReadAt(buf, first*16)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	for i := range dst {
+		if (i+1)*16 <= n {
+			copy(dst[i][:], buf[i*16:])
+		} else {
+			dst[i] = replica.UnknownHash
+		}
+	}
+	return nil
+}
+
+// allHashes reads a disk's whole hash file.
+func (r *Replica) allHashes(diskID string) ([]blocks.Hash, error) {
 	d, err := r.disk(diskID)
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	b, err := io.ReadAll(io.NewSectionReader(d.hashes, 0, 1<<62))
 	if err != nil {
 		return nil, err
 	}
 	return blocks.Decode(b)
+}
+
+// Disks lists the disks that have a replica.
+func (r *Replica) Disks() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(r.dir, "disks"))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok && safeName.MatchString(name) {
+			ids = append(ids, name)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// DeleteDisk deletes the replica of a disk that no recovery point holds:
+// its metadata first, so a deletion cut short leaves no half replica that
+// looks whole.
+func (r *Replica) DeleteDisk(diskID string) error {
+	if !safeName.MatchString(diskID) {
+		return fmt.Errorf("disk id %q cannot be a file name", diskID)
+	}
+	points, err := r.Points()
+	if err != nil {
+		return err
+	}
+	if p := replica.HeldByAPoint(points, diskID); p != "" {
+		return fmt.Errorf("the replica of disk %s is held by recovery point %s", diskID, p)
+	}
+	r.mu.Lock()
+	if d, ok := r.disks[diskID]; ok {
+		for _, f := range []*os.File{d.data, d.hashes, d.undo} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		delete(r.disks, diskID)
+	}
+	r.mu.Unlock()
+	base := filepath.Join(r.dir, "disks", diskID)
+	for _, suffix := range []string{".json", ".vhd", ".hashes"} {
+		if err := os.Remove(base + suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // The types shared with the other targets.
@@ -475,13 +554,24 @@ func indexUndo(f *os.File) (map[int64]int64, int64, error) {
 	return idx, whole, nil
 }
 
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
 func dirName(p Point) string { return fmt.Sprintf("%010d-%s", p.Seq, p.ID) }
 
-// CreatePoint records the replica as it is now as a recovery point of all
-// its disks together. Call it after a cycle's writes to every disk ended.
-func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (Point, error) {
-	if !safeName.MatchString(id) {
-		return Point{}, fmt.Errorf("point id %q cannot be a directory name", id)
+// CreatePoint records the replicas of spec.Disks as they are now as a
+// recovery point. Call it after a cycle's writes to every disk ended.
+func (r *Replica) CreatePoint(spec replica.PointSpec) (Point, error) {
+	if !safeName.MatchString(spec.ID) {
+		return Point{}, fmt.Errorf("point id %q cannot be a directory name", spec.ID)
+	}
+	if err := replica.CheckPointSpec(spec); err != nil {
+		return Point{}, err
 	}
 	if err := r.Sync(); err != nil {
 		return Point{}, err
@@ -490,22 +580,22 @@ func (r *Replica) CreatePoint(id string, at time.Time, consistency string) (Poin
 	if err != nil {
 		return Point{}, err
 	}
-	p := Point{Seq: 1, ID: id, Time: at.UTC(), Consistency: consistency, Disks: map[string]int64{}}
+	for _, p := range points {
+		if p.ID == spec.ID {
+			return p, nil // made already, before a restart
+		}
+	}
+	p := Point{Seq: 1, ID: spec.ID, Time: spec.Time.UTC(), ReadStartedAt: utc(spec.ReadStartedAt), Consistency: spec.Consistency,
+		Capture: spec.Capture, Disks: map[string]int64{}}
 	if n := len(points); n > 0 {
 		p.Seq = points[n-1].Seq + 1
 	}
-	entries, err := os.ReadDir(filepath.Join(r.dir, "disks"))
-	if err != nil {
-		return Point{}, err
-	}
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
-			d, err := r.disk(name)
-			if err != nil {
-				return Point{}, err
-			}
-			p.Disks[name] = d.size
+	for _, name := range spec.Disks {
+		d, err := r.disk(name)
+		if err != nil {
+			return Point{}, err
 		}
+		p.Disks[name] = d.size
 	}
 	tmp := filepath.Join(r.dir, "points", ".new-"+dirName(p))
 	if err := os.MkdirAll(tmp, 0o750); err != nil {
@@ -751,7 +841,7 @@ func (r *Replica) VerifyPoint(pointID string) (int64, []Mismatch, error) {
 	}
 	sort.Strings(diskIDs)
 	for _, id := range diskIDs {
-		stored, err := r.Hashes(id)
+		stored, err := r.allHashes(id)
 		if err != nil {
 			return checked, bad, err
 		}
@@ -806,7 +896,7 @@ func (r *Replica) VerifyPoint(pointID string) (int64, []Mismatch, error) {
 // hash as unknown so the next cycle rewrites the block. It returns the
 // offsets of those blocks. The replica must not be written meanwhile.
 func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
-	stored, err := r.Hashes(diskID)
+	stored, err := r.allHashes(diskID)
 	if err != nil {
 		return nil, err
 	}

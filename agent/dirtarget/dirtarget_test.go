@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/replica/replicatest"
 )
 
 // replicate sends what changed in src since the replica's hashes, with
 // several writes in flight, as the engine will.
 func replicate(t *testing.T, r *Replica, diskID string, src []byte) int64 {
 	t.Helper()
-	old, err := r.Hashes(diskID)
+	old, err := replicatest.Hashes(r, diskID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestEveryRecoveryPointReadsBackAsTheSourceWasAtItsCapture(t *testing.T) {
 			replicate(t, r, id, src)
 		}
 		id := fmt.Sprintf("p%02d", cycle)
-		if _, err := r.CreatePoint(id, time.Now(), "crash"); err != nil {
+		if _, err := replicatest.Point(r, id, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		c := capture{id: id, disks: map[string][]byte{}}
@@ -162,7 +163,7 @@ func TestUndoRecordCutShortByACrashIsDropped(t *testing.T) {
 	src := bytes.Repeat([]byte{1}, 64<<10)
 	r.CreateDisk("d", int64(len(src)))
 	replicate(t, r, "d", src)
-	r.CreatePoint("p1", time.Now(), "crash")
+	replicatest.Point(r, "p1", time.Now())
 	at1 := bytes.Clone(src)
 	src[0] = 9
 	replicate(t, r, "d", src)
@@ -209,10 +210,10 @@ func TestVerifyFindsCorruptedBlocksByOffset(t *testing.T) {
 	scribble(rand.New(rand.NewPCG(9, 9)), src, 40)
 	r.CreateDisk("d", int64(len(src)))
 	replicate(t, r, "d", src)
-	r.CreatePoint("p1", time.Now(), "crash")
+	replicatest.Point(r, "p1", time.Now())
 	copy(src[8192:], bytes.Repeat([]byte{5}, 4096)) // block 2 changes: its old content goes to p1's undo log
 	replicate(t, r, "d", src)
-	r.CreatePoint("p2", time.Now(), "crash")
+	replicatest.Point(r, "p2", time.Now())
 	for _, p := range []string{"p1", "p2"} {
 		if n, bad, err := r.VerifyPoint(p); err != nil || len(bad) != 0 || n != blocks.Count(int64(len(src))) {
 			t.Fatalf("clean %s: %d blocks, %v, %v", p, n, bad, err)

@@ -8,6 +8,8 @@ package replica
 import (
 	"fmt"
 	"io"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
@@ -15,33 +17,41 @@ import (
 )
 
 // Store is one VM's replicas on one target. A Store is used by one task at
-// a time; WriteRuns may be called from one goroutine per disk.
+// a time; WriteRuns may be called from one goroutine per disk, and
+// ReadHashes from several goroutines at once.
 type Store interface {
 	// CreateDisk makes an empty (all zero) replica for a source disk of
 	// size bytes, with its footer and hashes. An existing one is kept.
 	CreateDisk(diskID string, size int64) error
-	// Hashes returns the block hashes of the newest replica of a disk.
-	Hashes(diskID string) ([]blocks.Hash, error)
+	// DiskSize is the source size the newest replica of a disk holds.
+	DiskSize(diskID string) (int64, error)
+	// ReadHashes fills dst with the stored hashes of the blocks first,
+	// first+1, … of the newest replica of a disk. Blocks past the replica's
+	// end read as UnknownHash. It reads only that range: per-cycle cost
+	// must not grow with the disk where nothing changed.
+	ReadHashes(diskID string, first int64, dst []blocks.Hash) error
 	// WriteRuns writes runs (block aligned, each at most blocks.MaxRun)
 	// into the newest replica of a disk and records their hashes. A
-	// failure leaves the touched blocks' hashes unknown, never stale.
+	// failure, or a crash, leaves the touched blocks' hashes unknown,
+	// never stale.
 	WriteRuns(diskID string, runs []Run) error
 	// SyncedSignature is the source signature at which the replica last
 	// equalled its source, if one was recorded.
 	SyncedSignature(diskID string) (*SourceSignature, error)
 	// SetSyncedSignature records (or, with nil, forgets) it.
 	SetSyncedSignature(diskID string, sig *SourceSignature) error
-	// CreatePoint records the replicas as they are now as one recovery
-	// point of all the VM's disks. Call it after a cycle's writes ended.
-	CreatePoint(id string, at time.Time, consistency string) (Point, error)
+	// CreatePoint records the replicas of spec.Disks as they are now as one
+	// recovery point. Call it after a cycle's writes to all of them ended.
+	// A point with this id that exists already is returned as it is.
+	CreatePoint(spec PointSpec) (Point, error)
 	// Points lists the recovery points, oldest first.
 	Points() ([]Point, error)
-	// DeletePoint deletes a recovery point that is not the newest.
+	// DeletePoint deletes the oldest recovery point (never the newest).
 	DeletePoint(id string) error
 	// OpenPoint reads a disk as it was at a recovery point.
 	OpenPoint(pointID, diskID string) (PointReader, int64, error)
 	// VerifyPoint reads every block of a point back from storage and
-	// checks it against its recorded hash.
+	// checks it against the hash recorded when it was written.
 	VerifyPoint(pointID string) (int64, []Mismatch, error)
 	// RepairHashes marks unknown the hash of every block of a disk's
 	// replica whose content no longer matches it, and returns their
@@ -52,6 +62,11 @@ type Store interface {
 	// footer moves to the new end. Points made before keep their size.
 	// Shrinking is refused.
 	Resize(diskID string, size int64) error
+	// Disks lists the disks that have a replica.
+	Disks() ([]string, error)
+	// DeleteDisk deletes the replica of a disk the VM no longer has, once
+	// no recovery point holds it; while one does, it is refused.
+	DeleteDisk(diskID string) error
 	// DeleteAll deletes every replica and recovery point of the VM (its
 	// protection was disabled with its data deleted). The store is unusable
 	// after it.
@@ -71,13 +86,52 @@ type Run struct {
 	Data   []byte
 }
 
+// Consistency labels of a recovery point (DESIGN.md §6). They tell the
+// truth: a point is labelled only as consistent as its capture was.
+const (
+	// ConsistencyApp: the guest was quiesced (a freeze command) while its
+	// disks were captured.
+	ConsistencyApp = "app"
+	// ConsistencyCrash: every disk of the VM as at one instant, as after a
+	// power cut.
+	ConsistencyCrash = "crash"
+	// ConsistencyInconsistent: the disks were read while the guest may have
+	// written to them; usable only when chosen explicitly.
+	ConsistencyInconsistent = "inconsistent"
+)
+
+// PointSpec is a recovery point to create.
+type PointSpec struct {
+	ID string
+	// Time is the capture instant; for an inconsistent point, when the
+	// read ended.
+	Time time.Time
+	// ReadStartedAt is when the read began, for a point whose disks were
+	// read over a span (inconsistent); nil otherwise.
+	ReadStartedAt *time.Time
+	Consistency   string
+	// Capture says how the disks were captured (freeze, reflink,
+	// powered_off, unchanged, live), for the operator.
+	Capture string
+	// Disks are the replicas the point holds: the VM's disks now.
+	Disks []string
+}
+
 // Point is a recovery point of a VM.
 type Point struct {
-	Seq         int              `json:"seq"`
-	ID          string           `json:"id"`
-	Time        time.Time        `json:"time"`
-	Consistency string           `json:"consistency"`
-	Disks       map[string]int64 `json:"disks"` // disk id → size in bytes
+	Seq           int              `json:"seq"`
+	ID            string           `json:"id"`
+	Time          time.Time        `json:"time"`
+	ReadStartedAt *time.Time       `json:"read_started_at,omitempty"`
+	Consistency   string           `json:"consistency"`
+	Capture       string           `json:"capture,omitempty"`
+	Disks         map[string]int64 `json:"disks"` // disk id → size in bytes
+}
+
+// Holds reports whether the point holds a replica of the disk.
+func (p Point) Holds(diskID string) bool {
+	_, ok := p.Disks[diskID]
+	return ok
 }
 
 // SourceSignature identifies a source disk file's content without reading
@@ -124,4 +178,73 @@ func CheckGrowth(from, to int64) error {
 		return fmt.Errorf("disk size %d is more than the %d bytes a fixed VHD holds", to, vhd.MaxDataSize)
 	}
 	return nil
+}
+
+// CheckPointSpec refuses a point without disks or with a disk named twice.
+func CheckPointSpec(spec PointSpec) error {
+	if len(spec.Disks) == 0 {
+		return fmt.Errorf("recovery point %s names no disk", spec.ID)
+	}
+	seen := map[string]bool{}
+	for _, d := range spec.Disks {
+		if seen[d] {
+			return fmt.Errorf("recovery point %s names disk %s twice", spec.ID, d)
+		}
+		seen[d] = true
+	}
+	switch spec.Consistency {
+	case ConsistencyApp, ConsistencyCrash, ConsistencyInconsistent:
+	default:
+		return fmt.Errorf("recovery point %s: consistency %q is not app, crash or inconsistent", spec.ID, spec.Consistency)
+	}
+	return nil
+}
+
+// HeldByAPoint returns the id of a point that holds diskID, or "".
+func HeldByAPoint(points []Point, diskID string) string {
+	for _, p := range points {
+		if p.Holds(diskID) {
+			return p.ID
+		}
+	}
+	return ""
+}
+
+// QuietFor is how long a file must have gone unmodified before its
+// signature is trusted: file times come from a coarse clock, and a write
+// in flight when the file is looked at may update them before its data
+// lands, so a write in the same tick as our look would leave them
+// unchanged (the "racy git" case).
+const QuietFor = 2 * time.Second
+
+// FileSignature is the signature of a file as fi describes it, or nil
+// where the platform gives no inode and change time.
+func FileSignature(fi os.FileInfo) *SourceSignature {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return &SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
+}
+
+// FileUnchanged reports whether the file at path still has the signature
+// before, taken at lookedAt, and whether that signature had been quiet for
+// QuietFor when it was taken: then no write touched the file between the
+// two looks.
+func FileUnchanged(path string, before *SourceSignature, lookedAt time.Time) bool {
+	if before == nil || !Quiet(before, lookedAt) {
+		return false
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	after := FileSignature(fi)
+	return after != nil && *after == *before
+}
+
+// Quiet reports whether a file with signature sig, looked at at lookedAt,
+// had gone unmodified for QuietFor by then.
+func Quiet(sig *SourceSignature, lookedAt time.Time) bool {
+	return lookedAt.Sub(time.Unix(0, max(sig.ModNano, sig.ChgNano))) > QuietFor
 }

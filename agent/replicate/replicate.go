@@ -1,22 +1,28 @@
 // Package replicate copies a source disk's changes into its replica: hash
 // the source in 4 KiB blocks, compare with the replica's stored hashes, and
-// write only the runs that differ (on a fresh replica: only the blocks that
-// are not zeros).
+// write only the runs that differ (on a fresh replica, whose stored hashes
+// are a zero block's: only the blocks that are not zeros).
+//
+// It reads the source only through a Source, which a driver's capture
+// gives (package driver): the engine never opens a VM's disk itself.
+//
+// Memory does not grow with the disk beyond one bit per block: the first
+// pass hashes the source a chunk at a time against the same range of
+// stored hashes and marks the blocks that differ in a bitmap (32 MiB per
+// TiB); the second reads and writes only those.
 package replicate
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"math/bits"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
@@ -31,33 +37,41 @@ func HashWorkers() int { return min(max(runtime.NumCPU(), 2), 4) }
 // unless the store says otherwise (BatchBytes).
 const batchBytes = 32 << 20
 
-// quietFor is how long a file must have gone unmodified before its
-// signature is trusted: file times have a coarse clock, so a write in the
-// same tick as our look would leave them unchanged (the "racy git" case).
-const quietFor = 2 * time.Second
-
-// Disk brings the replica replicaID up to date with the source file at
-// path (size bytes), and returns the bytes written. progress gets the
-// offset reached. Errors are task errors: recoverable or not.
-//
-// A source file whose size, inode, modification and change times are those
-// recorded when the replica last equalled it is not read at all.
-func Disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, error) {
-	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress, 0)
-	return sent, err
+// Source is one disk of a capture: what the engine reads.
+type Source struct {
+	// Name names the disk in messages (its path on the host).
+	Name   string
+	Reader io.ReaderAt
+	Size   int64
+	// Signature identifies the disk's content at the capture without
+	// reading it (nil: it cannot). A replica that last equalled the source
+	// at this signature is up to date, and the disk is not read at all.
+	Signature *replica.SourceSignature
+	// Unchanged is asked after the copy: whether Signature still describes
+	// every byte that was read (nothing wrote to the disk meanwhile). Only
+	// then is the signature recorded with the replica. Nil: never.
+	Unchanged func() bool
+	// Changed lists the only extents that may differ from the replica, when
+	// the driver tracks changes; nil: every block is compared by its hash.
+	Changed []blocks.Extent
 }
 
-// DiskSkipped is Disk that also says whether the file was skipped unread.
-func DiskSkipped(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64)) (int64, bool, error) {
-	return disk(ctx, r, replicaID, path, size, throttle, progress, 0)
+// Options tune one copy.
+type Options struct {
+	Throttle Throttle
+	// Progress gets the offset the copy reached.
+	Progress func(done int64)
+	// ResyncLimitPercent: when the blocks that differ reach this share of
+	// the disk, the copy sends nothing and fails with CodeResyncRequired
+	// (a scheduled cycle). 0: no limit.
+	ResyncLimitPercent int
 }
 
-// DiskUnlessResync is Disk for a scheduled cycle: when the blocks that
-// differ reach limitPercent of the disk (0: no limit), it sends nothing
-// and returns a CodeResyncRequired task error.
-func DiskUnlessResync(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, error) {
-	sent, _, err := disk(ctx, r, replicaID, path, size, throttle, progress, limitPercent)
-	return sent, err
+// Result is what one copy did.
+type Result struct {
+	Sent    int64 // bytes written to the replica
+	Skipped bool  // the source was not read: its signature was the replica's
+	Differ  int64 // bytes of blocks that differed from the replica
 }
 
 // Throttle paces the bytes written; nil writes at full speed.
@@ -65,128 +79,208 @@ type Throttle interface {
 	WaitN(ctx context.Context, n int) error
 }
 
-// NewThrottle limits writes to mbps Mbit/s (a token bucket holding one
-// batch); 0 means no limit and returns nil.
-func NewThrottle(mbps int) Throttle {
-	if mbps <= 0 {
-		return nil
+// Copy brings the replica replicaID up to date with src. Errors are task
+// errors: recoverable or not.
+func Copy(ctx context.Context, r replica.Store, replicaID string, src Source, opts Options) (Result, error) {
+	if synced, err := r.SyncedSignature(replicaID); err == nil && src.Signature != nil && synced != nil && *synced == *src.Signature {
+		return Result{Skipped: true}, nil
 	}
-	return &limiter{rate.NewLimiter(rate.Limit(float64(mbps)*1e6/8), batchBytes+blocks.MaxRun)}
-}
-
-type limiter struct{ l *rate.Limiter }
-
-// WaitN waits for n bytes' worth of tokens, in pieces no larger than the
-// bucket.
-func (t *limiter) WaitN(ctx context.Context, n int) error {
-	for n > 0 {
-		k := min(n, t.l.Burst())
-		if err := t.l.WaitN(ctx, k); err != nil {
-			return err
-		}
-		n -= k
-	}
-	return nil
-}
-
-func signature(fi os.FileInfo) *replica.SourceSignature {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	return &replica.SourceSignature{Size: fi.Size(), Inode: st.Ino, ModNano: st.Mtim.Nano(), ChgNano: st.Ctim.Nano()}
-}
-
-func disk(ctx context.Context, r replica.Store, replicaID, path string, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, bool, error) {
-	src, err := os.Open(path)
-	if err != nil {
-		return 0, false, &agentproto.TaskError{Code: "disk_unreadable", Message: fmt.Sprintf("source disk %s: %v", path, err)}
-	}
-	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
-		return 0, false, err
-	}
-	before := signature(fi)
-	if synced, err := r.SyncedSignature(replicaID); err == nil && before != nil && synced != nil && *synced == *before {
-		return 0, true, nil
-	}
-	sent, err := copyChanges(ctx, r, replicaID, src, fi, size, throttle, progress, limitPercent)
+	res, err := copyChanges(ctx, r, replicaID, src, opts)
 	var te *agentproto.TaskError
 	if errors.As(err, &te) && te.Code == agentproto.CodeResyncRequired {
-		return 0, false, err // nothing was written
+		return res, err // nothing was written
 	}
 	if err != nil {
 		// Whatever was written, the replica no longer matches a known state.
 		_ = r.SetSyncedSignature(replicaID, nil)
-		return sent, false, err
+		return res, err
 	}
-	// Trust the signature only if the file did not change while we read it
-	// and had been quiet for a while before.
 	var record *replica.SourceSignature
-	if after, err := os.Stat(path); err == nil && before != nil {
-		if a := signature(after); a != nil && *a == *before &&
-			time.Since(time.Unix(0, max(before.ModNano, before.ChgNano))) > quietFor {
-			record = before
-		}
+	if src.Signature != nil && src.Unchanged != nil && src.Unchanged() {
+		record = src.Signature
 	}
 	if err := r.SetSyncedSignature(replicaID, record); err != nil {
-		return sent, false, TargetError(err)
+		return res, TargetError(err)
 	}
-	return sent, false, nil
+	return res, nil
 }
 
-func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os.File, fi os.FileInfo, size int64, throttle Throttle, progress func(int64), limitPercent int) (int64, error) {
-	path := src.Name()
+func copyChanges(ctx context.Context, r replica.Store, replicaID string, src Source, opts Options) (Result, error) {
+	var res Result
+	size, err := r.DiskSize(replicaID)
+	if err != nil {
+		return res, TargetError(err)
+	}
 	switch {
-	case fi.Size() < size:
-		return 0, &agentproto.TaskError{Code: "disk_resized", Message: fmt.Sprintf("source disk %s shrank to %d bytes from %d; a replica cannot shrink: disable protection and enable it again", path, fi.Size(), size)}
-	case fi.Size() > size:
+	case src.Size < size:
+		return res, &agentproto.TaskError{Code: agentproto.CodeDiskResized, Message: fmt.Sprintf("source disk %s shrank to %d bytes from %d; a replica cannot shrink: disable protection and enable it again", src.Name, src.Size, size)}
+	case src.Size > size:
 		// The disk grew: so does its replica, and the new part is sent as
 		// any change is (a fresh area of zeros sends nothing).
-		if err := r.Resize(replicaID, fi.Size()); err != nil {
-			return 0, TargetError(err)
+		if err := r.Resize(replicaID, src.Size); err != nil {
+			return res, TargetError(err)
 		}
-		size = fi.Size()
 	}
-	now, err := blocks.HashDisk(src, size, HashWorkers())
+	changed, err := scan(ctx, r, replicaID, src)
 	if err != nil {
-		return 0, &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+		return res, err
 	}
-	old, err := r.Hashes(replicaID)
-	if err != nil {
-		return 0, TargetError(err)
+	res.Differ = changed.bytes(src.Size)
+	if limit := opts.ResyncLimitPercent; limit > 0 && res.Differ*100 >= int64(limit)*src.Size {
+		return res, &agentproto.TaskError{Code: agentproto.CodeResyncRequired, Message: fmt.Sprintf(
+			"%d of the %d bytes of disk %s changed since the last cycle (%d %%, the limit is %d %%): a resynchronization is needed",
+			res.Differ, src.Size, src.Name, res.Differ*100/max(src.Size, 1), limit)}
 	}
-	if len(old) < len(now) {
-		return 0, &agentproto.TaskError{Code: "invalid_replica", Message: "the replica is smaller than the source disk; disable and enable protection again"}
+	res.Sent, err = write(ctx, r, replicaID, src, changed, opts)
+	return res, err
+}
+
+// bitmap has one bit per block: set for a block to write.
+type bitmap []uint64
+
+func newBitmap(blockCount int64) bitmap { return make(bitmap, (blockCount+63)/64) }
+
+func (b bitmap) set(i int64)      { b[i/64] |= 1 << (i % 64) }
+func (b bitmap) has(i int64) bool { return b[i/64]&(1<<(i%64)) != 0 }
+
+func (b bitmap) bytes(size int64) int64 {
+	var n int64
+	for _, w := range b {
+		n += int64(bits.OnesCount64(w))
 	}
-	changed := blocks.Changed(old[:len(now)], now, size)
-	if limitPercent > 0 {
-		var pending int64
-		for _, e := range changed {
-			pending += e.Length
+	n *= blocks.BlockSize
+	if last := blocks.Count(size) - 1; last >= 0 && b.has(last) {
+		n -= blocks.Count(size)*blocks.BlockSize - size // the short last block
+	}
+	return n
+}
+
+// scanChunk is how much of the disk one hashing step covers: a multiple
+// of 64 blocks, so that chunks set disjoint words of the bitmap.
+const scanChunk = blocks.MaxRun
+
+// scan marks the blocks of src whose hash differs from the replica's
+// stored one, HashWorkers chunks at a time.
+func scan(ctx context.Context, r replica.Store, replicaID string, src Source) (bitmap, error) {
+	count := blocks.Count(src.Size)
+	changed := newBitmap(count)
+	chunks := make(chan int64)
+	var wg sync.WaitGroup
+	var firstErr error
+	var failed atomic.Bool
+	var mu sync.Mutex
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
 		}
-		if pending*100 >= int64(limitPercent)*size {
-			return 0, &agentproto.TaskError{Code: agentproto.CodeResyncRequired, Message: fmt.Sprintf(
-				"%d of the %d bytes of disk %s changed since the last cycle (%d %%, the limit is %d %%): a resynchronization is needed",
-				pending, size, filepath.Base(src.Name()), pending*100/max(size, 1), limitPercent)}
+		mu.Unlock()
+		failed.Store(true)
+	}
+	for range HashWorkers() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, scanChunk)
+			stored := make([]blocks.Hash, scanChunk/blocks.BlockSize)
+			for off := range chunks {
+				if failed.Load() {
+					continue
+				}
+				if err := scanOne(r, replicaID, src, off, buf, stored, changed); err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+	feed := func(off, end int64) bool {
+		for ; off < end; off += scanChunk {
+			select {
+			case chunks <- off:
+			case <-ctx.Done():
+				fail(ctx.Err())
+				return false
+			}
+			if failed.Load() {
+				return false
+			}
+		}
+		return true
+	}
+	if src.Changed == nil {
+		feed(0, src.Size)
+	} else {
+		// Chunks that hold a changed extent, each once (extents in order).
+		next := int64(0)
+		for _, e := range src.Changed {
+			first := max(e.Offset/scanChunk*scanChunk, next)
+			end := min(e.Offset+e.Length, src.Size)
+			if first >= end {
+				continue
+			}
+			if !feed(first, end) {
+				break
+			}
+			next = (end + scanChunk - 1) / scanChunk * scanChunk
 		}
 	}
-	// Runs go in batches of up to batchBytes: one flush of the undo log
-	// (directory) or one round of concurrent page writes (Azure) per batch.
-	// Two buffers: the next batch is read while the last one is written.
+	close(chunks)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return changed, nil
+}
+
+// scanOne hashes one chunk of the source and marks its blocks that differ.
+func scanOne(r replica.Store, replicaID string, src Source, off int64, buf []byte, stored []blocks.Hash, changed bitmap) error {
+	n := min(int64(scanChunk), src.Size-off)
+	b := buf[:n]
+	if err := readFull(src.Reader, b, off); err != nil {
+		return &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Message: fmt.Sprintf("source disk %s at offset %d: %v", src.Name, off, err), Recoverable: true}
+	}
+	first := off / blocks.BlockSize
+	want := stored[:blocks.Count(n)]
+	if err := r.ReadHashes(replicaID, first, want); err != nil {
+		return TargetError(err)
+	}
+	for i := range want {
+		start := int64(i) * blocks.BlockSize
+		if blocks.HashBlock(b[start:min(start+blocks.BlockSize, n)]) != want[i] {
+			changed.set(first + int64(i))
+		}
+	}
+	return nil
+}
+
+// readFull reads len(b) bytes at off; a short read is an error (the source
+// is as long as its capture says).
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return fmt.Errorf("read %d of %d bytes: the disk is shorter than its capture", n, len(b))
+	}
+	return err
+}
+
+// write reads the marked blocks, joined into runs of at most MaxRun, and
+// writes them in batches of up to the store's batch size: one flush of the
+// undo log (directory) or one round of concurrent page writes (Azure) per
+// batch. Two buffers: the next batch is read while the last is written.
+func write(ctx context.Context, r replica.Store, replicaID string, src Source, changed bitmap, opts Options) (int64, error) {
 	limit := int64(batchBytes)
 	if b, ok := r.(interface{ BatchBytes() int64 }); ok {
 		limit = b.BatchBytes()
 	}
-	bufs := make(chan []byte, 2)
-	bufs <- make([]byte, limit+blocks.MaxRun)
-	bufs <- make([]byte, limit+blocks.MaxRun)
 	type batch struct {
 		runs  []replica.Run
 		bytes int64
 		buf   []byte
 	}
+	bufs := make(chan []byte, 2)
 	work := make(chan batch, 1)
 	var failed atomic.Bool
 	var sent int64 // the writer's; read after done
@@ -195,11 +289,11 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os
 		var first error
 		for b := range work {
 			if first == nil {
-				first = writeBatch(ctx, r, replicaID, b.runs, b.bytes, throttle)
+				first = writeBatch(ctx, r, replicaID, b.runs, b.bytes, opts.Throttle)
 				if first == nil {
 					sent += b.bytes
-					if last := b.runs[len(b.runs)-1]; progress != nil {
-						progress(last.Offset + int64(len(last.Data)))
+					if last := b.runs[len(b.runs)-1]; opts.Progress != nil {
+						opts.Progress(last.Offset + int64(len(last.Data)))
 					}
 				} else {
 					failed.Store(true)
@@ -209,25 +303,56 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src *os
 		}
 		done <- first
 	}()
+	allocated := 0
+	buffer := func() []byte {
+		select {
+		case b := <-bufs:
+			return b
+		default:
+		}
+		if allocated < 2 {
+			allocated++
+			return make([]byte, limit+blocks.MaxRun)
+		}
+		return <-bufs
+	}
 	readErr := func() error {
-		cur := batch{buf: <-bufs}
-		for _, e := range changed {
+		var cur batch
+		count := blocks.Count(src.Size)
+		for i := int64(0); i < count; {
+			if changed[i/64] == 0 && i%64 == 0 {
+				i += 64 // a word of unchanged blocks
+				continue
+			}
+			if !changed.has(i) {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < count && changed.has(j) && (j-i)*blocks.BlockSize < blocks.MaxRun {
+				j++
+			}
+			offset, length := i*blocks.BlockSize, min(j*blocks.BlockSize, src.Size)-i*blocks.BlockSize
+			i = j
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			if failed.Load() {
 				return nil // the writer's error is the one to report
 			}
-			if cur.bytes+e.Length > limit {
+			if cur.buf == nil {
+				cur.buf = buffer()
+			}
+			if cur.bytes+length > limit {
 				work <- cur
-				cur = batch{buf: <-bufs}
+				cur = batch{buf: buffer()}
 			}
-			b := cur.buf[cur.bytes : cur.bytes+e.Length]
-			if _, err := src.ReadAt(b, e.Offset); err != nil {
-				return &agentproto.TaskError{Code: "disk_unreadable", Message: err.Error(), Recoverable: true}
+			b := cur.buf[cur.bytes : cur.bytes+length]
+			if err := readFull(src.Reader, b, offset); err != nil {
+				return &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Message: fmt.Sprintf("source disk %s at offset %d: %v", src.Name, offset, err), Recoverable: true}
 			}
-			cur.runs = append(cur.runs, replica.Run{Offset: e.Offset, Data: b})
-			cur.bytes += e.Length
+			cur.runs = append(cur.runs, replica.Run{Offset: offset, Data: b})
+			cur.bytes += length
 		}
 		if len(cur.runs) > 0 {
 			work <- cur
@@ -256,15 +381,19 @@ func writeBatch(ctx context.Context, r replica.Store, replicaID string, runs []r
 }
 
 // TargetError classifies a failure of the target: a missing or unwritable
-// directory may come back (a NAS remounting), so it is retried.
+// directory may come back (a NAS remounting), and a full one may be freed,
+// so they are retried.
 func TargetError(err error) error {
 	var te *agentproto.TaskError
 	if errors.As(err, &te) {
 		return err
 	}
-	code := "target_unavailable"
-	if errors.Is(err, fs.ErrPermission) {
-		code = "target_not_writable"
+	code := agentproto.CodeTargetUnavailable
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		code = agentproto.CodeTargetNotWritable
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		code = agentproto.CodeTargetFull
 	}
 	return &agentproto.TaskError{Code: code, Message: "the replica target: " + err.Error(), Recoverable: true}
 }

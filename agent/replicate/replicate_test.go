@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agent/replica/replicatest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -33,28 +36,28 @@ func TestAnUnchangedDiskFileIsNotReadAgainAndAChangedOneIs(t *testing.T) {
 	ctx := context.Background()
 
 	// Just written: too recent to trust its times, so it is read.
-	if _, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); err != nil || skipped {
-		t.Fatalf("first copy: skipped %v, %v", skipped, err)
+	if res, err := File(ctx, r, "d", src, Options{}); err != nil || res.Skipped {
+		t.Fatalf("first copy: %+v, %v", res, err)
 	}
-	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); skipped {
+	if res, _ := File(ctx, r, "d", src, Options{}); res.Skipped {
 		t.Fatal("a file modified less than 2 s ago was trusted")
 	}
-	time.Sleep(quietFor + 100*time.Millisecond)
-	if sent, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); skipped || sent != 0 {
-		t.Fatalf("quiet file, first look: skipped %v sent %d", skipped, sent)
+	time.Sleep(replica.QuietFor + 100*time.Millisecond)
+	if res, _ := File(ctx, r, "d", src, Options{}); res.Skipped || res.Sent != 0 {
+		t.Fatalf("quiet file, first look: %+v", res)
 	}
-	if _, skipped, _ := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil); !skipped {
+	if res, _ := File(ctx, r, "d", src, Options{}); !res.Skipped {
 		t.Fatal("an unchanged, quiet file was read again")
 	}
 	// A write changes its times: read, and the change sent.
 	f, _ := os.OpenFile(src, os.O_WRONLY, 0)
 	f.WriteAt([]byte("changed"), 1<<20+5)
 	f.Close()
-	sent, skipped, err := DiskSkipped(ctx, r, "d", src, int64(len(data)), nil, nil)
-	if err != nil || skipped || sent != 4096 {
-		t.Fatalf("after a write: skipped %v sent %d %v", skipped, sent, err)
+	res, err := File(ctx, r, "d", src, Options{})
+	if err != nil || res.Skipped || res.Sent != 4096 {
+		t.Fatalf("after a write: %+v %v", res, err)
 	}
-	r.CreatePoint("p", time.Now(), "crash")
+	replicatest.Point(r, "p", time.Now())
 	pr, size, _ := r.ReadPoint("p", "d")
 	defer pr.Close()
 	got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
@@ -79,17 +82,104 @@ func TestEveryByteWrittenPassesTheThrottle(t *testing.T) {
 	defer r.Close()
 	r.CreateDisk("d", int64(len(data)))
 	th := &countingThrottle{}
-	sent, err := Disk(context.Background(), r, "d", src, int64(len(data)), th, nil)
-	if err != nil || sent != 36<<20 || th.bytes != int(sent) {
-		t.Fatalf("sent %d, throttled %d, %v", sent, th.bytes, err)
+	res, err := File(context.Background(), r, "d", src, Options{Throttle: th})
+	if err != nil || res.Sent != 36<<20 || th.bytes != int(res.Sent) {
+		t.Fatalf("sent %d, throttled %d, %v", res.Sent, th.bytes, err)
 	}
-	if NewThrottle(0) != nil {
+	if NewThrottles().For(0) != nil {
 		t.Fatal("0 Mbit/s must mean no limit")
 	}
 	// A real limiter lets more than its bucket through, piece by piece.
-	if err := NewThrottle(100000).WaitN(context.Background(), 100<<20); err != nil {
+	if err := NewLimiter(100000).WaitN(context.Background(), 100<<20); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fakeClock is a clock that sleeping moves forward.
+type fakeClock struct {
+	now   time.Time
+	slept time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { return c.now }
+func (c *fakeClock) Sleep(_ context.Context, d time.Duration) error {
+	c.now, c.slept = c.now.Add(d), c.slept+d
+	return nil
+}
+
+func TestA1MbitPolicyTakesAMinuteFor8MiBEvenOnAFreshOrIdleBucket(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	data := make([]byte, 16<<20)
+	rand.Read(data[:8<<20])
+	os.WriteFile(src, data, 0o644)
+	r, _ := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	throttles := &Throttles{buckets: map[int]*Limiter{}, now: clock.Now, sleep: clock.Sleep}
+	res, err := File(context.Background(), r, "d", src, Options{Throttle: throttles.For(1)})
+	if err != nil || res.Sent != 8<<20 {
+		t.Fatalf("sent %d, %v", res.Sent, err)
+	}
+	// 8 MiB at 1 Mbit/s is 67 s; the bucket may give one second at once.
+	if want := 8 * (1 << 20) * 8 * time.Second / 1e6; clock.slept < want-2*time.Second {
+		t.Fatalf("an 8 MiB cycle at 1 Mbit/s waited %v, want about %v", clock.slept, want)
+	}
+	// The bucket is the host's: a second cycle an hour later gets one
+	// second's worth at once, not a new full bucket.
+	clock.now = clock.now.Add(time.Hour)
+	before := clock.slept
+	if err := throttles.For(1).WaitN(context.Background(), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if waited := clock.slept - before; waited < 7*time.Second {
+		t.Fatalf("1 MiB after an idle hour waited %v: the burst is more than a second's worth", waited)
+	}
+	if throttles.For(1) != throttles.For(1) {
+		t.Fatal("cycles of one host must share the bucket of a limit")
+	}
+}
+
+func TestOnlyTheExtentsADriverReportsChangedAreCompared(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	r, _ := dirtarget.Open(filepath.Join(dir, "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+	if _, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: int64(len(data))}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Two changes; the driver reports only the second.
+	copy(data[1<<20:], bytes.Repeat([]byte{1}, 4096))
+	copy(data[9<<20:], bytes.Repeat([]byte{2}, 8192))
+	reader := &countingReader{r: bytes.NewReader(data)}
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: reader, Size: int64(len(data)),
+		Changed: []blocks.Extent{{Offset: 9 << 20, Length: 8192}}}, Options{})
+	if err != nil || res.Sent != 8192 {
+		t.Fatalf("sent %d, %v; want the reported 8 KiB", res.Sent, err)
+	}
+	if reader.n > 2*scanChunk {
+		t.Fatalf("read %d bytes of a 16 MiB disk to check one 8 KiB extent", reader.n)
+	}
+	// Without a report, every block is compared: the first change is found.
+	res, err = Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: int64(len(data))}, Options{})
+	if err != nil || res.Sent != 4096 {
+		t.Fatalf("full comparison sent %d, %v", res.Sent, err)
+	}
+}
+
+type countingReader struct {
+	r io.ReaderAt
+	n int64
+}
+
+func (c *countingReader) ReadAt(b []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(b, off)
+	c.n += int64(n)
+	return n, err
 }
 
 func TestAScheduledCycleSendsNothingWhenHalfTheDiskChanged(t *testing.T) {
@@ -102,24 +192,24 @@ func TestAScheduledCycleSendsNothingWhenHalfTheDiskChanged(t *testing.T) {
 	defer r.Close()
 	r.CreateDisk("d", int64(len(data)))
 	ctx := context.Background()
-	if _, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 50); err != nil {
+	if _, err := File(ctx, r, "d", src, Options{ResyncLimitPercent: 50}); err != nil {
 		t.Fatalf("1 MiB of 8 changed: %v", err)
 	}
 	// 4 MiB of 8 now differ: 50 %, the limit.
 	rand.Read(data[2<<20 : 6<<20])
 	os.WriteFile(src, data, 0o644)
-	before, _ := r.Hashes("d")
-	sent, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 50)
+	before, _ := replicatest.Hashes(r, "d")
+	res, err := File(ctx, r, "d", src, Options{ResyncLimitPercent: 50})
 	var te *agentproto.TaskError
-	if !errors.As(err, &te) || te.Code != agentproto.CodeResyncRequired || sent != 0 || !strings.Contains(te.Message, "50 %") {
-		t.Fatalf("half the disk changed: sent %d, %v", sent, err)
+	if !errors.As(err, &te) || te.Code != agentproto.CodeResyncRequired || res.Sent != 0 || !strings.Contains(te.Message, "50 %") {
+		t.Fatalf("half the disk changed: sent %d, %v", res.Sent, err)
 	}
-	if after, _ := r.Hashes("d"); !slices.Equal(before, after) {
+	if after, _ := replicatest.Hashes(r, "d"); !slices.Equal(before, after) {
 		t.Fatal("the replica changed though nothing was to be sent")
 	}
 	// The resync that follows has no limit and sends exactly the change.
-	if sent, err := DiskUnlessResync(ctx, r, "d", src, int64(len(data)), nil, nil, 0); err != nil || sent != 4<<20 {
-		t.Fatalf("resync: sent %d, %v", sent, err)
+	if res, err := File(ctx, r, "d", src, Options{}); err != nil || res.Sent != 4<<20 {
+		t.Fatalf("resync: sent %d, %v", res.Sent, err)
 	}
 }
 
@@ -133,7 +223,7 @@ func TestAResyncOfADirectoryReplicaSendsExactlyTheBlocksTheStorageChanged(t *tes
 	defer r.Close()
 	r.CreateDisk("d", int64(len(data)))
 	ctx := context.Background()
-	if _, err := Disk(ctx, r, "d", src, int64(len(data)), nil, nil); err != nil {
+	if _, err := File(ctx, r, "d", src, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	// The storage flips a byte in N random blocks of the replica.
@@ -159,11 +249,11 @@ func TestAResyncOfADirectoryReplicaSendsExactlyTheBlocksTheStorageChanged(t *tes
 			t.Fatalf("block at %d was not corrupted", off)
 		}
 	}
-	sent, err := Disk(ctx, r, "d", src, int64(len(data)), nil, nil)
-	if err != nil || sent != int64(len(corrupt))*4096 {
-		t.Fatalf("resync sent %d bytes, %v; want exactly the %d corrupted blocks", sent, err, len(corrupt))
+	res, err := File(ctx, r, "d", src, Options{})
+	if err != nil || res.Sent != int64(len(corrupt))*4096 {
+		t.Fatalf("resync sent %d bytes, %v; want exactly the %d corrupted blocks", res.Sent, err, len(corrupt))
 	}
-	r.CreatePoint("p", time.Now(), "crash")
+	replicatest.Point(r, "p", time.Now())
 	pr, size, _ := r.ReadPoint("p", "d")
 	defer pr.Close()
 	got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
