@@ -25,6 +25,8 @@ type fileConfig struct {
 	StorageConc   int    `json:"storage_concurrency"`
 	FreezeCommand string `json:"freeze_command"`
 	ThawCommand   string `json:"thaw_command"`
+	StartCommand  string `json:"start_command"`
+	StopCommand   string `json:"stop_command"`
 	LogFormat     string `json:"log_format"`
 	LogLevel      string `json:"log_level"`
 }
@@ -51,6 +53,8 @@ func (c fileConfig) settings() []configSetting {
 		{"storage-concurrency", "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", storageConc},
 		{"freeze-command", "LIFEBOAT_AGENT_FREEZE_COMMAND", c.FreezeCommand},
 		{"thaw-command", "LIFEBOAT_AGENT_THAW_COMMAND", c.ThawCommand},
+		{"start-command", "LIFEBOAT_AGENT_START_COMMAND", c.StartCommand},
+		{"stop-command", "LIFEBOAT_AGENT_STOP_COMMAND", c.StopCommand},
 		{"log-format", "LIFEBOAT_LOG_FORMAT", c.LogFormat},
 		{"log-level", "LIFEBOAT_LOG_LEVEL", c.LogLevel},
 	}
@@ -67,7 +71,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, getenv func(string) string) 
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return fmt.Errorf("config file %s: %w (known keys: state_dir, driver, vm_root, max_tasks, freeze_command, thaw_command, log_format, log_level)", path, err)
+		return fmt.Errorf("config file %s: %w (known keys: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level)", path, err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -14,10 +14,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-)
 
-// Version is the agent's version.
-const Version = "0.1.0-dev"
+	"github.com/lifeboat-dr/lifeboat/agent/runner"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -33,6 +32,7 @@ func main() {
 const usage = `usage:
   lifeboat-agent register --key-file KEY.json --state-dir DIR [--name NAME]
   lifeboat-agent run --state-dir DIR [--driver filedisk --vm-root DIR] [--config FILE] [--max-tasks N]
+                     [--freeze-command CMD --thaw-command CMD] [--start-command CMD] [--stop-command CMD]
   lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
   lifeboat-agent verify --container-url URL --vm VM-ID [--point ID]   (SAS in LIFEBOAT_AZURE_SAS)
   lifeboat-agent version`
@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "verify":
 		return verifyCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "lifeboat-agent", Version)
+		fmt.Fprintln(stdout, "lifeboat-agent", runner.Version)
 		return nil
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, usage)

@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,7 +14,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/client"
-	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/driver/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/runner"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -62,12 +59,12 @@ func registerCommand(ctx context.Context, args []string, getenv func(string) str
 	}
 	vault := client.New(key.VaultURL, tlsConfig, 30*time.Second)
 	defer vault.Close()
-	keyPEM, csrPEM, err := newKeyAndCSR(*name)
+	keyPEM, csrPEM, err := client.NewKeyAndCSR(*name)
 	if err != nil {
 		return err
 	}
 	var resp agentproto.RegisterResponse
-	req := agentproto.RegisterRequest{Secret: key.Secret, Name: *name, CSR: string(csrPEM), Agent: agentInfo(filedisk.Name)}
+	req := agentproto.RegisterRequest{Secret: key.Secret, Name: *name, CSR: string(csrPEM), Agent: runner.Info(filedisk.Name)}
 	if err := vault.Post(ctx, agentproto.PathRegister, req, &resp); err != nil {
 		var ve *client.VaultError
 		if errors.As(err, &ve) {
@@ -86,28 +83,4 @@ func registerCommand(ctx context.Context, args []string, getenv func(string) str
 	fmt.Fprintf(stdout, "Registered host %q (%s) in site %s of %s.\nStart the agent with: lifeboat-agent run --state-dir %s\n",
 		*name, resp.HostID, strings.TrimSpace(key.SiteName), key.VaultURL, *stateDir)
 	return nil
-}
-
-// newKeyAndCSR makes the host's key pair and a certificate request for it.
-func newKeyAndCSR(name string) (keyPEM, csrPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
-}
-
-func agentInfo(driver string) agentproto.AgentInfo {
-	hostname, _ := os.Hostname()
-	return agentproto.AgentInfo{Version: Version, ProtocolVersion: agentproto.ProtocolVersion,
-		Features: []string{"inventory", agentproto.TaskCheckPrerequisites}, Driver: driver, Hostname: hostname}
 }

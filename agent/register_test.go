@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/agent/internal/testvault"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -89,7 +90,7 @@ func TestRunWithoutRegistrationSaysToRegisterFirst(t *testing.T) {
 // vaultForRegistration is a fake vault that signs the CSR of a valid
 // secret with its CA, over TLS with a certificate of that CA for 127.0.0.1
 // (the CA itself in the chain, as the real vault sends it).
-func vaultForRegistration(t *testing.T, ca *testCA) (*httptest.Server, *agentproto.RegisterRequest) {
+func vaultForRegistration(t *testing.T, ca *testvault.CA) (*httptest.Server, *agentproto.RegisterRequest) {
 	t.Helper()
 	var got agentproto.RegisterRequest
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -97,23 +98,23 @@ func vaultForRegistration(t *testing.T, ca *testCA) (*httptest.Server, *agentpro
 			http.NotFound(w, r)
 			return
 		}
-		got = decode[agentproto.RegisterRequest](r)
+		got = testvault.Decode[agentproto.RegisterRequest](r)
 		block, _ := pem.Decode([]byte(got.CSR))
 		if got.Secret != "lbr_secret" || block == nil {
 			w.WriteHeader(http.StatusForbidden)
-			reply(w, agentproto.ErrorBody{Error: agentproto.ErrorDetail{Code: agentproto.CodeRegistrationKey, Message: "unknown registration key"}})
+			testvault.Reply(w, agentproto.ErrorBody{Error: agentproto.ErrorDetail{Code: agentproto.CodeRegistrationKey, Message: "unknown registration key"}})
 			return
 		}
 		csr, err := x509.ParseCertificateRequest(block.Bytes)
 		if err != nil || csr.CheckSignature() != nil {
 			w.WriteHeader(http.StatusBadRequest)
-			reply(w, agentproto.ErrorBody{Error: agentproto.ErrorDetail{Code: "invalid_csr", Message: "bad CSR"}})
+			testvault.Reply(w, agentproto.ErrorBody{Error: agentproto.ErrorDetail{Code: "invalid_csr", Message: "bad CSR"}})
 			return
 		}
-		cert := ca.sign(t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
-		reply(w, agentproto.RegisterResponse{HostID: "host_1", SiteID: "site_1", Certificate: string(cert), CA: string(ca.pem()), Intervals: testIntervals})
+		cert := ca.Sign(t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
+		testvault.Reply(w, agentproto.RegisterResponse{HostID: "host_1", SiteID: "site_1", Certificate: string(cert), CA: string(ca.PEM()), Intervals: agentproto.Intervals{HeartbeatSeconds: 1, PollWaitSeconds: 1, ProgressSeconds: 1}})
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1)})}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.ServerCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1)})}}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -126,9 +127,9 @@ func fingerprint(c *x509.Certificate) string {
 }
 
 func TestRegisterWithThePinnedCAStoresKeyCertificateCAAndIdentity(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testvault.NewCA(t)
 	srv, got := vaultForRegistration(t, ca)
-	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: strings.ToUpper(fingerprint(ca.cert)), Secret: "lbr_secret",
+	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: strings.ToUpper(fingerprint(ca.Cert)), Secret: "lbr_secret",
 		SiteID: "site_1", SiteName: "Main", ExpiresAt: time.Now().Add(time.Hour)}
 	stateDir := t.TempDir()
 	var stdout bytes.Buffer
@@ -161,10 +162,10 @@ func TestRegisterWithThePinnedCAStoresKeyCertificateCAAndIdentity(t *testing.T) 
 		t.Fatalf("the stored certificate does not match the stored key: %v", err)
 	}
 	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
-	if err := leaf.CheckSignatureFrom(ca.cert); err != nil {
+	if err := leaf.CheckSignatureFrom(ca.Cert); err != nil {
 		t.Fatalf("the stored certificate is not the one the vault signed: %v", err)
 	}
-	if caPEM, _ := dir.VaultCA(); !bytes.Equal(caPEM, ca.pem()) {
+	if caPEM, _ := dir.VaultCA(); !bytes.Equal(caPEM, ca.PEM()) {
 		t.Fatalf("the stored vault CA is not the pinned one:\n%s", caPEM)
 	}
 	// Registering twice into the same directory is refused.
@@ -175,13 +176,13 @@ func TestRegisterWithThePinnedCAStoresKeyCertificateCAAndIdentity(t *testing.T) 
 }
 
 func TestRegisterRefusesAnotherCAAndSaysTheFingerprintsDiffer(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testvault.NewCA(t)
 	srv, got := vaultForRegistration(t, ca)
-	other := newTestCA(t)
-	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: fingerprint(other.cert), Secret: "lbr_secret", ExpiresAt: time.Now().Add(time.Hour)}
+	other := testvault.NewCA(t)
+	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: fingerprint(other.Cert), Secret: "lbr_secret", ExpiresAt: time.Now().Add(time.Hour)}
 	stateDir := t.TempDir()
 	err := run(t.Context(), []string{"register", "--key-file", writeKey(t, key), "--state-dir", stateDir}, func(string) string { return "" }, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "fingerprints differ") || !strings.Contains(err.Error(), fingerprint(other.cert)) {
+	if err == nil || !strings.Contains(err.Error(), "fingerprints differ") || !strings.Contains(err.Error(), fingerprint(other.Cert)) {
 		t.Fatalf("error %v", err)
 	}
 	if got.Secret != "" {
@@ -193,12 +194,12 @@ func TestRegisterRefusesAnotherCAAndSaysTheFingerprintsDiffer(t *testing.T) {
 }
 
 func TestRegisterRefusesThePinnedCAForAnotherHostName(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testvault.NewCA(t)
 	srv, got := vaultForRegistration(t, ca)
 	// The certificate is for 127.0.0.1; "localhost" reaches the same server
 	// under a name the certificate does not carry.
 	url := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
-	key := agentproto.RegistrationKey{VaultURL: url, CAFingerprint: fingerprint(ca.cert), Secret: "lbr_secret", ExpiresAt: time.Now().Add(time.Hour)}
+	key := agentproto.RegistrationKey{VaultURL: url, CAFingerprint: fingerprint(ca.Cert), Secret: "lbr_secret", ExpiresAt: time.Now().Add(time.Hour)}
 	err := run(t.Context(), []string{"register", "--key-file", writeKey(t, key), "--state-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "does not verify against the pinned CA") {
 		t.Fatalf("error %v", err)
@@ -209,9 +210,9 @@ func TestRegisterRefusesThePinnedCAForAnotherHostName(t *testing.T) {
 }
 
 func TestRegisterShowsTheVaultsRefusal(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testvault.NewCA(t)
 	srv, _ := vaultForRegistration(t, ca)
-	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: fingerprint(ca.cert), Secret: "lbr_wrong", ExpiresAt: time.Now().Add(time.Hour)}
+	key := agentproto.RegistrationKey{VaultURL: srv.URL, CAFingerprint: fingerprint(ca.Cert), Secret: "lbr_wrong", ExpiresAt: time.Now().Add(time.Hour)}
 	err := run(t.Context(), []string{"register", "--key-file", writeKey(t, key), "--state-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "unknown registration key") {
 		t.Fatalf("error %v", err)

@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/driver/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/runner"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
+	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 )
 
 func runCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -19,11 +21,13 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	stateDir := fs.String("state-dir", envOr(getenv, "LIFEBOAT_AGENT_STATE_DIR", ""), "the agent's state directory (LIFEBOAT_AGENT_STATE_DIR)")
 	driver := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk (LIFEBOAT_AGENT_DRIVER)")
 	vmRoot := fs.String("vm-root", envOr(getenv, "LIFEBOAT_AGENT_VM_ROOT", ""), "filedisk: the directory whose subdirectories are VMs (LIFEBOAT_AGENT_VM_ROOT)")
-	maxTasks := fs.Int("max-tasks", envInt(getenv, "LIFEBOAT_AGENT_MAX_TASKS", 4), "how many tasks run at once (LIFEBOAT_AGENT_MAX_TASKS)")
+	maxTasks := fs.Int("max-tasks", envInt(getenv, "LIFEBOAT_AGENT_MAX_TASKS", runner.DefaultMaxTasks()), "how many tasks run at once; default two per core, at least 4 (LIFEBOAT_AGENT_MAX_TASKS)")
 	storageConc := fs.Int("storage-concurrency", envInt(getenv, "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", 8), "Azure Blob targets: page writes in flight per disk (LIFEBOAT_AGENT_STORAGE_CONCURRENCY)")
-	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
+	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
 	freeze := fs.String("freeze-command", envOr(getenv, "LIFEBOAT_AGENT_FREEZE_COMMAND", ""), "filedisk: command that quiesces a VM before an app-consistent point (run with LIFEBOAT_VM_ID and LIFEBOAT_VM_DIR set; exit 0 = frozen)")
 	thaw := fs.String("thaw-command", envOr(getenv, "LIFEBOAT_AGENT_THAW_COMMAND", ""), "filedisk: command that resumes the VM after it (always run after a freeze)")
+	start := fs.String("start-command", envOr(getenv, "LIFEBOAT_AGENT_START_COMMAND", ""), "filedisk: command that starts a VM (failover; run with LIFEBOAT_VM_ID, LIFEBOAT_VM_DIR and LIFEBOAT_ISOLATED=1 for a test failover)")
+	stop := fs.String("stop-command", envOr(getenv, "LIFEBOAT_AGENT_STOP_COMMAND", ""), "filedisk: command that shuts a VM down gracefully (planned failover)")
 	logFormat := fs.String("log-format", envOr(getenv, "LIFEBOAT_LOG_FORMAT", "text"), "text or json")
 	logLevel := fs.String("log-level", envOr(getenv, "LIFEBOAT_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -65,12 +69,14 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	vmRoot = &root
-	a, err := newAgent(dir, &filedisk.Driver{Root: *vmRoot, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw}, options{MaxTasks: *maxTasks, storageConcurrency: *storageConc}, log)
+	drv := &filedisk.Driver{Root: root, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw, StartCommand: *start, StopCommand: *stop}
+	a, err := runner.New(dir, drv, runner.Options{MaxTasks: *maxTasks}, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "lifeboat-agent %s: host %s, vault %s\n", Version, a.id.HostID, a.id.VaultURL)
+	a.Register(tasks.New(tasks.Deps{Driver: drv, State: dir, Vault: a.Vault(), Clock: a, StorageConcurrency: *storageConc, Version: runner.Version}).Kinds())
+	id := a.Identity()
+	fmt.Fprintf(stdout, "lifeboat-agent %s: host %s, vault %s\n", runner.Version, id.HostID, id.VaultURL)
 	return a.Run(ctx)
 }
 

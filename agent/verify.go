@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +12,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
-	"github.com/lifeboat-dr/lifeboat/agent/replicate"
-	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 )
 
 // verifyCommand checks a recovery point, block by block against the
@@ -63,7 +61,7 @@ func verifyCommand(ctx context.Context, args []string, getenv func(string) strin
 		}
 		*point = points[len(points)-1].ID
 	}
-	res, err := verifyStore(r, *point)
+	res, err := tasks.VerifyStore(r, *point)
 	if err != nil {
 		return err
 	}
@@ -87,37 +85,4 @@ func (g givenSAS) ContainerSAS(context.Context) (blobtarget.SAS, error) {
 
 func (g givenSAS) SnapshotSAS(ctx context.Context, _, _ string) (blobtarget.SAS, error) {
 	return g.ContainerSAS(ctx)
-}
-
-// verifyStore checks one point of a store.
-func verifyStore(r replica.Store, pointID string) (*agentproto.VerifyResult, error) {
-	n, bad, err := r.VerifyPoint(pointID)
-	if err != nil {
-		return nil, err
-	}
-	res := &agentproto.VerifyResult{PointID: pointID, BlocksChecked: n, Mismatches: []agentproto.Mismatch{}}
-	for _, m := range bad {
-		res.Mismatches = append(res.Mismatches, agentproto.Mismatch{Disk: m.Disk, Offset: m.Offset})
-	}
-	return res, nil
-}
-
-// verifyTask runs verify for the vault.
-func (a *agent) verifyTask(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
-	p, err := replicationPayload(t)
-	if err != nil {
-		return nil, err
-	}
-	rep.set(agentproto.Progress{Step: "verify " + p.PointID, Percent: 0})
-	r, err := a.openStore(ctx, t, p, false)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	res, err := verifyStore(r, p.PointID)
-	if err != nil {
-		return nil, replicate.TargetError(err)
-	}
-	b, _ := json.Marshal(res)
-	return json.RawMessage(b), nil
 }

@@ -157,6 +157,15 @@ type Task struct {
 	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
 }
 
+// Features an agent may list in AgentInfo.Features, besides the task
+// kinds it runs.
+const (
+	FeatureInventory = "inventory"
+	// FeatureReplicaKeys: the agent keeps replicas under the payload's
+	// ReplicaKey (the vault's VM id) and moves legacy ones there.
+	FeatureReplicaKeys = "replica_keys"
+)
+
 // Task kinds.
 const (
 	TaskCheckPrerequisites = "check_prerequisites"
@@ -194,6 +203,13 @@ type Mismatch struct {
 type ReplicationPayload struct {
 	ProtectionID string `json:"protection_id"`
 	VMID         string `json:"vm_id"` // the VM's id on the host
+	VMName       string `json:"vm_name,omitempty"`
+	// ReplicaKey names the VM's replicas on the target: the vault's id of
+	// the VM, unique across hosts (protocol 2). LegacyReplicaKey, when set,
+	// is where replicas made before that were kept (the host-local id):
+	// the agent moves them to ReplicaKey.
+	ReplicaKey       string `json:"replica_key,omitempty"`
+	LegacyReplicaKey string `json:"legacy_replica_key,omitempty"`
 	Target       struct {
 		Kind string `json:"kind"`           // "directory" or "azure_blob"
 		Path string `json:"path,omitempty"` // directory: where the VMs' replicas are
@@ -228,13 +244,25 @@ type ReplicaDisk struct {
 	ReplicaID string `json:"replica_id"`
 	Path      string `json:"path"`
 	SizeBytes int64  `json:"size_bytes"`
+	// New: the disk has no replica yet (it was added to a protected VM);
+	// the cycle creates it, and its initial copy is not held to the
+	// resync threshold.
+	New bool `json:"new,omitempty"`
 }
 
 // ReplicateResult is the result of TaskReplicate.
 type ReplicateResult struct {
-	PointID     string    `json:"point_id"`
-	Time        time.Time `json:"time"`
-	Consistency string    `json:"consistency"` // crash or app
+	PointID string `json:"point_id"`
+	// Time is the capture instant; for an inconsistent point, when the read
+	// ended, and ReadStartedAt when it began.
+	Time          time.Time  `json:"time"`
+	ReadStartedAt *time.Time `json:"read_started_at,omitempty"`
+	Consistency   string     `json:"consistency"` // app, crash or inconsistent
+	// Capture says how the disks were held (freeze, reflink, powered_off,
+	// unchanged, live); CaptureNote why the point is less consistent than
+	// asked, if it is.
+	Capture     string `json:"capture,omitempty"`
+	CaptureNote string `json:"capture_note,omitempty"`
 	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
 	// DiskSizes is each replica's size at the point, by replica id: a disk
 	// that grew has a larger replica now.
@@ -284,11 +312,18 @@ type Inventory struct {
 	VMs []VM `json:"vms"`
 }
 
+// Power states of a VM.
+const (
+	PowerRunning = "Running"
+	PowerOff     = "Off"
+	PowerUnknown = "Unknown"
+)
+
 // VM is one VM as the host's driver sees it.
 type VM struct {
 	ID         string `json:"id"` // stable on this host
 	Name       string `json:"name"`
-	PowerState string `json:"power_state"` // Running, Off, Unknown
+	PowerState string `json:"power_state"` // PowerRunning, PowerOff, PowerUnknown
 	Disks      []Disk `json:"disks"`
 }
 

@@ -31,4 +31,6 @@ const (
 	CodeCancelled           = "cancelled"
 	CodeProtectionDisabled  = "protection_disabled"
 	CodeHostRevoked         = "host_revoked"
+	CodeReplicaLocked       = "replica_locked"
+	CodePointNotFound       = "point_not_found"
 )

@@ -272,7 +272,7 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 // batch. Two buffers: the next batch is read while the last is written.
 func write(ctx context.Context, r replica.Store, replicaID string, src Source, changed bitmap, opts Options) (int64, error) {
 	limit := int64(batchBytes)
-	if b, ok := r.(interface{ BatchBytes() int64 }); ok {
+	if b, ok := r.(interface{ BatchBytes() int64 }); ok && b.BatchBytes() > 0 {
 		limit = b.BatchBytes()
 	}
 	type batch struct {
@@ -343,7 +343,7 @@ func write(ctx context.Context, r replica.Store, replicaID string, src Source, c
 			if cur.buf == nil {
 				cur.buf = buffer()
 			}
-			if cur.bytes+length > limit {
+			if cur.bytes > 0 && cur.bytes+length > limit {
 				work <- cur
 				cur = batch{buf: buffer()}
 			}

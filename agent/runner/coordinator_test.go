@@ -1,4 +1,4 @@
-package main
+package runner
 
 import (
 	"context"
@@ -7,13 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,66 +19,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/driver/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/testvault"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
+	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
-
-// testCA signs certificates for the fake coordinator and its hosts.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test vault CA"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
-
-func (ca *testCA) pem() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-}
-
-// sign issues a client certificate for pub, valid from notBefore to notAfter.
-func (ca *testCA) sign(t *testing.T, pub any, notBefore, notAfter time.Time) []byte {
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "host_t"}, NotBefore: notBefore, NotAfter: notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Error(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-// serverCert is a TLS server certificate for hosts, signed by the CA, sent
-// with the CA in its chain as the vault does.
-func (ca *testCA) serverCert(t *testing.T, dnsNames []string, ips []net.IP) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "vault"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), DNSNames: dnsNames, IPAddresses: ips,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
-}
 
 // coordinator is a fake vault: the agent endpoint's paths over mutual TLS,
 // with a record of what the agent sent.
 type coordinator struct {
 	t  *testing.T
-	ca *testCA
+	ca *testvault.CA
 
 	mu         sync.Mutex
 	tasks      []agentproto.Task // handed out at the next poll
@@ -98,43 +47,32 @@ type coordinator struct {
 }
 
 func newCoordinator(t *testing.T) *coordinator {
-	return &coordinator{t: t, ca: newTestCA(t), progress: map[string][]agentproto.Progress{},
+	return &coordinator{t: t, ca: testvault.NewCA(t), progress: map[string][]agentproto.Progress{},
 		results: map[string]agentproto.Result{}, resultC: make(chan string, 16)}
 }
 
 // intervals are short so that tests run in a second or two.
 var testIntervals = agentproto.Intervals{HeartbeatSeconds: 1, PollWaitSeconds: 1, ProgressSeconds: 1}
 
-func reply(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func decode[T any](r *http.Request) T {
-	var v T
-	_ = json.NewDecoder(r.Body).Decode(&v)
-	return v
-}
-
 func (c *coordinator) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(agentproto.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
-		in := decode[agentproto.HeartbeatRequest](r)
+		in := testvault.Decode[agentproto.HeartbeatRequest](r)
 		c.mu.Lock()
 		c.heartbeats = append(c.heartbeats, in)
 		skew := c.clockSkew
 		c.mu.Unlock()
-		reply(w, agentproto.HeartbeatResponse{ServerTime: time.Now().Add(skew), Intervals: testIntervals})
+		testvault.Reply(w, agentproto.HeartbeatResponse{ServerTime: time.Now().Add(skew), Intervals: testIntervals})
 	})
 	mux.HandleFunc(agentproto.PathInventory, func(w http.ResponseWriter, r *http.Request) {
-		in := decode[agentproto.Inventory](r)
+		in := testvault.Decode[agentproto.Inventory](r)
 		c.mu.Lock()
 		c.inventory = append(c.inventory, in)
 		c.mu.Unlock()
-		reply(w, struct{}{})
+		testvault.Reply(w, struct{}{})
 	})
 	mux.HandleFunc(agentproto.PathPoll, func(w http.ResponseWriter, r *http.Request) {
-		in := decode[agentproto.PollRequest](r)
+		in := testvault.Decode[agentproto.PollRequest](r)
 		c.mu.Lock()
 		c.polls = append(c.polls, in)
 		tasks := c.tasks
@@ -147,10 +85,10 @@ func (c *coordinator) handler() http.Handler {
 			case <-r.Context().Done():
 			}
 		}
-		reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: testIntervals})
+		testvault.Reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: testIntervals})
 	})
 	mux.HandleFunc(agentproto.PathRenew, func(w http.ResponseWriter, r *http.Request) {
-		in := decode[agentproto.RenewRequest](r)
+		in := testvault.Decode[agentproto.RenewRequest](r)
 		block, _ := pem.Decode([]byte(in.CSR))
 		if block == nil {
 			http.Error(w, "no CSR", http.StatusBadRequest)
@@ -161,11 +99,11 @@ func (c *coordinator) handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		cert := c.ca.sign(c.t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
+		cert := c.ca.Sign(c.t, csr.PublicKey, time.Now().Add(-time.Minute), time.Now().Add(90*24*time.Hour))
 		c.mu.Lock()
 		c.renewed = cert
 		c.mu.Unlock()
-		reply(w, agentproto.RenewResponse{Certificate: string(cert)})
+		testvault.Reply(w, agentproto.RenewResponse{Certificate: string(cert)})
 	})
 	mux.HandleFunc(agentproto.PathTaskPrefix, func(w http.ResponseWriter, r *http.Request) {
 		id, what, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, agentproto.PathTaskPrefix), "/")
@@ -173,12 +111,12 @@ func (c *coordinator) handler() http.Handler {
 		defer c.mu.Unlock()
 		switch what {
 		case "progress":
-			c.progress[id] = append(c.progress[id], decode[agentproto.Progress](r))
+			c.progress[id] = append(c.progress[id], testvault.Decode[agentproto.Progress](r))
 			cancel := c.cancelAt > 0 && len(c.progress[id]) >= c.cancelAt
-			reply(w, agentproto.ProgressResponse{Cancel: cancel, LeaseExpiresAt: time.Now().Add(time.Minute)})
+			testvault.Reply(w, agentproto.ProgressResponse{Cancel: cancel, LeaseExpiresAt: time.Now().Add(time.Minute)})
 		case "result":
-			c.results[id] = decode[agentproto.Result](r)
-			reply(w, struct{}{})
+			c.results[id] = testvault.Decode[agentproto.Result](r)
+			testvault.Reply(w, struct{}{})
 			select {
 			case c.resultC <- id:
 			default:
@@ -214,9 +152,9 @@ func (c *coordinator) serve(t *testing.T, addr string) *httptest.Server {
 		srv.Listener = l
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(c.ca.cert)
+	pool.AddCert(c.ca.Cert)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
-		Certificates: []tls.Certificate{c.ca.serverCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1)})}}
+		Certificates: []tls.Certificate{c.ca.ServerCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1)})}}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes cut by the tests
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -234,7 +172,7 @@ func (c *coordinator) registeredDir(t *testing.T, url string, notBefore, notAfte
 		t.Fatal(err)
 	}
 	err = dir.SaveRegistration(state.Identity{VaultURL: url, HostID: "host_t", SiteID: "site_t", Name: "hv-test"},
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), c.ca.sign(t, &key.PublicKey, notBefore, notAfter), c.ca.pem())
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), c.ca.Sign(t, &key.PublicKey, notBefore, notAfter), c.ca.PEM())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,24 +188,26 @@ func startCoordinator(t *testing.T, notBefore, notAfter time.Time) (*coordinator
 }
 
 // testOptions are short intervals for tests.
-var testOptions = options{MaxTasks: 2, Intervals: testIntervals, InventoryEvery: 200 * time.Millisecond,
+var testOptions = Options{MaxTasks: 2, Intervals: testIntervals, InventoryEvery: 200 * time.Millisecond,
 	RenewCheckEvery: 200 * time.Millisecond, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
 
 // testAgent is an agent over a fresh VM root, with two test-only task
 // kinds: "slow" works until cancelled, reporting a new step every 50 ms;
 // "gate" waits until release is closed.
-func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}) *agent {
+func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}) *Runner {
 	t.Helper()
 	if vmRoot == "" {
 		vmRoot = t.TempDir()
 	}
-	a, err := newAgent(dir, &filedisk.Driver{Root: vmRoot}, testOptions, testLogger(t))
+	drv := &filedisk.Driver{Root: vmRoot}
+	a, err := New(dir, drv, testOptions, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.kinds["slow"] = func(ctx context.Context, _ agentproto.Task, rep *reporter) (any, error) {
+	a.Register(tasks.New(tasks.Deps{Driver: drv, State: dir, Vault: a.Vault(), Clock: a, Version: Version}).Kinds())
+	a.kinds["slow"] = func(ctx context.Context, _ agentproto.Task, rep tasks.Reporter) (any, error) {
 		for i := 0; ; i++ {
-			rep.set(agentproto.Progress{Step: "step " + string(rune('a'+i%26)), Percent: i % 100})
+			rep.Set(agentproto.Progress{Step: "step " + string(rune('a'+i%26)), Percent: i % 100})
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -275,8 +215,8 @@ func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struc
 			}
 		}
 	}
-	a.kinds["gate"] = func(ctx context.Context, _ agentproto.Task, rep *reporter) (any, error) {
-		rep.set(agentproto.Progress{Step: "waiting"})
+	a.kinds["gate"] = func(ctx context.Context, _ agentproto.Task, rep tasks.Reporter) (any, error) {
+		rep.Set(agentproto.Progress{Step: "waiting"})
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -302,7 +242,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 var _ io.Writer = testWriter{}
 
 // runAgent runs a in the background; stop ends it and returns Run's error.
-func runAgent(t *testing.T, a *agent) (stop func() error) {
+func runAgent(t *testing.T, a *Runner) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -1,4 +1,4 @@
-package main
+package runner
 
 import (
 	"encoding/json"
@@ -148,7 +148,7 @@ func TestAgentStopsWithTheVaultsMessageWhenItsProtocolIsRefused(t *testing.T) {
 }
 
 // waitRun runs a until it stops by itself, within 10 s.
-func waitRun(t *testing.T, a *agent) error {
+func waitRun(t *testing.T, a *Runner) error {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(t.Context()) }()

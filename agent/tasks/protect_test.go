@@ -1,4 +1,4 @@
-package main
+package tasks
 
 import (
 	"bytes"
@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
@@ -111,25 +110,25 @@ func TestDeleteReplicaRemovesTheVMsDirectoryAndRefusesAnUnmountedTarget(t *testi
 		b, _ := json.Marshal(p)
 		return agentproto.Task{ID: "t", Kind: agentproto.TaskDeleteReplica, Payload: b}
 	}
-	a := &agent{}
-	if _, err := a.deleteReplica(context.Background(), task(root), &reporter{}); err != nil {
+	ts := testTasks(t)
+	if _, err := ts.deleteReplica(context.Background(), task(root), testReporter{t}); err != nil {
 		t.Fatal(err)
 	}
 	if entries, _ := os.ReadDir(root); len(entries) != 1 || entries[0].Name() != dirtarget.MarkerName {
 		t.Fatalf("the VM's replicas are still there: %v", entries)
 	}
 	// Again: nothing left to delete is success.
-	if _, err := a.deleteReplica(context.Background(), task(root), &reporter{}); err != nil {
+	if _, err := ts.deleteReplica(context.Background(), task(root), testReporter{t}); err != nil {
 		t.Fatal(err)
 	}
 	// A target directory that is not there is not "deleted".
-	_, err = a.deleteReplica(context.Background(), task(filepath.Join(root, "not-mounted")), &reporter{})
+	_, err = ts.deleteReplica(context.Background(), task(filepath.Join(root, "not-mounted")), testReporter{t})
 	var te *agentproto.TaskError
 	if err == nil || !errors.As(err, &te) || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
 		t.Fatalf("unmounted target: %v", err)
 	}
 	// Nor is an empty mount point: the share is not there.
-	_, err = a.deleteReplica(context.Background(), task(t.TempDir()), &reporter{})
+	_, err = ts.deleteReplica(context.Background(), task(t.TempDir()), testReporter{t})
 	if err == nil || !errors.As(err, &te) || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
 		t.Fatalf("empty mount point: %v", err)
 	}
@@ -145,24 +144,24 @@ func TestAMissingReplicaIsFinalAndAMissingTargetIsRetried(t *testing.T) {
 		p.VMID, p.Target.Kind, p.Target.Path = "app", "directory", path
 		return p
 	}
-	a := &agent{}
-	s, err := a.openStore(context.Background(), agentproto.Task{}, payload(root), false)
+	ts := testTasks(t)
+	s, err := ts.openStore(context.Background(), agentproto.Task{}, payload(root), openExisting)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	os.RemoveAll(filepath.Join(root, "app"))
-	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(root), false)
+	_, err = ts.openStore(context.Background(), agentproto.Task{}, payload(root), openExisting)
 	var te *agentproto.TaskError
 	if !errors.As(err, &te) || te.Code != "replica_missing" || te.Recoverable {
 		t.Fatalf("the VM's directory deleted: %v", err)
 	}
-	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(filepath.Join(root, "unmounted")), false)
+	_, err = ts.openStore(context.Background(), agentproto.Task{}, payload(filepath.Join(root, "unmounted")), openExisting)
 	if !errors.As(err, &te) || te.Code != "target_unavailable" || !te.Recoverable {
 		t.Fatalf("the target directory gone: %v", err)
 	}
 	// An empty mount point (the share not mounted) has no marker: retried.
-	_, err = a.openStore(context.Background(), agentproto.Task{}, payload(t.TempDir()), false)
+	_, err = ts.openStore(context.Background(), agentproto.Task{}, payload(t.TempDir()), openExisting)
 	if !errors.As(err, &te) || te.Code != "target_unavailable" || !te.Recoverable || !strings.Contains(te.Message, "mounted") {
 		t.Fatalf("an empty mount point: %v", err)
 	}
@@ -223,49 +222,5 @@ func TestAGrownDiskGrowsItsReplicaAndEarlierPointsKeepTheirSize(t *testing.T) {
 				t.Fatalf("a shrunk disk: %v", err)
 			}
 		})
-	}
-}
-
-func TestVerifyCommandChecksAnAzurePointWithTheOperatorsSAS(t *testing.T) {
-	az := azuritetest.Start(t)
-	cred, _ := container.NewSharedKeyCredential(azuritetest.Account, azuritetest.Key)
-	c, _ := container.NewClientWithSharedKeyCredential(az.AccountURL()+"/lifeboat-vm1", cred, nil)
-	if _, err := c.Create(context.Background(), nil); err != nil {
-		t.Fatal(err)
-	}
-	r, err := blobtarget.Open(context.Background(), "app", &azuritetest.KeyCredentials{AccountURL: az.AccountURL(), Container: "lifeboat-vm1", Key: azuritetest.Key}, blobtarget.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(t.TempDir(), "disk.img")
-	os.WriteFile(src, bytes.Repeat([]byte("lifeboat"), 1<<17), 0o644)
-	r.CreateDisk("d", 1<<20)
-	if _, err := replicate.File(context.Background(), r, "d", src, replicate.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	replicatest.Point(r, "p1", time.Now())
-
-	q, err := sas.AccountSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(time.Hour),
-		Permissions:   (&sas.AccountPermissions{Read: true, List: true}).String(),
-		ResourceTypes: (&sas.AccountResourceTypes{Container: true, Object: true}).String()}.SignWithSharedKey(cred)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"verify", "--container-url", az.AccountURL() + "/lifeboat-vm1", "--vm", "app"}
-	var out, errOut bytes.Buffer
-	if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err == nil || !strings.Contains(err.Error(), "LIFEBOAT_AZURE_SAS") {
-		t.Fatalf("without a SAS: %v", err)
-	}
-	env := func(k string) string {
-		if k == "LIFEBOAT_AZURE_SAS" {
-			return q.Encode()
-		}
-		return ""
-	}
-	if err := run(context.Background(), args, env, &out, &errOut); err != nil {
-		t.Fatalf("verify: %v\n%s", err, errOut.String())
-	}
-	if !strings.Contains(out.String(), "Recovery point p1: 256 blocks checked, 0 mismatched.") {
-		t.Fatalf("verify said: %q", out.String())
 	}
 }

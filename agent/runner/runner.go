@@ -1,4 +1,9 @@
-package main
+// Package runner is the agent's life with its vault: heartbeats, the
+// inventory, certificate renewal, and the tasks: long-polled, persisted
+// before they run, run in slots, reported while they run, and their
+// results kept in the state directory until the vault has them. What a
+// task does is package tasks'.
+package runner
 
 import (
 	"context"
@@ -8,21 +13,27 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/client"
-	"github.com/lifeboat-dr/lifeboat/agent/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
+	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// options are the agent's tunables. Zero fields take the defaults below;
+// Version is the agent's version.
+const Version = "0.2.0-dev"
+
+// Options are the agent's tunables. Zero fields take the defaults below;
 // tests pass short ones.
-type options struct {
-	MaxTasks int // tasks run at once (default 4)
+type Options struct {
+	MaxTasks int // tasks run at once (default DefaultMaxTasks)
 	// Intervals are used until the vault says otherwise (defaults 15 s
 	// heartbeat, 30 s poll wait, 3 s progress).
 	Intervals       agentproto.Intervals
@@ -30,14 +41,16 @@ type options struct {
 	RenewCheckEvery time.Duration // how often the certificate's age is checked (1 h)
 	BackoffMin      time.Duration // first wait after a failed call (1 s)
 	BackoffMax      time.Duration // longest wait between retries (60 s)
-	// storageConcurrency is how many page writes to Azure Blob storage are
-	// in flight per disk (default 8).
-	storageConcurrency int
 }
 
-func (o options) withDefaults() options {
+// DefaultMaxTasks is how many tasks an agent runs at once unless told:
+// cycles of different VMs are independent, and mostly wait on disks and
+// storage, so two per core, at least four.
+func DefaultMaxTasks() int { return max(4, 2*runtime.NumCPU()) }
+
+func (o Options) withDefaults() Options {
 	if o.MaxTasks <= 0 {
-		o.MaxTasks = 4
+		o.MaxTasks = DefaultMaxTasks()
 	}
 	if o.Intervals.HeartbeatSeconds <= 0 {
 		o.Intervals.HeartbeatSeconds = 15
@@ -67,14 +80,14 @@ func (o options) withDefaults() options {
 // take before the agent gives up on it.
 const pollMargin = 20 * time.Second
 
-// agent is the running agent.
-type agent struct {
+// Runner is the running agent.
+type Runner struct {
 	id     state.Identity
 	dir    *state.Dir
-	driver *filedisk.Driver
+	driver driver.Driver
 	info   agentproto.AgentInfo
 	log    *slog.Logger
-	opts   options
+	opts   Options
 
 	vault     *client.Client // heartbeats, progress, results, inventory, renewal
 	pollVault *client.Client // long polls: no client timeout, each poll has its own deadline
@@ -91,17 +104,13 @@ type agent struct {
 	fatal      chan error
 	wg         sync.WaitGroup
 
-	warnedNoQuiesce sync.Map // VM ids already told they get crash-consistent points only
-
 	// kinds are the tasks this agent can run, by kind.
-	kinds map[string]taskFunc
+	kinds map[string]tasks.Func
 }
 
-// taskFunc runs one kind of task; it reports progress through rep and
-// returns the result to send (marshalled to JSON).
-type taskFunc func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error)
-
-func newAgent(dir *state.Dir, driver *filedisk.Driver, opts options, log *slog.Logger) (*agent, error) {
+// New makes the agent of a registered state directory. Register the task
+// kinds before Run.
+func New(dir *state.Dir, drv driver.Driver, opts Options, log *slog.Logger) (*Runner, error) {
 	opts = opts.withDefaults()
 	id, err := dir.Identity()
 	if err != nil {
@@ -111,22 +120,11 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, opts options, log *slog.L
 	if err != nil {
 		return nil, fmt.Errorf("read the pinned vault certificate: %w", err)
 	}
-	a := &agent{id: id, dir: dir, driver: driver, log: log.With("host_id", id.HostID), opts: opts,
+	a := &Runner{id: id, dir: dir, driver: drv, log: log.With("host_id", id.HostID), opts: opts,
 		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks),
-		running: map[string]context.CancelFunc{}, delivering: map[string]bool{}, fatal: make(chan error, 1)}
-	a.kinds = map[string]taskFunc{
-		agentproto.TaskCheckPrerequisites: func(ctx context.Context, t agentproto.Task, rep *reporter) (any, error) {
-			return a.checkPrerequisites(ctx, t, rep)
-		},
-		agentproto.TaskProtectionCheck: a.protectionCheck,
-		agentproto.TaskCreateReplica:   a.createReplica,
-		agentproto.TaskReplicate:       a.replicate,
-		agentproto.TaskVerify:          a.verifyTask,
-		agentproto.TaskResync:          a.resync,
-		agentproto.TaskDeleteReplica:   a.deleteReplica,
-	}
-	a.info = agentInfo(filedisk.Name)
-	a.info.Features = features(a.kinds)
+		running: map[string]context.CancelFunc{}, delivering: map[string]bool{}, fatal: make(chan error, 1),
+		kinds: map[string]tasks.Func{}}
+	a.info = Info(drv.Name())
 	if a.cert, err = dir.Certificate(); err != nil {
 		return nil, err
 	}
@@ -139,18 +137,41 @@ func newAgent(dir *state.Dir, driver *filedisk.Driver, opts options, log *slog.L
 	return a, nil
 }
 
-// features are what the agent tells the vault it can do: the inventory and
-// every task kind it runs.
-func features(kinds map[string]taskFunc) []string {
-	out := []string{"inventory"}
+// Register adds task kinds; call it before Run. The agent tells the vault
+// which kinds it has (its features), and the vault sends no other.
+func (a *Runner) Register(kinds map[string]tasks.Func) {
+	for kind, f := range kinds {
+		a.kinds[kind] = f
+	}
+	a.info.Features = features(a.kinds)
+}
+
+// Vault is the agent's client of its vault, for tasks that call it.
+func (a *Runner) Vault() *client.Client { return a.vault }
+
+// Identity is who the agent is.
+func (a *Runner) Identity() state.Identity { return a.id }
+
+// Info is what an agent says of itself to the vault, before it registers
+// its task kinds.
+func Info(driverName string) agentproto.AgentInfo {
+	hostname, _ := os.Hostname()
+	return agentproto.AgentInfo{Version: Version, ProtocolVersion: agentproto.ProtocolVersion,
+		Features: []string{agentproto.FeatureInventory}, Driver: driverName, Hostname: hostname}
+}
+
+// features are what the agent tells the vault it can do: the inventory,
+// replicas kept by the vault's VM id, and every task kind it runs.
+func features(kinds map[string]tasks.Func) []string {
+	out := []string{agentproto.FeatureInventory, agentproto.FeatureReplicaKeys}
 	for kind := range kinds {
 		out = append(out, kind)
 	}
-	sort.Strings(out[1:])
+	sort.Strings(out)
 	return out
 }
 
-func (a *agent) certificate() (*tls.Certificate, error) {
+func (a *Runner) certificate() (*tls.Certificate, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cert, nil
@@ -158,7 +179,7 @@ func (a *agent) certificate() (*tls.Certificate, error) {
 
 // setIntervals takes the vault's wishes; an answer without them (zeros)
 // keeps the current ones, so a vault bug cannot make the agent spin.
-func (a *agent) setIntervals(iv agentproto.Intervals) {
+func (a *Runner) setIntervals(iv agentproto.Intervals) {
 	if iv.HeartbeatSeconds <= 0 || iv.PollWaitSeconds <= 0 || iv.ProgressSeconds <= 0 {
 		return
 	}
@@ -167,20 +188,23 @@ func (a *agent) setIntervals(iv agentproto.Intervals) {
 	a.mu.Unlock()
 }
 
-func (a *agent) getIntervals() agentproto.Intervals {
+func (a *Runner) getIntervals() agentproto.Intervals {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.intervals
 }
 
 // Run works until ctx ends or the vault refuses this agent for good.
-func (a *agent) Run(ctx context.Context) error {
+func (a *Runner) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer a.vault.Close()
 	defer a.pollVault.Close()
-	if err := a.driver.Check(); err != nil {
+	if _, err := a.driver.Check(ctx); err != nil {
 		a.log.Warn("driver not healthy; inventory will be empty until it is", slog.Any("error", err))
+	}
+	if err := a.driver.Recover(ctx); err != nil {
+		a.log.Warn("could not remove what the last run left of its captures", slog.Any("error", err))
 	}
 	// Results kept from the last run go first, before new work.
 	if err := a.recoverTasks(ctx); err != nil {
@@ -204,7 +228,7 @@ func (a *agent) Run(ctx context.Context) error {
 }
 
 // stop reports an error that ends the agent (the vault refused it for good).
-func (a *agent) stop(err error) {
+func (a *Runner) stop(err error) {
 	select {
 	case a.fatal <- err:
 	default:
@@ -214,7 +238,7 @@ func (a *agent) stop(err error) {
 // handleVaultError is the one place that sorts a failed call: refusals
 // that no retry can change stop the agent with the vault's reason; anything
 // else is logged and retried by the caller.
-func (a *agent) handleVaultError(what string, err error) {
+func (a *Runner) handleVaultError(what string, err error) {
 	var ve *client.VaultError
 	if errors.As(err, &ve) {
 		switch ve.Code {
@@ -232,12 +256,12 @@ func (a *agent) handleVaultError(what string, err error) {
 // backoffDelay is the wait before the attempt-th retry (attempt from 0):
 // BackoffMin doubling up to BackoffMax, with jitter so that many agents do
 // not return together.
-func (a *agent) backoffDelay(attempt int) time.Duration {
+func (a *Runner) backoffDelay(attempt int) time.Duration {
 	d := a.opts.BackoffMin << min(attempt, 16)
 	return jitter(min(d, a.opts.BackoffMax))
 }
 
-func (a *agent) backoff(ctx context.Context, attempt int) bool {
+func (a *Runner) backoff(ctx context.Context, attempt int) bool {
 	return sleep(ctx, a.backoffDelay(attempt))
 }
 
@@ -258,7 +282,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // heartbeat says the agent is alive and measures the vault's clock.
-func (a *agent) heartbeat(ctx context.Context) error {
+func (a *Runner) heartbeat(ctx context.Context) error {
 	sent := time.Now()
 	var resp agentproto.HeartbeatResponse
 	if err := a.vault.Post(ctx, agentproto.PathHeartbeat, agentproto.HeartbeatRequest{Agent: a.info, Time: sent.UTC()}, &resp); err != nil {
@@ -273,7 +297,7 @@ func (a *agent) heartbeat(ctx context.Context) error {
 	return nil
 }
 
-func (a *agent) heartbeatLoop(ctx context.Context) {
+func (a *Runner) heartbeatLoop(ctx context.Context) {
 	for failures := 0; ; {
 		err := a.heartbeat(ctx)
 		if ctx.Err() != nil {
@@ -296,12 +320,12 @@ func (a *agent) heartbeatLoop(ctx context.Context) {
 }
 
 // inventoryLoop sends the VM list at start and whenever it changes.
-func (a *agent) inventoryLoop(ctx context.Context) {
+func (a *Runner) inventoryLoop(ctx context.Context) {
 	var last []agentproto.VM
 	sent := false
 	for failures := 0; ; {
 		wait := jitter(a.opts.InventoryEvery)
-		vms, err := a.driver.Inventory()
+		vms, err := a.driver.Inventory(ctx)
 		if err != nil {
 			a.log.Warn("read inventory", slog.Any("error", err))
 		} else if !sent || !slices.EqualFunc(vms, last, sameVM) {
@@ -328,7 +352,7 @@ func sameVM(x, y agentproto.VM) bool {
 }
 
 // renewLoop renews the host certificate when a third of its life remains.
-func (a *agent) renewLoop(ctx context.Context) {
+func (a *Runner) renewLoop(ctx context.Context) {
 	for failures := 0; ; {
 		wait := jitter(a.opts.RenewCheckEvery)
 		if err := a.renewIfDue(ctx); err != nil && ctx.Err() == nil {
@@ -344,7 +368,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 	}
 }
 
-func (a *agent) renewIfDue(ctx context.Context) error {
+func (a *Runner) renewIfDue(ctx context.Context) error {
 	cert, _ := a.certificate()
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
@@ -354,7 +378,7 @@ func (a *agent) renewIfDue(ctx context.Context) error {
 	if time.Until(leaf.NotAfter) > life/3 {
 		return nil
 	}
-	keyPEM, csrPEM, err := newKeyAndCSR(a.id.Name)
+	keyPEM, csrPEM, err := client.NewKeyAndCSR(a.id.Name)
 	if err != nil {
 		return err
 	}

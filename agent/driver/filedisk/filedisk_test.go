@@ -95,7 +95,7 @@ func TestInventoryFollowsTheDirectoryConventions(t *testing.T) {
 			}
 			var logs bytes.Buffer
 			d := &Driver{Root: root, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-			got, err := d.Inventory()
+			got, err := d.Inventory(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +110,7 @@ func TestInventoryFollowsTheDirectoryConventions(t *testing.T) {
 }
 
 func TestCheckRefusesAMissingVMRoot(t *testing.T) {
-	if err := (&Driver{Root: filepath.Join(t.TempDir(), "nope")}).Check(); err == nil {
+	if _, err := (&Driver{Root: filepath.Join(t.TempDir(), "nope")}).Check(t.Context()); err == nil {
 		t.Fatal("a missing VM root passes the check")
 	}
 }
@@ -126,7 +126,7 @@ func TestFreezeRunsTheCommandsAndThawsEvenWhenFreezeFails(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "log")
 	d := &Driver{Root: dir, FreezeCommand: `echo "freeze $LIFEBOAT_VM_ID" >> ` + log, ThawCommand: `echo "thaw $LIFEBOAT_VM_ID" >> ` + log}
-	thaw, err := d.Freeze(t.Context(), "web", dir)
+	thaw, err := d.freeze(t.Context(), "web", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestFreezeRunsTheCommandsAndThawsEvenWhenFreezeFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing := &Driver{Root: dir, FreezeCommand: "exit 3", ThawCommand: `echo "thaw after failure" >> ` + log}
-	if _, err := failing.Freeze(t.Context(), "db", dir); err == nil {
+	if _, err := failing.freeze(t.Context(), "db", dir); err == nil {
 		t.Fatal("a failed freeze is reported as success")
 	}
 	got, _ := os.ReadFile(log)

@@ -1,4 +1,4 @@
-package main
+package runner
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agent/client"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
+	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -19,7 +20,7 @@ import (
 // and the file goes only once the vault has the result. A restart finds
 // there what it must resume or deliver.
 
-func (a *agent) runningIDs() []string {
+func (a *Runner) runningIDs() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ids := make([]string, 0, len(a.running))
@@ -30,7 +31,7 @@ func (a *agent) runningIDs() []string {
 }
 
 // pollLoop long-polls for tasks and cancellations.
-func (a *agent) pollLoop(ctx context.Context) {
+func (a *Runner) pollLoop(ctx context.Context) {
 	for failures := 0; ctx.Err() == nil; {
 		running := a.runningIDs()
 		req := agentproto.PollRequest{Agent: a.info, Running: running, Free: max(0, a.opts.MaxTasks-len(running))}
@@ -67,7 +68,7 @@ func (a *agent) pollLoop(ctx context.Context) {
 	}
 }
 
-func (a *agent) cancelTask(id string) {
+func (a *Runner) cancelTask(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if cancel, ok := a.running[id]; ok {
@@ -80,7 +81,7 @@ var errCancelledByVault = errors.New("cancelled by the vault")
 
 // accept persists a task, then runs it. A task the agent already runs, or
 // whose result it is still delivering, is not taken twice.
-func (a *agent) accept(ctx context.Context, t agentproto.Task) {
+func (a *Runner) accept(ctx context.Context, t agentproto.Task) {
 	a.mu.Lock()
 	_, dup := a.running[t.ID]
 	dup = dup || a.delivering[t.ID]
@@ -96,7 +97,7 @@ func (a *agent) accept(ctx context.Context, t agentproto.Task) {
 }
 
 // start runs a persisted task in its own goroutine once a slot is free.
-func (a *agent) start(ctx context.Context, t agentproto.Task) {
+func (a *Runner) start(ctx context.Context, t agentproto.Task) {
 	taskCtx, cancel := context.WithCancelCause(ctx)
 	a.mu.Lock()
 	a.running[t.ID] = func() { cancel(errCancelledByVault) }
@@ -116,7 +117,7 @@ func (a *agent) start(ctx context.Context, t agentproto.Task) {
 
 // runTask runs one task with progress reports, then keeps its result in the
 // state directory until the vault has it.
-func (a *agent) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
+func (a *Runner) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 	log := a.log.With("task_id", t.ID, "kind", t.Kind)
 	rep := newReporter(a, t.ID, log)
 	go rep.loop(taskCtx)
@@ -125,7 +126,7 @@ func (a *agent) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 	// disk and is resumed (or reported) at the next start.
 	interrupted := agentCtx.Err() != nil && (!ran || result.Error != nil)
 	if context.Cause(taskCtx) == errCancelledByVault && result.Error == nil {
-		result = agentproto.Result{Error: &agentproto.TaskError{Code: "cancelled", Message: "cancelled by an operator"}}
+		result = agentproto.Result{Error: &agentproto.TaskError{Code: agentproto.CodeCancelled, Message: "cancelled by an operator"}}
 	}
 	record := state.TaskRecord{Task: t, State: state.TaskDone, Result: result}
 	if !interrupted {
@@ -149,15 +150,15 @@ func (a *agent) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 
 // runInSlot waits for a free slot (reporting that it waits, which keeps the
 // lease), then runs the task. ran is false if the task never started.
-func (a *agent) runInSlot(ctx context.Context, t agentproto.Task, rep *reporter, log *slog.Logger) (result agentproto.Result, ran bool) {
+func (a *Runner) runInSlot(ctx context.Context, t agentproto.Task, rep *reporter, log *slog.Logger) (result agentproto.Result, ran bool) {
 	select {
 	case a.slots <- struct{}{}:
 	default:
-		rep.set(agentproto.Progress{Step: "queued", Message: fmt.Sprintf("waiting for one of the %d task slots of this agent", a.opts.MaxTasks)})
+		rep.Set(agentproto.Progress{Step: "queued", Message: fmt.Sprintf("waiting for one of the %d task slots of this agent", a.opts.MaxTasks)})
 		select {
 		case a.slots <- struct{}{}:
 		case <-ctx.Done():
-			return agentproto.Result{Error: &agentproto.TaskError{Code: "cancelled", Message: "cancelled before it started"}}, false
+			return agentproto.Result{Error: &agentproto.TaskError{Code: agentproto.CodeCancelled, Message: "cancelled before it started"}}, false
 		}
 	}
 	defer func() { <-a.slots }()
@@ -167,7 +168,7 @@ func (a *agent) runInSlot(ctx context.Context, t agentproto.Task, rep *reporter,
 
 // deliverKept delivers a result already written to the state directory;
 // meanwhile the vault cannot hand the same task to this agent again.
-func (a *agent) deliverKept(ctx context.Context, r state.TaskRecord, log *slog.Logger) {
+func (a *Runner) deliverKept(ctx context.Context, r state.TaskRecord, log *slog.Logger) {
 	a.mu.Lock()
 	a.delivering[r.Task.ID] = true
 	a.mu.Unlock()
@@ -182,7 +183,7 @@ func (a *agent) deliverKept(ctx context.Context, r state.TaskRecord, log *slog.L
 // deliver sends a result until the vault has it (or no longer wants it).
 // Only an acknowledgement, or a refusal no retry can change, removes it
 // from the state directory.
-func (a *agent) deliver(ctx context.Context, id string, result agentproto.Result, log *slog.Logger) {
+func (a *Runner) deliver(ctx context.Context, id string, result agentproto.Result, log *slog.Logger) {
 	for attempt := 0; ; attempt++ {
 		err := a.vault.Post(ctx, agentproto.TaskResultPath(id), result, nil)
 		var ve *client.VaultError
@@ -212,7 +213,7 @@ func (a *agent) deliver(ctx context.Context, id string, result agentproto.Result
 // recoverTasks looks at what the last run left: results not yet delivered
 // are delivered; tasks that were running run again when that is safe, and
 // are reported as failed (recoverable) when it is not.
-func (a *agent) recoverTasks(ctx context.Context) error {
+func (a *Runner) recoverTasks(ctx context.Context) error {
 	records, err := a.dir.Tasks()
 	if err != nil {
 		return fmt.Errorf("read the tasks in the state directory: %w", err)
@@ -222,14 +223,14 @@ func (a *agent) recoverTasks(ctx context.Context) error {
 		switch {
 		case r.State == state.TaskDone:
 			log.Info("delivering a result kept from the last run")
-		case idempotent(r.Task.Kind):
+		case tasks.Idempotent(r.Task.Kind):
 			log.Info("running again a task interrupted by the last stop")
 			a.start(ctx, r.Task)
 			continue
 		default:
 			log.Warn("a task was interrupted by the last stop and cannot simply run again; reporting it as failed")
 			r.State = state.TaskDone
-			r.Result = agentproto.Result{Error: &agentproto.TaskError{Code: "agent_restarted", Recoverable: true,
+			r.Result = agentproto.Result{Error: &agentproto.TaskError{Code: agentproto.CodeAgentRestarted, Recoverable: true,
 				Message: "the agent stopped while the task ran, and this kind of task cannot simply run again; retry it"}}
 			if err := a.dir.SaveTask(r); err != nil {
 				return fmt.Errorf("record the interrupted task %s: %w", r.Task.ID, err)

@@ -1,0 +1,146 @@
+// Package driver is what the agent asks of a hypervisor (DESIGN.md §6):
+// list VMs and their disks, capture all disks of a VM at one instant (or
+// say truthfully that it could not), report which extents changed since
+// the last acknowledged capture, release a capture with or without
+// acknowledging it, power VMs off and on, and materialize a VM from disk
+// images on a recovery host.
+//
+// The block engine (package replicate) reads a VM's disks only through a
+// Capture: no other code opens a protected VM's disks.
+package driver
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/replicate"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// Driver is one hypervisor's view of a host.
+type Driver interface {
+	// Name is the driver's name as agents report it (filedisk, qemu).
+	Name() string
+	// Check says whether the driver can work on this host now; the
+	// message summarizes what it found (for the prerequisites job).
+	Check(ctx context.Context) (string, error)
+	// DataDir is where the host keeps VM disks: its free space is a
+	// prerequisite, and captures may use it.
+	DataDir() string
+	// Recover removes what an agent that stopped mid-capture left behind
+	// (clones, overlays, exports). It runs once at start.
+	Recover(ctx context.Context) error
+	// Inventory lists every VM with its disks.
+	Inventory(ctx context.Context) ([]agentproto.VM, error)
+	// CheckVM says whether a VM's disks can be captured: each is there,
+	// readable, and of the size the vault expects.
+	CheckVM(ctx context.Context, vmID string, disks []DiskRef) error
+	// Capture takes all of a VM's disks at one instant where it can, and
+	// says what it got. The caller reads every disk, calls ReadDone, makes
+	// the recovery point, then calls Release(true); on any failure,
+	// Release(false).
+	Capture(ctx context.Context, req CaptureRequest) (Capture, error)
+	// PowerState is Running, Off or Unknown (agentproto's VM states).
+	PowerState(ctx context.Context, vmID string) (string, error)
+	// Shutdown stops a VM gracefully and waits until it is off, at most
+	// timeout; an error means it may still run (planned failover must not
+	// go on then).
+	Shutdown(ctx context.Context, vmID string, timeout time.Duration) error
+	// Start powers a VM on.
+	Start(ctx context.Context, vmID string, opts StartOptions) error
+	// Materialize creates a VM on this host from disk images (a recovery
+	// point, on a recovery host) and returns it as the inventory will list
+	// it. It does not start it.
+	Materialize(ctx context.Context, spec MaterializeSpec) (agentproto.VM, error)
+}
+
+// DiskRef is one disk of a VM as the vault knows it.
+type DiskRef struct {
+	ID        string // the replica's id for the disk
+	Path      string // where the host's driver finds it
+	SizeBytes int64
+}
+
+// CaptureRequest asks for a capture of a VM's disks.
+type CaptureRequest struct {
+	VMID  string // the VM's id on this host
+	Disks []DiskRef
+	// AppConsistent asks the driver to quiesce the guest for the capture
+	// (a freeze command, a guest agent). A driver that cannot makes the
+	// best capture it can and says so in the Result's Note.
+	AppConsistent bool
+}
+
+// Capture is a VM's disks held for reading.
+type Capture interface {
+	// Disks are the captured disks, in the request's order.
+	Disks() []CapturedDisk
+	// ReadDone is called once the last byte was read, before the point is
+	// made: a quiesced guest resumes now, and the capture settles how
+	// consistent what was read is, and its time.
+	ReadDone() Result
+	// Release ends the capture. ack says the recovery point was made: the
+	// driver may forget the changes it reported. Without ack it keeps them
+	// for the next capture, so no write is lost. Temporary files go either
+	// way.
+	Release(ack bool) error
+}
+
+// CapturedDisk is one disk of a capture.
+type CapturedDisk struct {
+	ID     string
+	Source replicate.Source
+}
+
+// Result is what a capture turned out to be, known once its disks were
+// read.
+type Result struct {
+	// Consistency is replica.ConsistencyApp, ConsistencyCrash or
+	// ConsistencyInconsistent: the truth, never more.
+	Consistency string
+	// Time is the capture instant; for an inconsistent capture, when the
+	// read ended.
+	Time time.Time
+	// ReadStartedAt is set for an inconsistent capture: when the read began.
+	ReadStartedAt *time.Time
+	// Method says how the disks were held: freeze, reflink, powered_off,
+	// unchanged (nothing wrote during the read), live.
+	Method string
+	// Note says why the capture is less consistent than asked, in words
+	// for the operator; empty when it is what was asked.
+	Note string
+}
+
+// Capture methods.
+const (
+	MethodFreeze     = "freeze"
+	MethodReflink    = "reflink"
+	MethodPoweredOff = "powered_off"
+	MethodUnchanged  = "unchanged"
+	MethodLive       = "live"
+)
+
+// StartOptions tune how a VM starts.
+type StartOptions struct {
+	// Isolated starts it without a network, or on an isolated one (a test
+	// failover).
+	Isolated bool
+}
+
+// MaterializeSpec is a VM to create from disk images.
+type MaterializeSpec struct {
+	ID    string // the new VM's id on this host
+	Name  string // its name (filedisk: its directory)
+	Disks []MaterializeDisk
+	// Replace allows a VM of this id to be overwritten (the operator picked
+	// another recovery point after a failover).
+	Replace bool
+}
+
+// MaterializeDisk is one disk image to write.
+type MaterializeDisk struct {
+	Name      string // file name (filedisk: NAME.img)
+	SizeBytes int64
+	Data      io.ReaderAt
+}

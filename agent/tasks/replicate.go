@@ -1,0 +1,163 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agent/replicate"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// replicate runs one cycle: the driver captures the VM's disks, every
+// disk's changed blocks go to its replica, then one recovery point holds
+// all of them, labelled as consistent as the capture was and stamped with
+// its instant; retention prunes old points.
+func (ts *Tasks) replicate(ctx context.Context, t agentproto.Task, rep Reporter) (any, error) {
+	p, err := replicationPayload(t)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ts.openStore(ctx, t, p, openExisting)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return ts.cycle(ctx, r, p, rep)
+}
+
+// cycle is a replication cycle on an open store.
+func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.ReplicationPayload, rep Reporter) (agentproto.ReplicateResult, error) {
+	// Run again after a restart, the cycle may have made its point already.
+	points, err := r.Points()
+	if err != nil {
+		return agentproto.ReplicateResult{}, replicate.TargetError(err)
+	}
+	for _, pt := range points {
+		if pt.ID == p.PointID {
+			return resultOf(pt, 0, 0, "", nil), nil
+		}
+	}
+	// A disk added to the VM since the last cycle gets its replica now.
+	for _, d := range p.Disks {
+		if d.New {
+			if err := r.CreateDisk(d.ReplicaID, d.SizeBytes); err != nil {
+				return agentproto.ReplicateResult{}, replicate.TargetError(err)
+			}
+		}
+	}
+	var total int64
+	for _, d := range p.Disks {
+		total += d.SizeBytes
+	}
+	capture, err := ts.d.Driver.Capture(ctx, driver.CaptureRequest{VMID: p.VMID, Disks: diskRefs(p), AppConsistent: p.AppConsistent})
+	if err != nil {
+		return agentproto.ReplicateResult{}, &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Recoverable: true,
+			Message: fmt.Sprintf("capture the disks of VM %s: %v", p.VMID, err)}
+	}
+	acked := false
+	defer func() {
+		if err := capture.Release(acked); err != nil {
+			rep.Log().Warn("the capture could not be released cleanly", "error", err)
+		}
+	}()
+	// One limit for the host, all disks and cycles together.
+	throttle := ts.d.Throttles.For(p.BandwidthMbps)
+	transferStart := time.Now()
+	var done, sent int64
+	ids := make([]string, 0, len(p.Disks))
+	for i, cd := range capture.Disks() {
+		d := p.Disks[i]
+		limit := p.ResyncThresholdPercent
+		if d.New {
+			limit = 0 // a new disk's initial copy is not a sign of churn
+		}
+		res, err := replicate.Copy(ctx, r, cd.ID, cd.Source, replicate.Options{Throttle: throttle, ResyncLimitPercent: limit,
+			Progress: func(doneInDisk int64) {
+				rep.Set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
+					BytesDone: done + doneInDisk, BytesTotal: total})
+			}})
+		if err != nil {
+			return agentproto.ReplicateResult{}, err
+		}
+		sent += res.Sent
+		done += d.SizeBytes
+		ids = append(ids, cd.ID)
+	}
+	got := capture.ReadDone()
+	point, err := r.CreatePoint(replica.PointSpec{ID: p.PointID, Time: got.Time, ReadStartedAt: got.ReadStartedAt,
+		Consistency: got.Consistency, Capture: got.Method, Disks: ids})
+	if err != nil {
+		return agentproto.ReplicateResult{}, replicate.TargetError(err)
+	}
+	acked = true
+	took := time.Since(transferStart)
+	pruned, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour)
+	if err != nil {
+		rep.Log().Warn("retention could not prune recovery points", "error", err)
+	}
+	if err := retireDisks(r, ids); err != nil {
+		rep.Log().Warn("the replica of a disk the VM no longer has could not be deleted", "error", err)
+	}
+	return resultOf(point, sent, took, got.Note, pruned), nil
+}
+
+func resultOf(pt replica.Point, sent int64, took time.Duration, note string, pruned []string) agentproto.ReplicateResult {
+	var size int64
+	for _, s := range pt.Disks {
+		size += s
+	}
+	if pruned == nil {
+		pruned = []string{}
+	}
+	return agentproto.ReplicateResult{PointID: pt.ID, Time: pt.Time, ReadStartedAt: pt.ReadStartedAt, Consistency: pt.Consistency,
+		Capture: pt.Capture, CaptureNote: note, SizeBytes: size, BytesSent: sent, TransferSeconds: took.Seconds(), Pruned: pruned, DiskSizes: pt.Disks}
+}
+
+// prune deletes points older than retention, oldest first, never the newest.
+func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, error) {
+	points, err := r.Points()
+	if err != nil {
+		return nil, err
+	}
+	var pruned []string
+	for i := 0; i < len(points)-1; i++ {
+		if now.Sub(points[i].Time) <= retention {
+			break
+		}
+		if err := r.DeletePoint(points[i].ID); err != nil {
+			return pruned, err
+		}
+		pruned = append(pruned, points[i].ID)
+	}
+	return pruned, nil
+}
+
+// retireDisks deletes the replicas of disks the VM no longer has once no
+// point holds them any more: until then, the older points still need them.
+func retireDisks(r replica.Store, current []string) error {
+	disks, err := r.Disks()
+	if err != nil {
+		return err
+	}
+	points, err := r.Points()
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, id := range current {
+		keep[id] = true
+	}
+	for _, id := range disks {
+		if keep[id] || replica.HeldByAPoint(points, id) != "" {
+			continue
+		}
+		if err := r.DeleteDisk(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
