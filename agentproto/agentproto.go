@@ -210,7 +210,7 @@ type ReplicationPayload struct {
 	// the agent moves them to ReplicaKey.
 	ReplicaKey       string `json:"replica_key,omitempty"`
 	LegacyReplicaKey string `json:"legacy_replica_key,omitempty"`
-	Target       struct {
+	Target           struct {
 		Kind string `json:"kind"`           // "directory" or "azure_blob"
 		Path string `json:"path,omitempty"` // directory: where the VMs' replicas are
 		// azure_blob: the VM's container; the agent asks the vault for a
@@ -263,7 +263,7 @@ type ReplicateResult struct {
 	// asked, if it is.
 	Capture     string `json:"capture,omitempty"`
 	CaptureNote string `json:"capture_note,omitempty"`
-	SizeBytes   int64     `json:"size_bytes"`  // the disks' total size at the point
+	SizeBytes   int64  `json:"size_bytes"` // the disks' total size at the point
 	// DiskSizes is each replica's size at the point, by replica id: a disk
 	// that grew has a larger replica now.
 	DiskSizes map[string]int64 `json:"disk_sizes,omitempty"`
