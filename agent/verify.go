@@ -26,7 +26,7 @@ func verifyCommand(ctx context.Context, args []string, getenv func(string) strin
 	fs.SetOutput(stderr)
 	dir := fs.String("target-dir", "", "a directory target's path")
 	containerURL := fs.String("container-url", "", "an Azure Blob target: the VM's container URL (https://ACCOUNT.blob.core.windows.net/PREFIX-VMID); a SAS that may read and list it goes in LIFEBOAT_AZURE_SAS")
-	vm := fs.String("vm", "", "the VM's id on its host (the directory name under the target)")
+	vm := fs.String("vm", "", "the VM's id in the vault (vm_…, as the portal and the API show it; the directory name under the target)")
 	point := fs.String("point", "", "the recovery point's id; default the newest")
 	if err := fs.Parse(args); err != nil {
 		return err

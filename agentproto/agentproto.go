@@ -19,7 +19,13 @@ import (
 // vault accepts agents from MinProtocolVersion to ProtocolVersion.
 //
 //	1 (2026-11-28): registration, renewal, heartbeat, poll, progress, result, inventory.
-const ProtocolVersion = 1
+//	2 (2026-11-28): tasks/{id}/storage-credentials: a SAS for a task on an Azure Blob target.
+//	3 (2026-12-03): replicas named by the vault's VM id (ReplicationPayload.ReplicaKey,
+//	   LegacyReplicaKey; feature replica_keys); disks added to a VM (ReplicaDisk.New);
+//	   captures that say their consistency (inconsistent), instant and method
+//	   (ReplicateResult.ReadStartedAt, Capture, CaptureNote); the attempt on progress and
+//	   results; the vault sends no task kind an agent does not list in its features.
+const ProtocolVersion = 3
 
 // MinProtocolVersion is the oldest agent protocol the vault still serves.
 const MinProtocolVersion = 1
@@ -279,6 +285,9 @@ type ReplicateResult struct {
 
 // Progress is a task's progress report.
 type Progress struct {
+	// Attempt is the run that reports (Task.Attempt); the vault answers
+	// CodeLeaseLost to a run it gave up on.
+	Attempt    int    `json:"attempt,omitempty"`
 	Step       string `json:"step"`
 	Percent    int    `json:"percent"`
 	BytesDone  int64  `json:"bytes_done"`
@@ -294,8 +303,12 @@ type ProgressResponse struct {
 
 // Result ends a task: a result, or an error.
 type Result struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  *TaskError      `json:"error,omitempty"`
+	// Attempt is the run that ended (Task.Attempt): the vault refuses the
+	// result of a run it gave up on (CodeLeaseLost), so one run is one
+	// attempt.
+	Attempt int             `json:"attempt,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *TaskError      `json:"error,omitempty"`
 }
 
 // TaskError is why a task failed. Recoverable errors may be retried.

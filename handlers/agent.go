@@ -154,7 +154,7 @@ func (h *Handlers) AgentHeartbeat(c echo.Context) error {
 	if err := checkProtocol(in.Agent); err != nil {
 		return err
 	}
-	if err := h.store.Heartbeat(c.Request().Context(), host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver); err != nil {
+	if err := h.store.Heartbeat(c.Request().Context(), host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, agentproto.HeartbeatResponse{ServerTime: h.now().UTC(), Intervals: h.intervals()})
@@ -173,7 +173,7 @@ func (h *Handlers) AgentPoll(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := h.store.Heartbeat(ctx, host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver); err != nil {
+	if err := h.store.Heartbeat(ctx, host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
 		return err
 	}
 	wait := h.agent.PollWait - time.Duration(rand.Int64N(int64(h.agent.PollWait)/5+1))
@@ -262,7 +262,7 @@ func (h *Handlers) AgentTaskProgress(c echo.Context) error {
 		return err
 	}
 	cancel, until, err := h.store.ReportProgress(c.Request().Context(), host.ID, c.Param("id"), models.TaskProgress{
-		Step: in.Step, Percent: in.Percent, BytesDone: in.BytesDone, BytesTotal: in.BytesTotal, Message: in.Message,
+		Step: in.Step, Percent: in.Percent, BytesDone: in.BytesDone, BytesTotal: in.BytesTotal, Message: in.Message, Attempt: in.Attempt,
 	}, h.agent.Lease)
 	if err != nil {
 		return taskProblem(err)
@@ -278,7 +278,7 @@ func (h *Handlers) AgentTaskResult(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
-	o := models.TaskOutcome{Result: string(in.Result)}
+	o := models.TaskOutcome{Result: string(in.Result), Attempt: in.Attempt}
 	if in.Error != nil {
 		if in.Error.Code == "" {
 			return agentError(http.StatusBadRequest, "invalid_result", "an error needs a code")

@@ -132,7 +132,7 @@ func components() []component {
 			Doc: "The file `lifeboat-agent register --key-file` reads: one host may register with it, within 5 days. The secret is shown only here."},
 		{Name: "JobAccepted", Type: reflect.TypeFor[JobAcceptedJSON](), Doc: "An action started a job; follow it at /jobs/{job_id}."},
 		{Name: "ProtectionInput", Type: reflect.TypeFor[ProtectionInputJSON](), Input: true, Required: []string{"policy_id", "target_id"}},
-		{Name: "RecoveryPoint", Type: reflect.TypeFor[RecoveryPointJSON](), Notes: map[string]fieldNote{"consistency": {Enum: enumOf(models.ConsistencyCrash, models.ConsistencyApp)}}},
+		{Name: "RecoveryPoint", Type: reflect.TypeFor[RecoveryPointJSON](), Notes: map[string]fieldNote{"consistency": {Enum: enumOf(models.ConsistencyCrash, models.ConsistencyApp, models.ConsistencyInconsistent)}, "capture": {Enum: enumOf("", "freeze", "reflink", "powered_off", "unchanged", "live")}}},
 		{Name: "SiteInput", Type: reflect.TypeFor[SiteInputJSON](), Input: true, Required: []string{"name"}},
 		{Name: "Host", Type: reflect.TypeFor[HostJSON](), Notes: map[string]fieldNote{"state": {Enum: enumOf(HostStates...)}}},
 		{Name: "VM", Type: reflect.TypeFor[VMJSON](), Notes: map[string]fieldNote{

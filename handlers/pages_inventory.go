@@ -271,7 +271,43 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 		return err
 	}
 	for _, pt := range points {
-		v.Points = append(v.Points, views.PointRow{ID: pt.ID, Time: views.FormatTime(&pt.Time), Consistency: pt.Consistency, Size: pt.SizeBytes})
+		row := views.PointRow{ID: pt.ID, Time: views.FormatTime(&pt.Time), Consistency: pt.Consistency, Capture: pt.Capture, Note: pt.CaptureNote, Size: pt.SizeBytes}
+		if pt.ReadStartedAt != nil {
+			row.ReadStarted = views.FormatTime(pt.ReadStartedAt)
+		}
+		v.Points = append(v.Points, row)
+	}
+	return h.fillDiskReplication(c, v)
+}
+
+// fillDiskReplication says, for each disk of a protected VM, whether it
+// is replicated, and lists the disks it no longer has whose replicas
+// earlier points still hold.
+func (h *Handlers) fillDiskReplication(c echo.Context, v *views.VMView) error {
+	replicas, err := h.store.ListReplicaDisks(c.Request().Context(), v.VM.ID)
+	if err != nil {
+		return err
+	}
+	byPath := map[string]models.ReplicaDisk{}
+	for _, rd := range replicas {
+		if rd.RemovedAt == nil {
+			byPath[rd.SourcePath] = rd
+		}
+	}
+	for i := range v.Disks {
+		rd, ok := byPath[v.Disks[i].Path]
+		switch {
+		case !ok || rd.CopiedAt == nil:
+			v.Disks[i].Replication = "new: the next cycle copies it"
+		default:
+			v.Disks[i].Replication = "replicated since " + views.FormatTime(rd.CopiedAt)
+		}
+	}
+	for _, rd := range replicas {
+		if rd.RemovedAt != nil {
+			v.Disks = append(v.Disks, views.DiskRow{Path: rd.SourcePath, Size: rd.SizeBytes, Removed: true,
+				Replication: "removed from the VM " + views.FormatTime(rd.RemovedAt) + "; no longer replicated, earlier points hold it"})
+		}
 	}
 	return nil
 }

@@ -18,14 +18,23 @@ type ProtectionInputJSON struct {
 
 // RecoveryPointJSON is a recovery point in the API.
 type RecoveryPointJSON struct {
-	ID          string    `json:"id"`
-	Time        time.Time `json:"time"`
-	Consistency string    `json:"consistency"`
-	SizeBytes   int64     `json:"size_bytes"`
+	ID string `json:"id"`
+	// Time is the capture instant; for an inconsistent point, when the
+	// read ended (ReadStartedAt is when it began).
+	Time          time.Time  `json:"time"`
+	ReadStartedAt *time.Time `json:"read_started_at"`
+	Consistency   string     `json:"consistency"`
+	// Capture is how the disks were captured: freeze, reflink,
+	// powered_off, unchanged or live; CaptureNote why the point is less
+	// consistent than its policy asked.
+	Capture     string `json:"capture"`
+	CaptureNote string `json:"capture_note"`
+	SizeBytes   int64  `json:"size_bytes"`
 }
 
 func recoveryPointJSON(p models.RecoveryPoint) RecoveryPointJSON {
-	return RecoveryPointJSON{ID: p.ID, Time: p.Time, Consistency: p.Consistency, SizeBytes: p.SizeBytes}
+	return RecoveryPointJSON{ID: p.ID, Time: p.Time, ReadStartedAt: p.ReadStartedAt, Consistency: p.Consistency,
+		Capture: p.Capture, CaptureNote: p.CaptureNote, SizeBytes: p.SizeBytes}
 }
 
 func (h *Handlers) enableProtection(c echo.Context, policyID, targetID string) (*models.Job, error) {

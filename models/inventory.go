@@ -111,6 +111,9 @@ func (s *Store) ReportInventory(ctx context.Context, hostID string, vms []VMRepo
 			if err := syncDisks(tx, vm, r.Disks); err != nil {
 				return err
 			}
+			if err := reconcileDisks(tx, now, vm.ID); err != nil {
+				return err
+			}
 		}
 		for i := range known {
 			vm := &known[i]
@@ -271,6 +274,50 @@ func (s *Store) loadDisks(ctx context.Context, vms []VMSummary) error {
 		for _, d := range disks {
 			if d.VMID == vms[i].ID {
 				vms[i].Disks = append(vms[i].Disks, d)
+			}
+		}
+	}
+	return nil
+}
+
+// reconcileDisks brings a protected VM's replica disks in line with the
+// disks its host reports: a disk added gets a replica record (new: the
+// next cycle makes its replica and its initial copy, and every point after
+// holds it); a disk gone is marked removed (no longer replicated; the
+// points made before keep it, and the VM is Warning, naming it). A renamed
+// disk, which filedisk cannot tell from a new one, is both.
+func reconcileDisks(tx *gorm.DB, now time.Time, vmID string) error {
+	var p Protection
+	err := tx.Where("vm_id = ?", vmID).Limit(1).Find(&p).Error
+	if err != nil || p.ID == "" || p.State == StateDisablingProtection {
+		return err
+	}
+	var disks []Disk
+	if err := tx.Where("vm_id = ?", vmID).Find(&disks).Error; err != nil {
+		return err
+	}
+	var replicas []ReplicaDisk
+	if err := tx.Where("protection_id = ? AND removed_at IS NULL", p.ID).Find(&replicas).Error; err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, d := range disks {
+		have[d.ID] = true
+	}
+	replicated := map[string]bool{}
+	for _, rd := range replicas {
+		replicated[rd.DiskID] = true
+		if !have[rd.DiskID] {
+			if err := tx.Model(&ReplicaDisk{}).Where("id = ?", rd.ID).Update("removed_at", now).Error; err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range disks {
+		if !replicated[d.ID] {
+			rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SourcePath: d.Path, SizeBytes: d.SizeBytes}
+			if err := tx.Create(&rd).Error; err != nil {
+				return err
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"gorm.io/gorm"
 )
 
@@ -148,6 +149,18 @@ func (s *Store) RevokeHost(ctx context.Context, a Actor, hostID string) error {
 		if err := tx.First(&h, "id = ? AND revoked_at IS NULL", hostID).Error; err != nil {
 			return err
 		}
+		// Its VMs' cycles could never run again, and their protection could
+		// not end: refuse, naming them.
+		var protected []string
+		if err := tx.Table("protections").Joins("JOIN vms ON vms.id = protections.vm_id").Where("vms.host_id = ?", h.ID).
+			Order("vms.name").Pluck("vms.name", &protected).Error; err != nil {
+			return err
+		}
+		if len(protected) > 0 {
+			return &ConflictError{Code: "host_has_protected_vms", Message: fmt.Sprintf(
+				"host %s runs the replication of %s; disable their protection first (keeping or deleting the replica data), then remove the host",
+				h.Name, strings.Join(protected, ", "))}
+		}
 		if err := tx.Model(&h).Updates(map[string]any{"revoked_at": now, "state": HostDisconnected}).Error; err != nil {
 			return err
 		}
@@ -159,7 +172,7 @@ func (s *Store) RevokeHost(ctx context.Context, a Actor, hostID string) error {
 			return err
 		}
 		for i := range tasks {
-			if err := finishTask(tx, now, &tasks[i], TaskCancelled, "", "host_revoked", "the host was removed from the vault before the task finished", ""); err != nil {
+			if err := s.endTask(tx, now, &tasks[i], TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeHostRevoked, Message: "the host was removed from the vault before the task finished"}); err != nil {
 				return err
 			}
 		}
@@ -167,8 +180,9 @@ func (s *Store) RevokeHost(ctx context.Context, a Actor, hostID string) error {
 	})
 }
 
-// Heartbeat records that a host's agent is alive, with what it runs.
-func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, protocolVersion int, driver string) error {
+// Heartbeat records that a host's agent is alive, with what it runs and
+// what it can do (its features: the vault sends it no task it lacks).
+func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, protocolVersion int, driver string, features []string) error {
 	now := s.Now()
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		var h Host
@@ -177,7 +191,7 @@ func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, prot
 		}
 		wasDisconnected := h.State != HostConnected
 		if err := tx.Model(&Host{}).Where("id = ?", h.ID).Updates(map[string]any{"last_heartbeat": now, "state": HostConnected,
-			"agent_version": agentVersion, "protocol_version": protocolVersion, "driver": driver}).Error; err != nil {
+			"agent_version": agentVersion, "protocol_version": protocolVersion, "driver": driver, "features": truncate(strings.Join(features, " "), 2000)}).Error; err != nil {
 			return err
 		}
 		if wasDisconnected {

@@ -33,6 +33,9 @@ type Host struct {
 	AgentVersion    string `gorm:"size:50"`
 	ProtocolVersion int
 	Driver          string `gorm:"size:30"`
+	// Features are what the agent said it can do (task kinds and more),
+	// space-separated; empty until its first heartbeat says.
+	Features        string `gorm:"size:2000"`
 	LastHeartbeat   *time.Time
 	CertSerial      string `gorm:"size:80;index"`
 	CertFingerprint string `gorm:"size:80"`
@@ -157,10 +160,15 @@ const (
 
 // Protection ties a VM to a policy and a target. One per VM.
 type Protection struct {
-	ID                  string `gorm:"primaryKey;size:40"`
-	VMID                string `gorm:"size:40;not null;uniqueIndex"`
-	PolicyID            string `gorm:"size:40;not null;index"`
-	TargetID            string `gorm:"size:40;not null;index"`
+	ID       string `gorm:"primaryKey;size:40"`
+	VMID     string `gorm:"size:40;not null;uniqueIndex"`
+	PolicyID string `gorm:"size:40;not null;index"`
+	TargetID string `gorm:"size:40;not null;index"`
+	// ReplicaKey names the VM's replicas on the target: the vault's VM id.
+	// LegacyReplicaKey is where replicas made before that live (the
+	// host-local VM id, on a directory target) until the agent moves them.
+	ReplicaKey          string `gorm:"size:200;not null;default:''"`
+	LegacyReplicaKey    string `gorm:"size:200;not null;default:''"`
 	State               string `gorm:"size:30;not null"`
 	TestFailover        bool   `gorm:"not null;default:false"`
 	Health              string `gorm:"size:20;not null;default:Normal"`
@@ -185,27 +193,40 @@ type ReplicaDisk struct {
 	ProtectionID string `gorm:"size:40;not null;index"`
 	DiskID       string `gorm:"size:40;not null;index"`
 	Name         string `gorm:"size:500;not null"` // blob or file name on the target
+	SourcePath   string `gorm:"size:1000"`         // the source disk's path, kept after it is removed
 	SizeBytes    int64  `gorm:"not null"`
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// CopiedAt is when a cycle first copied the disk (nil: it is new, and
+	// the next cycle makes its replica and its initial copy).
+	CopiedAt *time.Time
+	// RemovedAt is when the VM stopped having the disk: it is no longer
+	// replicated; points made before still hold it.
+	RemovedAt *time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
-// Recovery point consistency.
+// Recovery point consistency: the truth about the capture (DESIGN §6).
 const (
-	ConsistencyCrash = "crash"
-	ConsistencyApp   = "app"
+	ConsistencyCrash        = "crash"
+	ConsistencyApp          = "app"
+	ConsistencyInconsistent = "inconsistent"
 )
 
 // RecoveryPoint is one point in time of all disks of a protected VM.
 type RecoveryPoint struct {
 	ID           string    `gorm:"primaryKey;size:40"`
 	ProtectionID string    `gorm:"size:40;not null;index"`
-	Time         time.Time `gorm:"not null;index"`
-	Consistency  string    `gorm:"size:10;not null"`
-	SizeBytes    int64     `gorm:"not null"`
-	Manifest     string    `gorm:"size:500"`
-	Snapshots    string    `gorm:"type:text"` // JSON: disk id → snapshot id
-	CreatedAt    time.Time
+	Time         time.Time `gorm:"not null;index"` // the capture instant
+	// ReadStartedAt is when reading began, for a point whose disks were
+	// read over a span (inconsistent).
+	ReadStartedAt *time.Time
+	Consistency   string `gorm:"size:20;not null"`
+	Capture       string `gorm:"size:20"`   // how: freeze, reflink, powered_off, unchanged, live
+	CaptureNote   string `gorm:"size:1000"` // why it is less consistent than asked
+	SizeBytes     int64  `gorm:"not null"`
+	Manifest      string `gorm:"size:500"`
+	Snapshots     string `gorm:"type:text"` // JSON: disk id → snapshot id
+	CreatedAt     time.Time
 }
 
 // Job states (DESIGN.md §1).
@@ -276,7 +297,13 @@ type Task struct {
 	Payload        string `gorm:"type:text"`
 	State          string `gorm:"size:20;not null;index"`
 	LeaseExpiresAt *time.Time
-	Attempts       int    `gorm:"not null;default:0"`
+	Attempts       int `gorm:"not null;default:0"` // runs handed to the host
+	// A task that failed recoverably waits until NotBefore (the back-off,
+	// counted from FirstFailureAt over Failures failed runs).
+	NotBefore      *time.Time `gorm:"index"`
+	FirstFailureAt *time.Time
+	Failures       int    `gorm:"not null;default:0"`
+	Expiries       int    `gorm:"not null;default:0"` // leases that ran out
 	CancelRequest  bool   `gorm:"not null;default:false"`
 	Result         string `gorm:"type:text"`
 	ErrorCode      string `gorm:"size:80"`

@@ -108,6 +108,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := registerTransitionGuard(s.db); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -142,6 +146,9 @@ func sqliteDSN(path string) (string, error) {
 func (s *Store) migrate(ctx context.Context) error {
 	if err := s.db.WithContext(ctx).AutoMigrate(allModels()...); err != nil {
 		return fmt.Errorf("migrate database schema: %w", err)
+	}
+	if err := s.migrateReplicaKeys(ctx); err != nil {
+		return fmt.Errorf("migrate replica keys: %w", err)
 	}
 	return nil
 }

@@ -1,10 +1,12 @@
 package models
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -50,8 +52,13 @@ func (s *Store) StartHostCheck(ctx context.Context, a Actor, hostID, payload str
 }
 
 // LeaseTasks hands up to max queued tasks of a host to its agent until
-// lease from now. On PostgreSQL the rows are locked with SKIP LOCKED so that
-// several vaults never hand the same task out twice.
+// lease from now. Tasks of one protection run one at a time, in order: one
+// waits while another of the same VM is leased (a verify waits for the
+// cycle, a cycle for the verify), so no two ever write, or read and write,
+// one replica at once. A task waiting out its back-off waits. A task whose
+// kind the agent does not list in its features fails at once, with what
+// to do, instead of being sent. On PostgreSQL the rows are locked with
+// SKIP LOCKED so that several vaults never hand the same task out twice.
 func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease time.Duration) ([]Task, error) {
 	if max <= 0 {
 		return nil, nil
@@ -60,30 +67,115 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 	until := now.Add(lease)
 	var tasks []Task
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		q := tx.Where("host_id = ? AND state = ?", hostID, TaskQueued).Order("id").Limit(max)
+		var host Host
+		if err := tx.First(&host, "id = ?", hostID).Error; err != nil {
+			return err
+		}
+		q := tx.Where("host_id = ? AND state = ? AND (not_before IS NULL OR not_before <= ?)", hostID, TaskQueued, now).Order("id").Limit(max * 4)
 		if s.kind == "postgres" {
 			q = q.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"})
 		}
-		if err := q.Find(&tasks).Error; err != nil {
+		var candidates []Task
+		if err := q.Find(&candidates).Error; err != nil {
 			return err
 		}
-		for i := range tasks {
-			t := &tasks[i]
+		// Replication before side tasks: a verify waits while its VM has a
+		// cycle or resync ready, so a verify retrying never delays the RPO.
+		slices.SortStableFunc(candidates, func(a, b Task) int {
+			return cmp.Compare(boolInt(a.Kind == agentproto.TaskVerify), boolInt(b.Kind == agentproto.TaskVerify))
+		})
+		busy, err := busyProtections(tx, candidates)
+		if err != nil {
+			return err
+		}
+		for i := range candidates {
+			t := &candidates[i]
+			if len(tasks) == max {
+				break
+			}
+			if t.ProtectionID != "" && busy[t.ProtectionID] {
+				continue
+			}
+			if missing := missingFeature(host, t.Kind); missing != "" {
+				o := TaskOutcome{ErrorCode: agentproto.CodeAgentUpgradeRequired, Message: fmt.Sprintf(
+					"the agent of host %s (version %s) cannot run %s tasks (it lacks %q); upgrade it to the vault's version, then run the job again", host.Name, host.AgentVersion, t.Kind, missing)}
+				if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
+					return err
+				}
+				continue
+			}
+			if t.ProtectionID != "" {
+				busy[t.ProtectionID] = true
+			}
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
 			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": t.State, "lease_expires_at": until, "attempts": t.Attempts}).Error; err != nil {
 				return err
 			}
 			msg := "running on the host"
 			if t.Attempts > 1 {
-				msg = fmt.Sprintf("running on the host (attempt %d of %d)", t.Attempts, MaxTaskAttempts)
+				msg = fmt.Sprintf("running on the host (attempt %d)", t.Attempts)
 			}
 			if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobInProgress, "started_at": now, "message": msg}).Error; err != nil {
 				return err
 			}
+			tasks = append(tasks, *t)
 		}
 		return nil
 	})
 	return tasks, err
+}
+
+// busyProtections are the protections, among the candidates', that have a
+// task leased now (on any host).
+func busyProtections(tx *gorm.DB, candidates []Task) (map[string]bool, error) {
+	ids := map[string]bool{}
+	var list []string
+	for _, t := range candidates {
+		if t.ProtectionID != "" && !ids[t.ProtectionID] {
+			ids[t.ProtectionID] = true
+			list = append(list, t.ProtectionID)
+		}
+	}
+	busy := map[string]bool{}
+	if len(list) == 0 {
+		return busy, nil
+	}
+	var leased []string
+	if err := tx.Model(&Task{}).Where("protection_id IN ? AND state = ?", list, TaskLeased).Pluck("protection_id", &leased).Error; err != nil {
+		return nil, err
+	}
+	for _, id := range leased {
+		busy[id] = true
+	}
+	return busy, nil
+}
+
+// missingFeature is the feature a host's agent lacks to run a kind of
+// task, or "". An agent that has not said what it can do yet (features
+// empty: before its first heartbeat since the vault learnt to ask) is
+// taken at its word for the task kinds it ran before.
+func missingFeature(h Host, kind string) string {
+	if h.Features == "" {
+		return ""
+	}
+	have := map[string]bool{}
+	for _, f := range strings.Fields(h.Features) {
+		have[f] = true
+	}
+	need := []string{kind}
+	switch kind {
+	case agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, agentproto.TaskVerify,
+		agentproto.TaskResync, agentproto.TaskDeleteReplica:
+		// Without it, an agent would keep replicas by the host-local VM id,
+		// shared by VMs of one name on two hosts.
+		need = append(need, agentproto.FeatureReplicaKeys)
+	}
+	for _, f := range need {
+		if !have[f] {
+			return f
+		}
+	}
+	return ""
 }
 
 // createOneStepJob stores a job that is one step run by one task on a
@@ -117,6 +209,7 @@ func leasedTask(tx *gorm.DB, hostID, taskID string) (*Task, error) {
 
 // TaskProgress is an agent's progress report on a task.
 type TaskProgress struct {
+	Attempt    int // the run reporting (0: the agent does not say)
 	Step       string
 	Percent    int
 	BytesDone  int64
@@ -133,7 +226,7 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 		if err != nil {
 			return err
 		}
-		if t.State != TaskLeased {
+		if t.State != TaskLeased || (p.Attempt != 0 && p.Attempt != t.Attempts) {
 			return ErrLeaseLost
 		}
 		cancel = t.CancelRequest
@@ -159,11 +252,16 @@ type TaskOutcome struct {
 	ErrorCode   string // empty on success
 	Message     string
 	Recoverable bool
+	// Attempt is the run the agent reports on (0: an agent that does not
+	// say). A result of an earlier run than the one leased now is refused:
+	// the vault gave that run up.
+	Attempt int
 }
 
 // CompleteTask records the end of a task. Delivering the same end twice is
 // harmless (agents retry until they get an answer). A recoverable failure
-// goes back to the queue while attempts remain.
+// runs again after the reference back-off, while the kind's rules allow;
+// what the end means for the protection is the kind's rules' (taskrules.go).
 func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskOutcome) error {
 	now := s.Now()
 	return s.tx(ctx, func(tx *gorm.DB) error {
@@ -174,45 +272,96 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 		switch t.State {
 		case TaskSucceeded, TaskFailed, TaskCancelled:
 			return nil // already recorded
+		case TaskWaiting:
+			return ErrLeaseLost
+		}
+		if t.State == TaskLeased && o.Attempt != 0 && o.Attempt != t.Attempts {
+			return ErrLeaseLost // a run the vault gave up on; the current one reports for itself
 		}
 		if t.Kind == agentproto.TaskVerify && o.ErrorCode == "" {
 			if o, err = s.verifyOutcome(tx, now, t, o); err != nil {
 				return err
 			}
 		}
+		rule := ruleFor(t)
 		switch {
 		case o.ErrorCode == "":
 			if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {
 				return err
 			}
-			return afterTaskSucceeded(tx, now, t, o.Result)
+			if err := clearLegacyKey(tx, t); err != nil {
+				return err
+			}
+			if rule.succeeded != nil {
+				if err := rule.succeeded(s, tx, now, t, o.Result); err != nil {
+					return err
+				}
+			}
+			if t.JobID == "" {
+				return nil
+			}
+			return advanceJob(tx, now, t.JobID)
+		case t.CancelRequest:
+			return s.endTask(tx, now, t, TaskCancelled, TaskOutcome{Result: o.Result, ErrorCode: agentproto.CodeCancelled, Message: "cancelled by an operator"})
 		case t.Kind == agentproto.TaskReplicate && t.JobID == "":
 			// A scheduled cycle: the scheduler retries it on the reference
 			// back-off, not the task queue.
 			if err := finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, ""); err != nil {
 				return err
 			}
-			if o.ErrorCode == agentproto.CodeResyncRequired {
-				var p Protection
-				if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
-					return err
-				}
-				return s.markResyncRequired(tx, now, p, o.ErrorCode, o.Message)
-			}
-			return recordCycleFailure(tx, now, t, o)
-		case t.CancelRequest:
-			return finishTask(tx, now, t, TaskCancelled, o.Result, "cancelled", "cancelled by an operator", "")
-		case o.Recoverable && t.Attempts < MaxTaskAttempts:
-			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil,
-				"error_code": o.ErrorCode, "error_message": truncate(o.Message, 2000)}).Error; err != nil {
-				return err
-			}
-			return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobNotStarted,
-				"message": truncate(fmt.Sprintf("attempt %d failed (%s: %s); it will be retried", t.Attempts, o.ErrorCode, o.Message), 2000)}).Error
+			return s.cycleFailed(tx, now, t, o)
+		case o.Recoverable && rule.attemptsLeft(t):
+			return s.retryTask(tx, now, t, o, rule)
 		default:
-			return finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, actionFor(o.ErrorCode))
+			return s.endTask(tx, now, t, TaskFailed, o)
 		}
 	})
+}
+
+// retryTask puts a task that failed recoverably back in the queue, to be
+// leased again after the back-off counted from its first failure (1, 2, 4,
+// 8, 10 minutes, then every 30), and shows the error meanwhile.
+func (s *Store) retryTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, rule taskRule) error {
+	first := now
+	if t.FirstFailureAt != nil {
+		first = *t.FirstFailureAt
+	}
+	t.Failures++
+	next := NextRetry(first, t.Failures)
+	if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil,
+		"not_before": next, "first_failure_at": first, "failures": t.Failures,
+		"error_code": o.ErrorCode, "error_message": truncate(o.Message, 2000)}).Error; err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("attempt %d failed (%s: %s); it runs again at %s", t.Attempts, o.ErrorCode, o.Message, next.UTC().Format(time.RFC3339))
+	if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobInProgress, "message": truncate(msg, 2000)}).Error; err != nil {
+		return err
+	}
+	if rule.retrying != nil {
+		return rule.retrying(s, tx, now, t, o, next)
+	}
+	return nil
+}
+
+// endTask ends a task that did not succeed, and carries the end to its
+// protection by the kind's rules.
+func (s *Store) endTask(tx *gorm.DB, now time.Time, t *Task, state string, o TaskOutcome) error {
+	if err := finishTask(tx, now, t, state, o.Result, o.ErrorCode, o.Message, actionFor(o.ErrorCode)); err != nil {
+		return err
+	}
+	if f := ruleFor(t).failed; f != nil && t.ProtectionID != "" {
+		return f(s, tx, now, t, o)
+	}
+	return nil
+}
+
+// clearLegacyKey: a task of the protection succeeded, so its agent found
+// (or moved) the replicas under the new key; the legacy key is done.
+func clearLegacyKey(tx *gorm.DB, t *Task) error {
+	if t.ProtectionID == "" {
+		return nil
+	}
+	return tx.Model(&Protection{}).Where("id = ? AND legacy_replica_key <> ''", t.ProtectionID).Update("legacy_replica_key", "").Error
 }
 
 // actionFor is what to do about a task error: the error table's advice
@@ -224,8 +373,9 @@ func actionFor(code string) string {
 	return "see the host's agent log; fix the cause, then run the job again"
 }
 
-// ReapExpiredLeases returns tasks whose lease ran out to the queue, with
-// their attempt count, or fails them when no attempt is left.
+// ReapExpiredLeases returns tasks whose lease ran out (their agent died or
+// lost the vault) to the queue at once, or fails them after MaxTaskAttempts
+// such expiries.
 func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 	now := s.Now()
 	n := 0
@@ -237,18 +387,21 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 		for i := range tasks {
 			t := &tasks[i]
 			n++
-			if t.Attempts >= MaxTaskAttempts || t.CancelRequest {
-				code, msg := "lease_expired", fmt.Sprintf("the host's agent stopped reporting on this task %d times", t.Attempts)
-				state := TaskFailed
-				if t.CancelRequest {
-					state, code, msg = TaskCancelled, "cancelled", "cancelled by an operator"
+			expiries := t.Expiries + 1
+			switch {
+			case t.CancelRequest:
+				if err := s.endTask(tx, now, t, TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeCancelled, Message: "cancelled by an operator"}); err != nil {
+					return err
 				}
-				if err := finishTask(tx, now, t, state, "", code, msg, "check that the host's agent runs and reaches the vault, then run the job again"); err != nil {
+				continue
+			case expiries >= MaxTaskAttempts:
+				if err := s.endTask(tx, now, t, TaskFailed, TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired,
+					Message: fmt.Sprintf("the host's agent stopped reporting on this task %d times; check that it runs and reaches the vault, then run the job again", expiries)}); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil}).Error; err != nil {
+			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil, "expiries": expiries}).Error; err != nil {
 				return err
 			}
 			if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobNotStarted,
@@ -288,7 +441,7 @@ func (s *Store) CancelJob(ctx context.Context, a Actor, jobID string) error {
 		for i := range tasks {
 			t := &tasks[i]
 			if t.State == TaskQueued || t.State == TaskWaiting {
-				if err := finishTask(tx, now, t, TaskCancelled, "", "cancelled", "cancelled by "+a.Username, ""); err != nil {
+				if err := s.endTask(tx, now, t, TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeCancelled, Message: "cancelled by " + a.Username}); err != nil {
 					return err
 				}
 				continue
@@ -338,21 +491,6 @@ func finishTask(tx *gorm.DB, now time.Time, t *Task, state, result, code, messag
 		if err := tx.Model(&JobStep{}).Where("job_id = ? AND state = ?", t.JobID, JobNotStarted).
 			Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error; err != nil {
 			return err
-		}
-		if t.Kind == agentproto.TaskResync {
-			if err := moveProtection(tx, t.ProtectionID, StateResyncRequired); err != nil {
-				return err
-			}
-		}
-		if t.ProtectionID != "" && state == TaskFailed {
-			reasons, _ := json.Marshal([]string{"the last protection job failed: " + message})
-			if err := tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{"health": HealthCritical,
-				"health_reasons": string(reasons), "last_error_code": code, "last_error_message": truncate(message, 2000)}).Error; err != nil {
-				return err
-			}
-			if err := vmAlert(tx, t.ProtectionID, AlertProtectionCritical, HealthCritical, fmt.Sprintf("a protection job failed (%s): %s", code, message)); err != nil {
-				return err
-			}
 		}
 	}
 	return settleJob(tx, now, t.JobID, code, message, action)
@@ -409,4 +547,11 @@ func (s *Store) JobTasks(ctx context.Context, jobID string) ([]Task, error) {
 	var out []Task
 	err := s.db.WithContext(ctx).Where("job_id = ?", jobID).Order("id").Find(&out).Error
 	return out, translateError(err)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

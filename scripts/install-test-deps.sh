@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the Go toolchain does not bring,
 # from Debian's packages: Chromium for the real-browser portal test, and
-# qemu-utils (qemu-img) to check replica disk formats; and, from npm with
+# qemu-utils (qemu-img) to check replica disk formats, xfsprogs (mkfs.xfs)
+# for the reflink capture test on a loop-mounted XFS; and, from npm with
 # its lockfile, Azurite (the Azure Storage emulator) for the Azure Blob
 # target's tests. Idempotent.
 set -euo pipefail
@@ -22,6 +23,7 @@ fi
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

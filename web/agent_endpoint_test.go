@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func TestAgentWithAnotherProtocolVersionIsRefusedWithTheVersionsAccepted(t *test
 	old := testAgentInfo
 	old.ProtocolVersion = agentproto.ProtocolVersion + 1
 	_, status, problem := tv.register(tv.registrationKey(token, siteID).Secret, "hv1", old)
-	if status != http.StatusBadRequest || problem.Error.Code != agentproto.CodeIncompatibleProtocol || !strings.Contains(problem.Error.Message, "accepts protocols 1 to 1") {
+	if status != http.StatusBadRequest || problem.Error.Code != agentproto.CodeIncompatibleProtocol || !strings.Contains(problem.Error.Message, fmt.Sprintf("accepts protocols %d to %d", agentproto.MinProtocolVersion, agentproto.ProtocolVersion)) {
 		t.Fatalf("%d %+v", status, problem)
 	}
 	a := tv.mustRegister(token, siteID, "hv2")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 )
 
 // readReplicaPoint reads a disk at a recovery point straight from the
@@ -49,6 +50,10 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	source := make([]byte, 6<<20) // mostly zeros, some data
 	rand.Read(source[1<<20 : 2<<20])
 	os.WriteFile(disk, source, 0o644)
+	// Not written for longer than a file's times can be trusted to show a
+	// write: the initial copy of this VM (no "running" marker: off), read
+	// without a freeze, finds it unchanged, so crash-consistent.
+	time.Sleep(replica.QuietFor + 500*time.Millisecond)
 	quiesceLog := filepath.Join(t.TempDir(), "quiesce.log")
 	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot,
 		"--freeze-command", `echo "freeze $LIFEBOAT_VM_ID" >> `+quiesceLog, "--thaw-command", `echo "thaw $LIFEBOAT_VM_ID" >> `+quiesceLog)
@@ -96,6 +101,7 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 			ID          string
 			SizeBytes   int64 `json:"size_bytes"`
 			Consistency string
+			Capture     string
 		}
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
@@ -103,11 +109,11 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 		t.Fatalf("points after initial replication: %+v", points)
 	}
 	first := points.Items[0].ID
-	if got := readReplicaPoint(t, targetDir, "app", first, diskID); !bytes.Equal(got, source) {
+	if got := readReplicaPoint(t, targetDir, vmID, first, diskID); !bytes.Equal(got, source) {
 		t.Fatal("the initial recovery point differs from the source disk")
 	}
 	// Only data was sent, not the zeros.
-	if fi, _ := os.Stat(filepath.Join(targetDir, "app", "disks", diskID+".vhd")); fi == nil {
+	if fi, _ := os.Stat(filepath.Join(targetDir, vmID, "disks", diskID+".vhd")); fi == nil {
 		t.Fatal("no replica file")
 	}
 
@@ -127,15 +133,15 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	if len(points.Items) != 2 {
 		t.Fatalf("no second point within 50 s:\n%s", agent.out.String())
 	}
-	if got := readReplicaPoint(t, targetDir, "app", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+	if got := readReplicaPoint(t, targetDir, vmID, points.Items[0].ID, diskID); !bytes.Equal(got, source) {
 		t.Fatal("the second point differs from the source after the write")
 	}
-	if got := readReplicaPoint(t, targetDir, "app", first, diskID); !bytes.Equal(got, before) {
+	if got := readReplicaPoint(t, targetDir, vmID, first, diskID); !bytes.Equal(got, before) {
 		t.Fatal("the first point changed after the second cycle")
 	}
 	// The policy wants an app-consistent point each hour and there was none:
 	// the scheduled cycle quiesced the VM with the freeze and thaw commands.
-	if points.Items[0].Consistency != "app" || points.Items[1].Consistency != "crash" {
+	if points.Items[0].Consistency != "app" || points.Items[1].Consistency != "crash" || points.Items[1].Capture != "powered_off" {
 		t.Fatalf("consistency: newest %q, initial %q", points.Items[0].Consistency, points.Items[1].Consistency)
 	}
 	if log, _ := os.ReadFile(quiesceLog); string(log) != "freeze app\nthaw app\n" {
@@ -161,7 +167,7 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	if clean := verify(); clean.State != "Succeeded" {
 		t.Fatalf("verify of a clean point: %+v", clean)
 	}
-	replica := filepath.Join(targetDir, "app", "disks", diskID+".vhd")
+	replica := filepath.Join(targetDir, vmID, "disks", diskID+".vhd")
 	f, _ := os.OpenFile(replica, os.O_RDWR, 0)
 	f.WriteAt([]byte{0x5A}, 1<<20+12345) // inside block 259, data the point reads from the replica
 	f.Close()
@@ -181,7 +187,7 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	if vm.ProtectionState != "ResyncRequired" {
 		t.Fatalf("after a verify mismatch the VM is %s, want ResyncRequired", vm.ProtectionState)
 	}
-	out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", "app").CombinedOutput()
+	out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", vmID).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "MISMATCH disk "+diskID+" offset 1060864") {
 		t.Fatalf("lifeboat-agent verify: %v\n%s", err, out)
 	}
@@ -208,11 +214,11 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	if job.State != "Succeeded" || vm.ProtectionState != "Protected" || *sent.BytesSent-sentBefore != 4096 {
 		t.Fatalf("after resync: job %s, VM %s, %d bytes sent (want the one 4 KiB block)", job.State, vm.ProtectionState, *sent.BytesSent-sentBefore)
 	}
-	if out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", "app").CombinedOutput(); err != nil {
+	if out, err := exec.Command(agentBin, "verify", "--target-dir", targetDir, "--vm", vmID).CombinedOutput(); err != nil {
 		t.Fatalf("verify after resync: %v\n%s", err, out)
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
-	if got := readReplicaPoint(t, targetDir, "app", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+	if got := readReplicaPoint(t, targetDir, vmID, points.Items[0].ID, diskID); !bytes.Equal(got, source) {
 		t.Fatal("the point made by the resync differs from the source")
 	}
 }
@@ -292,7 +298,7 @@ func TestCyclesFailWhileTheTargetIsAwayAndNoChangeIsMissingOnceItIsBack(t *testi
 	if len(points.Items) != 2 {
 		t.Fatalf("no new point after the target came back:\n%s", agent.out.String())
 	}
-	if got := readReplicaPoint(t, targetDir, "db", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+	if got := readReplicaPoint(t, targetDir, vmID, points.Items[0].ID, diskID); !bytes.Equal(got, source) {
 		t.Fatal("a change made while the target was away is missing")
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
@@ -353,7 +359,7 @@ func TestAgentKilledDuringInitialReplicationResumesWithoutResendingMuch(t *testi
 	}
 	v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted)
 
-	replica := filepath.Join(targetDir, "big", "disks", diskID+".vhd")
+	replica := filepath.Join(targetDir, vmID, "disks", diskID+".vhd")
 	eventually(t, "the initial copy is under way", func() bool { return allocated(t, replica) > data/5 }, v.proc, agent)
 	agent.kill() // kill -9 in the middle of the copy
 	before := allocated(t, replica)
@@ -380,7 +386,7 @@ func TestAgentKilledDuringInitialReplicationResumesWithoutResendingMuch(t *testi
 	source, _ := os.ReadFile(disk)
 	var points struct{ Items []struct{ ID string } }
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
-	if got := readReplicaPoint(t, targetDir, "big", points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+	if got := readReplicaPoint(t, targetDir, vmID, points.Items[0].ID, diskID); !bytes.Equal(got, source) {
 		t.Fatal("the initial point differs from the source")
 	}
 	t.Logf("sent %d MiB before the kill, %d MiB after: %.2f × the data", before>>20, *vm.BytesSent>>20, float64(total)/data)

@@ -224,3 +224,45 @@ func TestAGrownDiskGrowsItsReplicaAndEarlierPointsKeepTheirSize(t *testing.T) {
 		})
 	}
 }
+
+func TestAReplicaKeptUnderTheHostLocalNameMovesToTheVaultsVMIdAndKeepsItsPoints(t *testing.T) {
+	ts := testTasks(t)
+	root := filepath.Join(t.TempDir(), "target")
+	old, err := dirtarget.Open(root, "app") // as an earlier version kept it
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.CreateDisk("d", 8192)
+	if _, err := replicatest.Point(old, "p1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	// Another VM's directory of another name is left alone.
+	other, _ := dirtarget.Open(root, "db")
+	other.Close()
+
+	p := agentproto.ReplicationPayload{VMID: "app", ReplicaKey: "vm_1", LegacyReplicaKey: "app"}
+	p.Target.Kind, p.Target.Path = "directory", root
+	for range 2 { // the second open finds it moved
+		r, err := ts.openStore(t.Context(), agentproto.Task{ID: "t"}, p, openExisting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := r.Points()
+		r.Close()
+		if err != nil || len(ps) != 1 || ps[0].ID != "p1" {
+			t.Fatalf("points after the move: %+v %v", ps, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "app")); !os.IsNotExist(err) {
+		t.Fatalf("the old directory is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "db")); err != nil {
+		t.Fatalf("another VM's directory was touched: %v", err)
+	}
+	// A name that is not one path element is refused, not followed.
+	p.LegacyReplicaKey = "../elsewhere"
+	if _, err := ts.openStore(t.Context(), agentproto.Task{ID: "t"}, p, openExisting); err == nil {
+		t.Fatal("a legacy key with a path separator was followed")
+	}
+}

@@ -63,6 +63,15 @@ func (ts *Tasks) open(ctx context.Context, t agentproto.Task, p agentproto.Repli
 	key := replicaKey(p)
 	switch p.Target.Kind {
 	case "directory":
+		if mode != openReadOnly {
+			if err := moveLegacyReplica(p.Target.Path, p.LegacyReplicaKey, key); err != nil {
+				return nil, replicate.TargetError(err)
+			}
+		} else if p.LegacyReplicaKey != "" {
+			if _, err := os.Stat(filepath.Join(p.Target.Path, key)); errors.Is(err, fs.ErrNotExist) {
+				key = p.LegacyReplicaKey // not moved yet; a reader does not move it
+			}
+		}
 		if mode == openCreate {
 			r, err := dirtarget.Open(p.Target.Path, key)
 			if err != nil {

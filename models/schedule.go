@@ -1,0 +1,183 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// ScheduleReplications queues a replication cycle for every protected VM
+// whose copy frequency has passed since its last cycle, whose retry time
+// (after failures) has come, and that has no task waiting or running; and
+// starts the resyncs whose window is open.
+func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
+	now := s.Now()
+	var queued []Task
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var ps []Protection
+		if err := tx.Where("state = ? AND health <> ?", StateProtected, HealthCritical).Find(&ps).Error; err != nil {
+			return err
+		}
+		// Few policies serve many VMs: read them once per pass.
+		var policyList []Policy
+		if err := tx.Find(&policyList).Error; err != nil {
+			return err
+		}
+		policies := make(map[string]Policy, len(policyList))
+		for _, pol := range policyList {
+			policies[pol.ID] = pol
+		}
+		for _, p := range ps {
+			policy, ok := policies[p.PolicyID]
+			if !ok {
+				continue // deleting a policy in use is refused; nothing to schedule by
+			}
+			if err := refreshHealth(tx, now, p, policy); err != nil {
+				return err
+			}
+			busy, err := replicationBusy(tx, p.ID)
+			if err != nil {
+				return err
+			}
+			if busy || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
+				continue
+			}
+			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
+				continue
+			}
+			w, err := loadWork(tx, p.ID)
+			if err != nil {
+				return err
+			}
+			if len(w.Payload.Disks) == 0 {
+				continue // every disk was removed: nothing to replicate (the VM is Warning, saying so)
+			}
+			payload := w.Payload
+			payload.PointID = NewID(prefixRecoveryPoint)
+			payload.ResyncThresholdPercent = ResyncThresholdPercent
+			payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
+			if payload.AppConsistent, err = appConsistentDue(tx, now, p, policy); err != nil {
+				return err
+			}
+			b, _ := json.Marshal(payload)
+			t := Task{ID: NewID(prefixTask), HostID: w.VM.HostID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b), State: TaskQueued}
+			if err := tx.Create(&t).Error; err != nil {
+				return err
+			}
+			queued = append(queued, t)
+		}
+		resyncs, err := s.startWindowResyncs(tx, now, policies)
+		queued = append(queued, resyncs...)
+		return err
+	})
+	return queued, err
+}
+
+// appConsistentDue says whether the next point should be app-consistent:
+// the policy asks for one every so many hours, and the last is that old.
+func appConsistentDue(tx *gorm.DB, now time.Time, p Protection, policy Policy) (bool, error) {
+	if policy.AppConsistentFrequencyHours <= 0 {
+		return false, nil
+	}
+	var lastApp RecoveryPoint
+	err := tx.Where("protection_id = ? AND consistency = ?", p.ID, ConsistencyApp).Order("time DESC").First(&lastApp).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	return now.Sub(lastApp.Time) >= time.Duration(policy.AppConsistentFrequencyHours)*time.Hour, nil
+}
+
+// ResyncThresholdPercent is the share of a disk whose changes, pending at
+// a scheduled cycle, make the VM need a resynchronization instead (the
+// reference's 50 %): so much is better sent in the off-hours window.
+const ResyncThresholdPercent = 50
+
+// startWindowResyncs starts the resync of every VM that needs one and whose
+// policy's resync window is open now, unless a task of it is waiting.
+func (s *Store) startWindowResyncs(tx *gorm.DB, now time.Time, policies map[string]Policy) ([]Task, error) {
+	var ps []Protection
+	if err := tx.Where("state = ? AND health <> ?", StateResyncRequired, HealthCritical).Find(&ps).Error; err != nil {
+		return nil, err
+	}
+	var queued []Task
+	for _, p := range ps {
+		policy, ok := policies[p.PolicyID]
+		if !ok {
+			continue
+		}
+		open, err := InWindow(now, policy.ResyncWindowStart, policy.ResyncWindowEnd, s.loc())
+		if err != nil || !open {
+			continue
+		}
+		busy, err := replicationBusy(tx, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		if busy {
+			continue
+		}
+		job, err := s.startResync(tx, now, SystemActor, p, "started in the policy's resync window")
+		if err != nil {
+			return nil, err
+		}
+		var t Task
+		if err := tx.First(&t, "job_id = ?", job.ID).Error; err != nil {
+			return nil, err
+		}
+		queued = append(queued, t)
+	}
+	return queued, nil
+}
+
+// markResyncRequired moves a protection to ResyncRequired, health Warning,
+// with the reason and when the resync will start; the error that led there
+// is the VM's last error (a resync reads the replica back after a
+// replica_mismatch).
+func (s *Store) markResyncRequired(tx *gorm.DB, now time.Time, p Protection, code, why string) error {
+	if p.State != StateResyncRequired && CheckTransition(p.State, StateResyncRequired) != nil {
+		return nil
+	}
+	reason := "resynchronization required: " + why
+	var policy Policy
+	if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err == nil {
+		if at, err := NextWindowOpening(now, policy.ResyncWindowStart, policy.ResyncWindowEnd, s.loc()); err == nil {
+			reason += fmt.Sprintf("; it starts by itself in the resync window %s–%s (next: %s) or now with Resynchronize",
+				policy.ResyncWindowStart, policy.ResyncWindowEnd, at.In(s.loc()).Format("2006-01-02 15:04 MST"))
+		}
+	}
+	if err := setState(tx, p.ID, StateResyncRequired); err != nil {
+		return err
+	}
+	return setHealth(tx, p.ID, HealthWarning, []string{reason}, map[string]any{"next_retry_at": nil,
+		"last_error_code": code, "last_error_message": truncate(why, 2000)})
+}
+
+// BandwidthAt is the policy's bandwidth limit (Mbit/s, 0 for none) at t:
+// the work-hours limit inside the work hours, read on loc's wall clock, else
+// the off-hours one.
+func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
+	if in, err := InWindow(t, p.WorkHoursStart, p.WorkHoursEnd, loc); err == nil && in {
+		return p.WorkHoursMbps
+	}
+	return p.OffHoursMbps
+}
+
+// replicationBusy says whether a task of the protection is waiting, queued
+// or running: a new cycle or resync must not be queued beside it.
+func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
+	var n int64
+	// A verify does not count: a cycle queued beside it waits in LeaseTasks
+	// while it runs, and one waiting out its back-off must not hold cycles.
+	err := tx.Model(&Task{}).Where("protection_id = ? AND kind <> ? AND state IN ?", protectionID, agentproto.TaskVerify,
+		[]string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
+	return n > 0, err
+}
