@@ -116,13 +116,18 @@ func OpenWith(root, vmID string, opts Options) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The new directories' names must survive a power cut too; the root's
+	// own name only if we made it (it is usually a mount point).
+	synced := []string{root, r.dir}
+	if _, err := r.fs.Stat(root); errors.Is(err, fs.ErrNotExist) {
+		synced = append(synced, filepath.Dir(root))
+	}
 	for _, sub := range []string{"disks", "points"} {
 		if err := r.fs.MkdirAll(filepath.Join(r.dir, sub), 0o750); err != nil {
 			return nil, fmt.Errorf("replica directory: %w", err)
 		}
 	}
-	// The new directories' names must survive a power cut too.
-	for _, dir := range []string{root, r.dir} {
+	for _, dir := range synced {
 		if err := r.fs.SyncDir(dir); err != nil {
 			return nil, fmt.Errorf("replica directory: %w", err)
 		}
