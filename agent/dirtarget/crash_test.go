@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replica/replicatest"
+	"github.com/lifeboat-dr/lifeboat/agent/vhd"
 )
 
 // The crash tests run an operation on a memFS, take after every change it
@@ -242,6 +243,11 @@ func checkPoints(t *testing.T, r *Replica, points map[string]captured, fail func
 		if !ok {
 			fail("unexpected point %s", p.ID)
 		}
+		// Every block matches the hash recorded for it: a point's hashes
+		// are as durable as its data.
+		if _, bad, err := r.VerifyPoint(p.ID); err != nil || len(bad) > 0 {
+			fail("verify point %s: %v %v", p.ID, bad, err)
+		}
 		for _, d := range sortedKeys(want) {
 			pr, size, err := r.ReadPoint(p.ID, d)
 			if err != nil {
@@ -281,6 +287,18 @@ func checkHashesHonest(t *testing.T, r *Replica, fsys *memFS, fail func(string, 
 		data, err := readFile(fsys, filepath.Join(crashRoot, crashVM, "disks", id+".vhd"))
 		if err != nil {
 			fail("replica of %s: %v", id, err)
+		}
+		hashes, err := readFile(fsys, filepath.Join(crashRoot, crashVM, "disks", id+".hashes"))
+		if err != nil {
+			fail("hashes of %s: %v", id, err)
+		}
+		// A listed disk is whole: a fixed VHD with its footer, and a hash
+		// for every block.
+		if want := vhd.DataSize(size) + vhd.FooterSize; int64(len(data)) != want {
+			fail("replica of %s has %d bytes, want %d", id, len(data), want)
+		}
+		if want := blocks.Count(vhd.DataSize(size)) * 16; int64(len(hashes)) != want {
+			fail("hash file of %s has %d bytes, want %d", id, len(hashes), want)
 		}
 		for b, h := range stored {
 			blk := make([]byte, blocks.BlockSize)

@@ -167,8 +167,11 @@ func (l *undoLog) scanV1(size int64) error {
 }
 
 // cutTornTail makes the log end at its last valid record (writing the
-// header of a log that has none yet), durably: the records appended next
-// must follow valid ones, or the next reading would stop before them.
+// header of a log that has none yet): the records appended next must
+// follow valid ones, or the next reading would stop before them. It needs
+// no fsync of its own: the fsync after the next records makes the cut and
+// the header durable with them, and if none come, a tail a crash brings
+// back is cut again.
 func (l *undoLog) cutTornTail() error {
 	if l.torn {
 		if err := l.f.Truncate(l.end); err != nil {
@@ -182,7 +185,7 @@ func (l *undoLog) cutTornTail() error {
 		}
 		l.end = undoHeaderSize
 	}
-	return l.f.Sync()
+	return nil
 }
 
 // appendRecord adds a before-image of block b with its recorded hash. It
