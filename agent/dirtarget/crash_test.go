@@ -18,8 +18,9 @@ import (
 )
 
 // The crash tests run an operation on a memFS, take after every change it
-// makes the state a power cut would leave (only what was fsynced) and the
-// state a killed process would leave (everything written), and check each:
+// makes the state a power cut would leave (only what was fsynced; and, if
+// the change was a write, with half of it done) and the state a killed
+// process would leave (everything written), and check each:
 // the target opens, every listed point reads back exactly as captured, no
 // stored hash claims content the replica does not hold, and a repair cycle
 // (what the engine does next) brings the replica to the source.
@@ -108,6 +109,7 @@ type crashImage struct {
 	step    int    // changes made before the crash
 	lastOp  string // the last of them
 	durable bool
+	torn    bool // the last write half done
 }
 
 func recordCrashes(t *testing.T, fsys *memFS, op func() error) (images []crashImage, returnedAt int) {
@@ -117,6 +119,9 @@ func recordCrashes(t *testing.T, fsys *memFS, op func() error) (images []crashIm
 		images = append(images,
 			crashImage{fs: fsys.crashImage(true), step: step, lastOp: last, durable: true},
 			crashImage{fs: fsys.crashImage(false), step: step, lastOp: last})
+		if torn := fsys.tornImage(); torn != nil {
+			images = append(images, crashImage{fs: torn, step: step, lastOp: last, durable: true, torn: true})
+		}
 	}
 	take()
 	fsys.afterOp = func(desc string) {
@@ -134,7 +139,10 @@ func recordCrashes(t *testing.T, fsys *memFS, op func() error) (images []crashIm
 
 func (c crashImage) String() string {
 	kind := "killed"
-	if c.durable {
+	switch {
+	case c.torn:
+		kind = "power cut mid-write"
+	case c.durable:
 		kind = "power cut"
 	}
 	return fmt.Sprintf("%s after change %d (%s)", kind, c.step, c.lastOp)

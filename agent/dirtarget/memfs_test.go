@@ -24,6 +24,14 @@ type memFS struct {
 	// afterOp, if set, is called after every change (write, truncate,
 	// create, rename, remove, mkdir, fsync), with a description of it.
 	afterOp func(op string)
+	// lastWrite is the newest change if it was a write, for tornImage.
+	lastWrite *memWrite
+}
+
+type memWrite struct {
+	node *memNode
+	off  int64
+	data []byte
 }
 
 type memNode struct {
@@ -50,6 +58,47 @@ func (m *memFS) crashImage(durableOnly bool) *memFS {
 	return &memFS{root: copyNode(m.root, durableOnly)}
 }
 
+// tornImage is crashImage(true) where the last change, if it was a write,
+// half reached the disk, as when power fails mid-write: the whole 512-byte
+// sectors of its first half (disks write a sector whole or not at). Nil if
+// the last change was no write, or one too small to tear.
+func (m *memFS) tornImage() *memFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.lastWrite
+	if w == nil {
+		return nil
+	}
+	cut := (w.off+int64(len(w.data)/2))/512*512 - w.off
+	if cut <= 0 {
+		return nil
+	}
+	img := &memFS{root: copyNode(m.root, true)}
+	var find func(orig, cp *memNode) *memNode
+	find = func(orig, cp *memNode) *memNode {
+		if orig == w.node {
+			return cp
+		}
+		for name, child := range orig.durableEntries {
+			if c := cp.entries[name]; c != nil {
+				if got := find(child, c); got != nil {
+					return got
+				}
+			}
+		}
+		return nil
+	}
+	n := find(m.root, img.root)
+	if n == nil {
+		return nil // the file itself is not durable
+	}
+	f := &memFile{fs: img, node: n}
+	f.own(w.off + cut)
+	copy(n.data[w.off:], w.data[:cut])
+	n.durable, n.shared = n.data, true
+	return img
+}
+
 func copyNode(n *memNode, durableOnly bool) *memNode {
 	if !n.dir {
 		if durableOnly {
@@ -71,6 +120,11 @@ func copyNode(n *memNode, durableOnly bool) *memNode {
 }
 
 func (m *memFS) changed(op string) {
+	if !strings.HasPrefix(op, "write ") {
+		m.mu.Lock()
+		m.lastWrite = nil
+		m.mu.Unlock()
+	}
 	if m.afterOp != nil {
 		m.afterOp(op)
 	}
@@ -307,6 +361,7 @@ func (f *memFile) WriteAt(b []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	f.own(off + int64(len(b)))
 	copy(f.node.data[off:], b)
+	f.fs.lastWrite = &memWrite{node: f.node, off: off, data: bytes.Clone(b)}
 	f.fs.mu.Unlock()
 	f.fs.changed(fmt.Sprintf("write %s at %d, %d bytes", f.name, off, len(b)))
 	return len(b), nil

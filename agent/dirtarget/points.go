@@ -369,7 +369,7 @@ func (r *Replica) sealUndoLog(path string) error {
 		return err
 	}
 	defer f.Close()
-	l, err := readUndo(f)
+	l, err := readUndo(f, true) // still the newest point's
 	if err != nil {
 		return fmt.Errorf("undo log %s: %w", path, err)
 	}
@@ -428,8 +428,9 @@ func (r *Replica) ReadPoint(pointID, diskID string) (*PointReader, int64, error)
 			pr.Close()
 			return nil, 0, err
 		}
-		l, err := readUndo(f)
-		if err == nil && l.torn && at+i != len(dirs)-1 {
+		newest := at+i == len(dirs)-1
+		l, err := readUndo(f, newest)
+		if err == nil && l.torn && !newest {
 			err = errors.New("damaged: a record fails its checksum")
 		}
 		if err != nil {

@@ -25,9 +25,11 @@ import (
 // last record can be recognised as torn there.
 //
 // Why two checksums: a record whose header fails its CRC cannot be placed
-// (its block index is not trusted), so it ends the log; a record whose data
-// alone fails is still a before-image of a known block, damaged — verify
-// then reports that block instead of losing every record after it.
+// (its block index is not trusted), so it ends the log. A record whose data
+// alone fails ends the log too if the log is still growing (the newest
+// point's: a power cut mid-append tears the data as well as the header);
+// in a sealed log it is damage to a known block, which verify reports,
+// instead of losing every record after it.
 const (
 	undoMagic      = "LBUNDO\r\n" // as a v0 block index it would be ~5e18: no v0 log starts with it
 	undoHeaderSize = 16
@@ -74,9 +76,11 @@ func undoHeader() []byte {
 
 // readUndo indexes an undo log. A tail that is not whole, valid records is
 // left out (torn says so); the caller decides whether that is a crash's
-// leftover to cut off, or damage. An empty file (or a header cut short) is
-// a version 1 log with no records: end 0, so the header is written first.
-func readUndo(f File) (*undoLog, error) {
+// leftover to cut off, or damage. growing says the log is the newest
+// point's, where a crash may have torn any record after the last fsync.
+// An empty file (or a header cut short) is a version 1 log with no
+// records: end 0, so the header is written first.
+func readUndo(f File, growing bool) (*undoLog, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -101,7 +105,7 @@ func readUndo(f File) (*undoLog, error) {
 		if v := binary.BigEndian.Uint32(head[8:]); v != undoVersion {
 			return nil, fmt.Errorf("undo log version %d is newer than this agent knows (%d); upgrade it", v, undoVersion)
 		}
-		return l, l.scanV1(size)
+		return l, l.scanV1(size, growing)
 	default:
 		l.version = 0
 		return l, l.scanV0(size)
@@ -128,7 +132,7 @@ func (l *undoLog) scanV0(size int64) error {
 
 // scanV1 reads every record in full, in chunks, to check its checksums.
 // Reading a whole log costs what changed after its point, not the disk.
-func (l *undoLog) scanV1(size int64) error {
+func (l *undoLog) scanV1(size int64, growing bool) error {
 	const perChunk = 256
 	buf := make([]byte, perChunk*v1RecordSize)
 	pos := int64(undoHeaderSize)
@@ -146,6 +150,10 @@ func (l *undoLog) scanV1(size int64) error {
 				return nil
 			}
 			dataOK := binary.BigEndian.Uint32(rec[24:]) == crc32.Checksum(rec[v1RecordHeader:], castagnoli)
+			if !dataOK && growing {
+				l.torn = true
+				return nil
+			}
 			b := int64(binary.BigEndian.Uint64(rec))
 			if _, dup := l.idx[b]; !dup {
 				e := undoEntry{off: pos + v1RecordHeader, damage: !dataOK}
@@ -167,12 +175,14 @@ func (l *undoLog) scanV1(size int64) error {
 }
 
 // cutTornTail makes the log end at its last valid record (writing the
-// header of a log that has none yet): the records appended next must
-// follow valid ones, or the next reading would stop before them. It needs
-// no fsync of its own: the fsync after the next records makes the cut and
-// the header durable with them, and if none come, a tail a crash brings
-// back is cut again.
+// header of a log that has none yet), durably, before anything is
+// appended: the records appended next must follow valid ones, or the next
+// reading would stop before them; and a header must be on the disk before
+// any record, or a power cut that keeps a later record but not the header
+// leaves a file of zeros and a record, which reads as a headerless
+// (version 0) log of garbage.
 func (l *undoLog) cutTornTail() error {
+	changed := l.torn
 	if l.torn {
 		if err := l.f.Truncate(l.end); err != nil {
 			return err
@@ -184,8 +194,12 @@ func (l *undoLog) cutTornTail() error {
 			return err
 		}
 		l.end = undoHeaderSize
+		changed = true
 	}
-	return nil
+	if !changed {
+		return nil
+	}
+	return l.f.Sync()
 }
 
 // appendRecord adds a before-image of block b with its recorded hash. It

@@ -173,7 +173,7 @@ func (r *Replica) openUndo(d *disk, diskID, pointDir string) error {
 	if err != nil {
 		return err
 	}
-	l, err := readUndo(f)
+	l, err := readUndo(f, true)
 	if err == nil {
 		err = l.cutTornTail()
 	}
