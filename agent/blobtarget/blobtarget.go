@@ -382,10 +382,10 @@ func (r *Replica) disk(diskID string) (*disk, error) {
 	d := &disk{id: diskID, meta: m, metaETag: etag,
 		data: r.client.NewPageBlobClient(dataName(diskID)), hashBlob: r.client.NewPageBlobClient(hashesName(diskID))}
 	if r.cacheDir != "" {
-		d.cache, err = openCache(r.cachePath(diskID), m.Generation, d.blockCount())
-		if err != nil {
-			return nil, fmt.Errorf("the hash cache of disk %s: %w", diskID, err)
-		}
+		// A cache that cannot be opened is done without: the hashes are
+		// downloaded, and the first write's new generation makes sure the
+		// file is not believed later.
+		d.cache, _ = openCache(r.cachePath(diskID), m.Generation, d.blockCount())
 	}
 	r.disks[diskID] = d
 	return d, nil
@@ -405,8 +405,13 @@ func (r *Replica) ensureWriter(d *disk) error {
 	}
 	if d.cache != nil {
 		// Disbelieved first: a crash until the new generation is in
-		// both places leaves a cache no restart believes.
-		if err := d.cache.writeHeader(0); err != nil {
+		// both places leaves a cache no restart believes. One not
+		// proven at open is emptied, whatever was put in it.
+		err := d.cache.writeHeader(0)
+		if err == nil && !d.cache.proven {
+			err = d.cache.reset(0, d.blockCount())
+		}
+		if err != nil {
 			if ferr := d.cache.fail(err); ferr != nil {
 				return ferr
 			}
@@ -424,6 +429,7 @@ func (r *Replica) ensureWriter(d *disk) error {
 	}
 	d.writer = gen
 	if d.cache != nil {
+		d.cache.proven = true
 		if err := d.cache.writeHeader(gen); err != nil {
 			// Left disbelieved on disk; not used further.
 			_ = d.cache.fail(err)
@@ -452,11 +458,24 @@ func (r *Replica) ReadHashes(diskID string, first int64, dst []blocks.Hash) erro
 	if err != nil {
 		return err
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
 	if first < 0 {
 		return fmt.Errorf("hashes from block %d", first)
 	}
+	d.mu.RLock()
+	if d.cache != nil && !d.cache.proven {
+		// A cache to fill from the blob: first fence off any writer
+		// before this store (it becomes the writer), so that what it
+		// reads cannot change behind the cache.
+		d.mu.RUnlock()
+		d.mu.Lock()
+		err := r.ensureWriter(d)
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		d.mu.RLock()
+	}
+	defer d.mu.RUnlock()
 	n := max(0, min(int64(len(dst)), d.blockCount()-first))
 	for i := n; i < int64(len(dst)); i++ {
 		dst[i] = replica.UnknownHash

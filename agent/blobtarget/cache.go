@@ -46,11 +46,16 @@ const (
 )
 
 type hashCache struct {
-	path   string
-	f      *os.File
-	epoch  uint64
-	gen    uint64 // the replica generation the records follow; 0: none
-	count  int64  // blocks of the disk
+	path  string
+	f     *os.File
+	epoch uint64
+	gen   uint64 // the replica generation the records follow; 0: none
+	count int64  // blocks of the disk
+	// proven: the file followed the replica's generation at open. Until
+	// it is (or this store became the writer), nothing is filled: a fill
+	// read from the blob while an earlier writer still writes could go
+	// stale without a new generation to tell.
+	proven bool
 	broken atomic.Bool
 }
 
@@ -77,11 +82,11 @@ func openCache(path string, gen uint64, count int64) (*hashCache, error) {
 		return nil, err
 	}
 	if ok && gen != 0 && hgen == gen && hcount == count && fi.Size() == c.fileSize() {
-		c.epoch, c.gen = epoch, gen
+		c.epoch, c.gen, c.proven = epoch, gen, true
 		return c, nil
 	}
 	// Not provably current: start over, empty.
-	if err := c.reset(gen, count); err != nil {
+	if err := c.reset(0, count); err != nil {
 		f.Close()
 		return nil, err
 	}

@@ -346,3 +346,59 @@ func TestADamagedCacheFileIsNotBelieved(t *testing.T) {
 		})
 	}
 }
+
+func TestAStoreFillingItsCacheFencesOffTheWriterBeforeIt(t *testing.T) {
+	e := newEnv(t, azuritetest.Key)
+	rng := rand.New(rand.NewPCG(21, 22))
+	d := newSource(t, "d", 4<<20)
+	other := e.openWith(t, "", nil)
+	other.CreateDisk(d.id, d.size)
+	d.scribble(t, rng, 5)
+	cycle(t, other, []sourceDisk{d})
+	// A store whose cache cannot prove itself reads hashes: it must take
+	// over first, or the other writer could change what it caches.
+	s := e.openWith(t, t.TempDir(), nil)
+	readHash(t, s, d.id, 0)
+	err := other.WriteRuns(d.id, []replica.Run{{Offset: 0, Data: randomBytes(rng, blocks.BlockSize)}})
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != "storage_conflict" {
+		t.Fatalf("the earlier writer's write after the cache filled: %v, want a storage_conflict", err)
+	}
+}
+
+func TestAGrownDiskKeepsItsCacheAndHashesItsNewBlocksAsZeros(t *testing.T) {
+	e := newEnv(t, azuritetest.Key)
+	cacheDir := t.TempDir()
+	rng := rand.New(rand.NewPCG(23, 24))
+	d := newSource(t, "d", 2<<20)
+	d.scribble(t, rng, 10)
+	s := e.openWith(t, cacheDir, nil)
+	s.CreateDisk(d.id, d.size)
+	cycle(t, s, []sourceDisk{d})
+	// The source grows by 3 MiB, data in the new part.
+	d.put(t, 4<<20, randomBytes(rng, 8192))
+	d.size = 4<<20 + 8192
+	if err := s.Resize(d.id, d.size); err != nil {
+		t.Fatal(err)
+	}
+	if h := readHash(t, s, d.id, (3<<20)/blocks.BlockSize); h != blocks.ZeroHash {
+		t.Fatalf("a new block's hash is %x, want a zero block's", h)
+	}
+	s.Close()
+	counter := &azuritetest.Counter{}
+	s = e.openWith(t, cacheDir, counter)
+	old := make([]blocks.Hash, (2<<20)/blocks.BlockSize)
+	if err := s.ReadHashes(d.id, 0, old); err != nil {
+		t.Fatal(err)
+	}
+	if counter.HashBytes.Load() != 0 {
+		t.Fatalf("after the resize and a restart the old blocks' hashes were downloaded (%d bytes)", counter.HashBytes.Load())
+	}
+	if sent := cycle(t, s, []sourceDisk{d}); sent != 8192 {
+		t.Fatalf("after the resize the cycle sent %d bytes, want the 8 KiB written", sent)
+	}
+	replicatest.Point(s, "p", time.Now())
+	if !bytes.Equal(readPoint(t, s, "p", d.id), d.content(t)) {
+		t.Fatal("the grown replica differs from the source")
+	}
+}

@@ -52,7 +52,7 @@ func (d *disk) blockCount() int64 { return blocks.Count(vhd.DataSize(d.meta.Size
 // shared at least: a writer holds it alone, so no record is filled from a
 // blob read that a write then makes stale.
 func (r *Replica) hashes(d *disk, first int64, dst []blocks.Hash) error {
-	if d.cache == nil {
+	if d.cache == nil || !d.cache.proven {
 		return r.downloadHashes(d.hashBlob, first, dst)
 	}
 	have, err := d.cache.lookup(first, dst)
