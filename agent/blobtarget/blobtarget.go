@@ -20,18 +20,31 @@
 // Writes keep the hashes honest: before a batch's pages are written, their
 // blocks' hashes are set to unknown; after, to the new content's. A cycle
 // cut short leaves unknown hashes, which the next cycle resends.
+//
+// Hashes are read by range, never the whole blob, and with
+// Options.CacheDir kept in a local file per disk (cache.go), so that a
+// cycle where little changed downloads little. Each replica has a
+// generation, a random number in its metadata that every writer changes
+// before it writes; the cache is believed only for the generation it was
+// written under. The same number is the hash blob's sequence number, and
+// every hash write is conditional on it: a writer that was replaced (its
+// task given to another host) can no longer change the hashes.
 package blobtarget
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -92,6 +105,10 @@ type Options struct {
 	Retry policy.RetryOptions
 	// Transport sends the requests; default the SDK's.
 	Transport policy.Transporter
+	// CacheDir keeps a local copy of each disk's hashes (a few MiB per
+	// GiB of disk) across stores and restarts; "" keeps none, and every
+	// cycle downloads the hashes of what it compares.
+	CacheDir string
 }
 
 // Replica is one VM's replicas in its container.
@@ -102,6 +119,8 @@ type Replica struct {
 	opts   Options
 	client *container.Client
 	conc   int
+	// cacheDir holds this container's hash caches; "" for none.
+	cacheDir string
 
 	mu    sync.Mutex
 	disks map[string]*disk
@@ -109,11 +128,16 @@ type Replica struct {
 
 type disk struct {
 	id       string
-	meta     diskMeta // the source disk's size and synced signature, as stored
 	data     *pageblob.Client
 	hashBlob *pageblob.Client
-	mu       sync.Mutex
-	hashes   []blocks.Hash // cached from the hash blob; nil until read
+	// mu is held shared by ReadHashes and alone by everything else.
+	mu       sync.RWMutex
+	meta     diskMeta // the source disk's size and synced signature, as stored
+	metaETag azcore.ETag
+	cache    *hashCache // nil: none
+	// writer is the generation this store set when it first wrote to the
+	// disk (ensureWriter); 0 until then.
+	writer uint64
 }
 
 var _ replica.Store = (*Replica)(nil)
@@ -135,7 +159,16 @@ func Open(ctx context.Context, vmID string, creds Credentials, opts Options) (*R
 	if conc <= 0 {
 		conc = 8
 	}
-	return &Replica{ctx: ctx, vmID: vmID, creds: creds, opts: opts, client: client, conc: conc, disks: map[string]*disk{}}, nil
+	r := &Replica{ctx: ctx, vmID: vmID, creds: creds, opts: opts, client: client, conc: conc, disks: map[string]*disk{}}
+	if opts.CacheDir != "" {
+		// One directory per container: disk ids repeat across VMs.
+		sum := sha256.Sum256([]byte(strings.TrimRight(first.ContainerURL, "/")))
+		r.cacheDir = filepath.Join(opts.CacheDir, hex.EncodeToString(sum[:16]))
+		if err := os.MkdirAll(r.cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("the hash cache directory: %w", err)
+		}
+	}
+	return r, nil
 }
 
 func clientOptions(src *sasSource, opts Options) azcore.ClientOptions {
@@ -167,8 +200,22 @@ func (r *Replica) Check() error {
 // bench, where 32 MiB was 0.6 ×).
 func (r *Replica) BatchBytes() int64 { return 64 << 20 }
 
-// Close releases nothing: the store holds no connections of its own.
-func (r *Replica) Close() error { return nil }
+// Close closes the hash caches; the store holds no connections of its own.
+func (r *Replica) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, d := range r.disks {
+		d.mu.Lock()
+		if d.cache != nil {
+			errs = append(errs, d.cache.close())
+			d.cache = nil
+		}
+		d.mu.Unlock()
+	}
+	r.disks = map[string]*disk{}
+	return errors.Join(errs...)
+}
 
 // sasSource adds the current SAS to every request, fetching a new one
 // from the vault when the one it holds nears its expiry.
@@ -218,6 +265,19 @@ func metaName(id string) string   { return "disks/" + id + ".json" }
 type diskMeta struct {
 	SizeBytes int64                    `json:"size_bytes"`
 	Synced    *replica.SourceSignature `json:"synced,omitempty"`
+	// Generation changes whenever a store starts writing the replica (0
+	// in replicas from before it existed: no cache believes them).
+	Generation uint64 `json:"generation,omitempty"`
+}
+
+// newGeneration is a random generation that is also a valid sequence
+// number (0 < n < 2^63).
+func newGeneration() uint64 {
+	for {
+		if g := randomUint64() >> 1; g != 0 {
+			return g
+		}
+	}
 }
 
 func hashBlobSize(dataSize int64) int64 {
@@ -236,7 +296,7 @@ func (r *Replica) CreateDisk(diskID string, size int64) error {
 	if size <= 0 || dataSize > vhd.MaxDataSize {
 		return fmt.Errorf("disk size %d is not between 1 byte and %d bytes", size, vhd.MaxDataSize)
 	}
-	if _, err := r.readMeta(diskID); err == nil {
+	if _, _, err := r.readMeta(diskID); err == nil {
 		return nil
 	} else if !bloberror.HasCode(err, bloberror.BlobNotFound) {
 		return classify(err)
@@ -252,37 +312,58 @@ func (r *Replica) CreateDisk(diskID string, size int64) error {
 	if _, err := data.UploadPages(r.ctx, streaming.NopCloser(bytes.NewReader(footer)), blob.HTTPRange{Offset: dataSize, Count: int64(len(footer))}, nil); err != nil {
 		return classify(err)
 	}
-	if _, err := r.client.NewPageBlobClient(hashesName(diskID)).Create(r.ctx, hashBlobSize(dataSize), nil); err != nil {
+	gen := newGeneration()
+	if _, err := r.client.NewPageBlobClient(hashesName(diskID)).Create(r.ctx, hashBlobSize(dataSize), &pageblob.CreateOptions{SequenceNumber: to.Ptr(int64(gen))}); err != nil {
 		return classify(err)
 	}
-	return r.writeMeta(diskID, diskMeta{SizeBytes: size})
+	_, err = r.writeMeta(diskID, diskMeta{SizeBytes: size, Generation: gen}, nil)
+	return err
 }
 
-func (r *Replica) readMeta(diskID string) (diskMeta, error) {
+func (r *Replica) readMeta(diskID string) (diskMeta, azcore.ETag, error) {
 	var m diskMeta
-	b, err := r.download(r.client.NewBlobClient(metaName(diskID)))
+	b, etag, err := r.download(r.client.NewBlobClient(metaName(diskID)))
 	if err != nil {
-		return m, err
+		return m, "", err
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return m, fmt.Errorf("replica of disk %s: damaged metadata: %w", diskID, err)
+		return m, "", fmt.Errorf("replica of disk %s: damaged metadata: %w", diskID, err)
 	}
-	return m, nil
+	return m, etag, nil
 }
 
-func (r *Replica) writeMeta(diskID string, m diskMeta) error {
+// writeMeta uploads a disk's metadata; with ifMatch, only over the version
+// of that ETag, so that a store never overwrites a generation another
+// writer set since it read the metadata (it fails with a conflict). It
+// returns the new ETag.
+func (r *Replica) writeMeta(diskID string, m diskMeta, ifMatch *azcore.ETag) (azcore.ETag, error) {
 	b, _ := json.Marshal(m)
-	_, err := r.client.NewBlockBlobClient(metaName(diskID)).UploadBuffer(r.ctx, b, nil)
-	return classify(err)
+	var o *blockblob.UploadBufferOptions
+	if ifMatch != nil {
+		o = &blockblob.UploadBufferOptions{AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: ifMatch}}}
+	}
+	resp, err := r.client.NewBlockBlobClient(metaName(diskID)).UploadBuffer(r.ctx, b, o)
+	if err != nil {
+		return "", classify(err)
+	}
+	if resp.ETag == nil {
+		return "", nil
+	}
+	return *resp.ETag, nil
 }
 
-func (r *Replica) download(c *blob.Client) ([]byte, error) {
+func (r *Replica) download(c *blob.Client) ([]byte, azcore.ETag, error) {
 	resp, err := c.DownloadStream(r.ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	var etag azcore.ETag
+	if resp.ETag != nil {
+		etag = *resp.ETag
+	}
+	return b, etag, err
 }
 
 func (r *Replica) disk(diskID string) (*disk, error) {
@@ -294,33 +375,68 @@ func (r *Replica) disk(diskID string) (*disk, error) {
 	if !safeName.MatchString(diskID) {
 		return nil, fmt.Errorf("disk id %q cannot be a blob name", diskID)
 	}
-	m, err := r.readMeta(diskID)
+	m, etag, err := r.readMeta(diskID)
 	if err != nil {
 		return nil, classify(fmt.Errorf("replica of disk %s: %w", diskID, err))
 	}
-	d := &disk{id: diskID, meta: m,
+	d := &disk{id: diskID, meta: m, metaETag: etag,
 		data: r.client.NewPageBlobClient(dataName(diskID)), hashBlob: r.client.NewPageBlobClient(hashesName(diskID))}
+	if r.cacheDir != "" {
+		// A cache that cannot be opened is done without: the hashes are
+		// downloaded, and the first write's new generation makes sure the
+		// file is not believed later.
+		d.cache, _ = openCache(r.cachePath(diskID), m.Generation, d.blockCount())
+	}
 	r.disks[diskID] = d
 	return d, nil
 }
 
-// readHashes downloads a hash blob (or a snapshot of it) for a disk whose
-// data is dataSize bytes.
-func (r *Replica) readHashes(c *pageblob.Client, dataSize int64) ([]blocks.Hash, error) {
-	buf := make([]byte, hashBlobSize(dataSize))
-	if _, err := c.DownloadBuffer(r.ctx, buf, &blob.DownloadBufferOptions{BlockSize: blocks.MaxRun, Concurrency: uint16(r.conc)}); err != nil {
-		return nil, classify(err)
+func (r *Replica) cachePath(diskID string) string { return filepath.Join(r.cacheDir, diskID+".hashes") }
+
+// ensureWriter makes this store the replica's writer before it first
+// changes a disk's hashes: a new generation, so no cache elsewhere (nor
+// this one after a crash) is believed for what it writes, and the hash
+// blob's sequence number, which fences off the writer before it. The
+// cache, if believed until now, stays: it is the blob's until this store
+// writes, and writes keep it so. The caller holds d.mu alone.
+func (r *Replica) ensureWriter(d *disk) error {
+	if d.writer != 0 {
+		return nil
 	}
-	n := blocks.Count(dataSize)
-	hs := make([]blocks.Hash, n)
-	var never blocks.Hash
-	for i := range hs {
-		copy(hs[i][:], buf[i*16:])
-		if hs[i] == never {
-			hs[i] = blocks.ZeroHash
+	if d.cache != nil {
+		// Disbelieved first: a crash until the new generation is in
+		// both places leaves a cache no restart believes. One not
+		// proven at open is emptied, whatever was put in it.
+		err := d.cache.writeHeader(0)
+		if err == nil && !d.cache.proven {
+			err = d.cache.reset(0, d.blockCount())
+		}
+		if err != nil {
+			if ferr := d.cache.fail(err); ferr != nil {
+				return ferr
+			}
+			d.cache = nil
 		}
 	}
-	return hs, nil
+	gen := newGeneration()
+	_, err := d.hashBlob.UpdateSequenceNumber(r.ctx, &pageblob.UpdateSequenceNumberOptions{
+		ActionType: to.Ptr(pageblob.SequenceNumberActionTypeUpdate), SequenceNumber: to.Ptr(int64(gen))})
+	if err != nil {
+		return classify(err)
+	}
+	if err := r.updateMeta(d, func(m *diskMeta) { m.Generation = gen }); err != nil {
+		return err
+	}
+	d.writer = gen
+	if d.cache != nil {
+		d.cache.proven = true
+		if err := d.cache.writeHeader(gen); err != nil {
+			// Left disbelieved on disk; not used further.
+			_ = d.cache.fail(err)
+			d.cache = nil
+		}
+	}
+	return nil
 }
 
 // DiskSize is the source size the replica of a disk holds.
@@ -329,31 +445,42 @@ func (r *Replica) DiskSize(diskID string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	return d.meta.SizeBytes, nil
 }
 
-// ReadHashes reads the stored hashes of blocks first… of a disk's replica;
-// past its end they read as unknown.
+// ReadHashes reads the stored hashes of blocks first… of a disk's replica
+// (only that range: from the cache, or downloaded); past its end they read
+// as unknown.
 func (r *Replica) ReadHashes(diskID string, first int64, dst []blocks.Hash) error {
 	d, err := r.disk(diskID)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := r.loadHashes(d); err != nil {
-		return err
+	if first < 0 {
+		return fmt.Errorf("hashes from block %d", first)
 	}
-	for i := range dst {
-		if b := first + int64(i); b < int64(len(d.hashes)) {
-			dst[i] = d.hashes[b]
-		} else {
-			dst[i] = replica.UnknownHash
+	d.mu.RLock()
+	if d.cache != nil && !d.cache.proven {
+		// A cache to fill from the blob: first fence off any writer
+		// before this store (it becomes the writer), so that what it
+		// reads cannot change behind the cache.
+		d.mu.RUnlock()
+		d.mu.Lock()
+		err := r.ensureWriter(d)
+		d.mu.Unlock()
+		if err != nil {
+			return err
 		}
+		d.mu.RLock()
 	}
-	return nil
+	defer d.mu.RUnlock()
+	n := max(0, min(int64(len(dst)), d.blockCount()-first))
+	for i := n; i < int64(len(dst)); i++ {
+		dst[i] = replica.UnknownHash
+	}
+	return r.hashes(d, first, dst[:n])
 }
 
 // Disks lists the disks that have a replica.
@@ -373,6 +500,22 @@ func (r *Replica) DeleteDisk(diskID string) error {
 	if p := replica.HeldByAPoint(points, diskID); p != "" {
 		return fmt.Errorf("the replica of disk %s is held by recovery point %s", diskID, p)
 	}
+	// The cache goes first: a disk made again under this id has another
+	// generation anyway, but no file should outlive its replica.
+	r.mu.Lock()
+	if d, ok := r.disks[diskID]; ok && d.cache != nil {
+		d.mu.Lock()
+		_ = d.cache.close()
+		d.cache = nil
+		d.mu.Unlock()
+	}
+	delete(r.disks, diskID)
+	r.mu.Unlock()
+	if r.cacheDir != "" {
+		if err := os.Remove(r.cachePath(diskID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the hash cache of disk %s: %w", diskID, err)
+		}
+	}
 	for _, name := range []string{metaName(diskID), dataName(diskID), hashesName(diskID)} {
 		_, err := r.client.NewBlobClient(name).Delete(r.ctx, &blob.DeleteOptions{DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude)})
 		if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
@@ -385,42 +528,40 @@ func (r *Replica) DeleteDisk(diskID string) error {
 	return nil
 }
 
-func (r *Replica) loadHashes(d *disk) error {
-	if d.hashes != nil {
-		return nil
-	}
-	hs, err := r.readHashes(d.hashBlob, vhd.DataSize(d.meta.SizeBytes))
-	if err != nil {
-		return err
-	}
-	d.hashes = hs
-	return nil
-}
-
 // WriteRuns writes runs into the newest replica of a disk: their hashes
-// set to unknown, the pages (Concurrency at a time), then the new hashes.
+// set to unknown (in the cache, durably, then in the blob), the pages
+// (Concurrency at a time), then the new hashes (in the blob, then the
+// cache). At every step a hash the cache or the blob holds is true.
 func (r *Replica) WriteRuns(diskID string, runs []replica.Run) error {
 	d, err := r.disk(diskID)
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err := replica.CheckRuns(runs, d.meta.SizeBytes); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := r.loadHashes(d); err != nil {
+	if err := r.ensureWriter(d); err != nil {
 		return err
 	}
 	fresh := make(map[int64]blocks.Hash)
+	var touched []int64
 	for _, run := range runs {
 		for i := 0; i < len(run.Data); i += blocks.BlockSize {
 			b := (run.Offset + int64(i)) / blocks.BlockSize
 			fresh[b] = blocks.HashBlock(run.Data[i:min(i+blocks.BlockSize, len(run.Data))])
-			d.hashes[b] = replica.UnknownHash
+			touched = append(touched, b)
 		}
 	}
-	if err := r.writeHashPages(d, fresh); err != nil {
+	spans, err := spansOf(touched, d.blockCount(), func(first int64, dst []blocks.Hash) error { return r.hashes(d, first, dst) })
+	if err != nil {
+		return err
+	}
+	if err := r.cacheUpdate(d, unknownAll(touched), true); err != nil {
+		return err
+	}
+	if err := r.writeSpans(d, spans, unknownAll(touched)); err != nil {
 		return err
 	}
 	err = r.parallel(len(runs), func(i int) error {
@@ -437,45 +578,29 @@ func (r *Replica) WriteRuns(diskID string, runs []replica.Run) error {
 	if err != nil {
 		return err
 	}
-	for b, h := range fresh {
-		d.hashes[b] = h
+	if err := r.writeSpans(d, spans, fresh); err != nil {
+		return err
 	}
-	return r.writeHashPages(d, fresh)
+	// Not synced: lost in a crash, these hashes read as the unknown ones
+	// synced above, and their blocks are sent again.
+	return r.cacheUpdate(d, fresh, false)
 }
 
-// writeHashPages uploads the hash-blob pages holding the given blocks'
-// hashes, from the cache, contiguous pages in one write.
-func (r *Replica) writeHashPages(d *disk, touched map[int64]blocks.Hash) error {
-	pages := make([]int64, 0, len(touched))
-	seen := map[int64]bool{}
-	for b := range touched {
-		if p := b / hashesPerPage; !seen[p] {
-			seen[p] = true
-			pages = append(pages, p)
-		}
+// cacheUpdate changes a disk's cached hashes. A cache that fails is
+// dropped; if it cannot be, the error stops the write before the blob
+// changes under a cache that might still be believed.
+func (r *Replica) cacheUpdate(d *disk, set map[int64]blocks.Hash, sync bool) error {
+	if d.cache == nil {
+		return nil
 	}
-	sort.Slice(pages, func(i, j int) bool { return pages[i] < pages[j] })
-	type span struct{ first, n int64 }
-	var spans []span
-	for _, p := range pages {
-		if k := len(spans) - 1; k >= 0 && spans[k].first+spans[k].n == p && (spans[k].n+1)*page <= blocks.MaxRun {
-			spans[k].n++
-			continue
-		}
-		spans = append(spans, span{p, 1})
+	if err := d.cache.update(set, sync); err != nil {
+		return err
 	}
-	return r.parallel(len(spans), func(i int) error {
-		s := spans[i]
-		buf := make([]byte, s.n*page)
-		for j := int64(0); j < s.n*hashesPerPage; j++ {
-			b := s.first*hashesPerPage + j
-			if b < int64(len(d.hashes)) {
-				copy(buf[j*16:], d.hashes[b][:])
-			}
-		}
-		_, err := d.hashBlob.UploadPages(r.ctx, streaming.NopCloser(bytes.NewReader(buf)), blob.HTTPRange{Offset: s.first * page, Count: int64(len(buf))}, nil)
-		return classify(err)
-	})
+	if d.cache.broken.Load() {
+		_ = d.cache.close()
+		d.cache = nil
+	}
+	return nil
 }
 
 // parallel runs f(0..n-1), Concurrency at a time, and returns the first
@@ -530,12 +655,27 @@ func (r *Replica) Resize(diskID string, size int64) error {
 	if err := replica.CheckGrowth(d.meta.SizeBytes, size); err != nil {
 		return err
 	}
+	if err := r.ensureWriter(d); err != nil {
+		return err
+	}
 	oldData, newData := vhd.DataSize(d.meta.SizeBytes), vhd.DataSize(size)
 	if newData != oldData {
+		if d.cache != nil {
+			// Disbelieved until the metadata says the new size.
+			if err := d.cache.writeHeader(0); err != nil {
+				if ferr := d.cache.fail(err); ferr != nil {
+					return ferr
+				}
+				d.cache = nil
+			}
+		}
 		footer, err := vhd.Footer{DataSize: newData, Created: time.Now()}.Marshal()
 		if err != nil {
 			return err
 		}
+		// Azure fences page writes by sequence number, not resizes; a
+		// replaced writer's resize only adds hashes of zeros, never
+		// changes one.
 		if _, err := d.hashBlob.Resize(r.ctx, hashBlobSize(newData), nil); err != nil {
 			return classify(err)
 		}
@@ -548,13 +688,19 @@ func (r *Replica) Resize(diskID string, size int64) error {
 		if _, err := d.data.UploadPages(r.ctx, streaming.NopCloser(bytes.NewReader(footer)), blob.HTTPRange{Offset: newData, Count: vhd.FooterSize}, nil); err != nil {
 			return classify(err)
 		}
-		if d.hashes != nil {
-			for range blocks.Count(newData) - int64(len(d.hashes)) {
-				d.hashes = append(d.hashes, blocks.ZeroHash)
-			}
+	}
+	if err := r.updateMeta(d, func(m *diskMeta) { m.SizeBytes, m.Synced = size, nil }); err != nil {
+		return err
+	}
+	if d.cache != nil && newData != oldData {
+		// The old blocks' records stay; the new blocks are read (as
+		// zeros' hashes) from the blob when first asked for.
+		if err := d.cache.grow(d.writer, d.blockCount()); err != nil {
+			_ = d.cache.fail(err)
+			d.cache = nil
 		}
 	}
-	return r.updateMeta(d, func(m *diskMeta) { m.SizeBytes, m.Synced = size, nil })
+	return nil
 }
 
 // SyncedSignature is the source signature at which the replica last
@@ -564,8 +710,8 @@ func (r *Replica) SyncedSignature(diskID string) (*replica.SourceSignature, erro
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	return d.meta.Synced, nil
 }
 
@@ -581,15 +727,22 @@ func (r *Replica) SetSyncedSignature(diskID string, sig *replica.SourceSignature
 }
 
 // updateMeta changes a disk's metadata blob and the copy read when the
-// disk was first used (this store is the replica's only writer during its
-// task). The caller holds d.mu.
+// disk was first used, only if no one else changed the blob meanwhile
+// (this store is the replica's only writer during its task; if another
+// took over, this one fails rather than undo its new generation). The
+// caller holds d.mu alone.
 func (r *Replica) updateMeta(d *disk, change func(*diskMeta)) error {
 	m := d.meta
 	change(&m)
-	if err := r.writeMeta(d.id, m); err != nil {
+	var ifMatch *azcore.ETag
+	if d.metaETag != "" {
+		ifMatch = &d.metaETag
+	}
+	etag, err := r.writeMeta(d.id, m, ifMatch)
+	if err != nil {
 		return err
 	}
-	d.meta = m
+	d.meta, d.metaETag = m, etag
 	return nil
 }
 
@@ -734,7 +887,7 @@ func (r *Replica) manifest(pointID string) (manifest, error) {
 // manifestOf downloads the manifest of a listed point.
 func (r *Replica) manifestOf(p replica.Point) (manifest, error) {
 	var m manifest
-	b, err := r.download(r.client.NewBlobClient(pointName(p)))
+	b, _, err := r.download(r.client.NewBlobClient(pointName(p)))
 	if err != nil {
 		return m, classify(err)
 	}
@@ -810,8 +963,21 @@ func (r *Replica) DeleteAll() error {
 		}
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range r.disks {
+		d.mu.Lock()
+		if d.cache != nil {
+			_ = d.cache.close()
+			d.cache = nil
+		}
+		d.mu.Unlock()
+	}
 	r.disks = map[string]*disk{}
-	r.mu.Unlock()
+	if r.cacheDir != "" {
+		if err := os.RemoveAll(r.cacheDir); err != nil {
+			return fmt.Errorf("the hash caches: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -877,56 +1043,23 @@ func (r *Replica) VerifyPoint(pointID string) (int64, []replica.Mismatch, error)
 		if err != nil {
 			return checked, bad, err
 		}
-		want, err := r.readHashes(hc, vhd.DataSize(size))
-		if err != nil {
-			return checked, bad, err
-		}
 		dc, err := r.snapshot(dataName(id), m.Snapshots[id].Data)
 		if err != nil {
 			return checked, bad, err
 		}
-		offs, err := r.mismatches(dc, size, want)
+		err = r.streamMismatches(dc, size, func(first int64, dst []blocks.Hash) error { return r.downloadHashes(hc, first, dst) },
+			func(_ int64, _ []blocks.Hash, offs []int64) error {
+				for _, off := range offs {
+					bad = append(bad, replica.Mismatch{Disk: id, Offset: off})
+				}
+				return nil
+			})
 		if err != nil {
 			return checked, bad, err
-		}
-		for _, off := range offs {
-			bad = append(bad, replica.Mismatch{Disk: id, Offset: off})
 		}
 		checked += blocks.Count(size)
 	}
 	return checked, bad, nil
-}
-
-// mismatches reads the first size bytes of a page blob in 4 MiB chunks,
-// Concurrency at a time, and returns the offsets of the blocks whose hash
-// is not the one in want.
-func (r *Replica) mismatches(c *pageblob.Client, size int64, want []blocks.Hash) ([]int64, error) {
-	chunks := int((size + blocks.MaxRun - 1) / blocks.MaxRun)
-	var mu sync.Mutex
-	var bad []int64
-	err := r.parallel(chunks, func(i int) error {
-		off := int64(i) * blocks.MaxRun
-		n := min(int64(blocks.MaxRun), size-off)
-		n = (n + blocks.BlockSize - 1) / blocks.BlockSize * blocks.BlockSize
-		buf := make([]byte, n)
-		if _, err := c.DownloadBuffer(r.ctx, buf, &blob.DownloadBufferOptions{Range: blob.HTTPRange{Offset: off, Count: n}, BlockSize: n}); err != nil {
-			return classify(err)
-		}
-		if end := size - off; end < n {
-			clear(buf[end:]) // past the source's end: hashed as zeros
-		}
-		for j := int64(0); j < n; j += blocks.BlockSize {
-			b := (off + j) / blocks.BlockSize
-			if b < int64(len(want)) && blocks.HashBlock(buf[j:j+blocks.BlockSize]) != want[b] {
-				mu.Lock()
-				bad = append(bad, off+j)
-				mu.Unlock()
-			}
-		}
-		return nil
-	})
-	sort.Slice(bad, func(i, j int) bool { return bad[i] < bad[j] })
-	return bad, err
 }
 
 // RepairHashes reads a disk's replica back and marks unknown the hash of
@@ -939,20 +1072,44 @@ func (r *Replica) RepairHashes(diskID string) ([]int64, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := r.loadHashes(d); err != nil {
+	if err := r.ensureWriter(d); err != nil {
 		return nil, err
 	}
-	bad, err := r.mismatches(d.data, d.meta.SizeBytes, d.hashes)
+	if d.cache != nil {
+		// The storage changed blocks behind the hashes' back: the check
+		// goes by the blob's hashes, and the cache is refilled with them
+		// as it goes (the found blocks unknown).
+		if err := d.cache.reset(d.writer, d.blockCount()); err != nil {
+			if ferr := d.cache.fail(err); ferr != nil {
+				return nil, ferr
+			}
+			d.cache = nil
+		}
+	}
+	var bad []int64
+	err = r.streamMismatches(d.data, d.meta.SizeBytes, func(first int64, dst []blocks.Hash) error { return r.downloadHashes(d.hashBlob, first, dst) },
+		func(first int64, want []blocks.Hash, offs []int64) error {
+			bad = append(bad, offs...)
+			found := make([]int64, len(offs))
+			for i, off := range offs {
+				found[i] = off / blocks.BlockSize
+				want[found[i]-first] = replica.UnknownHash
+			}
+			if len(found) > 0 {
+				spans, err := spansOf(found, d.blockCount(), func(first int64, dst []blocks.Hash) error { return r.downloadHashes(d.hashBlob, first, dst) })
+				if err != nil {
+					return err
+				}
+				if err := r.writeSpans(d, spans, unknownAll(found)); err != nil {
+					return err
+				}
+			}
+			if d.cache != nil {
+				return d.cache.fill(first/hashesPerRecord, want)
+			}
+			return nil
+		})
 	if err != nil || len(bad) == 0 {
-		return bad, err
-	}
-	touched := map[int64]blocks.Hash{}
-	for _, off := range bad {
-		b := off / blocks.BlockSize
-		d.hashes[b] = replica.UnknownHash
-		touched[b] = replica.UnknownHash
-	}
-	if err := r.writeHashPages(d, touched); err != nil {
 		return bad, err
 	}
 	return bad, r.updateMeta(d, func(m *diskMeta) { m.Synced = nil })

@@ -59,7 +59,9 @@ func newEnv(t *testing.T, key string) *env {
 func (e *env) open(t *testing.T, key string) *blobtarget.Replica {
 	t.Helper()
 	creds := &azuritetest.KeyCredentials{AccountURL: e.az.AccountURL(), Container: "vm-test", Key: key}
-	s, err := blobtarget.Open(context.Background(), "vm", creds, blobtarget.Options{Retry: policy.RetryOptions{MaxRetries: 1, RetryDelay: 50 * time.Millisecond}})
+	// With a hash cache: every test also checks it stays the blob's.
+	s, err := blobtarget.Open(context.Background(), "vm", creds, blobtarget.Options{CacheDir: t.TempDir(),
+		Retry: policy.RetryOptions{MaxRetries: 1, RetryDelay: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
