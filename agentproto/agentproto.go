@@ -279,6 +279,9 @@ type ReplicateResult struct {
 
 // Progress is a task's progress report.
 type Progress struct {
+	// Attempt is the run that reports (Task.Attempt); the vault answers
+	// CodeLeaseLost to a run it gave up on.
+	Attempt    int    `json:"attempt,omitempty"`
 	Step       string `json:"step"`
 	Percent    int    `json:"percent"`
 	BytesDone  int64  `json:"bytes_done"`
@@ -294,8 +297,12 @@ type ProgressResponse struct {
 
 // Result ends a task: a result, or an error.
 type Result struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  *TaskError      `json:"error,omitempty"`
+	// Attempt is the run that ended (Task.Attempt): the vault refuses the
+	// result of a run it gave up on (CodeLeaseLost), so one run is one
+	// attempt.
+	Attempt int             `json:"attempt,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *TaskError      `json:"error,omitempty"`
 }
 
 // TaskError is why a task failed. Recoverable errors may be retried.

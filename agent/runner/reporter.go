@@ -59,6 +59,7 @@ func (a *Runner) ClockSkew(ctx context.Context) (time.Duration, error) {
 type reporter struct {
 	a       *Runner
 	id      string
+	attempt int // sent with every report: the vault refuses reports of a run it gave up on
 	log     *slog.Logger
 	mu      sync.Mutex
 	cur     agentproto.Progress
@@ -69,8 +70,8 @@ type reporter struct {
 	stopped sync.Once
 }
 
-func newReporter(a *Runner, id string, log *slog.Logger) *reporter {
-	return &reporter{a: a, id: id, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+func newReporter(a *Runner, t agentproto.Task, log *slog.Logger) *reporter {
+	return &reporter{a: a, id: t.ID, attempt: t.Attempt, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 }
 
 // Log is the task's logger.
@@ -142,6 +143,7 @@ func (r *reporter) send(ctx context.Context) bool {
 	r.mu.Lock()
 	p := r.cur
 	r.mu.Unlock()
+	p.Attempt = r.attempt
 	var resp agentproto.ProgressResponse
 	err := r.a.vault.Post(ctx, agentproto.TaskProgressPath(r.id), p, &resp)
 	var ve *client.VaultError

@@ -119,7 +119,7 @@ func (a *Runner) start(ctx context.Context, t agentproto.Task) {
 // state directory until the vault has it.
 func (a *Runner) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 	log := a.log.With("task_id", t.ID, "kind", t.Kind)
-	rep := newReporter(a, t.ID, log)
+	rep := newReporter(a, t, log)
 	go rep.loop(taskCtx)
 	result, ran := a.runInSlot(taskCtx, t, rep, log)
 	// The agent is stopping and cut the task short: it stays "running" on
@@ -128,6 +128,7 @@ func (a *Runner) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 	if context.Cause(taskCtx) == errCancelledByVault && result.Error == nil {
 		result = agentproto.Result{Error: &agentproto.TaskError{Code: agentproto.CodeCancelled, Message: "cancelled by an operator"}}
 	}
+	result.Attempt = t.Attempt
 	record := state.TaskRecord{Task: t, State: state.TaskDone, Result: result}
 	if !interrupted {
 		// Written before anything else can fail or hang: from here on a
@@ -177,6 +178,8 @@ func (a *Runner) deliverKept(ctx context.Context, r state.TaskRecord, log *slog.
 		delete(a.delivering, r.Task.ID)
 		a.mu.Unlock()
 	}()
+	// Results kept by an agent from before attempts were reported have none.
+	r.Result.Attempt = r.Task.Attempt
 	a.deliver(ctx, r.Task.ID, r.Result, log)
 }
 
