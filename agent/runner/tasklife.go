@@ -140,7 +140,7 @@ func (a *Runner) runTask(agentCtx, taskCtx context.Context, t agentproto.Task) {
 	rep.stop()
 	if rep.leaseLost() {
 		log.Warn("task dropped: the vault gave it up")
-		_ = a.dir.ForgetTask(t.ID)
+		_ = a.dir.ForgetTask(t.ID, t.Attempt)
 		return
 	}
 	if interrupted {
@@ -180,30 +180,30 @@ func (a *Runner) deliverKept(ctx context.Context, r state.TaskRecord, log *slog.
 	}()
 	// Results kept by an agent from before attempts were reported have none.
 	r.Result.Attempt = r.Task.Attempt
-	a.deliver(ctx, r.Task.ID, r.Result, log)
+	a.deliver(ctx, r.Task, r.Result, log)
 }
 
 // deliver sends a result until the vault has it (or no longer wants it).
 // Only an acknowledgement, or a refusal no retry can change, removes it
 // from the state directory.
-func (a *Runner) deliver(ctx context.Context, id string, result agentproto.Result, log *slog.Logger) {
+func (a *Runner) deliver(ctx context.Context, t agentproto.Task, result agentproto.Result, log *slog.Logger) {
 	for attempt := 0; ; attempt++ {
-		err := a.vault.Post(ctx, agentproto.TaskResultPath(id), result, nil)
+		err := a.vault.Post(ctx, agentproto.TaskResultPath(t.ID), result, nil)
 		var ve *client.VaultError
 		switch {
 		case err == nil:
 			log.Info("task result delivered", "failed", result.Error != nil)
-			_ = a.dir.ForgetTask(id)
+			_ = a.dir.ForgetTask(t.ID, t.Attempt)
 			return
 		case ctx.Err() != nil:
 			return // kept on disk; delivered at the next start
 		case errors.As(err, &ve) && (ve.Status == http.StatusNotFound || ve.Code == agentproto.CodeLeaseLost):
 			log.Warn("the vault no longer wants this result; dropping it", "reason", ve.Message)
-			_ = a.dir.ForgetTask(id)
+			_ = a.dir.ForgetTask(t.ID, t.Attempt)
 			return
 		case errors.As(err, &ve) && client.Permanent(err) && ve.Code != agentproto.CodeUnauthenticated && ve.Code != agentproto.CodeIncompatibleProtocol:
 			log.Error("the vault refuses this result for good; dropping it (its lease will expire and the task run again)", slog.Any("error", err))
-			_ = a.dir.ForgetTask(id)
+			_ = a.dir.ForgetTask(t.ID, t.Attempt)
 			return
 		}
 		a.handleVaultError("deliver a task result", err)
