@@ -38,12 +38,23 @@ type coordinator struct {
 	polls      []agentproto.PollRequest
 	inventory  []agentproto.Inventory
 	progress   map[string][]agentproto.Progress
-	cancelAt   int // answer Cancel after this many progress reports of a task (0: never)
-	results    map[string]agentproto.Result
+	cancelAt   int                          // answer Cancel after this many progress reports of a task (0: never)
+	results    map[string]agentproto.Result // acknowledged, by task id
+	resultLog  []taskResult                 // every result posted, in order of arrival
+	// resultHook, if set, sees each result before it is recorded (without
+	// c.mu held); it may block, and false leaves the result unrecorded and
+	// unanswered.
+	resultHook func(r *http.Request, id string, res agentproto.Result) bool
 	renewed    []byte
 	clockSkew  time.Duration               // added to the vault's clock in heartbeat answers
 	refuse     func(w http.ResponseWriter) // if set, answers every call
 	resultC    chan string
+}
+
+// taskResult is a result as posted for task ID.
+type taskResult struct {
+	ID string
+	agentproto.Result
 }
 
 func newCoordinator(t *testing.T) *coordinator {
@@ -107,15 +118,26 @@ func (c *coordinator) handler() http.Handler {
 	})
 	mux.HandleFunc(agentproto.PathTaskPrefix, func(w http.ResponseWriter, r *http.Request) {
 		id, what, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, agentproto.PathTaskPrefix), "/")
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		switch what {
 		case "progress":
-			c.progress[id] = append(c.progress[id], testvault.Decode[agentproto.Progress](r))
+			p := testvault.Decode[agentproto.Progress](r)
+			c.mu.Lock()
+			c.progress[id] = append(c.progress[id], p)
 			cancel := c.cancelAt > 0 && len(c.progress[id]) >= c.cancelAt
+			c.mu.Unlock()
 			testvault.Reply(w, agentproto.ProgressResponse{Cancel: cancel, LeaseExpiresAt: time.Now().Add(time.Minute)})
 		case "result":
-			c.results[id] = testvault.Decode[agentproto.Result](r)
+			res := testvault.Decode[agentproto.Result](r)
+			c.mu.Lock()
+			c.resultLog = append(c.resultLog, taskResult{ID: id, Result: res})
+			hook := c.resultHook
+			c.mu.Unlock()
+			if hook != nil && !hook(r, id, res) {
+				return
+			}
+			c.mu.Lock()
+			c.results[id] = res
+			c.mu.Unlock()
 			testvault.Reply(w, struct{}{})
 			select {
 			case c.resultC <- id:
@@ -288,4 +310,18 @@ func (c *coordinator) result(t *testing.T, id string) agentproto.Result {
 		return ok
 	})
 	return res
+}
+
+// lease hands tasks out at the next poll.
+func (c *coordinator) lease(tasks ...agentproto.Task) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tasks = append(c.tasks, tasks...)
+}
+
+// pollCount is how many polls have arrived.
+func (c *coordinator) pollCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.polls)
 }

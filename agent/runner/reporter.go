@@ -58,6 +58,7 @@ func (a *Runner) ClockSkew(ctx context.Context) (time.Duration, error) {
 // answer asking to cancel cancels the task.
 type reporter struct {
 	a       *Runner
+	run     *taskRun // cancelled when the vault asks, or gives the task up
 	id      string
 	attempt int // sent with every report: the vault refuses reports of a run it gave up on
 	log     *slog.Logger
@@ -70,8 +71,8 @@ type reporter struct {
 	stopped sync.Once
 }
 
-func newReporter(a *Runner, t agentproto.Task, log *slog.Logger) *reporter {
-	return &reporter{a: a, id: t.ID, attempt: t.Attempt, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+func newReporter(a *Runner, run *taskRun, log *slog.Logger) *reporter {
+	return &reporter{a: a, run: run, id: run.task.ID, attempt: run.task.Attempt, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 }
 
 // Log is the task's logger.
@@ -149,12 +150,12 @@ func (r *reporter) send(ctx context.Context) bool {
 	var ve *client.VaultError
 	switch {
 	case err == nil && resp.Cancel:
-		r.a.cancelTask(r.id)
+		r.a.cancelRun(r.run)
 	case errors.As(err, &ve) && (ve.Code == agentproto.CodeLeaseLost || ve.Status == 404):
 		r.mu.Lock()
 		r.lost = true
 		r.mu.Unlock()
-		r.a.cancelTask(r.id)
+		r.a.cancelRun(r.run)
 		return false
 	case err != nil && ctx.Err() == nil:
 		r.a.handleVaultError("progress report", err)

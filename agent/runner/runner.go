@@ -94,15 +94,16 @@ type Runner struct {
 
 	slots chan struct{} // one token per task allowed to run at once
 
-	mu         sync.Mutex
-	cert       *tls.Certificate
-	intervals  agentproto.Intervals
-	skew       time.Duration // vault clock minus ours, at the last heartbeat
-	skewKnown  bool          // a heartbeat has been answered since the start
-	running    map[string]context.CancelFunc
-	delivering map[string]bool // tasks whose result waits to be delivered
-	fatal      chan error
-	wg         sync.WaitGroup
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	intervals agentproto.Intervals
+	skew      time.Duration // vault clock minus ours, at the last heartbeat
+	skewKnown bool          // a heartbeat has been answered since the start
+	// runs are the tasks this agent holds, by id: one attempt each, from
+	// its lease until the vault has its result.
+	runs  map[string]*taskRun
+	fatal chan error
+	wg    sync.WaitGroup
 
 	// kinds are the tasks this agent can run, by kind.
 	kinds map[string]tasks.Func
@@ -122,7 +123,7 @@ func New(dir *state.Dir, drv driver.Driver, opts Options, log *slog.Logger) (*Ru
 	}
 	a := &Runner{id: id, dir: dir, driver: drv, log: log.With("host_id", id.HostID), opts: opts,
 		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks),
-		running: map[string]context.CancelFunc{}, delivering: map[string]bool{}, fatal: make(chan error, 1),
+		runs: map[string]*taskRun{}, fatal: make(chan error, 1),
 		kinds: map[string]tasks.Func{}}
 	a.info = Info(drv.Name())
 	if a.cert, err = dir.Certificate(); err != nil {
