@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,15 +33,20 @@ type coordinator struct {
 	t  *testing.T
 	ca *testvault.CA
 
-	mu         sync.Mutex
-	tasks      []agentproto.Task // handed out at the next poll
-	heartbeats []agentproto.HeartbeatRequest
-	polls      []agentproto.PollRequest
-	inventory  []agentproto.Inventory
-	progress   map[string][]agentproto.Progress
-	cancelAt   int                          // answer Cancel after this many progress reports of a task (0: never)
-	results    map[string]agentproto.Result // acknowledged, by task id
-	resultLog  []taskResult                 // every result posted, in order of arrival
+	mu    sync.Mutex
+	tasks []agentproto.Task // handed out at the next poll
+	// leaseByFree: a poll gets no more tasks than it has free slots, as
+	// the vault's; otherwise it gets all of them.
+	leaseByFree bool
+	pollHold    time.Duration // how long a poll with no task is held (200 ms if 0)
+	cutPolls    int           // held polls the agent cancelled
+	heartbeats  []agentproto.HeartbeatRequest
+	polls       []agentproto.PollRequest
+	inventory   []agentproto.Inventory
+	progress    map[string][]agentproto.Progress
+	cancelAt    int                          // answer Cancel after this many progress reports of a task (0: never)
+	results     map[string]agentproto.Result // acknowledged, by task id
+	resultLog   []taskResult                 // every result posted, in order of arrival
 	// resultHook, if set, sees each result before it is recorded (without
 	// c.mu held); it may block, and false leaves the result unrecorded and
 	// unanswered.
@@ -86,14 +92,25 @@ func (c *coordinator) handler() http.Handler {
 		in := testvault.Decode[agentproto.PollRequest](r)
 		c.mu.Lock()
 		c.polls = append(c.polls, in)
-		tasks := c.tasks
-		c.tasks = nil
+		n := len(c.tasks)
+		if c.leaseByFree {
+			n = min(n, in.Free)
+		}
+		tasks := slices.Clone(c.tasks[:n])
+		c.tasks = c.tasks[n:]
+		hold := c.pollHold
 		c.mu.Unlock()
+		if hold == 0 {
+			hold = 200 * time.Millisecond // the vault holds longer
+		}
 		if len(tasks) == 0 {
-			// The vault holds an empty poll; shorter here.
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(hold):
 			case <-r.Context().Done():
+				c.mu.Lock()
+				c.cutPolls++
+				c.mu.Unlock()
+				return
 			}
 		}
 		testvault.Reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: testIntervals})
@@ -218,11 +235,17 @@ var testOptions = Options{MaxTasks: 2, Intervals: testIntervals, InventoryEvery:
 // "gate" waits until release is closed.
 func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}) *Runner {
 	t.Helper()
+	return testAgentWith(t, dir, vmRoot, release, testOptions)
+}
+
+// testAgentWith is testAgent with other options.
+func testAgentWith(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}, opts Options) *Runner {
+	t.Helper()
 	if vmRoot == "" {
 		vmRoot = t.TempDir()
 	}
 	drv := &filedisk.Driver{Root: vmRoot}
-	a, err := New(dir, drv, testOptions, testLogger(t))
+	a, err := New(dir, drv, opts, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

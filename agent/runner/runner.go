@@ -93,6 +93,9 @@ type Runner struct {
 	pollVault *client.Client // long polls: no client timeout, each poll has its own deadline
 
 	slots chan struct{} // one token per task allowed to run at once
+	// freed holds a token when a task left its slot since the poll loop
+	// last looked (capacity 1: one wake-up stands for any number).
+	freed chan struct{}
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
@@ -122,7 +125,7 @@ func New(dir *state.Dir, drv driver.Driver, opts Options, log *slog.Logger) (*Ru
 		return nil, fmt.Errorf("read the pinned vault certificate: %w", err)
 	}
 	a := &Runner{id: id, dir: dir, driver: drv, log: log.With("host_id", id.HostID), opts: opts,
-		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks),
+		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks), freed: make(chan struct{}, 1),
 		runs: map[string]*taskRun{}, fatal: make(chan error, 1),
 		kinds: map[string]tasks.Func{}}
 	a.info = Info(drv.Name())

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/client"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
@@ -87,44 +85,6 @@ func (a *Runner) runningIDs() []string {
 		}
 	}
 	return ids
-}
-
-// pollLoop long-polls for tasks and cancellations.
-func (a *Runner) pollLoop(ctx context.Context) {
-	for failures := 0; ctx.Err() == nil; {
-		running := a.runningIDs()
-		req := agentproto.PollRequest{Agent: a.info, Running: running, Free: max(0, a.opts.MaxTasks-len(running))}
-		wait := time.Duration(a.getIntervals().PollWaitSeconds)*time.Second + pollMargin
-		pollCtx, cancel := context.WithTimeout(ctx, wait)
-		var resp agentproto.PollResponse
-		err := a.pollVault.Post(pollCtx, agentproto.PathPoll, req, &resp)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			a.handleVaultError("poll", err)
-			if !a.backoff(ctx, failures) {
-				return
-			}
-			failures++
-			continue
-		}
-		failures = 0
-		a.setIntervals(resp.Intervals)
-		for _, id := range resp.Cancel {
-			a.cancelTask(id)
-		}
-		for _, t := range resp.Tasks {
-			a.accept(ctx, t)
-		}
-		if len(resp.Tasks) == 0 && len(resp.Cancel) == 0 {
-			// Space out polls a little; the vault already held this one.
-			if !sleep(ctx, time.Duration(rand.Int64N(int64(500*time.Millisecond)))) {
-				return
-			}
-		}
-	}
 }
 
 // cancelTask ends the run of the task's current attempt; its result
@@ -252,11 +212,15 @@ func (a *Runner) runInSlot(r *taskRun, rep *reporter, log *slog.Logger) (result 
 }
 
 // ranOut marks the end of r's run: from now on it holds no slot and only
-// its result waits.
+// its result waits. A poll held by the vault learns of the free slot.
 func (a *Runner) ranOut(r *taskRun) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	freed := a.runs[r.task.ID] == r && !r.delivering // a superseded run's place is its successor's
 	r.delivering = true
+	a.mu.Unlock()
+	if freed {
+		a.slotFreed()
+	}
 }
 
 // deliverKept delivers a result already written to the state directory.
