@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,18 +33,34 @@ type coordinator struct {
 	t  *testing.T
 	ca *testvault.CA
 
-	mu         sync.Mutex
-	tasks      []agentproto.Task // handed out at the next poll
-	heartbeats []agentproto.HeartbeatRequest
-	polls      []agentproto.PollRequest
-	inventory  []agentproto.Inventory
-	progress   map[string][]agentproto.Progress
-	cancelAt   int // answer Cancel after this many progress reports of a task (0: never)
-	results    map[string]agentproto.Result
+	mu    sync.Mutex
+	tasks []agentproto.Task // handed out at the next poll
+	// leaseByFree: a poll gets no more tasks than it has free slots, as
+	// the vault's; otherwise it gets all of them.
+	leaseByFree bool
+	pollHold    time.Duration // how long a poll with no task is held (200 ms if 0)
+	cutPolls    int           // held polls the agent cancelled
+	heartbeats  []agentproto.HeartbeatRequest
+	polls       []agentproto.PollRequest
+	inventory   []agentproto.Inventory
+	progress    map[string][]agentproto.Progress
+	cancelAt    int                          // answer Cancel after this many progress reports of a task (0: never)
+	results     map[string]agentproto.Result // acknowledged, by task id
+	resultLog   []taskResult                 // every result posted, in order of arrival
+	// resultHook, if set, sees each result before it is recorded (without
+	// c.mu held); it may block, and false leaves the result unrecorded and
+	// unanswered.
+	resultHook func(r *http.Request, id string, res agentproto.Result) bool
 	renewed    []byte
 	clockSkew  time.Duration               // added to the vault's clock in heartbeat answers
 	refuse     func(w http.ResponseWriter) // if set, answers every call
 	resultC    chan string
+}
+
+// taskResult is a result as posted for task ID.
+type taskResult struct {
+	ID string
+	agentproto.Result
 }
 
 func newCoordinator(t *testing.T) *coordinator {
@@ -75,14 +92,25 @@ func (c *coordinator) handler() http.Handler {
 		in := testvault.Decode[agentproto.PollRequest](r)
 		c.mu.Lock()
 		c.polls = append(c.polls, in)
-		tasks := c.tasks
-		c.tasks = nil
+		n := len(c.tasks)
+		if c.leaseByFree {
+			n = min(n, in.Free)
+		}
+		tasks := slices.Clone(c.tasks[:n])
+		c.tasks = c.tasks[n:]
+		hold := c.pollHold
 		c.mu.Unlock()
+		if hold == 0 {
+			hold = 200 * time.Millisecond // the vault holds longer
+		}
 		if len(tasks) == 0 {
-			// The vault holds an empty poll; shorter here.
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(hold):
 			case <-r.Context().Done():
+				c.mu.Lock()
+				c.cutPolls++
+				c.mu.Unlock()
+				return
 			}
 		}
 		testvault.Reply(w, agentproto.PollResponse{Tasks: tasks, Cancel: []string{}, Intervals: testIntervals})
@@ -107,15 +135,26 @@ func (c *coordinator) handler() http.Handler {
 	})
 	mux.HandleFunc(agentproto.PathTaskPrefix, func(w http.ResponseWriter, r *http.Request) {
 		id, what, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, agentproto.PathTaskPrefix), "/")
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		switch what {
 		case "progress":
-			c.progress[id] = append(c.progress[id], testvault.Decode[agentproto.Progress](r))
+			p := testvault.Decode[agentproto.Progress](r)
+			c.mu.Lock()
+			c.progress[id] = append(c.progress[id], p)
 			cancel := c.cancelAt > 0 && len(c.progress[id]) >= c.cancelAt
+			c.mu.Unlock()
 			testvault.Reply(w, agentproto.ProgressResponse{Cancel: cancel, LeaseExpiresAt: time.Now().Add(time.Minute)})
 		case "result":
-			c.results[id] = testvault.Decode[agentproto.Result](r)
+			res := testvault.Decode[agentproto.Result](r)
+			c.mu.Lock()
+			c.resultLog = append(c.resultLog, taskResult{ID: id, Result: res})
+			hook := c.resultHook
+			c.mu.Unlock()
+			if hook != nil && !hook(r, id, res) {
+				return
+			}
+			c.mu.Lock()
+			c.results[id] = res
+			c.mu.Unlock()
 			testvault.Reply(w, struct{}{})
 			select {
 			case c.resultC <- id:
@@ -196,11 +235,17 @@ var testOptions = Options{MaxTasks: 2, Intervals: testIntervals, InventoryEvery:
 // "gate" waits until release is closed.
 func testAgent(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}) *Runner {
 	t.Helper()
+	return testAgentWith(t, dir, vmRoot, release, testOptions)
+}
+
+// testAgentWith is testAgent with other options.
+func testAgentWith(t *testing.T, dir *state.Dir, vmRoot string, release <-chan struct{}, opts Options) *Runner {
+	t.Helper()
 	if vmRoot == "" {
 		vmRoot = t.TempDir()
 	}
 	drv := &filedisk.Driver{Root: vmRoot}
-	a, err := New(dir, drv, testOptions, testLogger(t))
+	a, err := New(dir, drv, opts, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,4 +333,18 @@ func (c *coordinator) result(t *testing.T, id string) agentproto.Result {
 		return ok
 	})
 	return res
+}
+
+// lease hands tasks out at the next poll.
+func (c *coordinator) lease(tasks ...agentproto.Task) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tasks = append(c.tasks, tasks...)
+}
+
+// pollCount is how many polls have arrived.
+func (c *coordinator) pollCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.polls)
 }

@@ -58,7 +58,9 @@ func (a *Runner) ClockSkew(ctx context.Context) (time.Duration, error) {
 // answer asking to cancel cancels the task.
 type reporter struct {
 	a       *Runner
+	run     *taskRun // cancelled when the vault asks, or gives the task up
 	id      string
+	attempt int // sent with every report: the vault refuses reports of a run it gave up on
 	log     *slog.Logger
 	mu      sync.Mutex
 	cur     agentproto.Progress
@@ -69,8 +71,8 @@ type reporter struct {
 	stopped sync.Once
 }
 
-func newReporter(a *Runner, id string, log *slog.Logger) *reporter {
-	return &reporter{a: a, id: id, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+func newReporter(a *Runner, run *taskRun, log *slog.Logger) *reporter {
+	return &reporter{a: a, run: run, id: run.task.ID, attempt: run.task.Attempt, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
 }
 
 // Log is the task's logger.
@@ -142,17 +144,18 @@ func (r *reporter) send(ctx context.Context) bool {
 	r.mu.Lock()
 	p := r.cur
 	r.mu.Unlock()
+	p.Attempt = r.attempt
 	var resp agentproto.ProgressResponse
 	err := r.a.vault.Post(ctx, agentproto.TaskProgressPath(r.id), p, &resp)
 	var ve *client.VaultError
 	switch {
 	case err == nil && resp.Cancel:
-		r.a.cancelTask(r.id)
+		r.a.cancelRun(r.run)
 	case errors.As(err, &ve) && (ve.Code == agentproto.CodeLeaseLost || ve.Status == 404):
 		r.mu.Lock()
 		r.lost = true
 		r.mu.Unlock()
-		r.a.cancelTask(r.id)
+		r.a.cancelRun(r.run)
 		return false
 	case err != nil && ctx.Err() == nil:
 		r.a.handleVaultError("progress report", err)

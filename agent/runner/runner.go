@@ -93,16 +93,20 @@ type Runner struct {
 	pollVault *client.Client // long polls: no client timeout, each poll has its own deadline
 
 	slots chan struct{} // one token per task allowed to run at once
+	// freed holds a token when a task left its slot since the poll loop
+	// last looked (capacity 1: one wake-up stands for any number).
+	freed chan struct{}
 
-	mu         sync.Mutex
-	cert       *tls.Certificate
-	intervals  agentproto.Intervals
-	skew       time.Duration // vault clock minus ours, at the last heartbeat
-	skewKnown  bool          // a heartbeat has been answered since the start
-	running    map[string]context.CancelFunc
-	delivering map[string]bool // tasks whose result waits to be delivered
-	fatal      chan error
-	wg         sync.WaitGroup
+	mu        sync.Mutex
+	cert      *tls.Certificate
+	intervals agentproto.Intervals
+	skew      time.Duration // vault clock minus ours, at the last heartbeat
+	skewKnown bool          // a heartbeat has been answered since the start
+	// runs are the tasks this agent holds, by id: one attempt each, from
+	// its lease until the vault has its result.
+	runs  map[string]*taskRun
+	fatal chan error
+	wg    sync.WaitGroup
 
 	// kinds are the tasks this agent can run, by kind.
 	kinds map[string]tasks.Func
@@ -121,8 +125,8 @@ func New(dir *state.Dir, drv driver.Driver, opts Options, log *slog.Logger) (*Ru
 		return nil, fmt.Errorf("read the pinned vault certificate: %w", err)
 	}
 	a := &Runner{id: id, dir: dir, driver: drv, log: log.With("host_id", id.HostID), opts: opts,
-		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks),
-		running: map[string]context.CancelFunc{}, delivering: map[string]bool{}, fatal: make(chan error, 1),
+		intervals: opts.Intervals, slots: make(chan struct{}, opts.MaxTasks), freed: make(chan struct{}, 1),
+		runs: map[string]*taskRun{}, fatal: make(chan error, 1),
 		kinds: map[string]tasks.Func{}}
 	a.info = Info(drv.Name())
 	if a.cert, err = dir.Certificate(); err != nil {

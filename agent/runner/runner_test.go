@@ -30,6 +30,9 @@ func TestAgentHeartbeatsPollsRunsAPrerequisitesCheckAndReportsIt(t *testing.T) {
 	if res.Error != nil {
 		t.Fatalf("task error: %+v", res.Error)
 	}
+	if res.Attempt != 1 {
+		t.Errorf("the result says attempt %d, want the lease's 1", res.Attempt)
+	}
 	var pre agentproto.PrerequisitesResult
 	if err := json.Unmarshal(res.Result, &pre); err != nil {
 		t.Fatalf("result %s: %v", res.Result, err)
@@ -59,6 +62,11 @@ func TestAgentHeartbeatsPollsRunsAPrerequisitesCheckAndReportsIt(t *testing.T) {
 	}
 	if len(c.progress["task_pre"]) == 0 {
 		t.Fatal("no progress reported")
+	}
+	for _, p := range c.progress["task_pre"] {
+		if p.Attempt != 1 {
+			t.Errorf("progress %+v does not say attempt 1", p)
+		}
 	}
 	if len(c.inventory) == 0 || len(c.inventory[0].VMs) != 1 || c.inventory[0].VMs[0].Disks[0].SizeBytes != 8192 {
 		t.Fatalf("inventory: %+v", c.inventory)

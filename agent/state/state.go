@@ -19,8 +19,9 @@ import (
 
 // Dir is an agent's state directory.
 type Dir struct {
-	Path string
-	mu   sync.Mutex
+	Path    string
+	mu      sync.Mutex // the certificate files
+	tasksMu sync.Mutex // task records: compare attempts and write as one step
 }
 
 // Identity is who the agent is to its vault.
@@ -185,7 +186,15 @@ func (d *Dir) taskPath(id string) (string, error) {
 	return filepath.Join(d.Path, tasksDir, id+".json"), nil
 }
 
+// ErrSuperseded is SaveTask's answer to a record of an attempt older than
+// the one stored: the vault leased the task again and the later attempt
+// owns the record now.
+var ErrSuperseded = errors.New("a later attempt of the task replaced this one")
+
 // SaveTask writes a task record (before the task runs, and when it ends).
+// A record of a later attempt replaces the stored one; a record of an
+// earlier attempt is refused with ErrSuperseded, so a run that ends after
+// it was superseded cannot overwrite its successor.
 func (d *Dir) SaveTask(r TaskRecord) error {
 	p, err := d.taskPath(r.Task.ID)
 	if err != nil {
@@ -195,19 +204,41 @@ func (d *Dir) SaveTask(r TaskRecord) error {
 	if err != nil {
 		return err
 	}
+	d.tasksMu.Lock()
+	defer d.tasksMu.Unlock()
+	if stored, ok := readTask(p); ok && stored.Task.Attempt > r.Task.Attempt {
+		return fmt.Errorf("save attempt %d of task %s: %w (attempt %d)", r.Task.Attempt, r.Task.ID, ErrSuperseded, stored.Task.Attempt)
+	}
 	return WriteAtomic(p, b, 0o600)
 }
 
-// ForgetTask removes a task whose result the vault has acknowledged.
-func (d *Dir) ForgetTask(id string) error {
+// ForgetTask removes the record of a task's attempt once the vault has its
+// result or no longer wants it. A record of a later attempt stays: it is
+// not the caller's to forget.
+func (d *Dir) ForgetTask(id string, attempt int) error {
 	p, err := d.taskPath(id)
 	if err != nil {
 		return err
+	}
+	d.tasksMu.Lock()
+	defer d.tasksMu.Unlock()
+	if stored, ok := readTask(p); ok && stored.Task.Attempt > attempt {
+		return nil
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
+}
+
+// readTask reads the record at p; ok is false when there is none or it
+// cannot be read, which a new record may then replace.
+func readTask(p string) (r TaskRecord, ok bool) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return r, false
+	}
+	return r, json.Unmarshal(b, &r) == nil
 }
 
 // Tasks lists stored task records, oldest id first.

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -133,10 +134,44 @@ func TestTasksAreKeptUntilForgotten(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.Path, "tasks", "task_b.json")); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.ForgetTask("task_b"); err != nil {
+	if err := d.ForgetTask("task_b", 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := d.Tasks(); len(got) != 0 {
 		t.Fatalf("forgotten task still listed: %+v", got)
+	}
+}
+
+func TestALaterAttemptReplacesTheRecordAndAnEarlierOneCannotTouchIt(t *testing.T) {
+	d, _ := registered(t)
+	attempt := func(n int, st string) TaskRecord {
+		return TaskRecord{Task: agentproto.Task{ID: "task_r", Kind: "replicate", Attempt: n}, State: st}
+	}
+	if err := d.SaveTask(attempt(1, TaskRunning)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SaveTask(attempt(2, TaskRunning)); err != nil {
+		t.Fatalf("a later attempt was not saved: %v", err)
+	}
+	// Attempt 1 ends after it was superseded: it may neither overwrite nor
+	// remove attempt 2's record.
+	if err := d.SaveTask(attempt(1, TaskDone)); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("saving the earlier attempt: %v, want ErrSuperseded", err)
+	}
+	if err := d.ForgetTask("task_r", 1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Tasks()
+	if err != nil || len(got) != 1 || got[0].Task.Attempt != 2 || got[0].State != TaskRunning {
+		t.Fatalf("tasks %+v, %v; want attempt 2 running", got, err)
+	}
+	if err := d.SaveTask(attempt(2, TaskDone)); err != nil {
+		t.Fatalf("the same attempt could not record its end: %v", err)
+	}
+	if err := d.ForgetTask("task_r", 2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := d.Tasks(); len(got) != 0 {
+		t.Fatalf("attempt 2 forgotten but still listed: %+v", got)
 	}
 }
