@@ -197,7 +197,9 @@ func (h *Handlers) AgentPoll(c echo.Context) error {
 		case <-deadline.C:
 			return c.JSON(http.StatusOK, h.pollResponse(nil, nil))
 		case <-ctx.Done():
-			return ctx.Err()
+			// The agent gave up the poll (a slot freed and it asks again
+			// with it): nothing to answer and nothing went wrong.
+			return nil
 		}
 	}
 }

@@ -100,7 +100,7 @@ func (ts *Tasks) open(ctx context.Context, t agentproto.Task, p agentproto.Repli
 		return r, nil
 	case "azure_blob":
 		r, err := blobtarget.Open(ctx, key, &vaultCredentials{vault: ts.d.Vault, taskID: t.ID},
-			blobtarget.Options{Concurrency: ts.d.StorageConcurrency})
+			blobtarget.Options{Concurrency: ts.d.StorageConcurrency, CacheDir: filepath.Join(ts.d.State.Path, "hashcache")})
 		if err != nil {
 			return nil, replicate.TargetError(err)
 		}
