@@ -129,7 +129,7 @@ func recordCycleFailure(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) erro
 		first = *p.FirstFailureAt
 	}
 	failures := p.Failures + 1
-	health, reason := HealthWarning, fmt.Sprintf("replication failed %d time(s): %s", failures, o.Message)
+	health, reason := HealthWarning, fmt.Sprintf("replication failed %d time(s) (%s): %s", failures, o.ErrorCode, o.Message)
 	updates := map[string]any{"failures": failures, "first_failure_at": first, "last_cycle_at": now,
 		"last_error_code": o.ErrorCode, "last_error_message": truncate(o.Message, 2000)}
 	if o.Recoverable {
@@ -137,7 +137,7 @@ func recordCycleFailure(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) erro
 		updates["next_retry_at"] = next
 		reason += fmt.Sprintf("; the next attempt is at %s", next.UTC().Format(time.RFC3339))
 	} else {
-		health, reason = HealthCritical, "replication stopped: "+o.Message+"; fix the cause, then disable and enable protection again"
+		health, reason = HealthCritical, "replication stopped ("+o.ErrorCode+"): "+o.Message+"; fix the cause, then disable and enable protection again"
 		updates["next_retry_at"] = nil
 	}
 	if err := setHealth(tx, p.ID, health, []string{reason}, updates); err != nil {
