@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -326,4 +327,126 @@ func resyncTask(t *testing.T, v *liveVault, jobID string) models.Task {
 		t.Fatalf("tasks of job %s: %+v %v", jobID, tasks, err)
 	}
 	return tasks[0]
+}
+
+// liveProtectedVM registers a real agent with v, gives it one VM with a
+// disk of size bytes, and protects it to a directory target; it returns
+// the VM's id, its disk's path and the target directory.
+func liveProtectedVM(t *testing.T, v *liveVault, size int, targetDir string) (vmID, disk string, agent *proc) {
+	t.Helper()
+	_, agentBin := binaries(t)
+	siteID, token := newAgentSite(t, v.testVault)
+	keyFile := filepath.Join(t.TempDir(), "key.json")
+	b, _ := json.Marshal(v.registrationKey(token, siteID))
+	os.WriteFile(keyFile, b, 0o600)
+	stateDir := t.TempDir()
+	if out, err := exec.Command(agentBin, "register", "--key-file", keyFile, "--state-dir", stateDir, "--name", "hv-live").CombinedOutput(); err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	vmRoot := t.TempDir()
+	disk = filepath.Join(vmRoot, "app", "disk0.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755)
+	source := make([]byte, size)
+	rand.Read(source[:size/2])
+	replaceFile(t, disk, source)
+	os.WriteFile(filepath.Join(vmRoot, "app", "running"), nil, 0o644)
+	agent = startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var vms struct{ Items []struct{ ID string } }
+	eventually(t, "the VM is listed", func() bool {
+		v.api(http.MethodGet, "/api/v1/vms", token, nil, &vms)
+		return len(vms.Items) == 1
+	}, agent)
+	vmID = vms.Items[0].ID
+	var policy, target struct{ ID string }
+	v.api(http.MethodPost, "/api/v1/policies", token, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`, &policy)
+	v.api(http.MethodPost, "/api/v1/targets", token, map[string]string{"name": "nas", "kind": "directory", "path": targetDir}, &target)
+	if status := v.api(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", token, map[string]string{"policy_id": policy.ID, "target_id": target.ID}, nil); status != http.StatusAccepted {
+		t.Fatalf("enable protection: %d", status)
+	}
+	eventually(t, "protected", func() bool {
+		p, err := v.Store.GetProtection(context.Background(), vmID)
+		return err == nil && p.State == models.StateProtected
+	}, agent)
+	return vmID, disk, agent
+}
+
+// Verify pressed again and again while cycles run and the VM writes: it
+// never reads a replica a cycle is writing, so it finds no mismatch, and
+// the VM never turns Critical or needs a resync.
+func TestVerifyPressedWhileCyclesRunAndTheVMWritesFindsNoFalseMismatch(t *testing.T) {
+	t.Parallel()
+	v := newLiveVault(t)
+	ctx := context.Background()
+	vmID, disk, agent := liveProtectedVM(t, v, 16<<20, t.TempDir())
+	// The VM writes 4 KiB blocks at random, all along.
+	stop := make(chan struct{})
+	var wrote sync.WaitGroup
+	wrote.Add(1)
+	go func() {
+		defer wrote.Done()
+		f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		blk := make([]byte, 4096)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			rand.Read(blk)
+			f.WriteAt(blk, int64(n*7919%4096)*4096)
+		}
+	}()
+	defer func() { close(stop); wrote.Wait() }()
+
+	alice := models.Actor{Username: "alice", UserID: "user_alice"}
+	var jobs []string
+	cycles := 0
+	deadline := time.Now().Add(40 * time.Second)
+	for time.Now().Before(deadline) || len(jobs) < 5 || cycles < 5 {
+		if time.Now().After(deadline.Add(60 * time.Second)) {
+			t.Fatalf("only %d verifies and %d cycles in 100 s", len(jobs), cycles)
+		}
+		v.advance(31 * time.Second) // a cycle is due every pass
+		if q, err := v.Store.ScheduleReplications(ctx); err != nil {
+			t.Fatal(err)
+		} else {
+			cycles += len(q)
+		}
+		points, _, _ := v.Store.ListRecoveryPoints(ctx, vmID, models.Page{Limit: 100})
+		if len(points) > 0 {
+			pick := points[len(jobs)%len(points)] // the newest, then older ones
+			job, err := v.Store.StartVerify(ctx, alice, vmID, pick.ID)
+			var conflict *models.ConflictError
+			switch {
+			case err == nil:
+				jobs = append(jobs, job.ID)
+			case errors.As(err, &conflict) && conflict.Code == "replication_busy":
+				// one verify is waiting or running already
+			default:
+				t.Fatal(err)
+			}
+		}
+		p, _ := v.Store.GetProtection(ctx, vmID)
+		if p.Health == models.HealthCritical || p.State != models.StateProtected {
+			t.Fatalf("the VM turned %s %s: %s", p.State, p.Health, p.HealthReasons)
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+	for _, id := range jobs {
+		eventually(t, "verify job "+id+" ends", func() bool {
+			job, _ := v.Store.GetJob(ctx, id)
+			return job.State == models.JobSucceeded || job.State == models.JobFailed
+		}, agent)
+		if job, _ := v.Store.GetJob(ctx, id); job.State != models.JobSucceeded {
+			t.Fatalf("verify %s: %s %s %s", id, job.State, job.ErrorCode, job.ErrorMessage)
+		}
+	}
+	if p, _ := v.Store.GetProtection(ctx, vmID); p.State != models.StateProtected || p.Health == models.HealthCritical {
+		t.Fatalf("after %d verifies beside %d cycles: %s %s %s", len(jobs), cycles, p.State, p.Health, p.HealthReasons)
+	}
+	t.Logf("%d verifies beside %d cycles, none found a mismatch", len(jobs), cycles)
 }
