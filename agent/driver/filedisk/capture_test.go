@@ -2,13 +2,10 @@ package filedisk
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,96 +130,16 @@ func TestAFreshlyWrittenDiskIsNotTrustedAsUnchanged(t *testing.T) {
 	}
 }
 
-// writer writes generation g into block g mod blocksN of a disk, one whole
-// 4 KiB write at a time, until stopped: any one instant of the disk holds
-// the last blocksN generations, each in its own block.
-type writer struct {
-	stop    chan struct{}
-	done    sync.WaitGroup
-	written atomic.Int64
-}
-
-const blocksN = 256
-
-func startWriter(t *testing.T, path string) *writer {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &writer{stop: make(chan struct{})}
-	w.done.Add(1)
-	go func() {
-		defer w.done.Done()
-		defer f.Close()
-		blk := make([]byte, 4096)
-		for g := int64(1); ; g++ {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			for i := 0; i < len(blk); i += 8 {
-				binary.LittleEndian.PutUint64(blk[i:], uint64(g))
-			}
-			if _, err := f.WriteAt(blk, (g%blocksN)*4096); err != nil {
-				return
-			}
-			w.written.Store(g)
-		}
-	}()
-	return w
-}
-
-func (w *writer) halt() { close(w.stop); w.done.Wait() }
-
-// await waits until the writer wrote n blocks.
-func (w *writer) await(n int64) {
-	for w.written.Load() < n {
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// oneInstant says whether a disk image written by a writer is one instant
-// of it: generations last-blocksN+1 … last, each in its block (and 0,
-// never written, in the blocks not reached yet).
-func oneInstant(img []byte) (bool, int64) {
-	var last int64
-	gens := make([]int64, blocksN)
-	for b := 0; b < blocksN; b++ {
-		blk := img[b*4096 : (b+1)*4096]
-		g := int64(binary.LittleEndian.Uint64(blk))
-		for i := 0; i < len(blk); i += 8 {
-			if int64(binary.LittleEndian.Uint64(blk[i:])) != g {
-				return false, 0 // a torn block
-			}
-		}
-		gens[b] = g
-		last = max(last, g)
-	}
-	for b := 0; b < blocksN; b++ {
-		// The newest generation ≤ last that lands in block b (0: none yet).
-		want := last - ((last-int64(b))%blocksN+blocksN)%blocksN
-		if want < 1 {
-			want = 0
-		}
-		if gens[b] != want {
-			return false, last
-		}
-	}
-	return true, last
-}
-
 func TestAReflinkCaptureOfAVMThatKeepsWritingIsOneInstantAndCrashConsistent(t *testing.T) {
 	t.Parallel()
 	root := xfstest.Mount(t, 300)
 	d := &Driver{Root: root}
-	disks := newVM(t, root, "db", blocksN*4096, "data")
-	os.WriteFile(disks[0].Path, make([]byte, blocksN*4096), 0o644)
+	disks := newVM(t, root, "db", xfstest.BlocksN*4096, "data")
+	os.WriteFile(disks[0].Path, make([]byte, xfstest.BlocksN*4096), 0o644)
 	os.WriteFile(filepath.Join(root, "db", runningMarker), nil, 0o644)
-	w := startWriter(t, disks[0].Path)
-	defer w.halt()
-	w.await(3 * blocksN)
+	w := xfstest.StartWriter(t, disks[0].Path)
+	defer w.Halt()
+	w.Await(3 * xfstest.BlocksN)
 	for i := 0; i < 5; i++ {
 		c, err := d.Capture(t.Context(), driver.CaptureRequest{VMID: "db", Disks: disks})
 		if err != nil {
@@ -233,14 +150,14 @@ func TestAReflinkCaptureOfAVMThatKeepsWritingIsOneInstantAndCrashConsistent(t *t
 		if err := c.Release(true); err != nil {
 			t.Fatal(err)
 		}
-		ok, last := oneInstant(imgs[0])
+		ok, last := xfstest.OneInstant(imgs[0])
 		if !ok {
 			t.Fatalf("capture %d is not one instant of the disk (newest generation %d)", i, last)
 		}
 		if res.Consistency != replica.ConsistencyCrash || res.Method != driver.MethodReflink {
 			t.Fatalf("capture %d: %+v", i, res)
 		}
-		if w.written.Load() <= last {
+		if w.Written.Load() <= last {
 			t.Fatal("the writer did not go on writing during the read; the test proves nothing")
 		}
 	}
@@ -264,28 +181,28 @@ func TestAReflinkCaptureOfTwoDisksIsOneInstantOnlyWhenTheSecondDidNotChange(t *t
 	t.Parallel()
 	root := xfstest.Mount(t, 300)
 	d := &Driver{Root: root}
-	disks := newVM(t, root, "app", blocksN*4096, "os", "logs")
+	disks := newVM(t, root, "app", xfstest.BlocksN*4096, "os", "logs")
 	os.WriteFile(filepath.Join(root, "app", runningMarker), nil, 0o644)
 	quiet()
 	// Writes to the first disk only: the clone of the second, taken a
 	// moment after the first's, is of the same instant.
-	w := startWriter(t, disks[0].Path)
-	w.await(100)
+	w := xfstest.StartWriter(t, disks[0].Path)
+	w.Await(100)
 	c, err := d.Capture(t.Context(), driver.CaptureRequest{VMID: "app", Disks: disks})
 	if err != nil {
 		t.Fatal(err)
 	}
 	res, _ := readAll(t, c)
 	c.Release(true)
-	w.halt()
+	w.Halt()
 	if res.Consistency != replica.ConsistencyCrash {
 		t.Fatalf("writes to the first disk only: %+v", res)
 	}
 	// Writes to the second disk: never sure, so inconsistent, with the
 	// span of the clones.
-	w = startWriter(t, disks[1].Path)
-	defer w.halt()
-	w.await(100)
+	w = xfstest.StartWriter(t, disks[1].Path)
+	defer w.Halt()
+	w.Await(100)
 	c, err = d.Capture(t.Context(), driver.CaptureRequest{VMID: "app", Disks: disks})
 	if err != nil {
 		t.Fatal(err)
