@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/models/storetest"
 )
 
 // replicating is a VM whose protection job ran to the end: Protected, with
@@ -256,5 +257,75 @@ func TestEveryWriteOfAProtectionStatePassesTheTransitionTable(t *testing.T) {
 			t.Fatalf("an allowed transition: %v", err)
 		}
 		wantProtection(t, h, vm.ID, models.StateResyncRequired, models.HealthNormal)
+	})
+}
+
+func TestAHostWhoseVMsAreProtectedCannotBeRemoved(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		err := h.s.RevokeHost(t.Context(), alice, host.ID)
+		wantConflict(t, err, "host_has_protected_vms")
+		if !strings.Contains(err.Error(), vm.Name) {
+			t.Fatalf("the refusal does not name the VM: %v", err)
+		}
+		if _, err := h.s.DisableProtection(t.Context(), alice, vm.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.s.RevokeHost(t.Context(), alice, host.ID); err != nil {
+			t.Fatalf("remove the host once its VMs are unprotected: %v", err)
+		}
+	})
+}
+
+func TestATaskKindTheAgentDoesNotListIsNotSentAndSaysToUpgrade(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, job := protectedVM(t, h)
+		// An agent that speaks of its features, without replica keys.
+		if err := h.s.Heartbeat(t.Context(), host.ID, "0.0.9", 2, "filedisk", []string{agentproto.TaskProtectionCheck, agentproto.TaskReplicate}); err != nil {
+			t.Fatal(err)
+		}
+		if got := leaseAll(t, h, host.ID); len(got) != 0 {
+			t.Fatalf("sent to an agent that lacks a feature: %+v", got)
+		}
+		got, _ := h.s.GetJob(t.Context(), job.ID)
+		if got.State != models.JobFailed || got.ErrorCode != agentproto.CodeAgentUpgradeRequired || !strings.Contains(got.ErrorMessage, agentproto.FeatureReplicaKeys) {
+			t.Fatalf("job %s %s %q", got.State, got.ErrorCode, got.ErrorMessage)
+		}
+		p := wantProtection(t, h, vm.ID, models.StateEnablingProtection, models.HealthCritical)
+		if !strings.Contains(p.HealthReasons, "upgrade") {
+			t.Fatalf("reasons %s", p.HealthReasons)
+		}
+	})
+}
+
+func TestReplicasOfAnEarlierVersionGetTheVMIdAndSharedOnesAreRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		site := mustSite(t, h, "s")
+		hostA := mustHost(t, h, site.ID, "hv-a", models.HostConnected)
+		hostB := mustHost(t, h, site.ID, "hv-b", models.HostConnected)
+		hostC := mustHost(t, h, site.ID, "hv-c", models.HostConnected)
+		a := mustVMs(t, h, hostA.ID, "app")["app"]
+		b := mustVMs(t, h, hostB.ID, "app")["app"] // the same host-local name
+		c := mustVMs(t, h, hostC.ID, "db")["db"]
+		policy, target := mustPolicy(t, h, "p"), mustDirectoryTarget(t, h, "nas")
+		for _, vm := range []models.VMSummary{a, b, c} {
+			insertProtection(t, h, vm.ID, policy.ID, target.ID, models.HealthNormal)
+		}
+		// As the earlier version left them: no key.
+		if err := h.rawDB(t).Exec("UPDATE protections SET replica_key = '', legacy_replica_key = ''").Error; err != nil {
+			t.Fatal(err)
+		}
+		storetest.Open(t, h.dsn, h.clock) // the vault starts again, and migrates
+		for _, vm := range []models.VMSummary{a, b} {
+			p := wantProtection(t, h, vm.ID, models.StateProtected, models.HealthCritical)
+			if p.ReplicaKey != vm.ID || p.LegacyReplicaKey != "" || !strings.Contains(p.HealthReasons, "hv-a") || !strings.Contains(p.HealthReasons, "hv-b") {
+				t.Fatalf("a shared directory: key %q legacy %q, %s", p.ReplicaKey, p.LegacyReplicaKey, p.HealthReasons)
+			}
+		}
+		// The unshared one keeps going; its agent moves the directory.
+		p := wantProtection(t, h, c.ID, models.StateProtected, models.HealthNormal)
+		if p.ReplicaKey != c.ID || p.LegacyReplicaKey != "db" {
+			t.Fatalf("the unshared VM: key %q legacy %q", p.ReplicaKey, p.LegacyReplicaKey)
+		}
 	})
 }
