@@ -48,7 +48,9 @@ func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
 		if kind == agentproto.TaskReplicate {
 			var pl agentproto.ReplicationPayload
 			json.Unmarshal([]byte(tasks[0].Payload), &pl)
-			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: tv.Clock.T, Consistency: "crash", SizeBytes: 6 << 30, BytesSent: 3 << 20, TransferSeconds: 2})
+			started := tv.Clock.T.Add(-3 * time.Second)
+			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: tv.Clock.T, ReadStartedAt: &started, Consistency: "inconsistent",
+				Capture: "live", CaptureNote: "the disks were read while the VM wrote to them", SizeBytes: 6 << 30, BytesSent: 3 << 20, TransferSeconds: 2})
 			result = string(b)
 		}
 		if err := tv.Store.CompleteTask(ctx, s.host, tasks[0].ID, models.TaskOutcome{Result: result}); err != nil {
@@ -61,6 +63,13 @@ func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
 		testid(doc, "last-cycle").Text() != "3.0 MiB in 2.0 s (1.5 MiB/s)" {
 		html, _ := doc.Find("main").Html()
 		t.Fatalf("protected VM page:\n%s", html)
+	}
+	// The point says how it was captured, and the disk that it is replicated.
+	if testid(doc, "point-consistency").Text() != "inconsistent" || testid(doc, "point-capture").Text() != "(live)" ||
+		!strings.Contains(testid(doc, "point-note").Text(), "while the VM wrote") || testid(doc, "point-read-started").Length() != 1 ||
+		!strings.HasPrefix(testid(doc, "disk-replication").First().Text(), "replicated since") {
+		html, _ := doc.Find("main").Html()
+		t.Fatalf("the point's capture or the disk's replication is not shown:\n%s", html)
 	}
 	resp, _ = p.post("/vms/"+s.unprotectedVM+"/protection/delete", nil)
 	if resp.StatusCode != http.StatusOK {
