@@ -57,20 +57,14 @@ func benchSparseAzure(dir string, size int64) error {
 	if err != nil {
 		return err
 	}
-	// Made here, straight to Azurite: creating the disk is not a cycle.
-	store, err := blobtarget.Open(ctx, "vm", &azuritetest.KeyCredentials{AccountURL: az.AccountURL(), Container: "lifeboat-sparse", Key: azuritetest.Key},
-		blobtarget.Options{Concurrency: concurrency})
-	if err != nil {
-		return err
-	}
-	if err := store.CreateDisk("d0", size); err != nil {
-		return err
-	}
 	// The cache, when the store has one, lasts from cycle to cycle as an
 	// agent's state directory does.
 	spec := childSpec{Kind: "azure", Source: src, AccountURL: proxy.AccountURL(az.AccountURL()), Container: "lifeboat-sparse",
 		CacheDir: filepath.Join(dir, "sparse-azure-cache")}
 	defer os.RemoveAll(spec.CacheDir)
+	if err := createInChild(spec, size); err != nil {
+		return err
+	}
 	cache := "no hash cache in blobtarget.Options yet: each cycle reads the whole hash blob"
 	if setCacheDir(&blobtarget.Options{}, "probe") {
 		cache = "hash cache in " + spec.CacheDir + ", kept between cycles"
