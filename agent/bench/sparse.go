@@ -227,8 +227,11 @@ func sparseChild() error {
 }
 
 // peakRSS is this process's resident high-water mark (VmHWM), in bytes.
-func peakRSS() (int64, error) {
-	status, err := os.ReadFile("/proc/self/status")
+func peakRSS() (int64, error) { return peakRSSOf("self") }
+
+// peakRSSOf is the VmHWM of a running process ("self" or a pid).
+func peakRSSOf(pid string) (int64, error) {
+	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0, err
 	}
@@ -238,7 +241,7 @@ func peakRSS() (int64, error) {
 			return kib << 10, err
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
+	return 0, fmt.Errorf("no VmHWM in /proc/%s/status", pid)
 }
 
 // makeSparseDisk makes a sparse file of size bytes with a fraction of it
