@@ -4,7 +4,10 @@
 //
 //	BENCH_SIZE  disk size in MiB (default 4096; the resync disk is half of it)
 //	BENCH_DIR   where to put the files (default the system temp dir)
-//	BENCH_ONLY  azure or resync: run that part alone (for comparing builds)
+//	BENCH_ONLY  azure, resync, sparse or rpo: run that part alone (for
+//	            comparing builds)
+//
+// The sparse and rpo parts have their own sizes (see sparse.go, rpo.go).
 package main
 
 import (
@@ -25,6 +28,15 @@ import (
 )
 
 func main() {
+	// A child process of the sparse part runs one delta cycle, so that its
+	// peak memory is the cycle's alone.
+	if os.Getenv(sparseChildEnv) != "" {
+		if err := sparseChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -48,6 +60,13 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The sparse and rpo parts make their own disks.
+	switch os.Getenv("BENCH_ONLY") {
+	case "sparse":
+		return benchSparse(dir)
+	case "rpo":
+		return benchRPO(dir)
+	}
 	src := filepath.Join(dir, "source.img")
 	fmt.Printf("Making a %d MiB disk with 50 %% data in %s ...\n", sizeMiB, dir)
 	if err := makeDisk(src, size); err != nil {
@@ -61,7 +80,7 @@ func run() error {
 	case "resync":
 		return benchResync(dir, size/2)
 	default:
-		return fmt.Errorf("BENCH_ONLY %q: give azure or resync", os.Getenv("BENCH_ONLY"))
+		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse or rpo", os.Getenv("BENCH_ONLY"))
 	}
 	dropped := dropCaches()
 	fmt.Printf("Page cache dropped before each measurement: %v\n\n", dropped)
@@ -168,7 +187,15 @@ func run() error {
 	skipped := again.Skipped
 	fmt.Printf("%-44s %10.4f %14s %16s %8s  %s\n", "unchanged disk file", time.Since(start).Seconds(),
 		map[bool]string{true: "not read", false: "READ"}[skipped], "0", "", "not read at all")
-	return benchResync(dir, size/2)
+	if err := benchResync(dir, size/2); err != nil {
+		return err
+	}
+	// The big disks of the last two parts need the room the others took.
+	os.Remove(src)
+	if err := benchSparse(dir); err != nil {
+		return err
+	}
+	return benchRPO(dir)
 }
 
 func row(name string, d time.Duration, size int64, ratio float64, goal string) {
