@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync/atomic"
 
@@ -65,10 +64,7 @@ func benchSparseAzure(dir string, size int64) error {
 	if err := createInChild(spec, size); err != nil {
 		return err
 	}
-	cache := "no hash cache in blobtarget.Options yet: each cycle reads the whole hash blob"
-	if setCacheDir(&blobtarget.Options{}, "probe") {
-		cache = "hash cache in " + spec.CacheDir + ", kept between cycles"
-	}
+	cache := "hash cache in " + spec.CacheDir + ", kept between cycles"
 
 	fmt.Println()
 	fmt.Printf("Sparse disk, Azure Blob (Azurite): %d GiB, %.0f %% data in random 1 MiB extents (%d MiB), then %.0f %% churn; %s\n",
@@ -109,25 +105,9 @@ func benchSparseAzure(dir string, size int64) error {
 
 // openAzureChild opens the child's store through the proxy.
 func openAzureChild(ctx context.Context, spec childSpec) (*blobtarget.Replica, error) {
-	opts := blobtarget.Options{Concurrency: concurrency}
-	setCacheDir(&opts, spec.CacheDir)
+	opts := blobtarget.Options{Concurrency: concurrency, CacheDir: spec.CacheDir}
 	creds := &azuritetest.KeyCredentials{AccountURL: spec.AccountURL, Container: spec.Container, Key: azuritetest.Key}
 	return blobtarget.Open(ctx, "vm", creds, opts)
-}
-
-// setCacheDir sets opts.CacheDir when the store has a local hash cache,
-// and says whether it has. Another change adds that field in parallel;
-// reflection lets this bench build, and measure, on either side of it.
-//
-// TODO: once blobtarget.Options.CacheDir is merged, set it as a plain
-// field in openAzureChild and delete this.
-func setCacheDir(opts *blobtarget.Options, dir string) bool {
-	f := reflect.ValueOf(opts).Elem().FieldByName("CacheDir")
-	if !f.IsValid() || f.Kind() != reflect.String {
-		return false
-	}
-	f.SetString(dir)
-	return true
 }
 
 // countingProxy forwards loopback TCP connections to Azurite and counts
