@@ -3,6 +3,7 @@ package models
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -88,12 +89,25 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 		if err != nil {
 			return err
 		}
+		states, err := protectionStates(tx, candidates)
+		if err != nil {
+			return err
+		}
 		for i := range candidates {
 			t := &candidates[i]
 			if len(tasks) == max {
 				break
 			}
 			if t.ProtectionID != "" && busy[t.ProtectionID] {
+				continue
+			}
+			if t.Kind == agentproto.TaskReplicate && t.JobID == "" && states[t.ProtectionID] != StateProtected {
+				// Queued before its VM came to need a resync (a verify beside
+				// it found the replica changed): a cycle now would hide that.
+				if err := finishTask(tx, now, t, TaskCancelled, "", agentproto.CodeCancelled,
+					"not run: the VM is "+states[t.ProtectionID]+" now", ""); err != nil {
+					return err
+				}
 				continue
 			}
 			if missing := missingFeature(host, t.Kind); missing != "" {
@@ -108,7 +122,17 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 				busy[t.ProtectionID] = true
 			}
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
-			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": t.State, "lease_expires_at": until, "attempts": t.Attempts}).Error; err != nil {
+			updates := map[string]any{"state": t.State, "lease_expires_at": until, "attempts": t.Attempts}
+			if t.Failures > 0 {
+				// A retry reads the disks the VM has now, not those it had
+				// when it first failed.
+				payload, err := refreshedPayload(tx, t)
+				if err != nil {
+					return err
+				}
+				t.Payload, updates["payload"] = payload, payload
+			}
+			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(updates).Error; err != nil {
 				return err
 			}
 			msg := "running on the host"
@@ -148,6 +172,28 @@ func busyProtections(tx *gorm.DB, candidates []Task) (map[string]bool, error) {
 		busy[id] = true
 	}
 	return busy, nil
+}
+
+// protectionStates are the states of the candidates' protections.
+func protectionStates(tx *gorm.DB, candidates []Task) (map[string]string, error) {
+	var ids []string
+	for _, t := range candidates {
+		if t.ProtectionID != "" {
+			ids = append(ids, t.ProtectionID)
+		}
+	}
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []struct{ ID, State string }
+	if err := tx.Model(&Protection{}).Select("id, state").Where("id IN ?", ids).Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		out[r.ID] = r.State
+	}
+	return out, nil
 }
 
 // missingFeature is the feature a host's agent lacks to run a kind of
@@ -230,7 +276,8 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 			return ErrLeaseLost
 		}
 		cancel = t.CancelRequest
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Update("lease_expires_at", until).Error; err != nil {
+		// A run that reports is alive: earlier expiries no longer count.
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0}).Error; err != nil {
 			return err
 		}
 		percent := min(max(p.Percent, 0), 100)
@@ -272,7 +319,11 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 		switch t.State {
 		case TaskSucceeded, TaskFailed, TaskCancelled:
 			return nil // already recorded
-		case TaskWaiting:
+		case TaskWaiting, TaskQueued:
+			// Only a leased run may end a task: one the vault took back
+			// (its lease expired, or its failure was recorded and it waits
+			// to run again) reports nothing more; a delivery repeated after
+			// a lost answer changes nothing.
 			return ErrLeaseLost
 		}
 		if t.State == TaskLeased && o.Attempt != 0 && o.Attempt != t.Attempts {
@@ -328,8 +379,12 @@ func (s *Store) retryTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, ru
 	}
 	t.Failures++
 	next := NextRetry(first, t.Failures)
+	payload, err := refreshedPayload(tx, t)
+	if err != nil {
+		return err
+	}
 	if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil,
-		"not_before": next, "first_failure_at": first, "failures": t.Failures,
+		"not_before": next, "first_failure_at": first, "failures": t.Failures, "payload": payload,
 		"error_code": o.ErrorCode, "error_message": truncate(o.Message, 2000)}).Error; err != nil {
 		return err
 	}
@@ -341,6 +396,27 @@ func (s *Store) retryTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, ru
 		return rule.retrying(s, tx, now, t, o, next)
 	}
 	return nil
+}
+
+// refreshedPayload is a retried replication task's payload with the VM's
+// disks as they are now: a disk removed while the task waited must not be
+// read again for ever, and one added gets its replica. The rest (its point
+// id, whether to read the replica back) stays.
+func refreshedPayload(tx *gorm.DB, t *Task) (string, error) {
+	if t.ProtectionID == "" || (t.Kind != agentproto.TaskReplicate && t.Kind != agentproto.TaskResync) {
+		return t.Payload, nil
+	}
+	var pl agentproto.ReplicationPayload
+	if err := json.Unmarshal([]byte(t.Payload), &pl); err != nil {
+		return t.Payload, nil
+	}
+	w, err := loadWork(tx, t.ProtectionID)
+	if err != nil {
+		return "", err
+	}
+	pl.Disks = w.Payload.Disks
+	b, err := json.Marshal(pl)
+	return string(b), err
 }
 
 // endTask ends a task that did not succeed, and carries the end to its
@@ -395,8 +471,27 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 				}
 				continue
 			case expiries >= MaxTaskAttempts:
-				if err := s.endTask(tx, now, t, TaskFailed, TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired,
-					Message: fmt.Sprintf("the host's agent stopped reporting on this task %d times; check that it runs and reaches the vault, then run the job again", expiries)}); err != nil {
+				o := TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired, Recoverable: true,
+					Message: fmt.Sprintf("the host's agent stopped reporting on this task %d times; check that it runs and reaches the vault", expiries)}
+				var err error
+				switch rule := ruleFor(t); {
+				case t.Kind == agentproto.TaskReplicate && t.JobID == "":
+					// A scheduled cycle: the scheduler tries again on the back-off.
+					if err = finishTask(tx, now, t, TaskFailed, "", o.ErrorCode, o.Message, ""); err == nil {
+						err = s.cycleFailed(tx, now, t, o)
+					}
+				case rule.retries == 0:
+					// A kind that keeps trying while its error persists (a
+					// resync, an initial copy): on the back-off.
+					t.Expiries = 0
+					if err = tx.Model(&Task{}).Where("id = ?", t.ID).Update("expiries", 0).Error; err == nil {
+						err = s.retryTask(tx, now, t, o, rule)
+					}
+				default:
+					o.Message += ", then run the job again"
+					err = s.endTask(tx, now, t, TaskFailed, o)
+				}
+				if err != nil {
 					return err
 				}
 				continue

@@ -329,3 +329,114 @@ func TestReplicasOfAnEarlierVersionGetTheVMIdAndSharedOnesAreRefused(t *testing.
 		}
 	})
 }
+
+func TestOnlyALeasedRunEndsATaskAndARepeatedDeliveryCountsOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, point := replicating(t, h)
+		if _, err := h.s.StartVerify(t.Context(), alice, vm.ID, point); err != nil {
+			t.Fatal(err)
+		}
+		verify := leaseOne(t, h, host.ID, agentproto.TaskVerify)
+		fail := models.TaskOutcome{ErrorCode: agentproto.CodeTargetUnavailable, Message: "NAS away", Recoverable: true, Attempt: verify.Attempts}
+		complete(t, h, host.ID, verify, fail)
+		for range 4 { // the answer was lost: the agent delivers again
+			if err := h.s.CompleteTask(t.Context(), host.ID, verify.ID, fail); !errors.Is(err, models.ErrLeaseLost) {
+				t.Fatalf("a repeated delivery: %v", err)
+			}
+		}
+		var failures int
+		h.rawDB(t).Model(&models.Task{}).Where("id = ?", verify.ID).Pluck("failures", &failures)
+		if failures != 1 {
+			t.Fatalf("one failed attempt counted %d times", failures)
+		}
+		// A cycle whose lease ran out: its run's late report is refused.
+		h.advance(31 * time.Minute)
+		schedule(t, h)
+		cycle := leaseAll(t, h, host.ID)[0]
+		h.advance(2 * time.Minute)
+		if _, err := h.s.ReapExpiredLeases(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		err := h.s.CompleteTask(t.Context(), host.ID, cycle.ID, models.TaskOutcome{ErrorCode: agentproto.CodeLeaseLost, Message: "lease lost", Attempt: cycle.Attempts})
+		if !errors.Is(err, models.ErrLeaseLost) {
+			t.Fatalf("a result for a task taken back: %v", err)
+		}
+		wantProtection(t, h, vm.ID, models.StateProtected, models.HealthWarning) // the RPO, never Critical
+	})
+}
+
+func TestACycleWhoseLeaseKeepsExpiringBacksOffInsteadOfStoppingTheVM(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		h.advance(6 * time.Minute)
+		schedule(t, h)
+		for range models.MaxTaskAttempts {
+			leaseAll(t, h, host.ID)
+			h.advance(2 * time.Minute)
+			if _, err := h.s.ReapExpiredLeases(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, _ := h.s.GetProtection(t.Context(), vm.ID)
+		if p.Health == models.HealthCritical || p.NextRetryAt == nil || p.LastErrorCode != agentproto.CodeLeaseExpired {
+			t.Fatalf("after the agent stopped reporting: %s %s next %v", p.Health, p.HealthReasons, p.NextRetryAt)
+		}
+		h.clock.T = *p.NextRetryAt
+		if q := schedule(t, h); len(q) != 1 {
+			t.Fatal("no cycle after the back-off")
+		}
+	})
+}
+
+func TestACycleQueuedBesideAVerifyThatFindsAMismatchIsNotRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, point := replicating(t, h)
+		if _, err := h.s.StartVerify(t.Context(), alice, vm.ID, point); err != nil {
+			t.Fatal(err)
+		}
+		verify := leaseOne(t, h, host.ID, agentproto.TaskVerify)
+		h.advance(6 * time.Minute)
+		if q := schedule(t, h); len(q) != 1 {
+			t.Fatal("no cycle queued beside the verify")
+		}
+		b, _ := json.Marshal(agentproto.VerifyResult{PointID: point, BlocksChecked: 10, Mismatches: []agentproto.Mismatch{{Disk: "d0", Offset: 0}}})
+		complete(t, h, host.ID, verify, models.TaskOutcome{Result: string(b), Attempt: verify.Attempts})
+		if got := leaseAll(t, h, host.ID); len(got) != 0 {
+			t.Fatalf("a cycle ran on a replica known to be changed: %+v", got)
+		}
+		p := wantProtection(t, h, vm.ID, models.StateResyncRequired, models.HealthWarning)
+		if p.LastErrorCode != agentproto.CodeReplicaMismatch {
+			t.Fatalf("the mismatch was forgotten: %q", p.LastErrorCode)
+		}
+	})
+}
+
+func TestARetriedResyncReadsTheDisksTheVMHasNow(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		if err := h.s.ReportInventory(t.Context(), host.ID, []models.VMReport{{ExternalID: "web", Name: vm.Name, PowerState: models.PowerRunning,
+			Disks: []models.DiskReport{diskReport("/var/lib/vms/web.qcow2", 1<<30), diskReport("/var/lib/vms/web-data.qcow2", 1<<30)}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(6 * time.Minute)
+		schedule(t, h)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskReplicate), models.TaskOutcome{ErrorCode: agentproto.CodeResyncRequired, Message: "much changed"})
+		if _, err := h.s.StartResync(t.Context(), alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		resync := leaseOne(t, h, host.ID, agentproto.TaskResync)
+		complete(t, h, host.ID, resync, models.TaskOutcome{ErrorCode: agentproto.CodeTargetFull, Message: "full", Recoverable: true, Attempt: resync.Attempts})
+		// The data disk is removed while the resync waits.
+		if err := h.s.ReportInventory(t.Context(), host.ID, []models.VMReport{{ExternalID: "web", Name: vm.Name, PowerState: models.PowerRunning,
+			Disks: []models.DiskReport{diskReport("/var/lib/vms/web.qcow2", 1<<30)}}}); err != nil {
+			t.Fatal(err)
+		}
+		h.advance(time.Minute)
+		resync = leaseOne(t, h, host.ID, agentproto.TaskResync)
+		var pl agentproto.ReplicationPayload
+		json.Unmarshal([]byte(resync.Payload), &pl)
+		if len(pl.Disks) != 1 || pl.Disks[0].Path != "/var/lib/vms/web.qcow2" {
+			t.Fatalf("the retried resync reads %+v", pl.Disks)
+		}
+	})
+}

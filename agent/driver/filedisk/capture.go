@@ -225,9 +225,11 @@ func (c *capture) cloneOnce() (ok, oneInstant bool, err error) {
 		c.disks = append(c.disks, driver.CapturedDisk{ID: c.ids[i], Source: replicate.Source{Name: path, Reader: f, Size: fi.Size(), Signature: sig,
 			Unchanged: func() bool { return unchanged }}})
 	}
-	c.result = &driver.Result{Time: time.Now(), Method: driver.MethodReflink}
+	// One instant: the first clone's, for every disk was as then (none
+	// changed until the last clone). Otherwise a span, from it to now.
+	c.result = &driver.Result{Time: first, Method: driver.MethodReflink}
 	if !oneInstant {
-		c.result.ReadStartedAt = &first
+		c.result.Time, c.result.ReadStartedAt = time.Now(), &first
 	}
 	return true, oneInstant, nil
 }
