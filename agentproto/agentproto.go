@@ -278,6 +278,10 @@ type ReplicateResult struct {
 	// its point: with BytesSent, the replication throughput.
 	TransferSeconds float64  `json:"transfer_seconds,omitempty"`
 	Pruned          []string `json:"pruned"` // point ids deleted by retention
+	// Points are the ids of every recovery point on the target after the
+	// task: the vault forgets any other it knows (one a run cut short
+	// pruned without saying so). Empty from an agent that does not say.
+	Points []string `json:"points,omitempty"`
 	// Repaired counts the replica blocks a resync found changed by the
 	// storage (and so sent again).
 	Repaired int64 `json:"repaired_blocks,omitempty"`

@@ -3,6 +3,7 @@ package models
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -27,6 +28,13 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	}
 	if len(r.Pruned) > 0 {
 		if err := tx.Where("protection_id = ? AND id IN ?", t.ProtectionID, r.Pruned).Delete(&RecoveryPoint{}).Error; err != nil {
+			return err
+		}
+	}
+	if len(r.Points) > 0 && slices.Contains(r.Points, point.ID) {
+		// The target's own list: a point it no longer has (pruned by a run
+		// whose result never arrived) must not be offered for recovery.
+		if err := tx.Where("protection_id = ? AND id NOT IN ?", t.ProtectionID, r.Points).Delete(&RecoveryPoint{}).Error; err != nil {
 			return err
 		}
 	}

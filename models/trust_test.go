@@ -440,3 +440,39 @@ func TestARetriedResyncReadsTheDisksTheVMHasNow(t *testing.T) {
 		}
 	})
 }
+
+func TestPointsTheTargetNoLongerHasAreForgotten(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, first := replicating(t, h)
+		h.advance(6 * time.Minute)
+		schedule(t, h)
+		cycle := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, cycle, cycleResult(cycle, h.clock.T))
+		// A later run pruned the first point but its result never came;
+		// the next result lists what the target holds.
+		h.advance(6 * time.Minute)
+		schedule(t, h)
+		cycle = leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		var pl agentproto.ReplicationPayload
+		json.Unmarshal([]byte(cycle.Payload), &pl)
+		points, _ := listPoints(t, h, vm.ID)
+		var keep []string
+		for _, p := range points {
+			if p.ID != first {
+				keep = append(keep, p.ID)
+			}
+		}
+		b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: h.clock.T, Consistency: "crash", SizeBytes: 1 << 30,
+			Pruned: []string{}, Points: append(keep, pl.PointID)})
+		complete(t, h, host.ID, cycle, models.TaskOutcome{Result: string(b)})
+		points, _ = listPoints(t, h, vm.ID)
+		if len(points) != 2 {
+			t.Fatalf("%d points, want the 2 the target has", len(points))
+		}
+		for _, p := range points {
+			if p.ID == first {
+				t.Fatal("a point the target no longer has is still offered")
+			}
+		}
+	})
+}

@@ -266,3 +266,36 @@ func TestAReplicaKeptUnderTheHostLocalNameMovesToTheVaultsVMIdAndKeepsItsPoints(
 		t.Fatal("a legacy key with a path separator was followed")
 	}
 }
+
+func TestAReplicaHasOneWriterOnAHostAndTheNextWaitsBrieflyForIt(t *testing.T) {
+	ts := testTasks(t)
+	old := lockPatience
+	lockPatience = 300 * time.Millisecond
+	defer func() { lockPatience = old }()
+	unlock, err := ts.lockReplica(t.Context(), "/nas", "vm_1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ts.lockReplica(t.Context(), "/nas", "vm_1", true)
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != agentproto.CodeReplicaLocked || !te.Recoverable {
+		t.Fatalf("a reader beside the writer: %v", err)
+	}
+	other, err := ts.lockReplica(t.Context(), "/nas", "vm_2", false) // another VM's replica
+	if err != nil {
+		t.Fatalf("another replica: %v", err)
+	}
+	other()
+	// The writer lets go while the next one waits: it gets the lock.
+	time.AfterFunc(100*time.Millisecond, unlock)
+	r1, err := ts.lockReplica(t.Context(), "/nas", "vm_1", true)
+	if err != nil {
+		t.Fatalf("after the writer let go: %v", err)
+	}
+	r2, err := ts.lockReplica(t.Context(), "/nas", "vm_1", true) // readers share
+	if err != nil {
+		t.Fatalf("a second reader: %v", err)
+	}
+	r1()
+	r2()
+}

@@ -38,7 +38,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	}
 	for _, pt := range points {
 		if pt.ID == p.PointID {
-			return resultOf(pt, 0, 0, "", nil), nil
+			return withPoints(r, resultOf(pt, 0, 0, "", nil), rep), nil
 		}
 	}
 	// A disk added to the VM since the last cycle gets its replica now.
@@ -102,7 +102,23 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	if err := retireDisks(r, ids); err != nil {
 		rep.Log().Warn("the replica of a disk the VM no longer has could not be deleted", "error", err)
 	}
-	return resultOf(point, sent, took, got.Note, pruned), nil
+	return withPoints(r, resultOf(point, sent, took, got.Note, pruned), rep), nil
+}
+
+// withPoints adds the ids of every point on the target to a result, so
+// the vault forgets points an earlier run pruned without reporting them
+// (it stopped before its result was delivered). A listing that fails says
+// nothing, and the vault keeps what it knows.
+func withPoints(r replica.Store, res agentproto.ReplicateResult, rep Reporter) agentproto.ReplicateResult {
+	points, err := r.Points()
+	if err != nil {
+		rep.Log().Warn("list the recovery points for the vault", "error", err)
+		return res
+	}
+	for _, pt := range points {
+		res.Points = append(res.Points, pt.ID)
+	}
+	return res
 }
 
 func resultOf(pt replica.Point, sent int64, took time.Duration, note string, pruned []string) agentproto.ReplicateResult {

@@ -47,7 +47,7 @@ func (ts *Tasks) openStore(ctx context.Context, t agentproto.Task, p agentproto.
 	if p.Target.Kind == "azure_blob" {
 		where = p.Target.ContainerURL
 	}
-	unlock, err := ts.lockReplica(where, replicaKey(p), mode == openReadOnly)
+	unlock, err := ts.lockReplica(ctx, where, replicaKey(p), mode == openReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (l *lockedStore) BatchBytes() int64 {
 // readers, never waited for. Tasks of one VM run one at a time anyway (the
 // vault leases them so); this makes it hold on the host even if it did
 // not, and for Azure targets too.
-func (ts *Tasks) lockReplica(where, key string, shared bool) (func(), error) {
+func (ts *Tasks) lockReplica(ctx context.Context, where, key string, shared bool) (func(), error) {
 	dir := filepath.Join(ts.d.State.Path, "locks")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -156,7 +156,19 @@ func (ts *Tasks) lockReplica(where, key string, shared bool) (func(), error) {
 	if shared {
 		how = unix.LOCK_SH
 	}
-	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+	// A run the vault superseded may still be unwinding (an fsync, pages
+	// in flight) when the next attempt starts: wait a little for it.
+	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+	for wait := time.Now().Add(lockPatience); errors.Is(err, unix.EWOULDBLOCK) && time.Now().Before(wait); {
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+	}
+	if err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, &agentproto.TaskError{Code: agentproto.CodeReplicaLocked, Recoverable: true, Message: fmt.Sprintf(
@@ -166,6 +178,10 @@ func (ts *Tasks) lockReplica(where, key string, shared bool) (func(), error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// lockPatience is how long a task waits for another run on this host to
+// let go of a replica before it fails, recoverably, with replica_locked.
+var lockPatience = 30 * time.Second
 
 // vaultCredentials asks the vault for the SAS tokens of one task.
 type vaultCredentials struct {
