@@ -33,7 +33,7 @@ func TestPruningAndDeletingOneVMsReplicaLeaveAnotherVMsOnTheSameTargetUntouched(
 			t.Fatal(err)
 		}
 	}
-	pruned, err := prune(a, now, 24*time.Hour)
+	pruned, _, err := prune(a, now, 24*time.Hour)
 	if err != nil || len(pruned) != 2 {
 		t.Fatalf("pruned %v %v", pruned, err)
 	}

@@ -82,7 +82,7 @@ func TestRetentionKeepsExactlyThePointsInsideTheWindowAndAlwaysTheNewest(t *test
 					}
 					ids = append(ids, id)
 				}
-				pruned, err := prune(r, now, tc.retention)
+				pruned, _, err := prune(r, now, tc.retention)
 				if err != nil {
 					t.Fatal(err)
 				}

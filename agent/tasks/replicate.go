@@ -38,7 +38,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	}
 	for _, pt := range points {
 		if pt.ID == p.PointID {
-			return withPoints(r, resultOf(pt, 0, 0, "", nil), rep), nil
+			return withPoints(resultOf(pt, 0, 0, ""), points), nil
 		}
 	}
 	// A disk added to the VM since the last cycle gets its replica now.
@@ -95,71 +95,63 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	}
 	acked = true
 	took := time.Since(transferStart)
-	pruned, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour)
+	res := resultOf(point, sent, took, got.Note)
+	pruned, remaining, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour)
+	res.Pruned = append(res.Pruned, pruned...)
 	if err != nil {
+		// Without a listing the result says nothing of the other points,
+		// and the vault keeps what it knows.
 		rep.Log().Warn("retention could not prune recovery points", "error", err)
+		return res, nil
 	}
-	if err := retireDisks(r, ids); err != nil {
+	if err := retireDisks(r, ids, remaining); err != nil {
 		rep.Log().Warn("the replica of a disk the VM no longer has could not be deleted", "error", err)
 	}
-	return withPoints(r, resultOf(point, sent, took, got.Note, pruned), rep), nil
+	return withPoints(res, remaining), nil
 }
 
 // withPoints adds the ids of every point on the target to a result, so
 // the vault forgets points an earlier run pruned without reporting them
-// (it stopped before its result was delivered). A listing that fails says
-// nothing, and the vault keeps what it knows.
-func withPoints(r replica.Store, res agentproto.ReplicateResult, rep Reporter) agentproto.ReplicateResult {
-	points, err := r.Points()
-	if err != nil {
-		rep.Log().Warn("list the recovery points for the vault", "error", err)
-		return res
-	}
+// (it stopped before its result was delivered).
+func withPoints(res agentproto.ReplicateResult, points []replica.Point) agentproto.ReplicateResult {
 	for _, pt := range points {
 		res.Points = append(res.Points, pt.ID)
 	}
 	return res
 }
 
-func resultOf(pt replica.Point, sent int64, took time.Duration, note string, pruned []string) agentproto.ReplicateResult {
+func resultOf(pt replica.Point, sent int64, took time.Duration, note string) agentproto.ReplicateResult {
 	var size int64
 	for _, s := range pt.Disks {
 		size += s
 	}
-	if pruned == nil {
-		pruned = []string{}
-	}
 	return agentproto.ReplicateResult{PointID: pt.ID, Time: pt.Time, ReadStartedAt: pt.ReadStartedAt, Consistency: pt.Consistency,
-		Capture: pt.Capture, CaptureNote: note, SizeBytes: size, BytesSent: sent, TransferSeconds: took.Seconds(), Pruned: pruned, DiskSizes: pt.Disks}
+		Capture: pt.Capture, CaptureNote: note, SizeBytes: size, BytesSent: sent, TransferSeconds: took.Seconds(), Pruned: []string{}, DiskSizes: pt.Disks}
 }
 
-// prune deletes points older than retention, oldest first, never the newest.
-func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, error) {
+// prune deletes points older than retention, oldest first, never the
+// newest, and returns the ids it deleted and the points that remain (one
+// listing serves the rest of the cycle).
+func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, []replica.Point, error) {
 	points, err := r.Points()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var pruned []string
-	for i := 0; i < len(points)-1; i++ {
-		if now.Sub(points[i].Time) <= retention {
-			break
+	for len(points) > 1 && now.Sub(points[0].Time) > retention {
+		if err := r.DeletePoint(points[0].ID); err != nil {
+			return pruned, nil, err
 		}
-		if err := r.DeletePoint(points[i].ID); err != nil {
-			return pruned, err
-		}
-		pruned = append(pruned, points[i].ID)
+		pruned = append(pruned, points[0].ID)
+		points = points[1:]
 	}
-	return pruned, nil
+	return pruned, points, nil
 }
 
 // retireDisks deletes the replicas of disks the VM no longer has once no
 // point holds them any more: until then, the older points still need them.
-func retireDisks(r replica.Store, current []string) error {
+func retireDisks(r replica.Store, current []string, points []replica.Point) error {
 	disks, err := r.Disks()
-	if err != nil {
-		return err
-	}
-	points, err := r.Points()
 	if err != nil {
 		return err
 	}
