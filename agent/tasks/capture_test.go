@@ -18,7 +18,9 @@ import (
 // cycleWhileWriting runs replication cycles of a running VM, under vmRoot,
 // whose disk a writer keeps writing, and returns each point's result and
 // its disk image read back from the directory target.
-func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) ([]agentproto.ReplicateResult, [][]byte) {
+// written is how many blocks the writer had written when each cycle
+// ended: a point older than that proves the writer went on meanwhile.
+func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) (results []agentproto.ReplicateResult, images [][]byte, written []int64) {
 	t.Helper()
 	dir, err := state.Open(t.TempDir())
 	if err != nil {
@@ -45,8 +47,6 @@ func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) ([]agentproto.Re
 	w := xfstest.StartWriter(t, disk)
 	defer w.Halt()
 	w.Await(3 * xfstest.BlocksN)
-	var results []agentproto.ReplicateResult
-	var images [][]byte
 	for i := range cycles {
 		id := "p" + string(rune('a'+i))
 		out, err := ts.replicate(t.Context(), task(agentproto.TaskReplicate, id), testReporter{t})
@@ -54,6 +54,10 @@ func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) ([]agentproto.Re
 			t.Fatal(err)
 		}
 		res := out.(agentproto.ReplicateResult)
+		written = append(written, w.Written.Load())
+		if len(res.Points) != i+1 || res.Points[i] != id {
+			t.Fatalf("cycle %d lists the target's points as %v", i, res.Points)
+		}
 		r, err := dirtarget.OpenExisting(target, "vm_db")
 		if err != nil {
 			t.Fatal(err)
@@ -68,17 +72,21 @@ func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) ([]agentproto.Re
 		results, images = append(results, res), append(images, img)
 		p.Disks[0].New = false
 	}
-	return results, images
+	return results, images, written
 }
 
 // On XFS the cycle reads reflink clones made at one instant while the VM
 // goes on writing: each point is that instant, labelled crash.
 func TestAReflinkCycleOfAVMThatKeepsWritingMakesAPointOfOneInstantLabelledCrash(t *testing.T) {
 	t.Parallel()
-	results, images := cycleWhileWriting(t, xfstest.Mount(t, 300), 3)
+	results, images, written := cycleWhileWriting(t, xfstest.Mount(t, 300), 3)
 	for i, res := range results {
-		if ok, last := xfstest.OneInstant(images[i]); !ok {
+		ok, last := xfstest.OneInstant(images[i])
+		if !ok {
 			t.Fatalf("point %d is not one instant of the disk (newest generation %d)", i, last)
+		}
+		if written[i] <= last {
+			t.Fatalf("point %d: the writer did not go on writing during the cycle; the test proves nothing", i)
 		}
 		if res.Consistency != replica.ConsistencyCrash || res.Capture != "reflink" || res.ReadStartedAt != nil {
 			t.Fatalf("point %d: %s by %s (read started %v)", i, res.Consistency, res.Capture, res.ReadStartedAt)
@@ -90,7 +98,7 @@ func TestAReflinkCycleOfAVMThatKeepsWritingMakesAPointOfOneInstantLabelledCrash(
 // read while it writes: labelled inconsistent, with when the read began.
 func TestACycleWithoutReflinkOrFreezeOfAVMThatWritesIsLabelledInconsistent(t *testing.T) {
 	t.Parallel()
-	results, _ := cycleWhileWriting(t, t.TempDir(), 2)
+	results, _, _ := cycleWhileWriting(t, t.TempDir(), 2)
 	if results[0].Capture == "reflink" {
 		t.Skip("the temporary directory's filesystem has reflinks")
 	}
