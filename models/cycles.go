@@ -44,10 +44,6 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 			Update("size_bytes", size).Error; err != nil {
 			return err
 		}
-		if err := tx.Model(&ReplicaDisk{}).Where("protection_id = ? AND name = ? AND copied_at IS NULL", t.ProtectionID, name).
-			Update("copied_at", now).Error; err != nil {
-			return err
-		}
 	}
 	// Every disk the cycle was given is copied now, whether or not the
 	// agent listed its size.

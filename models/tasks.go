@@ -379,12 +379,8 @@ func (s *Store) retryTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, ru
 	}
 	t.Failures++
 	next := NextRetry(first, t.Failures)
-	payload, err := refreshedPayload(tx, t)
-	if err != nil {
-		return err
-	}
 	if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskQueued, "lease_expires_at": nil,
-		"not_before": next, "first_failure_at": first, "failures": t.Failures, "payload": payload,
+		"not_before": next, "first_failure_at": first, "failures": t.Failures,
 		"error_code": o.ErrorCode, "error_message": truncate(o.Message, 2000)}).Error; err != nil {
 		return err
 	}
@@ -398,8 +394,8 @@ func (s *Store) retryTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, ru
 	return nil
 }
 
-// refreshedPayload is a retried replication task's payload with the VM's
-// disks as they are now: a disk removed while the task waited must not be
+// refreshedPayload is a retried replication task's payload, made when it
+// is leased again, with the VM's disks as they are now: a disk removed while the task waited must not be
 // read again for ever, and one added gets its replica. The rest (its point
 // id, whether to read the replica back) stays.
 func refreshedPayload(tx *gorm.DB, t *Task) (string, error) {
