@@ -183,22 +183,7 @@ func demoVMRoot(t *testing.T) string {
 // registeredAgent makes a site, downloads a key and registers an agent
 // state directory with it.
 func registeredAgent(t *testing.T, v *e2eVault) (stateDir, keyFile string) {
-	_, agentBin := binaries(t)
-	var site struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/sites", []byte(`{"name":"Datacenter"}`), &site)
-	var key agentproto.RegistrationKey
-	if status := v.do(http.MethodPost, "/api/v1/sites/"+site.ID+"/registration-key", nil, &key); status != http.StatusCreated {
-		t.Fatalf("registration key: %d", status)
-	}
-	keyFile = filepath.Join(t.TempDir(), "key.json")
-	b, _ := json.Marshal(key)
-	os.WriteFile(keyFile, b, 0o600)
-	stateDir = t.TempDir()
-	out, err := exec.Command(agentBin, "register", "--key-file", keyFile, "--state-dir", stateDir, "--name", "hv-e2e").CombinedOutput()
-	if err != nil {
-		t.Fatalf("register: %v\n%s", err, out)
-	}
-	return stateDir, keyFile
+	return registerHost(t, v, "Datacenter", "hv-e2e")
 }
 
 type e2eJob struct {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -144,41 +143,9 @@ func TestAFullTargetIsRetriedOnTheBackOffVisiblyAndReplicationResumesWhenSpaceIs
 	t.Parallel()
 	targetDir := smallFilesystem(t, "1100m") // the protection check wants 1 GiB free
 	v := newLiveVault(t)
-	_, agentBin := binaries(t)
-	siteID, token := newAgentSite(t, v.testVault)
-	keyFile := filepath.Join(t.TempDir(), "key.json")
-	b, _ := json.Marshal(v.registrationKey(token, siteID))
-	os.WriteFile(keyFile, b, 0o600)
-	stateDir := t.TempDir()
-	if out, err := exec.Command(agentBin, "register", "--key-file", keyFile, "--state-dir", stateDir, "--name", "hv-full").CombinedOutput(); err != nil {
-		t.Fatalf("register: %v\n%s", err, out)
-	}
-	vmRoot := t.TempDir()
-	disk := filepath.Join(vmRoot, "app", "disk0.img")
-	os.MkdirAll(filepath.Dir(disk), 0o755)
-	source := make([]byte, 8<<20)
-	rand.Read(source[:2<<20])
-	replaceFile(t, disk, source)
-	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	vm := liveProtectedVM(t, v, 8<<20, targetDir, false)
+	vmID, diskID, disk, source, agent := vm.id, vm.diskID, vm.disk, vm.source, vm.agent
 	ctx := context.Background()
-
-	var vms struct {
-		Items []struct {
-			ID    string
-			Disks []struct{ ID string }
-		}
-	}
-	eventually(t, "the VM is listed", func() bool {
-		v.api(http.MethodGet, "/api/v1/vms", token, nil, &vms)
-		return len(vms.Items) == 1
-	}, agent)
-	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
-	var policy, target struct{ ID string }
-	v.api(http.MethodPost, "/api/v1/policies", token, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`, &policy)
-	v.api(http.MethodPost, "/api/v1/targets", token, map[string]string{"name": "small", "kind": "directory", "path": targetDir}, &target)
-	if status := v.api(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", token, map[string]string{"policy_id": policy.ID, "target_id": target.ID}, nil); status != http.StatusAccepted {
-		t.Fatalf("enable protection: %d", status)
-	}
 	protection := func() models.Protection {
 		p, err := v.Store.GetProtection(ctx, vmID)
 		if err != nil {
@@ -186,13 +153,6 @@ func TestAFullTargetIsRetriedOnTheBackOffVisiblyAndReplicationResumesWhenSpaceIs
 		}
 		return *p
 	}
-	eventually(t, "protected", func() bool {
-		p := protection()
-		if p.Health == models.HealthCritical {
-			t.Fatalf("enabling protection failed: %s %s", p.LastErrorCode, p.LastErrorMessage)
-		}
-		return p.State == models.StateProtected
-	}, agent)
 	// attemptsRun counts the runs of a kind of task the agent started.
 	attemptsRun := func(kind string) int {
 		n := 0
@@ -329,45 +289,61 @@ func resyncTask(t *testing.T, v *liveVault, jobID string) models.Task {
 	return tasks[0]
 }
 
-// liveProtectedVM registers a real agent with v, gives it one VM with a
-// disk of size bytes, and protects it to a directory target; it returns
-// the VM's id, its disk's path and the target directory.
-func liveProtectedVM(t *testing.T, v *liveVault, size int, targetDir string) (vmID, disk string, agent *proc) {
+// liveVM is a VM of a real agent registered with a liveVault, protected
+// to a directory target with a 30 s policy.
+type liveVM struct {
+	id, diskID string
+	disk       string // the source disk's path
+	source     []byte // what was written to it
+	token      string // an API token of a Contributor
+	agent      *proc
+}
+
+// liveProtectedVM registers a real agent with v, gives it one VM (marked
+// running or not) with a disk of size bytes, half of it data, and
+// protects it to targetDir.
+func liveProtectedVM(t *testing.T, v *liveVault, size int, targetDir string, running bool) liveVM {
 	t.Helper()
 	_, agentBin := binaries(t)
 	siteID, token := newAgentSite(t, v.testVault)
-	keyFile := filepath.Join(t.TempDir(), "key.json")
-	b, _ := json.Marshal(v.registrationKey(token, siteID))
-	os.WriteFile(keyFile, b, 0o600)
-	stateDir := t.TempDir()
-	if out, err := exec.Command(agentBin, "register", "--key-file", keyFile, "--state-dir", stateDir, "--name", "hv-live").CombinedOutput(); err != nil {
-		t.Fatalf("register: %v\n%s", err, out)
-	}
+	stateDir, _ := registerWithKey(t, v.registrationKey(token, siteID), "hv-live")
 	vmRoot := t.TempDir()
-	disk = filepath.Join(vmRoot, "app", "disk0.img")
-	os.MkdirAll(filepath.Dir(disk), 0o755)
-	source := make([]byte, size)
-	rand.Read(source[:size/2])
-	replaceFile(t, disk, source)
-	os.WriteFile(filepath.Join(vmRoot, "app", "running"), nil, 0o644)
-	agent = startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
-	var vms struct{ Items []struct{ ID string } }
+	vm := liveVM{disk: filepath.Join(vmRoot, "app", "disk0.img"), source: make([]byte, size), token: token}
+	os.MkdirAll(filepath.Dir(vm.disk), 0o755)
+	rand.Read(vm.source[:size/2])
+	replaceFile(t, vm.disk, vm.source)
+	if running {
+		os.WriteFile(filepath.Join(vmRoot, "app", "running"), nil, 0o644)
+	}
+	vm.agent = startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var vms struct {
+		Items []struct {
+			ID    string
+			Disks []struct{ ID string }
+		}
+	}
 	eventually(t, "the VM is listed", func() bool {
 		v.api(http.MethodGet, "/api/v1/vms", token, nil, &vms)
 		return len(vms.Items) == 1
-	}, agent)
-	vmID = vms.Items[0].ID
+	}, vm.agent)
+	vm.id, vm.diskID = vms.Items[0].ID, vms.Items[0].Disks[0].ID
 	var policy, target struct{ ID string }
 	v.api(http.MethodPost, "/api/v1/policies", token, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`, &policy)
 	v.api(http.MethodPost, "/api/v1/targets", token, map[string]string{"name": "nas", "kind": "directory", "path": targetDir}, &target)
-	if status := v.api(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", token, map[string]string{"policy_id": policy.ID, "target_id": target.ID}, nil); status != http.StatusAccepted {
+	if status := v.api(http.MethodPost, "/api/v1/vms/"+vm.id+"/protection", token, map[string]string{"policy_id": policy.ID, "target_id": target.ID}, nil); status != http.StatusAccepted {
 		t.Fatalf("enable protection: %d", status)
 	}
 	eventually(t, "protected", func() bool {
-		p, err := v.Store.GetProtection(context.Background(), vmID)
-		return err == nil && p.State == models.StateProtected
-	}, agent)
-	return vmID, disk, agent
+		p, err := v.Store.GetProtection(context.Background(), vm.id)
+		if err != nil {
+			return false
+		}
+		if p.Health == models.HealthCritical {
+			t.Fatalf("enabling protection failed: %s %s", p.LastErrorCode, p.LastErrorMessage)
+		}
+		return p.State == models.StateProtected
+	}, vm.agent)
+	return vm
 }
 
 // Verify pressed again and again while cycles run and the VM writes: it
@@ -377,7 +353,8 @@ func TestVerifyPressedWhileCyclesRunAndTheVMWritesFindsNoFalseMismatch(t *testin
 	t.Parallel()
 	v := newLiveVault(t)
 	ctx := context.Background()
-	vmID, disk, agent := liveProtectedVM(t, v, 16<<20, t.TempDir())
+	vm := liveProtectedVM(t, v, 16<<20, t.TempDir(), true)
+	vmID, disk, agent := vm.id, vm.disk, vm.agent
 	// The VM writes 4 KiB blocks at random, all along.
 	stop := make(chan struct{})
 	var wrote sync.WaitGroup

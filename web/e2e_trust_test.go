@@ -16,9 +16,8 @@ import (
 )
 
 // registerHost registers an agent named name in a new site.
-func registerHost(t *testing.T, v *e2eVault, site, name string) (stateDir string) {
+func registerHost(t *testing.T, v *e2eVault, site, name string) (stateDir, keyFile string) {
 	t.Helper()
-	_, agentBin := binaries(t)
 	var s struct{ ID string }
 	body, _ := json.Marshal(map[string]string{"name": site})
 	if status := v.do(http.MethodPost, "/api/v1/sites", body, &s); status != http.StatusCreated {
@@ -28,14 +27,22 @@ func registerHost(t *testing.T, v *e2eVault, site, name string) (stateDir string
 	if status := v.do(http.MethodPost, "/api/v1/sites/"+s.ID+"/registration-key", nil, &key); status != http.StatusCreated {
 		t.Fatalf("registration key: %d", status)
 	}
-	keyFile := filepath.Join(t.TempDir(), "key.json")
+	return registerWithKey(t, key, name)
+}
+
+// registerWithKey runs `lifeboat-agent register` with a registration key
+// in a fresh state directory.
+func registerWithKey(t *testing.T, key agentproto.RegistrationKey, name string) (stateDir, keyFile string) {
+	t.Helper()
+	_, agentBin := binaries(t)
+	keyFile = filepath.Join(t.TempDir(), "key.json")
 	b, _ := json.Marshal(key)
 	os.WriteFile(keyFile, b, 0o600)
 	stateDir = t.TempDir()
 	if out, err := exec.Command(agentBin, "register", "--key-file", keyFile, "--state-dir", stateDir, "--name", name).CombinedOutput(); err != nil {
 		t.Fatalf("register %s: %v\n%s", name, err, out)
 	}
-	return stateDir
+	return stateDir, keyFile
 }
 
 // replaceFile writes a new version of a disk image and renames it into
@@ -85,7 +92,7 @@ func TestTwoHostsWithAVMOfOneNameKeepTheirReplicasApartOnOneDirectoryTarget(t *t
 	}
 	hosts := []*host{{name: "hv-a"}, {name: "hv-b"}}
 	for _, h := range hosts {
-		stateDir := registerHost(t, v, "Site "+h.name, h.name)
+		stateDir, _ := registerHost(t, v, "Site "+h.name, h.name)
 		vmRoot := t.TempDir()
 		h.disk = filepath.Join(vmRoot, "app", "disk0.img")
 		os.MkdirAll(filepath.Dir(h.disk), 0o755)
@@ -214,7 +221,7 @@ func TestADiskAddedToAProtectedVMIsReplicatedAndARemovedOneIsNamed(t *testing.T)
 	t.Parallel() // waits for inventories and 30-second cycles
 	v := newE2EVault(t)
 	_, agentBin := binaries(t)
-	stateDir := registerHost(t, v, "Datacenter", "hv-disks")
+	stateDir, _ := registerHost(t, v, "Datacenter", "hv-disks")
 	vmRoot := t.TempDir()
 	os.MkdirAll(filepath.Join(vmRoot, "db"), 0o755)
 	first := make([]byte, 2<<20)
