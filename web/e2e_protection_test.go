@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -70,7 +71,7 @@ func TestProtectedVMReplicatesToADirectoryWithPointsEqualToTheSource(t *testing.
 	}, v.proc, agent)
 	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
 	var policy, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":1}`), &policy)
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":1,`+closedResyncWindow()+`}`), &policy)
 	targetDir := t.TempDir()
 	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
 	v.do(http.MethodPost, "/api/v1/targets", body, &target)
@@ -390,4 +391,13 @@ func TestAgentKilledDuringInitialReplicationResumesWithoutResendingMuch(t *testi
 		t.Fatal("the initial point differs from the source")
 	}
 	t.Logf("sent %d MiB before the kill, %d MiB after: %.2f × the data", before>>20, *vm.BytesSent>>20, float64(total)/data)
+}
+
+// closedResyncWindow is a policy's "resync_window" member for a window that
+// opens hours from now (the vault reads it on the local clock), so a VM that
+// needs a resync waits for one instead of getting it at once, whatever the
+// time of day the test runs.
+func closedResyncWindow() string {
+	start := time.Now().Add(3 * time.Hour)
+	return fmt.Sprintf(`"resync_window":{"start":%q,"end":%q}`, start.Format("15:04"), start.Add(time.Hour).Format("15:04"))
 }
