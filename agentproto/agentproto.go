@@ -389,3 +389,86 @@ const (
 	// changes than its payload's ResyncThresholdPercent of a disk.
 	CodeResyncRequired = "resync_required"
 )
+
+// Recovery task kinds (DESIGN.md §5a): the recovery host reads a point from
+// the target and makes a VM of it; the source host shuts its VM down.
+const (
+	// TaskMaterialize creates a VM on the recovery host from a recovery
+	// point (payload MaterializePayload, result MaterializeResult) and, when
+	// asked, starts it. It only reads the replica.
+	TaskMaterialize = "materialize"
+	// TaskShutdownVM shuts a VM down gracefully and waits until it is off
+	// (payload PowerPayload, result PowerResult). It fails, saying the VM
+	// may still run, when it does not stop in time: a planned failover then
+	// stops.
+	TaskShutdownVM = "shutdown_vm"
+	// TaskStartVM powers a VM on (payload PowerPayload, result PowerResult):
+	// the source VM again after a failover that did not happen.
+	TaskStartVM = "start_vm"
+	// TaskRemoveVM stops and deletes a VM that a TaskMaterialize made
+	// (payload PowerPayload): a test failover's cleanup. A VM Lifeboat did
+	// not make is refused (CodeVMNotMaterialized).
+	TaskRemoveVM = "remove_vm"
+	// TaskCommitPoint keeps a recovery point and deletes the points older
+	// than it from the target (payload ReplicationPayload with PointID,
+	// result CommitResult): a failover's commit.
+	TaskCommitPoint = "commit_point"
+)
+
+// MaterializePayload is the payload of TaskMaterialize.
+type MaterializePayload struct {
+	// Replication names the target, the replicas (ReplicaKey) and the
+	// source VM's disks: a disk's file name on the recovery side is its
+	// source file's name.
+	Replication ReplicationPayload `json:"replication"`
+	// PointID is the recovery point to read.
+	PointID string `json:"point_id"`
+	// VMID and VMName are the new VM's id and name on the recovery host.
+	VMID   string `json:"vm_id"`
+	VMName string `json:"vm_name"`
+	// SourceVMID is the vault's id of the protected VM, recorded with the
+	// new VM so that only VMs Lifeboat made are ever removed.
+	SourceVMID string `json:"source_vm_id"`
+	// Test marks a test failover's VM: it starts isolated.
+	Test bool `json:"test,omitempty"`
+	// Start starts the VM once its disks are written.
+	Start bool `json:"start,omitempty"`
+	// Replace allows a VM of this id that a materialize made before to be
+	// stopped and overwritten (another recovery point after a failover).
+	Replace bool `json:"replace,omitempty"`
+}
+
+// MaterializeResult is the result of TaskMaterialize.
+type MaterializeResult struct {
+	VM      VM     `json:"vm"` // the new VM as the inventory lists it
+	PointID string `json:"point_id"`
+	// BytesWritten counts the data written (zero runs stay holes).
+	BytesWritten int64   `json:"bytes_written"`
+	BytesRead    int64   `json:"bytes_read"`
+	Seconds      float64 `json:"seconds"`
+	Started      bool    `json:"started"`
+	Isolated     bool    `json:"isolated,omitempty"`
+}
+
+// PowerPayload names a VM on the host for TaskShutdownVM, TaskStartVM and
+// TaskRemoveVM.
+type PowerPayload struct {
+	VMID string `json:"vm_id"`
+	// TimeoutSeconds bounds a graceful shutdown (0: the agent's default,
+	// 5 minutes).
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+}
+
+// PowerResult is what the power tasks found and left.
+type PowerResult struct {
+	WasRunning bool   `json:"was_running"`
+	PowerState string `json:"power_state"` // after the task
+}
+
+// CommitResult is the result of TaskCommitPoint.
+type CommitResult struct {
+	PointID string   `json:"point_id"`
+	Deleted []string `json:"deleted"` // the older points it deleted
+	// Points are every recovery point on the target after the commit.
+	Points []string `json:"points"`
+}

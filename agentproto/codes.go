@@ -37,4 +37,10 @@ const (
 	CodeReplicaShared        = "replica_shared"
 	CodeAgentUpgradeRequired = "agent_upgrade_required"
 	CodeReplicaClaimed       = "replica_location_claimed"
+	// Recovery (failover) tasks.
+	CodeVMNotMaterialized = "vm_not_materialized"
+	CodeVMWillNotStop     = "vm_will_not_stop"
+	CodeVMStartFailed     = "vm_start_failed"
+	CodeRecoveryHostFull  = "recovery_host_full"
+	CodeRecoveryVMExists  = "recovery_vm_exists"
 )
