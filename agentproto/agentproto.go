@@ -421,8 +421,11 @@ type MaterializePayload struct {
 	// source VM's disks: a disk's file name on the recovery side is its
 	// source file's name.
 	Replication ReplicationPayload `json:"replication"`
-	// PointID is the recovery point to read.
-	PointID string `json:"point_id"`
+	// PointID is the recovery point to read. The vault fills it in when it
+	// hands the task out, from PointChoice, when the point is only known
+	// then (the one a failover's final cycle made).
+	PointID     string `json:"point_id"`
+	PointChoice string `json:"point_choice,omitempty"`
 	// VMID and VMName are the new VM's id and name on the recovery host.
 	VMID   string `json:"vm_id"`
 	VMName string `json:"vm_name"`

@@ -18,7 +18,14 @@ type Dashboard struct {
 	ActiveAlerts      int64
 	Sites, Policies   int64
 	Targets           int64
+	// VMsWithoutDrill are the protected VMs without a successful test
+	// failover (cleaned up) in DrillInterval.
+	VMsWithoutDrill int64
 }
+
+// DrillInterval is how often a VM's recovery should be proven by a test
+// failover: the dashboard counts the VMs that went longer.
+const DrillInterval = 183 * 24 * time.Hour
 
 // Dashboard counts what the dashboard shows, at the store's clock.
 func (s *Store) Dashboard(ctx context.Context) (*Dashboard, error) {
@@ -43,6 +50,7 @@ func (s *Store) Dashboard(ctx context.Context) (*Dashboard, error) {
 		count(&Site{}, &d.Sites, ""),
 		count(&Policy{}, &d.Policies, ""),
 		count(&Target{}, &d.Targets, ""),
+		count(&Protection{}, &d.VMsWithoutDrill, "last_drill_at IS NULL OR last_drill_at < ?", s.Now().Add(-DrillInterval)),
 	}
 	for _, err := range steps {
 		if err != nil {

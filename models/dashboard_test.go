@@ -62,6 +62,7 @@ func TestDashboardCounts(t *testing.T) {
 			JobsInProgress: 2, JobsFailed24h: 1, JobsWaitingInput: 1,
 			HostsConnected: 2, HostsDisconnected: 1, ActiveAlerts: 2,
 			Sites: 2, Policies: 2, Targets: 1,
+			VMsWithoutDrill: 3, // the three protected VMs: none had a test failover
 		}
 		wantHealth := map[string]int64{models.HealthNormal: 2, models.HealthCritical: 1}
 		if !maps.Equal(d.VMsByHealth, wantHealth) {

@@ -175,9 +175,12 @@ func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
 // or running: a new cycle or resync must not be queued beside it.
 func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
 	var n int64
-	// A verify does not count: a cycle queued beside it waits in LeaseTasks
-	// while it runs, and one waiting out its back-off must not hold cycles.
-	err := tx.Model(&Task{}).Where("protection_id = ? AND kind <> ? AND state IN ?", protectionID, agentproto.TaskVerify,
+	// Side tasks do not count (a verify; a test failover's copy, its
+	// cleanup): a cycle queued beside one waits in LeaseTasks while it
+	// runs, and one waiting out its back-off, or for a recovery host that
+	// is away, must not hold cycles.
+	err := tx.Model(&Task{}).Where("protection_id = ? AND kind NOT IN ? AND state IN ?", protectionID,
+		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM},
 		[]string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
 	return n > 0, err
 }

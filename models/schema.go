@@ -183,8 +183,27 @@ type Protection struct {
 	BytesSent           int64      `gorm:"not null;default:0"`
 	LastCycleBytes      int64      `gorm:"not null;default:0"` // sent by the last successful cycle
 	LastCycleSeconds    float64    `gorm:"not null;default:0"` // its transfer time
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// The test failover of the VM, while TestFailover is set: the test
+	// VM's host, its id there, the point it was made from and when.
+	TestFailoverHostID  string `gorm:"size:40;not null;default:''"`
+	TestFailoverVMID    string `gorm:"size:200;not null;default:''"`
+	TestFailoverPointID string `gorm:"size:40;not null;default:''"`
+	TestFailoverAt      *time.Time
+	// The last drill: a test failover that succeeded and was cleaned up.
+	LastDrillAt      *time.Time
+	LastDrillPointID string `gorm:"size:40;not null;default:''"`
+	LastDrillNotes   string `gorm:"size:2000;not null;default:''"`
+	// The failover, from FailingOver until the protection ends or is
+	// re-protected: the recovery host, the VM's id there, the point it
+	// runs from, planned or unplanned, and when it was failed over.
+	FailoverHostID  string `gorm:"size:40;not null;default:''"`
+	FailoverVMID    string `gorm:"size:200;not null;default:''"`
+	FailoverPointID string `gorm:"size:40;not null;default:''"`
+	FailoverKind    string `gorm:"size:20;not null;default:''"`
+	FailedOverAt    *time.Time
+	CommittedAt     *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // ReplicaDisk is the copy of one source disk on the target.
@@ -257,6 +276,7 @@ type Job struct {
 	ErrorCode    string    `gorm:"size:80"`
 	ErrorMessage string    `gorm:"size:2000"`
 	ErrorAction  string    `gorm:"size:2000"`
+	Notes        string    `gorm:"size:2000;not null;default:''"` // the operator's, for a cleanup of a test failover
 	Steps        []JobStep `gorm:"foreignKey:JobID;constraint:OnDelete:CASCADE"`
 	CreatedAt    time.Time `gorm:"index"`
 	UpdatedAt    time.Time

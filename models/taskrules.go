@@ -43,11 +43,20 @@ func ruleFor(t *Task) taskRule {
 	case agentproto.TaskReplicate:
 		// The initial copy, in the Enable protection job. Scheduled cycles
 		// have no job and are retried by the scheduler (cycleFailed).
-		return taskRule{succeeded: recordCycle, retrying: protectionRetrying, failed: enableFailed}
+		// A failover's final cycle fails its failover.
+		return taskRule{succeeded: recordCycle, retrying: protectionRetrying, failed: replicateFailed}
 	case agentproto.TaskResync:
 		return taskRule{succeeded: resyncSucceeded, retrying: protectionRetrying, failed: resyncFailed}
 	case agentproto.TaskVerify:
 		return taskRule{retries: MaxTaskAttempts}
+	case agentproto.TaskMaterialize:
+		return taskRule{retries: MaxTaskAttempts, succeeded: materialized, failed: recoveryStepFailed}
+	case agentproto.TaskShutdownVM:
+		return taskRule{retries: MaxTaskAttempts, failed: recoveryStepFailed}
+	case agentproto.TaskRemoveVM:
+		return taskRule{retries: MaxTaskAttempts, succeeded: testVMRemoved}
+	case agentproto.TaskCommitPoint:
+		return taskRule{retries: MaxTaskAttempts, succeeded: committed}
 	case agentproto.TaskDeleteReplica:
 		return taskRule{retries: MaxTaskAttempts, succeeded: replicaDataDeleted, failed: deleteFailed}
 	}
@@ -92,12 +101,26 @@ func enableFailed(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome) er
 	return vmAlert(tx, t.ProtectionID, AlertProtectionCritical, HealthCritical, reason)
 }
 
-// resyncSucceeded records the resync's point and says what it sent.
+// replicateFailed: an initial copy that failed stops enabling protection;
+// a failover's final cycle that failed stops the failover.
+func replicateFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
+	typ, err := jobTypeOf(tx, t)
+	if err != nil {
+		return err
+	}
+	if typ == JobPlannedFailover || typ == JobUnplannedFailover {
+		return recoveryStepFailed(s, tx, now, t, o)
+	}
+	return enableFailed(s, tx, now, t, o)
+}
+
+// resyncSucceeded records the resync's point and says what it sent. A VM
+// that began failing over meanwhile stays so.
 func resyncSucceeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
 	if err := recordCycle(s, tx, now, t, result); err != nil {
 		return err
 	}
-	if err := setState(tx, t.ProtectionID, StateProtected); err != nil {
+	if err := tx.Model(&Protection{}).Where("id = ? AND state = ?", t.ProtectionID, StateResynchronizing).Update("state", StateProtected).Error; err != nil {
 		return err
 	}
 	var r agentproto.ReplicateResult
@@ -112,11 +135,14 @@ func resyncSucceeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result strin
 // resyncFailed: the VM still needs its resync. Cancelled, it waits for the
 // window (or the button); a failure no retry can mend makes it Critical.
 func resyncFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
-	if err := setState(tx, t.ProtectionID, StateResyncRequired); err != nil {
-		return err
-	}
 	var p Protection
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	if p.State != StateResynchronizing && p.State != StateResyncRequired {
+		return nil // cancelled by a failover, which owns the state now
+	}
+	if err := setState(tx, t.ProtectionID, StateResyncRequired); err != nil {
 		return err
 	}
 	if o.ErrorCode == agentproto.CodeCancelled {

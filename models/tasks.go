@@ -118,11 +118,25 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 				}
 				continue
 			}
+			updates := map[string]any{}
+			if t.Kind == agentproto.TaskMaterialize {
+				payload, failed, err := resolveMaterializePoint(tx, t)
+				if err != nil {
+					return err
+				}
+				if failed != nil {
+					if err := s.endTask(tx, now, t, TaskFailed, *failed); err != nil {
+						return err
+					}
+					continue
+				}
+				t.Payload, updates["payload"] = payload, payload
+			}
 			if t.ProtectionID != "" {
 				busy[t.ProtectionID] = true
 			}
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
-			updates := map[string]any{"state": t.State, "lease_expires_at": until, "attempts": t.Attempts}
+			updates["state"], updates["lease_expires_at"], updates["attempts"] = t.State, until, t.Attempts
 			if t.Failures > 0 {
 				// A retry reads the disks the VM has now, not those it had
 				// when it first failed.

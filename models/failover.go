@@ -1,0 +1,842 @@
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// Recovery (DESIGN.md §1, §5a): the recovery host's agent reads a point
+// from the target and makes a VM of it. A test failover makes "<vm>-test",
+// isolated, and replication goes on; a failover stops the source first
+// (planned) or works with what the replica has (unplanned); commit keeps
+// the point the VM runs from. Each is a job whose steps run on the source
+// and recovery hosts one after the other (advanceJob).
+
+// The recovery jobs.
+const (
+	JobTestFailover        = "Test failover"
+	JobCleanupTestFailover = "Cleanup test failover"
+	JobPlannedFailover     = "Planned failover"
+	JobUnplannedFailover   = "Unplanned failover"
+	JobChangeRecoveryPoint = "Change recovery point"
+	JobCommitFailover      = "Commit failover"
+)
+
+// recoveryJobs are the jobs that may be restarted from their failed step.
+var recoveryJobs = map[string]bool{JobTestFailover: true, JobCleanupTestFailover: true, JobPlannedFailover: true,
+	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true}
+
+// Recovery point choices; anything else is a point's id.
+const (
+	PointLatest              = "latest"                // unplanned: process what the source has first, if it answers
+	PointLatestProcessed     = "latest_processed"      // the newest crash- or app-consistent point
+	PointLatestAppConsistent = "latest_app_consistent" // the newest app-consistent point
+)
+
+// Failover kinds, as Protection.FailoverKind records them.
+const (
+	FailoverPlanned   = "planned"
+	FailoverUnplanned = "unplanned"
+)
+
+// RecoveryRequest says how to recover a VM.
+type RecoveryRequest struct {
+	// RecoveryPoint is a choice (PointLatest…) or a point's id. Empty
+	// means latest_processed.
+	RecoveryPoint string
+	// RecoveryHostID is the host that runs the recovered VM; empty means
+	// the VM's own host.
+	RecoveryHostID string
+	// ShutDownSource, for an unplanned failover: shut the source down
+	// first if its host answers.
+	ShutDownSource bool
+}
+
+// ShutdownTimeout is how long a planned failover waits for the source VM to
+// stop.
+const ShutdownTimeout = 5 * time.Minute
+
+// jobStepSpec is one step of a job being created: run by a task, or done in
+// the vault at once (Task nil, with Message saying what was decided).
+type jobStepSpec struct {
+	Name    string
+	Task    *Task
+	Message string
+}
+
+// createJob stores a job and its steps: the vault's steps done, the first
+// task's step queued, the later tasks waiting for the steps before them.
+func createJob(tx *gorm.DB, now time.Time, a Actor, job Job, steps []jobStepSpec) (*Job, error) {
+	job.ID, job.State, job.CreatedBy, job.StartedAt = NewID(prefixJob), JobInProgress, a.Username, &now
+	if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		return nil, err
+	}
+	queued := false
+	for i, spec := range steps {
+		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: i + 1, Name: spec.Name, State: JobNotStarted, Message: spec.Message}
+		if spec.Task == nil {
+			step.State, step.Progress, step.StartedAt, step.EndedAt = JobSucceeded, 100, &now, &now
+		}
+		if err := tx.Create(&step).Error; err != nil {
+			return nil, err
+		}
+		job.Steps = append(job.Steps, step)
+		if spec.Task == nil {
+			continue
+		}
+		t := *spec.Task
+		t.ID, t.JobID, t.StepID, t.State = NewID(prefixTask), job.ID, step.ID, TaskWaiting
+		if !queued {
+			t.State, queued = TaskQueued, true
+			if err := tx.Model(&JobStep{}).Where("id = ?", step.ID).Update("message", "waiting for the host's agent to pick it up").Error; err != nil {
+				return nil, err
+			}
+		}
+		if err := tx.Create(&t).Error; err != nil {
+			return nil, err
+		}
+	}
+	return &job, nil
+}
+
+// recoveryHost loads and checks the host that will run a recovered VM: it
+// is registered, connected, its agent can materialize VMs, and it has no
+// VM of the new VM's name that a failover of this VM did not make.
+func recoveryHost(tx *gorm.DB, hostID, vmName string, ownID string) (*Host, error) {
+	var h Host
+	if err := tx.First(&h, "id = ?", hostID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, &ValidationError{Fields: []FieldError{{Field: "recovery_host_id", Reason: fmt.Sprintf("no host %q", hostID)}}}
+		}
+		return nil, err
+	}
+	if h.RevokedAt != nil || h.State != HostConnected {
+		return nil, &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
+			"host %s is not connected (%s); start its agent, or choose a connected host", h.Name, h.State)}
+	}
+	for _, kind := range []string{agentproto.TaskMaterialize, agentproto.TaskRemoveVM} {
+		if f := missingFeature(h, kind); f != "" {
+			return nil, &ConflictError{Code: "recovery_host_unsupported", Message: fmt.Sprintf(
+				"the agent on host %s (version %s) cannot %s; upgrade it, or choose another host", h.Name, h.AgentVersion, strings.ReplaceAll(f, "_", " "))}
+		}
+	}
+	var clash []VM
+	if err := tx.Where("host_id = ? AND name = ? AND missing_since IS NULL AND external_id <> ?", h.ID, vmName, ownID).Limit(1).Find(&clash).Error; err != nil {
+		return nil, err
+	}
+	if len(clash) > 0 {
+		return nil, &ConflictError{Code: "recovery_vm_exists", Message: fmt.Sprintf(
+			"host %s already has a VM named %s; remove or rename it there, or choose another recovery host", h.Name, vmName)}
+	}
+	return &h, nil
+}
+
+// choosePoint resolves a recovery point choice among a protection's points.
+// A point labelled inconsistent is taken only when named by its id.
+func choosePoint(tx *gorm.DB, protectionID, choice string) (*RecoveryPoint, error) {
+	if choice == "" {
+		choice = PointLatestProcessed
+	}
+	var points []RecoveryPoint
+	if err := tx.Where("protection_id = ?", protectionID).Order("time DESC, id DESC").Find(&points).Error; err != nil {
+		return nil, err
+	}
+	if len(points) == 0 {
+		return nil, &ConflictError{Code: "no_recovery_point", Message: "the VM has no recovery point yet; wait for its initial replication to finish"}
+	}
+	switch choice {
+	case PointLatest, PointLatestProcessed:
+		for i := range points {
+			if points[i].Consistency != ConsistencyInconsistent {
+				return &points[i], nil
+			}
+		}
+		return nil, &ConflictError{Code: "inconsistent_point", Message: fmt.Sprintf(
+			"every recovery point of the VM is labelled inconsistent (its disks were read while it wrote); name one by its id to accept that, for example %s", points[0].ID)}
+	case PointLatestAppConsistent:
+		for i := range points {
+			if points[i].Consistency == ConsistencyApp {
+				return &points[i], nil
+			}
+		}
+		return nil, &ConflictError{Code: "no_recovery_point", Message: "the VM has no app-consistent recovery point; choose latest_processed, or a point by its id"}
+	}
+	for i := range points {
+		if points[i].ID == choice {
+			return &points[i], nil
+		}
+	}
+	return nil, &ValidationError{Fields: []FieldError{{Field: "recovery_point", Reason: fmt.Sprintf(
+		"%q is neither latest, latest_processed, latest_app_consistent nor a recovery point of this VM", choice)}}}
+}
+
+// describePoint is a point in words for a job step.
+func describePoint(p *RecoveryPoint, why string) string {
+	return fmt.Sprintf("recovery point %s of %s (%s-consistent%s)", p.ID, p.Time.UTC().Format(time.RFC3339), p.Consistency, why)
+}
+
+// materializeTask is the task that makes a VM of a point on a host.
+func materializeTask(w *protectionWork, host *Host, pointID, choice, vmID, vmName string, test, start, replace bool) *Task {
+	pl := agentproto.MaterializePayload{Replication: w.Payload, PointID: pointID, PointChoice: choice, VMID: vmID, VMName: vmName,
+		SourceVMID: w.VM.ID, Test: test, Start: start, Replace: replace}
+	b, _ := json.Marshal(pl)
+	return &Task{HostID: host.ID, ProtectionID: w.Protection.ID, Kind: agentproto.TaskMaterialize, Payload: string(b)}
+}
+
+// powerTask is a shutdown, start or removal of a VM on a host.
+func powerTask(kind, hostID, protectionID, vmID string, timeout time.Duration) *Task {
+	b, _ := json.Marshal(agentproto.PowerPayload{VMID: vmID, TimeoutSeconds: int(timeout / time.Second)})
+	return &Task{HostID: hostID, ProtectionID: protectionID, Kind: kind, Payload: string(b)}
+}
+
+// recoveryBusy refuses a recovery operation while another recovery job of
+// the VM runs.
+func recoveryBusy(tx *gorm.DB, vmID string) error {
+	var n int64
+	types := make([]string, 0, len(recoveryJobs))
+	for t := range recoveryJobs {
+		types = append(types, t)
+	}
+	if err := tx.Model(&Job{}).Where("target_kind = ? AND target_id = ? AND type IN ? AND state IN ?", "vm", vmID, types,
+		[]string{JobNotStarted, JobInProgress, JobWaitingForInput, JobSuspended}).Count(&n).Error; err != nil {
+		return err
+	}
+	if n > 0 {
+		return &ConflictError{Code: "failover_running", Message: "a failover, test failover or commit of this VM is running; wait for its job to end (or cancel it)"}
+	}
+	return nil
+}
+
+// protectionOf loads the work of a VM's protection, or says it has none.
+func protectionOf(tx *gorm.DB, vmID string) (*protectionWork, error) {
+	var p Protection
+	if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			var vm VM
+			if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
+				return nil, err
+			}
+			return nil, &ConflictError{Code: "not_protected", Message: fmt.Sprintf("VM %s is not protected; enable protection and wait for its first recovery point", vm.Name)}
+		}
+		return nil, err
+	}
+	return loadWork(tx, p.ID)
+}
+
+// TestFailoverVMName is the name of a VM's test failover VM.
+func TestFailoverVMName(vmName string) string { return vmName + "-test" }
+
+// StartTestFailover makes "<vm>-test" from a recovery point on the
+// recovery host and starts it isolated. Replication of the VM goes on.
+func (s *Store) StartTestFailover(ctx context.Context, a Actor, vmID string, req RecoveryRequest) (*Job, error) {
+	now := s.Now()
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		w, err := protectionOf(tx, vmID)
+		if err != nil {
+			return err
+		}
+		p := w.Protection
+		switch {
+		case p.TestFailover:
+			return &ConflictError{Code: "test_failover_exists", Message: "the VM's last test failover was not cleaned up; run Cleanup test failover first"}
+		case p.State != StateProtected && p.State != StateResyncRequired && p.State != StateResynchronizing:
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be test failed over; it must be protected", p.State)}
+		}
+		if err := recoveryBusy(tx, vmID); err != nil {
+			return err
+		}
+		if req.RecoveryPoint == PointLatest {
+			req.RecoveryPoint = PointLatestProcessed // a test never touches the source
+		}
+		point, err := choosePoint(tx, p.ID, req.RecoveryPoint)
+		if err != nil {
+			return err
+		}
+		if req.RecoveryHostID == "" {
+			req.RecoveryHostID = w.Host.ID
+		}
+		name := TestFailoverVMName(w.VM.Name)
+		host, err := recoveryHost(tx, req.RecoveryHostID, name, "")
+		if err != nil {
+			return err
+		}
+		testID := "lifeboat-" + w.VM.ID + "-test"
+		job, err = createJob(tx, now, a, Job{Type: JobTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
+			{Name: "Choose the recovery point", Message: describePoint(point, "")},
+			{Name: fmt.Sprintf("Create %s on host %s and start it isolated", name, host.Name),
+				Task: materializeTask(w, host, point.ID, "", testID, name, true, true, false)},
+		})
+		if err != nil {
+			return err
+		}
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": true,
+			"test_failover_host_id": host.ID, "test_failover_vm_id": testID, "test_failover_point_id": point.ID, "test_failover_at": now}).Error; err != nil {
+			return err
+		}
+		return s.audit(tx, a, "failover.test", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": point.ID, "recovery_host": host.Name, "job": job.ID})
+	})
+	return job, err
+}
+
+// CleanupTestFailover deletes a VM's test failover VM and records the
+// drill with the operator's notes.
+func (s *Store) CleanupTestFailover(ctx context.Context, a Actor, vmID, notes string) (*Job, error) {
+	now := s.Now()
+	if len(notes) > 2000 {
+		return nil, &ValidationError{Fields: []FieldError{{Field: "notes", Reason: "at most 2000 characters"}}}
+	}
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		w, err := protectionOf(tx, vmID)
+		if err != nil {
+			return err
+		}
+		p := w.Protection
+		if !p.TestFailover {
+			return &ConflictError{Code: "no_test_failover", Message: "the VM has no test failover to clean up"}
+		}
+		if err := recoveryBusy(tx, vmID); err != nil {
+			return err
+		}
+		var host Host
+		if err := tx.First(&host, "id = ?", p.TestFailoverHostID).Error; err != nil {
+			return err
+		}
+		remove := powerTask(agentproto.TaskRemoveVM, host.ID, p.ID, p.TestFailoverVMID, ShutdownTimeout)
+		job, err = createJob(tx, now, a, Job{Type: JobCleanupTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, Notes: notes}, []jobStepSpec{
+			{Name: fmt.Sprintf("Stop and delete %s on host %s", TestFailoverVMName(w.VM.Name), host.Name), Task: remove},
+		})
+		if err != nil {
+			return err
+		}
+		return s.audit(tx, a, "failover.test_cleanup", "vm", w.VM.ID, w.VM.Name, map[string]string{"notes": notes, "job": job.ID})
+	})
+	return job, err
+}
+
+// StartFailover fails a VM over to the recovery host. A planned failover
+// shuts the source down (and stops if it will not), runs a final cycle and
+// recovers from the point it makes: no write is lost. An unplanned one
+// recovers from the chosen point, after processing what the source has
+// when asked for "latest" and its host answers.
+func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned bool, req RecoveryRequest) (*Job, error) {
+	now := s.Now()
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		w, err := protectionOf(tx, vmID)
+		if err != nil {
+			return err
+		}
+		p := w.Protection
+		switch p.State {
+		case StateFailedOver, StateCommitted:
+			return &ConflictError{Code: "already_failed_over", Message: fmt.Sprintf("the VM is failed over already (%s); commit it, or change its recovery point", p.State)}
+		case StateFailingOver:
+			return &ConflictError{Code: "failover_running", Message: "a failover of this VM is running; wait for its job to end"}
+		}
+		if planned && p.State != StateProtected {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf(
+				"a planned failover needs a Protected VM, this one is %s; resynchronize first, or run an unplanned failover", p.State)}
+		}
+		if !planned && p.State != StateProtected && p.State != StateResyncRequired && p.State != StateResynchronizing {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be failed over", p.State)}
+		}
+		if err := recoveryBusy(tx, vmID); err != nil {
+			return err
+		}
+		if req.RecoveryHostID == "" {
+			req.RecoveryHostID = w.Host.ID
+		}
+		host, err := recoveryHost(tx, req.RecoveryHostID, w.VM.Name, "")
+		if err != nil {
+			return err
+		}
+		sourceUp := w.Host.RevokedAt == nil && w.Host.State == HostConnected
+		if planned && !sourceUp {
+			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
+				"the source host %s is not connected, so a planned failover cannot shut the VM down; run an unplanned failover", w.Host.Name)}
+		}
+		recoveredID := "lifeboat-" + w.VM.ID
+		var steps []jobStepSpec
+		kind, jobType := FailoverUnplanned, JobUnplannedFailover
+		if planned {
+			kind, jobType = FailoverPlanned, JobPlannedFailover
+			pl := w.Payload
+			pl.PointID, pl.BandwidthMbps = NewID(prefixRecoveryPoint), 0 // the final cycle is not throttled: the VM is down
+			b, _ := json.Marshal(pl)
+			steps = []jobStepSpec{
+				{Name: fmt.Sprintf("Shut down %s on host %s", w.VM.Name, w.Host.Name),
+					Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, p.ID, w.VM.ExternalID, ShutdownTimeout)},
+				{Name: "Replicate the last changes (final cycle)",
+					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}},
+				{Name: fmt.Sprintf("Create %s on host %s and start it", w.VM.Name, host.Name),
+					Task: materializeTask(w, host, pl.PointID, "", recoveredID, w.VM.Name, false, true, false)},
+			}
+		} else {
+			choice := req.RecoveryPoint
+			if choice == "" {
+				choice = PointLatestProcessed
+			}
+			if req.ShutDownSource {
+				if sourceUp {
+					steps = append(steps, jobStepSpec{Name: fmt.Sprintf("Shut down %s on host %s", w.VM.Name, w.Host.Name),
+						Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, p.ID, w.VM.ExternalID, ShutdownTimeout)})
+				} else {
+					steps = append(steps, jobStepSpec{Name: "Shut down the source VM",
+						Message: fmt.Sprintf("not done: host %s is not connected", w.Host.Name)})
+				}
+			}
+			var materialize *Task
+			if choice == PointLatest && sourceUp {
+				pl := w.Payload
+				pl.PointID, pl.BandwidthMbps = NewID(prefixRecoveryPoint), 0
+				b, _ := json.Marshal(pl)
+				steps = append(steps, jobStepSpec{Name: "Process the data the source has (final cycle)",
+					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}})
+				// The point is chosen when the recovery host gets the task:
+				// the final cycle's, unless it is labelled inconsistent.
+				materialize = materializeTask(w, host, "", PointLatest, recoveredID, w.VM.Name, false, true, false)
+			} else {
+				if choice == PointLatest {
+					choice = PointLatestProcessed
+				}
+				point, err := choosePoint(tx, p.ID, choice)
+				if err != nil {
+					return err
+				}
+				why := ""
+				if req.RecoveryPoint == PointLatest {
+					why = fmt.Sprintf("; host %s is not connected, so what it had not sent is lost", w.Host.Name)
+				}
+				steps = append(steps, jobStepSpec{Name: "Choose the recovery point", Message: describePoint(point, why)})
+				materialize = materializeTask(w, host, point.ID, "", recoveredID, w.VM.Name, false, true, false)
+			}
+			steps = append(steps, jobStepSpec{Name: fmt.Sprintf("Create %s on host %s and start it", w.VM.Name, host.Name), Task: materialize})
+		}
+		if err := cancelReplication(s, tx, now, p.ID, "the VM is failing over"); err != nil {
+			return err
+		}
+		if p.State != StateProtected {
+			if err := setState(tx, p.ID, StateProtected); err != nil {
+				return err
+			}
+		}
+		if err := setState(tx, p.ID, StateFailingOver); err != nil {
+			return err
+		}
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"failover_host_id": host.ID,
+			"failover_vm_id": recoveredID, "failover_kind": kind, "failover_point_id": "", "next_retry_at": nil}).Error; err != nil {
+			return err
+		}
+		job, err = createJob(tx, now, a, Job{Type: jobType, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, steps)
+		if err != nil {
+			return err
+		}
+		return s.audit(tx, a, "failover."+kind, "vm", w.VM.ID, w.VM.Name, map[string]string{"recovery_host": host.Name,
+			"recovery_point": req.RecoveryPoint, "job": job.ID})
+	})
+	return job, err
+}
+
+// cancelReplication ends the protection's replication tasks that have not
+// started (a resync's job with them); a running one is asked to stop.
+func cancelReplication(s *Store, tx *gorm.DB, now time.Time, protectionID, why string) error {
+	var tasks []Task
+	if err := tx.Where("protection_id = ? AND state IN ? AND kind IN ?", protectionID, []string{TaskWaiting, TaskQueued, TaskLeased},
+		[]string{agentproto.TaskReplicate, agentproto.TaskResync, agentproto.TaskVerify}).Find(&tasks).Error; err != nil {
+		return err
+	}
+	for i := range tasks {
+		t := &tasks[i]
+		if t.State == TaskLeased {
+			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Update("cancel_request", true).Error; err != nil {
+				return err
+			}
+			continue
+		}
+		if err := finishTask(tx, now, t, TaskCancelled, "", agentproto.CodeCancelled, why, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ChangeRecoveryPoint makes the failed-over VM again from another point:
+// the recovery host stops it and replaces its disks. Allowed until commit.
+func (s *Store) ChangeRecoveryPoint(ctx context.Context, a Actor, vmID, choice string) (*Job, error) {
+	now := s.Now()
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		w, err := protectionOf(tx, vmID)
+		if err != nil {
+			return err
+		}
+		p := w.Protection
+		if p.State != StateFailedOver {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf(
+				"the recovery point can be changed only after a failover and before its commit; the VM is %s", p.State)}
+		}
+		if err := recoveryBusy(tx, vmID); err != nil {
+			return err
+		}
+		if choice == PointLatest {
+			choice = PointLatestProcessed
+		}
+		point, err := choosePoint(tx, p.ID, choice)
+		if err != nil {
+			return err
+		}
+		var host Host
+		if err := tx.First(&host, "id = ?", p.FailoverHostID).Error; err != nil {
+			return err
+		}
+		if _, err := recoveryHost(tx, host.ID, w.VM.Name, p.FailoverVMID); err != nil {
+			return err
+		}
+		job, err = createJob(tx, now, a, Job{Type: JobChangeRecoveryPoint, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
+			{Name: "Choose the recovery point", Message: describePoint(point, "")},
+			{Name: fmt.Sprintf("Stop %s on host %s, write its disks from the point and start it", w.VM.Name, host.Name),
+				Task: materializeTask(w, &host, point.ID, "", p.FailoverVMID, w.VM.Name, false, true, true)},
+		})
+		if err != nil {
+			return err
+		}
+		return s.audit(tx, a, "failover.change_point", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": point.ID, "job": job.ID})
+	})
+	return job, err
+}
+
+// CommitFailover finalizes a failover: the point the VM runs from is kept
+// and the older points are deleted from the target (the reference deletes
+// the others too; a point newer than the committed one stays until
+// retention removes it, since the directory target cannot drop it without
+// rolling the replica back).
+func (s *Store) CommitFailover(ctx context.Context, a Actor, vmID string) (*Job, error) {
+	now := s.Now()
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		w, err := protectionOf(tx, vmID)
+		if err != nil {
+			return err
+		}
+		p := w.Protection
+		if p.State != StateFailedOver {
+			return &ConflictError{Code: "nothing_to_commit", Message: fmt.Sprintf("the VM is %s: there is no failover to commit", p.State)}
+		}
+		if err := recoveryBusy(tx, vmID); err != nil {
+			return err
+		}
+		var host Host
+		if err := tx.First(&host, "id = ?", p.FailoverHostID).Error; err != nil {
+			return err
+		}
+		if host.RevokedAt != nil || host.State != HostConnected {
+			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf("the recovery host %s is not connected; start its agent, then commit", host.Name)}
+		}
+		pl := w.Payload
+		pl.PointID = p.FailoverPointID
+		b, _ := json.Marshal(pl)
+		job, err = createJob(tx, now, a, Job{Type: JobCommitFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
+			{Name: fmt.Sprintf("Keep recovery point %s and delete the older points", p.FailoverPointID),
+				Task: &Task{HostID: host.ID, ProtectionID: p.ID, Kind: agentproto.TaskCommitPoint, Payload: string(b)}},
+		})
+		if err != nil {
+			return err
+		}
+		return s.audit(tx, a, "failover.commit", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": p.FailoverPointID, "job": job.ID})
+	})
+	return job, err
+}
+
+// jobTypeOf is the type of a task's job ("" for a task without one).
+func jobTypeOf(tx *gorm.DB, t *Task) (string, error) {
+	if t.JobID == "" {
+		return "", nil
+	}
+	var j Job
+	if err := tx.Select("type").First(&j, "id = ?", t.JobID).Error; err != nil {
+		return "", err
+	}
+	return j.Type, nil
+}
+
+// materialized records what a materialize made, by its job.
+func materialized(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
+	var r agentproto.MaterializeResult
+	_ = json.Unmarshal([]byte(result), &r)
+	var pl agentproto.MaterializePayload
+	_ = json.Unmarshal([]byte(t.Payload), &pl)
+	if r.PointID == "" {
+		r.PointID = pl.PointID
+	}
+	if t.StepID != "" {
+		msg := fmt.Sprintf("%s made from recovery point %s: %d bytes written in %.1f s", pl.VMName, r.PointID, r.BytesWritten, r.Seconds)
+		if r.Started {
+			msg += "; started"
+			if r.Isolated {
+				msg += " isolated (no network)"
+			}
+		}
+		if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error; err != nil {
+			return err
+		}
+	}
+	typ, err := jobTypeOf(tx, t)
+	if err != nil {
+		return err
+	}
+	switch typ {
+	case JobTestFailover:
+		return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Update("test_failover_point_id", r.PointID).Error
+	case JobPlannedFailover, JobUnplannedFailover:
+		if err := setState(tx, t.ProtectionID, StateFailedOver); err != nil {
+			return err
+		}
+		var p Protection
+		if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+			return err
+		}
+		if err := resolveAlerts(tx, now, p.VMID, AlertFailoverFailed); err != nil {
+			return err
+		}
+		return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{"failover_point_id": r.PointID, "failed_over_at": now}).Error
+	case JobChangeRecoveryPoint:
+		return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Update("failover_point_id", r.PointID).Error
+	}
+	return nil
+}
+
+// testVMRemoved records the drill, with the cleanup's notes, once its
+// test VM is gone.
+func testVMRemoved(_ *Store, tx *gorm.DB, _ time.Time, t *Task, _ string) error {
+	typ, err := jobTypeOf(tx, t)
+	if err != nil || typ != JobCleanupTestFailover {
+		return err
+	}
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	var job Job
+	if err := tx.First(&job, "id = ?", t.JobID).Error; err != nil {
+		return err
+	}
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": false,
+		"test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil,
+		"last_drill_at": p.TestFailoverAt, "last_drill_point_id": p.TestFailoverPointID, "last_drill_notes": job.Notes}).Error
+}
+
+// committed ends a failover's commit: the vault forgets the points the
+// agent deleted.
+func committed(_ *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
+	var r agentproto.CommitResult
+	if err := json.Unmarshal([]byte(result), &r); err != nil {
+		return fmt.Errorf("commit result: %w", err)
+	}
+	if len(r.Points) > 0 {
+		if err := tx.Where("protection_id = ? AND id NOT IN ?", t.ProtectionID, r.Points).Delete(&RecoveryPoint{}).Error; err != nil {
+			return err
+		}
+	}
+	if err := setState(tx, t.ProtectionID, StateCommitted); err != nil {
+		return err
+	}
+	if t.StepID != "" {
+		msg := fmt.Sprintf("kept recovery point %s; deleted %d older point(s)", r.PointID, len(r.Deleted))
+		if newer := len(r.Points) - 1; newer > 0 {
+			msg += fmt.Sprintf("; %d newer point(s) stay until retention removes them", newer)
+		}
+		if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error; err != nil {
+			return err
+		}
+	}
+	return tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Update("committed_at", now).Error
+}
+
+// recoveryStepFailed carries a recovery job's failure to the protection:
+// a test failover that made nothing is forgotten (one whose VM was made
+// but did not start keeps it, for its cleanup); a failover that did not
+// happen leaves the VM Protected, with the FailoverFailed alert.
+func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
+	typ, err := jobTypeOf(tx, t)
+	if err != nil {
+		return err
+	}
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	switch typ {
+	case JobTestFailover:
+		if o.ErrorCode == agentproto.CodeVMStartFailed {
+			return nil
+		}
+		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": false,
+			"test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil}).Error
+	case JobPlannedFailover, JobUnplannedFailover:
+		if p.State == StateFailingOver {
+			if err := setState(tx, p.ID, StateProtected); err != nil {
+				return err
+			}
+		}
+		if o.ErrorCode == agentproto.CodeCancelled {
+			return nil
+		}
+		var vm VM
+		if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
+			return err
+		}
+		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "vm", vm.ID, fmt.Sprintf(
+			"the %s of VM %s failed (%s): %s; fix the cause, then restart the job from the Jobs tab", strings.ToLower(typ), vm.Name, o.ErrorCode, o.Message))
+	}
+	return nil
+}
+
+// resolveMaterializePoint fills in the point of a materialize task that
+// chose it late (unplanned failover to "latest": the final cycle's point,
+// unless it is labelled inconsistent). A choice no point meets fails the
+// task, with why.
+func resolveMaterializePoint(tx *gorm.DB, t *Task) (string, *TaskOutcome, error) {
+	var pl agentproto.MaterializePayload
+	if err := json.Unmarshal([]byte(t.Payload), &pl); err != nil || pl.PointID != "" || pl.PointChoice == "" {
+		return t.Payload, nil, nil
+	}
+	point, err := choosePoint(tx, t.ProtectionID, pl.PointChoice)
+	var ce *ConflictError
+	if errors.As(err, &ce) {
+		return "", &TaskOutcome{ErrorCode: ce.Code, Message: ce.Message}, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	pl.PointID = point.ID
+	b, err := json.Marshal(pl)
+	return string(b), nil, err
+}
+
+// RestartJob runs a failed recovery job again from its failed step: the
+// steps that succeeded are not run again, and the VM re-enters the state
+// the job needs (FailingOver for a failover).
+func (s *Store) RestartJob(ctx context.Context, a Actor, jobID string) (*Job, error) {
+	now := s.Now()
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var job Job
+		if err := tx.First(&job, "id = ?", jobID).Error; err != nil {
+			return err
+		}
+		if !recoveryJobs[job.Type] || job.State != JobFailed {
+			return &ConflictError{Code: "job_not_restartable", Message: fmt.Sprintf(
+				"only a failed recovery job can be restarted; this is a %s job that is %s", job.Type, job.State)}
+		}
+		var tasks []Task
+		if err := tx.Where("job_id = ?", job.ID).Find(&tasks).Error; err != nil {
+			return err
+		}
+		var failed *Task
+		for i := range tasks {
+			if tasks[i].State == TaskFailed {
+				failed = &tasks[i]
+			}
+		}
+		if failed == nil {
+			return &ConflictError{Code: "job_not_restartable", Message: "the job has no failed step to run again"}
+		}
+		if err := recoveryBusy(tx, job.TargetID); err != nil {
+			return err
+		}
+		var p Protection
+		if err := tx.First(&p, "id = ?", failed.ProtectionID).Error; err != nil {
+			return err
+		}
+		if err := reenterRecovery(tx, now, job, p, failed); err != nil {
+			return err
+		}
+		var steps []JobStep
+		if err := tx.Where("job_id = ?", job.ID).Find(&steps).Error; err != nil {
+			return err
+		}
+		seqOf := map[string]int{}
+		for _, st := range steps {
+			seqOf[st.ID] = st.Seq
+		}
+		if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(map[string]any{"state": TaskQueued, "failures": 0, "expiries": 0,
+			"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
+			"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&JobStep{}).Where("id = ?", failed.StepID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
+			"ended_at": nil, "message": "restarted: waiting for the host's agent to pick it up"}).Error; err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			if t.State == TaskCancelled && seqOf[t.StepID] > seqOf[failed.StepID] {
+				if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskWaiting, "error_code": "", "error_message": ""}).Error; err != nil {
+					return err
+				}
+			}
+		}
+		for _, st := range steps {
+			if st.Seq > seqOf[failed.StepID] && st.State == JobCancelled {
+				if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
+					"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+			"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
+			return err
+		}
+		return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": failed.StepID})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.GetJob(ctx, jobID)
+}
+
+// reenterRecovery puts a protection back where a recovery job that failed
+// at task t needs it to run that step again.
+func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task) error {
+	switch job.Type {
+	case JobPlannedFailover, JobUnplannedFailover:
+		if p.State != StateProtected && p.State != StateResyncRequired {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the VM is %s now; the failover cannot be run again", p.State)}
+		}
+		if p.State != StateProtected {
+			if err := setState(tx, p.ID, StateProtected); err != nil {
+				return err
+			}
+		}
+		return setState(tx, p.ID, StateFailingOver)
+	case JobTestFailover:
+		if p.TestFailover && t.Kind == agentproto.TaskMaterialize {
+			return nil // its VM was made and did not start: the start runs again
+		}
+		if p.TestFailover {
+			return &ConflictError{Code: "test_failover_exists", Message: "the VM has another test failover; clean it up first"}
+		}
+		var pl agentproto.MaterializePayload
+		_ = json.Unmarshal([]byte(t.Payload), &pl)
+		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": true,
+			"test_failover_host_id": t.HostID, "test_failover_vm_id": pl.VMID, "test_failover_point_id": pl.PointID, "test_failover_at": now}).Error
+	case JobCleanupTestFailover:
+		if !p.TestFailover {
+			return &ConflictError{Code: "no_test_failover", Message: "the VM has no test failover to clean up any more"}
+		}
+	case JobChangeRecoveryPoint, JobCommitFailover:
+		if p.State != StateFailedOver {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the VM is %s now, not FailedOver", p.State)}
+		}
+	}
+	return nil
+}
