@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -47,8 +48,11 @@ type VMJSON struct {
 	MissingSince      *time.Time `json:"missing_since"`
 	BytesSent         *int64     `json:"bytes_sent"` // replicated so far; null when unprotected
 	LastCycle         *CycleJSON `json:"last_cycle"` // null before the first cycle
-	CreatedAt         time.Time  `json:"created_at"`
-	UpdatedAt         time.Time  `json:"updated_at"`
+	// Recovery is the VM's test failover, last drill and failover; only
+	// GET /vms/{id} fills it in (null in lists and when unprotected).
+	Recovery  *RecoveryJSON `json:"recovery"`
+	CreatedAt time.Time     `json:"created_at"`
+	UpdatedAt time.Time     `json:"updated_at"`
 }
 
 // CycleJSON is what the last successful replication cycle sent, and how fast.
@@ -151,5 +155,11 @@ func (h *Handlers) APIGetVM(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, vmJSON(h.now())(*vm))
+	out := vmJSON(h.now())(*vm)
+	p, err := h.store.GetProtection(c.Request().Context(), vm.ID)
+	if err != nil && !errors.Is(err, models.ErrNotFound) {
+		return err
+	}
+	out.Recovery = recoveryJSON(p)
+	return c.JSON(http.StatusOK, out)
 }

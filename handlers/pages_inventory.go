@@ -277,7 +277,66 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 		}
 		v.Points = append(v.Points, row)
 	}
+	if err := h.fillRecovery(c, v, p); err != nil {
+		return err
+	}
 	return h.fillDiskReplication(c, v)
+}
+
+// fillRecovery adds the VM's drills and failover, and the hosts it can be
+// recovered on.
+func (h *Handlers) fillRecovery(c echo.Context, v *views.VMView, p *models.Protection) error {
+	ctx := c.Request().Context()
+	hosts, _, err := h.store.ListHosts(ctx, models.HostFilter{State: models.HostConnected}, models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	names := map[string]string{}
+	for _, host := range hosts {
+		names[host.ID] = host.Name
+		label := host.Name
+		if host.ID == v.VM.HostID {
+			label += " (the VM's own host)"
+		}
+		v.Recovery.Hosts = append(v.Recovery.Hosts, views.Option{Value: host.ID, Label: label})
+	}
+	hostName := func(id string) string {
+		if n, ok := names[id]; ok {
+			return n
+		}
+		if host, err := h.store.GetHost(ctx, id); err == nil {
+			return host.Name + " (not connected)"
+		}
+		return id
+	}
+	r := &v.Recovery
+	r.LastDrill, r.LastDrillNotes = views.FormatTime(p.LastDrillAt), p.LastDrillNotes
+	if p.LastDrillAt == nil {
+		r.LastDrill = ""
+	}
+	r.DrillDue = p.LastDrillAt == nil || h.now().Sub(*p.LastDrillAt) > models.DrillInterval
+	if p.TestFailover {
+		r.TestFailover = &views.TestFailoverView{VMName: models.TestFailoverVMName(v.VM.Name), Host: hostName(p.TestFailoverHostID),
+			PointID: p.TestFailoverPointID, Started: views.FormatTime(p.TestFailoverAt)}
+	}
+	if p.FailoverHostID != "" {
+		r.Failover = &views.FailoverView{Kind: p.FailoverKind, Host: hostName(p.FailoverHostID), VMName: v.VM.Name, PointID: p.FailoverPointID,
+			At: views.FormatTime(p.FailedOverAt)}
+		if p.CommittedAt != nil {
+			r.Failover.Committed = views.FormatTime(p.CommittedAt)
+		}
+	}
+	jobs, _, err := h.store.ListJobs(ctx, models.JobFilter{State: models.JobInProgress, TargetID: v.VM.ID}, models.Page{Limit: 20})
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if models.IsRecoveryJob(j.Type) {
+			r.RunningJobID, r.RunningJob = j.ID, j.Type
+			break
+		}
+	}
+	return nil
 }
 
 // fillDiskReplication says, for each disk of a protected VM, whether it
@@ -391,6 +450,8 @@ func (h *Handlers) JobPage(c echo.Context) error {
 			Started: views.FormatTime(s.StartedAt), Ended: views.FormatTime(s.EndedAt)})
 	}
 	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
+	v.Restartable = j.State == models.JobFailed && models.IsRecoveryJob(j.Type)
+	v.Notes = j.Notes
 	tasks, err := h.store.JobTasks(c.Request().Context(), j.ID)
 	if err != nil {
 		return err

@@ -84,7 +84,7 @@ func (h *Handlers) DashboardPage(c echo.Context) error {
 		VMsNormal: d.VMsByHealth[models.HealthNormal], VMsWarning: d.VMsByHealth[models.HealthWarning], VMsCritical: d.VMsByHealth[models.HealthCritical],
 		JobsInProgress: d.JobsInProgress, JobsFailed24h: d.JobsFailed24h, JobsWaiting: d.JobsWaitingInput,
 		HostsConnected: d.HostsConnected, HostsDisconnected: d.HostsDisconnected, ActiveAlerts: d.ActiveAlerts,
-		Sites: d.Sites, Policies: d.Policies, Targets: d.Targets,
+		Sites: d.Sites, Policies: d.Policies, Targets: d.Targets, VMsWithoutDrill: d.VMsWithoutDrill,
 	}
 	return render(c, http.StatusOK, views.DashboardPage(h.page(c, "Dashboard", "dashboard"), v))
 }

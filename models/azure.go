@@ -118,7 +118,10 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 		if strings.HasPrefix(target.AccountURL, "http://") {
 			v.Protocol = sas.ProtocolHTTPSandHTTP // a loopback emulator (validateAccountURL)
 		}
-		if req.Blob == "" {
+		readOnly := kind == agentproto.TaskMaterialize // a recovery reads the point, never writes the replica
+		if req.Blob == "" && readOnly {
+			v.Permissions = (&sas.ContainerPermissions{Read: true, List: true}).String()
+		} else if req.Blob == "" {
 			v.Permissions = (&sas.ContainerPermissions{Read: true, Add: true, Create: true, Write: true, Delete: true, List: true}).String()
 		} else {
 			at, err := time.Parse(blob.SnapshotTimeFormat, req.Snapshot)
@@ -126,7 +129,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 				return nil, &ValidationError{Fields: []FieldError{{Field: "snapshot", Reason: "must be a blob snapshot time, such as 2026-01-02T03:04:05.0000000Z"}}}
 			}
 			v.BlobName, v.SnapshotTime = req.Blob, at
-			v.Permissions = (&sas.BlobPermissions{Read: true, Delete: true}).String()
+			v.Permissions = (&sas.BlobPermissions{Read: true, Delete: !readOnly}).String()
 		}
 		q, err := v.SignWithSharedKey(key)
 		if err != nil {

@@ -34,6 +34,9 @@ const (
 var recoveryJobs = map[string]bool{JobTestFailover: true, JobCleanupTestFailover: true, JobPlannedFailover: true,
 	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true}
 
+// IsRecoveryJob says whether a job type is one of the recovery jobs.
+func IsRecoveryJob(jobType string) bool { return recoveryJobs[jobType] }
+
 // Recovery point choices; anything else is a point's id.
 const (
 	PointLatest              = "latest"                // unplanned: process what the source has first, if it answers
