@@ -43,4 +43,5 @@ const (
 	CodeVMStartFailed     = "vm_start_failed"
 	CodeRecoveryHostFull  = "recovery_host_full"
 	CodeRecoveryVMExists  = "recovery_vm_exists"
+	CodeHostDisconnected  = "host_disconnected"
 )

@@ -843,3 +843,30 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 	}
 	return nil
 }
+
+// failRecoveryTasks fails the recovery jobs' tasks of a host that stopped
+// answering: a failover must not wait, unseen, for a host that may never
+// come back. The job can be restarted from the step once it is back (or
+// another is chosen); a materialize only ever read the replica.
+func (s *Store) failRecoveryTasks(tx *gorm.DB, now time.Time, h Host) error {
+	var tasks []Task
+	if err := tx.Where("host_id = ? AND state IN ? AND job_id <> ''", h.ID, []string{TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+		return err
+	}
+	for i := range tasks {
+		t := &tasks[i]
+		typ, err := jobTypeOf(tx, t)
+		if err != nil {
+			return err
+		}
+		if !recoveryJobs[typ] {
+			continue
+		}
+		o := TaskOutcome{ErrorCode: agentproto.CodeHostDisconnected, Message: fmt.Sprintf(
+			"host %s stopped answering during the %s (no heartbeat since %s); the step did not finish", h.Name, strings.ToLower(typ), formatTimePtr(h.LastHeartbeat))}
+		if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -283,3 +283,38 @@ func TestAnUnplannedFailoverToLatestProcessesTheSourcesDataFirstWhenItAnswers(t 
 		wantJob(t, h, job.ID, models.JobSucceeded)
 	})
 }
+
+func TestARecoveryHostThatStopsAnsweringFailsTheStepAndTheJobRunsOnWhenRestarted(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, first := replicating(t, h)
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		job, err := h.s.StartFailover(t.Context(), alice, vm.ID, false, models.RecoveryRequest{RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		// The source keeps its heartbeat; the recovery host goes silent.
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", host.ID).Update("last_heartbeat", h.clock.T.Add(time.Minute))
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", dr.ID).Update("last_heartbeat", h.clock.T)
+		h.advance(time.Minute)
+		if _, err := h.s.MarkSilentHostsDisconnected(t.Context(), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		failed := wantJob(t, h, job.ID, models.JobFailed)
+		if failed.ErrorCode != agentproto.CodeHostDisconnected || !strings.Contains(failed.ErrorMessage, "dr stopped answering") {
+			t.Fatalf("job %+v", failed)
+		}
+		wantProtection(t, h, vm.ID, models.StateProtected, models.HealthNormal)
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", dr.ID).Update("state", models.HostConnected)
+		if _, err := h.s.RestartJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		task := leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		if pl := materializePayload(t, task); pl.PointID != first {
+			t.Fatalf("restarted materialize reads %s, want %s", pl.PointID, first)
+		}
+		complete(t, h, dr.ID, task, materializedResult(materializePayload(t, task)))
+		wantJob(t, h, job.ID, models.JobSucceeded)
+		wantProtection(t, h, vm.ID, models.StateFailedOver, models.HealthNormal)
+	})
+}
