@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: the vault on its embedded defaults, and one local agent,
-# registered to it, over a few generated demo VMs, so that a newcomer sees a
-# connected host with VMs at once. Ctrl-C stops both.
+# `make run`: the vault on its embedded defaults, and two local agents
+# registered to it: a primary host over a few generated demo VMs, so that a
+# newcomer sees a connected host with VMs at once, and an empty recovery
+# host in a second site to test failover and fail over to. Ctrl-C stops all.
 set -euo pipefail
 
 DATA_DIR=${DATA_DIR:-./data}
@@ -9,6 +10,8 @@ LISTEN=${LISTEN:-127.0.0.1:8443}
 BIN=${BIN:-bin}
 VM_ROOT="$DATA_DIR/demo/vms"
 AGENT_DIR="$DATA_DIR/demo/agent"
+RECOVERY_ROOT="$DATA_DIR/demo/recovery-vms"
+RECOVERY_DIR="$DATA_DIR/demo/recovery-agent"
 
 # Demo VMs: raw disks as sparse files with some data in them (filedisk
 # driver conventions: a directory per VM, *.img disks, vm.json for the id).
@@ -48,13 +51,16 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 
-if [ ! -f "$AGENT_DIR/identity.json" ]; then
+# register_agent STATE_DIR SITE NAME registers a demo agent once.
+register_agent() {
+  local dir=$1 site=$2 name=$3 key="$DATA_DIR/demo/$3.key.json"
+  [ -f "$dir/identity.json" ] && return
   "$BIN/lifeboat-vault" registration-key --data-dir "$DATA_DIR" --listen "$LISTEN" \
-    --site "Local demo" --create-site --out "$DATA_DIR/demo/agent.key.json" >/dev/null
+    --site "$site" --create-site --out "$key" >/dev/null
   for attempt in $(seq 1 30); do
-    if "$BIN/lifeboat-agent" register --key-file "$DATA_DIR/demo/agent.key.json" --state-dir "$AGENT_DIR" \
-         --name "$(hostname)-demo" >/dev/null 2>"$DATA_DIR/demo/register.err"; then
-      echo "Registered a local demo agent (state in $AGENT_DIR)."
+    if "$BIN/lifeboat-agent" register --key-file "$key" --state-dir "$dir" \
+         --name "$name" >/dev/null 2>"$DATA_DIR/demo/register.err"; then
+      echo "Registered demo agent $name in site \"$site\" (state in $dir)."
       break
     fi
     if ! grep -q "reach the vault" "$DATA_DIR/demo/register.err"; then
@@ -63,10 +69,16 @@ if [ ! -f "$AGENT_DIR/identity.json" ]; then
     fi
     sleep 1
   done
-  rm -f "$DATA_DIR/demo/agent.key.json"
-fi
+  rm -f "$key"
+}
+register_agent "$AGENT_DIR" "Local demo" "$(hostname)-demo"
+register_agent "$RECOVERY_DIR" "Recovery site" "$(hostname)-recovery"
+mkdir -p "$RECOVERY_ROOT"
 
 "$BIN/lifeboat-agent" run --state-dir "$AGENT_DIR" --vm-root "$VM_ROOT" --log-level warn &
 pids+=($!)
+"$BIN/lifeboat-agent" run --state-dir "$RECOVERY_DIR" --vm-root "$RECOVERY_ROOT" --log-level warn &
+pids+=($!)
 echo "Demo agent runs over $VM_ROOT (add a directory with a .img file there to see a new VM)."
+echo "Recovery agent runs over $RECOVERY_ROOT: test failovers and failovers to it make VMs there."
 wait -n "${pids[@]}"

@@ -257,8 +257,25 @@ func apiBodies() map[string]string {
 	}
 }
 
+// recoveryBodies are the bodies of the recovery calls, by the end of their
+// path: they take other fields than the rest of /vms.
+var recoveryBodies = map[string]string{
+	"/test-failover":         `{"recovery_point":"latest_processed"}`,
+	"/test-failover/cleanup": `{"notes":"n"}`,
+	"/failover":              `{"type":"planned"}`,
+	"/failover/change-point": `{"recovery_point":"latest_processed"}`,
+	"/failover/commit":       ``,
+}
+
 func bodyFor(path string) string {
 	path = strings.TrimPrefix(path, "/api/v1")
+	if strings.HasPrefix(path, "/vms/") {
+		if _, rest, ok := strings.Cut(strings.TrimPrefix(path, "/vms/"), "/"); ok {
+			if body, ok := recoveryBodies["/"+rest]; ok {
+				return body
+			}
+		}
+	}
 	for prefix, body := range apiBodies() {
 		if strings.HasPrefix(path, prefix) {
 			return body
