@@ -100,7 +100,7 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 	// write leaves it as it was.
 	if replacing {
 		if err := d.Shutdown(ctx, spec.ID, replaceShutdownTimeout); err != nil {
-			return driver.Materialized{}, fmt.Errorf("VM %s is not replaced: %w", spec.ID, err)
+			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
 		}
 	}
 	if err := d.swapIn(tmp, final, nonce, replacing); err != nil {
@@ -239,6 +239,17 @@ func (d *Driver) readVMWithID(dir, name string) (agentproto.VM, error) {
 	}
 	vm.ID = d.stableID(dir, name)
 	return vm, nil
+}
+
+// prefixed puts what was not done before an error, keeping the code of a
+// *agentproto.TaskError (which the runner reports on its own, without
+// the words wrapped around it).
+func prefixed(prefix string, err error) error {
+	var te *agentproto.TaskError
+	if errors.As(err, &te) {
+		return &agentproto.TaskError{Code: te.Code, Message: prefix + ": " + te.Message, Recoverable: te.Recoverable}
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
 }
 
 func newNonce() string {

@@ -165,7 +165,8 @@ func TestReplaceStopsTheRunningVMOnlyOnceItsSuccessorIsWritten(t *testing.T) {
 	d.StopCommand = "echo guest ignores it >&2; exit 1"
 	s = spec("p3", first)
 	s.Replace = true
-	if _, err := d.Materialize(t.Context(), s); taskCode(err) != agentproto.CodeVMWillNotStop || !strings.Contains(err.Error(), "guest ignores it") {
+	if _, err := d.Materialize(t.Context(), s); taskCode(err) != agentproto.CodeVMWillNotStop || !strings.Contains(err.Error(), "vm-recovered is not replaced: the stop command") ||
+		!strings.Contains(err.Error(), "guest ignores it") {
 		t.Fatalf("replace of a VM that will not stop: %v", err)
 	}
 	if got, _ := os.ReadFile(made.VM.Disks[0].Path); !bytes.Equal(got, second) {

@@ -36,7 +36,7 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 			vmID, dir, why)}
 	}
 	if err := d.Shutdown(ctx, vmID, timeout); err != nil {
-		return fmt.Errorf("VM %s is not removed: %w", vmID, err)
+		return prefixed("VM "+vmID+" is not removed", err)
 	}
 	doomed := filepath.Join(d.Root, removePrefix+newNonce())
 	if err := os.Rename(dir, doomed); err != nil {
