@@ -35,6 +35,8 @@ const usage = `usage:
                      [--freeze-command CMD --thaw-command CMD] [--start-command CMD] [--stop-command CMD]
   lifeboat-agent verify --target-dir DIR --vm VM-ID [--point ID]
   lifeboat-agent verify --container-url URL --vm VM-ID [--point ID]   (SAS in LIFEBOAT_AZURE_SAS)
+  lifeboat-agent export --target-dir DIR --vm VM-ID [--disk ID] --out FILE [--point ID|latest] [--format raw|vhd|qcow2]
+  lifeboat-agent export --container-url URL --vm VM-ID ...   (SAS in LIFEBOAT_AZURE_SAS)
   lifeboat-agent version`
 
 // run is the whole program; main only adds the process around it.
@@ -50,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "verify":
 		return verifyCommand(ctx, args[1:], getenv, stdout, stderr)
+	case "export":
+		return exportCommand(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "lifeboat-agent", runner.Version)
 		return nil

@@ -2,8 +2,8 @@
 // list VMs and their disks, capture all disks of a VM at one instant (or
 // say truthfully that it could not), report which extents changed since
 // the last acknowledged capture, release a capture with or without
-// acknowledging it, power VMs off and on, and materialize a VM from disk
-// images on a recovery host.
+// acknowledging it, power VMs off and on, materialize a VM from disk
+// images on a recovery host, and remove a VM it materialized.
 //
 // The block engine (package replicate) reads a VM's disks only through a
 // Capture: no other code opens a protected VM's disks.
@@ -11,6 +11,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -45,15 +46,35 @@ type Driver interface {
 	PowerState(ctx context.Context, vmID string) (string, error)
 	// Shutdown stops a VM gracefully and waits until it is off, at most
 	// timeout; an error means it may still run (planned failover must not
-	// go on then).
+	// go on then), and is a *agentproto.TaskError CodeVMWillNotStop when
+	// the VM did not stop. A VM that is off already is success.
 	Shutdown(ctx context.Context, vmID string, timeout time.Duration) error
 	// Start powers a VM on.
 	Start(ctx context.Context, vmID string, opts StartOptions) error
 	// Materialize creates a VM on this host from disk images (a recovery
 	// point, on a recovery host) and returns it as the inventory will list
-	// it. It does not start it.
-	Materialize(ctx context.Context, spec MaterializeSpec) (agentproto.VM, error)
+	// it. It does not start it. The VM records what it was made of (the
+	// spec's SourceVMID, PointID and Test), so that only VMs Lifeboat made
+	// are ever replaced or removed, and so that a VM made of the same
+	// before (a task run again, a job restarted after its VM would not
+	// start) is returned as it is, with Existing set, instead of refused.
+	//
+	// Errors a caller acts on are *agentproto.TaskError: CodeRecoveryVMExists
+	// (the name or id is taken and Replace is not set, or not by a VM of this
+	// source), CodeVMNotMaterialized (Replace of a VM Lifeboat did not
+	// make), CodeVMWillNotStop (the VM to replace runs and did not stop),
+	// CodeRecoveryHostFull (no room for the disks; nothing is left behind).
+	Materialize(ctx context.Context, spec MaterializeSpec) (Materialized, error)
+	// Remove stops a VM that Materialize made (waiting at most timeout,
+	// as Shutdown) and deletes it with its disks. Any other VM is refused
+	// with a *agentproto.TaskError CodeVMNotMaterialized: Lifeboat deletes
+	// only what it made. A VM that is gone already is success.
+	Remove(ctx context.Context, vmID string, timeout time.Duration) error
 }
+
+// ErrVMNotFound is wrapped by the errors of a driver's calls that name a
+// VM the host does not have.
+var ErrVMNotFound = errors.New("no such VM on this host")
 
 // DiskRef is one disk of a VM as the vault knows it.
 type DiskRef struct {
@@ -130,12 +151,29 @@ type StartOptions struct {
 
 // MaterializeSpec is a VM to create from disk images.
 type MaterializeSpec struct {
-	ID    string // the new VM's id on this host
-	Name  string // its name (filedisk: its directory)
+	ID   string // the new VM's id on this host
+	Name string // its name (filedisk: its directory)
+	// SourceVMID (the vault's id of the protected VM) and PointID (the
+	// recovery point read) are what the VM is made of; both are required.
+	SourceVMID string
+	PointID    string
+	// Test marks a test failover's VM.
+	Test  bool
 	Disks []MaterializeDisk
-	// Replace allows a VM of this id to be overwritten (the operator picked
-	// another recovery point after a failover).
+	// Replace allows a VM of this id that Materialize made of the same
+	// source VM to be stopped and overwritten (the operator picked another
+	// recovery point after a failover).
 	Replace bool
+}
+
+// Materialized is what Materialize made.
+type Materialized struct {
+	VM agentproto.VM // as the inventory lists it
+	// BytesWritten counts the disk data written: runs of zeros stay holes.
+	BytesWritten int64
+	// Existing says the VM was made of the same source VM and point
+	// before, and was returned as it is: nothing was read or written.
+	Existing bool
 }
 
 // MaterializeDisk is one disk image to write.

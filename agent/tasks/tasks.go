@@ -1,8 +1,10 @@
 // Package tasks implements the work the vault gives an agent, one file per
 // kind of task: the host's prerequisites check, the protection check,
 // creating replicas, a replication cycle, a resync, verifying a recovery
-// point and deleting a VM's replica data. The runner (package runner)
-// leases, persists and reports them; these only do the work.
+// point and deleting a VM's replica data; and for recovery, making a VM of
+// a point (materialize.go), shutting VMs down, starting and removing them
+// (power.go), and committing a point (commit.go). The runner (package
+// runner) leases, persists and reports them; these only do the work.
 package tasks
 
 import (
@@ -75,6 +77,11 @@ func (ts *Tasks) Kinds() map[string]Func {
 		agentproto.TaskVerify:             ts.verify,
 		agentproto.TaskResync:             ts.resync,
 		agentproto.TaskDeleteReplica:      ts.deleteReplica,
+		agentproto.TaskMaterialize:        ts.materialize,
+		agentproto.TaskShutdownVM:         ts.shutdownVM,
+		agentproto.TaskStartVM:            ts.startVM,
+		agentproto.TaskRemoveVM:           ts.removeVM,
+		agentproto.TaskCommitPoint:        ts.commitPoint,
 	}
 }
 
@@ -82,10 +89,19 @@ func (ts *Tasks) Kinds() map[string]Func {
 // an agent restart. Every kind here may: a replication cycle writes only
 // blocks whose hashes differ, and makes its point, with its id, only at
 // its end (a point made already is found and reported).
+//
+// The recovery kinds too. A materialize cut short left only a hidden
+// directory, which the driver's Recover removes; one that got as far as
+// making the VM finds it made of the same source and point and keeps it
+// as it is (a guest that ran since is not rewritten), and starts it only
+// if it is not running. A shutdown finds the VM off, a start finds it
+// running (and does not start it twice), a removal finds it gone; a
+// commit finds the older points deleted already.
 func Idempotent(kind string) bool {
 	switch kind {
 	case agentproto.TaskCheckPrerequisites, agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate,
-		agentproto.TaskVerify, agentproto.TaskResync, agentproto.TaskDeleteReplica:
+		agentproto.TaskVerify, agentproto.TaskResync, agentproto.TaskDeleteReplica,
+		agentproto.TaskMaterialize, agentproto.TaskShutdownVM, agentproto.TaskStartVM, agentproto.TaskRemoveVM, agentproto.TaskCommitPoint:
 		return true
 	}
 	return false

@@ -356,7 +356,8 @@ func noReflink(err error) bool {
 }
 
 // Recover removes the clones of captures an agent did not release (it
-// stopped mid-capture).
+// stopped mid-capture), and the hidden directories of materializations
+// and removals it did not finish.
 func (d *Driver) Recover(context.Context) error {
 	entries, err := os.ReadDir(d.Root)
 	if err != nil {
@@ -367,7 +368,7 @@ func (d *Driver) Recover(context.Context) error {
 		if !e.IsDir() {
 			continue
 		}
-		if strings.HasPrefix(e.Name(), materializePrefix) {
+		if strings.HasPrefix(e.Name(), materializePrefix) || strings.HasPrefix(e.Name(), removePrefix) {
 			errs = append(errs, os.RemoveAll(filepath.Join(d.Root, e.Name())))
 			continue
 		}

@@ -270,18 +270,19 @@ func TestStartStopAndMaterializeKeepTheRunningMarkerTrue(t *testing.T) {
 	d := &Driver{Root: root, StartCommand: `echo "start $LIFEBOAT_VM_ID isolated=$LIFEBOAT_ISOLATED" >> ` + log, StopCommand: `echo "stop $LIFEBOAT_VM_ID" >> ` + log}
 	image := make([]byte, 3<<20)
 	copy(image[2<<20:], "data in the third MiB")
-	vm, err := d.Materialize(t.Context(), driver.MaterializeSpec{ID: "vm-recovered", Name: "web-test",
+	made, err := d.Materialize(t.Context(), driver.MaterializeSpec{ID: "vm-recovered", Name: "web-test", SourceVMID: "vm_1", PointID: "p1",
 		Disks: []driver.MaterializeDisk{{Name: "disk0", SizeBytes: int64(len(image)), Data: strings.NewReader(string(image))}}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	vm := made.VM
 	if vm.ID != "vm-recovered" || vm.PowerState != "Off" || len(vm.Disks) != 1 || vm.Disks[0].SizeBytes != int64(len(image)) {
 		t.Fatalf("materialized %+v", vm)
 	}
 	if got, _ := os.ReadFile(vm.Disks[0].Path); string(got) != string(image) {
 		t.Fatal("the materialized disk differs from the image")
 	}
-	if _, err := d.Materialize(t.Context(), driver.MaterializeSpec{ID: "other", Name: "web-test"}); err == nil {
+	if _, err := d.Materialize(t.Context(), driver.MaterializeSpec{ID: "other", Name: "web-test", SourceVMID: "vm_1", PointID: "p1"}); err == nil {
 		t.Fatal("a VM directory that exists was overwritten")
 	}
 	if err := d.Start(t.Context(), "vm-recovered", driver.StartOptions{Isolated: true}); err != nil {

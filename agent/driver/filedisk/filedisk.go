@@ -7,6 +7,9 @@
 //   - an optional vm.json {"id": "..."} gives a stable id, else the id is
 //     the directory name; a vm.json that cannot be read is logged as a
 //     warning and the directory name is used, so the VM stays visible;
+//   - a VM that a failover made (Materialize) has a "lifeboat" record in
+//     its vm.json saying what it was made of; only such VMs are replaced
+//     or removed (materialize.go);
 //   - the VM's disks are its regular files ending in .img (raw images);
 //   - a file named "running" in the directory marks the VM as running
 //     (a hypervisor hook can create and remove it), else it is off.
@@ -98,7 +101,7 @@ func (d *Driver) VMDir(vmID string) (string, error) {
 			return filepath.Join(d.Root, vm.Name), nil
 		}
 	}
-	return "", fmt.Errorf("VM %s is not under %s", vmID, d.Root)
+	return "", fmt.Errorf("%w: VM %s is not under %s", driver.ErrVMNotFound, vmID, d.Root)
 }
 
 // Check says whether the VM root can be used, and opens every disk.
