@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 )
 
 // recoverySite is a source host and a recovery host, each with its agent
@@ -46,6 +48,10 @@ func newRecoverySite(t *testing.T, vms map[string][]byte, running ...string) *re
 	for _, name := range running {
 		os.WriteFile(filepath.Join(s.srcRoot, name, "running"), nil, 0o644)
 	}
+	// Not written for longer than a file's times can be trusted to show a
+	// write: the running VMs' first cycles find them unchanged during the
+	// read, so their points are crash-consistent.
+	time.Sleep(replica.QuietFor + 500*time.Millisecond)
 	srcState, _ := registerHost(t, s.v, "Primary", "hv-src")
 	drState, _ := registerHost(t, s.v, "Recovery", "hv-dr")
 	start, stop := hookCommands(s.srcLog, "stubborn")
