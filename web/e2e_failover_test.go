@@ -58,7 +58,9 @@ func newRecoverySite(t *testing.T, vms map[string][]byte, running ...string) *re
 	s.src = startProc(t, agentBin, "run", "--state-dir", srcState, "--vm-root", s.srcRoot, "--start-command", start, "--stop-command", stop)
 	start, stop = hookCommands(s.drLog, "")
 	s.dr = startProc(t, agentBin, "run", "--state-dir", drState, "--vm-root", s.drRoot, "--start-command", start, "--stop-command", stop)
-	var hosts struct{ Items []struct{ ID, Name, State string } }
+	var hosts struct {
+		Items []struct{ ID, Name, State string }
+	}
 	eventually(t, "both hosts are connected", func() bool {
 		s.v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
 		n := 0
@@ -162,9 +164,11 @@ func (s *recoverySite) run(t *testing.T, path string, body any) failoverJob {
 type recoveryState struct {
 	ProtectionState string `json:"protection_state"`
 	Recovery        struct {
-		TestFailover *struct{ PointID string `json:"point_id"` } `json:"test_failover"`
-		LastDrill    *struct{ Notes string }                     `json:"last_drill"`
-		Failover     *struct {
+		TestFailover *struct {
+			PointID string `json:"point_id"`
+		} `json:"test_failover"`
+		LastDrill *struct{ Notes string } `json:"last_drill"`
+		Failover  *struct {
 			Kind    string
 			PointID string `json:"point_id"`
 		}
