@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -24,6 +26,7 @@ type recoverySite struct {
 	srcLog, drLog           string
 	src, dr                 *proc
 	srcHostID, drHostID     string
+	drState                 string
 	policyID, targetID, dir string
 }
 
@@ -54,6 +57,7 @@ func newRecoverySite(t *testing.T, vms map[string][]byte, running ...string) *re
 	time.Sleep(replica.QuietFor + 500*time.Millisecond)
 	srcState, _ := registerHost(t, s.v, "Primary", "hv-src")
 	drState, _ := registerHost(t, s.v, "Recovery", "hv-dr")
+	s.drState = drState
 	start, stop := hookCommands(s.srcLog, "stubborn")
 	s.src = startProc(t, agentBin, "run", "--state-dir", srcState, "--vm-root", s.srcRoot, "--start-command", start, "--stop-command", stop)
 	start, stop = hookCommands(s.drLog, "")
@@ -321,5 +325,99 @@ func TestRecoveryOnADirectoryTargetWithRealAgents(t *testing.T) {
 	if got := fileBytes(t, filepath.Join(s.drRoot, "stubborn", "disk0.img")); !bytes.Equal(got, readReplicaPoint(t, s.dir, other.ID, newest, other.DiskID)) ||
 		!bytes.Equal(got, stubborn) {
 		t.Fatal("the VM recovered after its host died differs from its newest point")
+	}
+}
+
+// replicaDigest is a digest of every file under a VM's replica directory
+// but its points' manifests: what a recovery must never change.
+func replicaDigest(t *testing.T, dir string) string {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(filepath.Join(dir, "disks"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fmt.Fprintf(h, "%s\n", path)
+		h.Write(fileBytes(t, path))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// The recovery host's agent is killed while it starts the recovered VM:
+// the job fails saying the host stopped answering, the replica is as it
+// was, and once the agent is back, restarting the job finishes it.
+func TestARecoveryHostKilledMidFailoverFailsTheJobAndARestartFinishesIt(t *testing.T) {
+	t.Parallel()
+	_, agentBin := binaries(t)
+	app := make([]byte, 8<<20)
+	rand.Read(app[:2<<20])
+	s := newRecoverySite(t, map[string][]byte{"app": app})
+	vm := s.protect(t, "app")
+	// The source is off and unchanged: its cycles write nothing more.
+	before := replicaDigest(t, filepath.Join(s.dir, vm.ID))
+
+	// The recovery host's agent starts VMs slowly; it is killed meanwhile.
+	s.dr.kill()
+	drState := s.drState
+	started := filepath.Join(t.TempDir(), "starting")
+	slow := startProc(t, agentBin, "run", "--state-dir", drState, "--vm-root", s.drRoot,
+		"--start-command", "touch "+started+"; sleep 60")
+	eventually(t, "the recovery host is back", func() bool {
+		var h struct{ State string }
+		s.v.do(http.MethodGet, "/api/v1/hosts/"+s.drHostID, nil, &h)
+		return h.State == "Connected"
+	}, s.v.proc, slow)
+	b, _ := json.Marshal(map[string]string{"type": "unplanned", "recovery_point": "latest_processed", "recovery_host_id": s.drHostID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	if status := s.v.do(http.MethodPost, "/api/v1/vms/"+vm.ID+"/failover", b, &accepted); status != http.StatusAccepted {
+		t.Fatalf("failover: %d", status)
+	}
+	eventually(t, "the recovered VM is being started", func() bool {
+		_, err := os.Stat(started)
+		return err == nil
+	}, s.v.proc, slow)
+	slow.kill()
+	job := s.waitJob(t, accepted.JobID)
+	if job.State != "Failed" || job.Error == nil || job.Error.Code != "host_disconnected" || !strings.Contains(job.Error.Message, "hv-dr stopped answering") {
+		t.Fatalf("job after the recovery host died: %+v", job)
+	}
+	if st := s.vm(t, vm.ID); st.ProtectionState != "Protected" {
+		t.Fatalf("after the failed failover the VM is %s", st.ProtectionState)
+	}
+	if after := replicaDigest(t, filepath.Join(s.dir, vm.ID)); after != before {
+		t.Fatal("the failed failover changed the replica")
+	}
+
+	// The agent is back (starting VMs at once now): restart goes on from
+	// the failed step and finishes.
+	start, stop := hookCommands(s.drLog, "")
+	back := startProc(t, agentBin, "run", "--state-dir", drState, "--vm-root", s.drRoot, "--start-command", start, "--stop-command", stop)
+	eventually(t, "the recovery host is back again", func() bool {
+		var h struct{ State string }
+		s.v.do(http.MethodGet, "/api/v1/hosts/"+s.drHostID, nil, &h)
+		return h.State == "Connected"
+	}, s.v.proc, back)
+	s.dr = back
+	job = s.run(t, "/api/v1/jobs/"+accepted.JobID+"/restart", nil)
+	if job.State != "Succeeded" {
+		t.Fatalf("restarted job: %+v\n%s", job, back.out.String())
+	}
+	if got := fileBytes(t, filepath.Join(s.drRoot, "app", "disk0.img")); !bytes.Equal(got, app) {
+		t.Fatal("the recovered VM differs from the source")
+	}
+	if _, err := os.Stat(filepath.Join(s.drRoot, "app", "running")); err != nil {
+		t.Fatal("the recovered VM was not started")
+	}
+	if st := s.vm(t, vm.ID); st.ProtectionState != "FailedOver" {
+		t.Fatalf("after the restart the VM is %s", st.ProtectionState)
+	}
+	if after := replicaDigest(t, filepath.Join(s.dir, vm.ID)); after != before {
+		t.Fatal("the recovery changed the replica")
 	}
 }
