@@ -439,6 +439,10 @@ type MaterializePayload struct {
 	// Replace allows a VM of this id that a materialize made before to be
 	// stopped and overwritten (another recovery point after a failover).
 	Replace bool `json:"replace,omitempty"`
+	// WriteBack, for a failback to the original VM: VMID is a VM that
+	// exists, is off, and has a disk file of each disk's name; only the
+	// blocks of its disks that differ from the point are written.
+	WriteBack bool `json:"write_back,omitempty"`
 }
 
 // MaterializeResult is the result of TaskMaterialize.

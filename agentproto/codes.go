@@ -44,4 +44,5 @@ const (
 	CodeRecoveryHostFull  = "recovery_host_full"
 	CodeRecoveryVMExists  = "recovery_vm_exists"
 	CodeHostDisconnected  = "host_disconnected"
+	CodeVMRunning         = "vm_running"
 )

@@ -106,7 +106,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 		return nil, err
 	}
 	now := time.Now() // the storage checks SAS times against the real clock, not the vault's
-	out := &agentproto.StorageCredentials{ContainerURL: VMContainerURL(&target, p.VMID)}
+	out := &agentproto.StorageCredentials{ContainerURL: VMContainerURL(&target, p.replicaKey())}
 	switch target.CredentialKind {
 	case CredentialAccountKey:
 		key, err := sharedKey(&target, secret)
@@ -114,7 +114,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 			return nil, err
 		}
 		v := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPS, StartTime: now.Add(-5 * time.Minute), ExpiryTime: now.Add(sasLifetime),
-			ContainerName: VMContainer(&target, p.VMID)}
+			ContainerName: VMContainer(&target, p.replicaKey())}
 		if strings.HasPrefix(target.AccountURL, "http://") {
 			v.Protocol = sas.ProtocolHTTPSandHTTP // a loopback emulator (validateAccountURL)
 		}
@@ -152,7 +152,7 @@ func (s *Store) StorageCredentials(ctx context.Context, hostID, taskID string, r
 		return nil, fmt.Errorf("target %s has no credential", target.Name)
 	}
 	if req.Blob == "" && (kind == agentproto.TaskProtectionCheck || kind == agentproto.TaskCreateReplica) {
-		c, err := vaultContainer(&target, secret, VMContainer(&target, p.VMID))
+		c, err := vaultContainer(&target, secret, VMContainer(&target, p.replicaKey()))
 		if err != nil {
 			return nil, err
 		}
@@ -221,7 +221,7 @@ func queueContainerCleanup(tx *gorm.DB, now time.Time, protectionID string) erro
 	if err := tx.First(&t, "id = ?", p.TargetID).Error; err != nil || t.Kind != TargetAzureBlob {
 		return err
 	}
-	return tx.Create(&ContainerCleanup{ID: NewID(prefixCleanup), TargetID: t.ID, Container: VMContainer(&t, p.VMID), NextAttemptAt: now}).Error
+	return tx.Create(&ContainerCleanup{ID: NewID(prefixCleanup), TargetID: t.ID, Container: VMContainer(&t, p.replicaKey()), NextAttemptAt: now}).Error
 }
 
 // CleanUpContainers deletes the emptied VM containers that are due, and

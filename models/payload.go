@@ -47,7 +47,7 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 		ReplicaKey: p.ReplicaKey, LegacyReplicaKey: p.LegacyReplicaKey, RetentionHours: w.Policy.RetentionHours}
 	pl.Target.Kind, pl.Target.Path = w.Target.Kind, w.Target.Path
 	if w.Target.Kind == TargetAzureBlob {
-		pl.Target.ContainerURL = VMContainerURL(&w.Target, w.VM.ID)
+		pl.Target.ContainerURL = VMContainerURL(&w.Target, p.replicaKey())
 	}
 	var replicas []ReplicaDisk
 	if err := tx.Where("protection_id = ? AND removed_at IS NULL", p.ID).Find(&replicas).Error; err != nil {
@@ -110,4 +110,14 @@ func checkLocationFree(tx *gorm.DB, target Target, key string) error {
 		}
 	}
 	return nil
+}
+
+// replicaKey names the protection's replicas: the vault id of the VM first
+// protected. It stays when a re-protect makes another VM (the failed-over
+// one, on the recovery host) the one replicated into them.
+func (p Protection) replicaKey() string {
+	if p.ReplicaKey != "" {
+		return p.ReplicaKey
+	}
+	return p.VMID
 }

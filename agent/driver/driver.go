@@ -70,6 +70,11 @@ type Driver interface {
 	// with a *agentproto.TaskError CodeVMNotMaterialized: Lifeboat deletes
 	// only what it made. A VM that is gone already is success.
 	Remove(ctx context.Context, vmID string, timeout time.Duration) error
+	// WriteBack makes the disks of an existing VM, which must be off,
+	// equal to disk images (a failback to the original VM), writing only
+	// the blocks that differ. A running VM is refused with
+	// CodeVMRunning.
+	WriteBack(ctx context.Context, vmID string, disks []MaterializeDisk) (Materialized, error)
 }
 
 // ErrVMNotFound is wrapped by the errors of a driver's calls that name a

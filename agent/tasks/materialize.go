@@ -98,7 +98,12 @@ func (ts *Tasks) materializeFrom(ctx context.Context, r replica.Store, p agentpr
 		defer pr.Close()
 		spec.Disks = append(spec.Disks, driver.MaterializeDisk{Name: names[id], SizeBytes: size, Data: progress.reader(pr)})
 	}
-	made, err := ts.d.Driver.Materialize(ctx, spec)
+	var made driver.Materialized
+	if p.WriteBack {
+		made, err = ts.d.Driver.WriteBack(ctx, p.VMID, spec.Disks)
+	} else {
+		made, err = ts.d.Driver.Materialize(ctx, spec)
+	}
 	if err != nil {
 		var te *agentproto.TaskError
 		switch {
