@@ -202,6 +202,12 @@ func (h *Handlers) APICommitFailover(c echo.Context) error {
 	return h.accepted(c, job, err)
 }
 
+// APIReprotect answers POST /api/v1/vms/{id}/reprotect.
+func (h *Handlers) APIReprotect(c echo.Context) error {
+	job, err := h.store.StartReprotect(c.Request().Context(), actor(c), c.Param("id"))
+	return h.accepted(c, job, err)
+}
+
 // APIRestartJob answers POST /api/v1/jobs/{id}/restart.
 func (h *Handlers) APIRestartJob(c echo.Context) error {
 	job, err := h.store.RestartJob(c.Request().Context(), actor(c), c.Param("id"))
@@ -243,6 +249,12 @@ func (h *Handlers) ChangeRecoveryPoint(c echo.Context) error {
 func (h *Handlers) CommitFailover(c echo.Context) error {
 	job, err := h.store.CommitFailover(c.Request().Context(), actor(c), c.Param("id"))
 	return h.redirectToJob(c, job, err, "Committing the failover: the recovery points older than the one the VM runs from are deleted.")
+}
+
+// Reprotect handles the VM page's Re-protect button.
+func (h *Handlers) Reprotect(c echo.Context) error {
+	job, err := h.store.StartReprotect(c.Request().Context(), actor(c), c.Param("id"))
+	return h.redirectToJob(c, job, err, "Re-protecting: the recovered VM is replicated into the same replicas; only the blocks that differ travel.")
 }
 
 // RestartJob handles the job page's Restart button.

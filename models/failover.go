@@ -28,11 +28,12 @@ const (
 	JobUnplannedFailover   = "Unplanned failover"
 	JobChangeRecoveryPoint = "Change recovery point"
 	JobCommitFailover      = "Commit failover"
+	JobReprotect           = "Re-protect"
 )
 
 // recoveryJobs are the jobs that may be restarted from their failed step.
 var recoveryJobs = map[string]bool{JobTestFailover: true, JobCleanupTestFailover: true, JobPlannedFailover: true,
-	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true}
+	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true, JobReprotect: true}
 
 // IsRecoveryJob says whether a job type is one of the recovery jobs.
 func IsRecoveryJob(jobType string) bool { return recoveryJobs[jobType] }
@@ -192,6 +193,19 @@ func materializeTask(w *protectionWork, host *Host, pointID, choice, vmID, vmNam
 		SourceVMID: w.VM.ID, Test: test, Start: start, Replace: replace}
 	b, _ := json.Marshal(pl)
 	return &Task{HostID: host.ID, ProtectionID: w.Protection.ID, Kind: agentproto.TaskMaterialize, Payload: string(b)}
+}
+
+// writeBackTask is the task that makes the disks of the VM first
+// protected (home) equal to a point, writing only what differs: a
+// failback to the original VM.
+func writeBackTask(w *protectionWork, host *Host, pointID, choice string, home *VM) *Task {
+	t := materializeTask(w, host, pointID, choice, home.ExternalID, home.Name, false, true, false)
+	var pl agentproto.MaterializePayload
+	_ = json.Unmarshal([]byte(t.Payload), &pl)
+	pl.WriteBack = true
+	b, _ := json.Marshal(pl)
+	t.Payload = string(b)
+	return t
 }
 
 // powerTask is a shutdown, start or removal of a VM on a host.
@@ -356,10 +370,30 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 		if err := recoveryBusy(tx, vmID); err != nil {
 			return err
 		}
+		// A failback: back to the VM first protected, which the failover
+		// left (off) on its host; only the blocks that differ are written
+		// into its disks.
+		var home *VM
+		if p.HomeVMID != "" {
+			var vm VM
+			if err := tx.First(&vm, "id = ? AND missing_since IS NULL", p.HomeVMID).Error; err == nil {
+				home = &vm
+				if req.RecoveryHostID == "" {
+					req.RecoveryHostID = vm.HostID
+				}
+				if req.RecoveryHostID != vm.HostID {
+					home = nil // to an alternate host: the VM is made there
+				}
+			}
+		}
 		if req.RecoveryHostID == "" {
 			req.RecoveryHostID = w.Host.ID
 		}
-		host, err := recoveryHost(tx, req.RecoveryHostID, w.VM.Name, "")
+		recoveredID, recoveredName, ownID := "lifeboat-"+w.VM.ID, w.VM.Name, ""
+		if home != nil {
+			recoveredID, recoveredName, ownID = home.ExternalID, home.Name, home.ExternalID
+		}
+		host, err := recoveryHost(tx, req.RecoveryHostID, recoveredName, ownID)
 		if err != nil {
 			return err
 		}
@@ -368,7 +402,17 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
 				"the source host %s is not connected, so a planned failover cannot shut the VM down; run an unplanned failover", w.Host.Name)}
 		}
-		recoveredID := "lifeboat-" + w.VM.ID
+		recover := func(pointID, choice string) *Task {
+			t := materializeTask(w, host, pointID, choice, recoveredID, recoveredName, false, true, false)
+			if home != nil {
+				t = writeBackTask(w, host, pointID, choice, home)
+			}
+			return t
+		}
+		createStep := fmt.Sprintf("Create %s on host %s and start it", recoveredName, host.Name)
+		if home != nil {
+			createStep = fmt.Sprintf("Write the blocks that differ into %s on host %s and start it", recoveredName, host.Name)
+		}
 		var steps []jobStepSpec
 		kind, jobType := FailoverUnplanned, JobUnplannedFailover
 		if planned {
@@ -381,8 +425,7 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 					Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, p.ID, w.VM.ExternalID, ShutdownTimeout)},
 				{Name: "Replicate the last changes (final cycle)",
 					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}},
-				{Name: fmt.Sprintf("Create %s on host %s and start it", w.VM.Name, host.Name),
-					Task: materializeTask(w, host, pl.PointID, "", recoveredID, w.VM.Name, false, true, false)},
+				{Name: createStep, Task: recover(pl.PointID, "")},
 			}
 		} else {
 			choice := req.RecoveryPoint
@@ -407,7 +450,7 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}})
 				// The point is chosen when the recovery host gets the task:
 				// the final cycle's, unless it is labelled inconsistent.
-				materialize = materializeTask(w, host, "", PointLatest, recoveredID, w.VM.Name, false, true, false)
+				materialize = recover("", PointLatest)
 			} else {
 				if choice == PointLatest {
 					choice = PointLatestProcessed
@@ -421,9 +464,9 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 					why = fmt.Sprintf("; host %s is not connected, so what it had not sent is lost", w.Host.Name)
 				}
 				steps = append(steps, jobStepSpec{Name: "Choose the recovery point", Message: describePoint(point, why)})
-				materialize = materializeTask(w, host, point.ID, "", recoveredID, w.VM.Name, false, true, false)
+				materialize = recover(point.ID, "")
 			}
-			steps = append(steps, jobStepSpec{Name: fmt.Sprintf("Create %s on host %s and start it", w.VM.Name, host.Name), Task: materialize})
+			steps = append(steps, jobStepSpec{Name: createStep, Task: materialize})
 		}
 		if err := cancelReplication(s, tx, now, p.ID, "the VM is failing over"); err != nil {
 			return err
@@ -505,10 +548,19 @@ func (s *Store) ChangeRecoveryPoint(ctx context.Context, a Actor, vmID, choice s
 		if _, err := recoveryHost(tx, host.ID, w.VM.Name, p.FailoverVMID); err != nil {
 			return err
 		}
+		again := materializeTask(w, &host, point.ID, "", p.FailoverVMID, w.VM.Name, false, true, true)
+		var home VM
+		if p.HomeVMID != "" && tx.First(&home, "id = ? AND host_id = ? AND external_id = ?", p.HomeVMID, host.ID, p.FailoverVMID).Error == nil {
+			again = writeBackTask(w, &host, point.ID, "", &home) // failed back into the original VM
+			var pl agentproto.MaterializePayload
+			_ = json.Unmarshal([]byte(again.Payload), &pl)
+			pl.Replace = true // it runs: stop it first
+			b, _ := json.Marshal(pl)
+			again.Payload = string(b)
+		}
 		job, err = createJob(tx, now, a, Job{Type: JobChangeRecoveryPoint, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
 			{Name: "Choose the recovery point", Message: describePoint(point, "")},
-			{Name: fmt.Sprintf("Stop %s on host %s, write its disks from the point and start it", w.VM.Name, host.Name),
-				Task: materializeTask(w, &host, point.ID, "", p.FailoverVMID, w.VM.Name, false, true, true)},
+			{Name: fmt.Sprintf("Stop %s on host %s, write its disks from the point and start it", w.VM.Name, host.Name), Task: again},
 		})
 		if err != nil {
 			return err
@@ -836,6 +888,11 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 		if !p.TestFailover {
 			return &ConflictError{Code: "no_test_failover", Message: "the VM has no test failover to clean up any more"}
 		}
+	case JobReprotect:
+		if p.State != StateCommitted {
+			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the VM is %s now, not Committed", p.State)}
+		}
+		return setState(tx, p.ID, StateReprotecting)
 	case JobChangeRecoveryPoint, JobCommitFailover:
 		if p.State != StateFailedOver {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the VM is %s now, not FailedOver", p.State)}

@@ -202,8 +202,12 @@ type Protection struct {
 	FailoverKind    string `gorm:"size:20;not null;default:''"`
 	FailedOverAt    *time.Time
 	CommittedAt     *time.Time
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// HomeVMID is the VM first protected, while a re-protect has made the
+	// failed-over VM the one replicated (VMID); a failback to it and the
+	// re-protect after bring VMID back and clear it.
+	HomeVMID  string `gorm:"size:40;not null;default:''"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // ReplicaDisk is the copy of one source disk on the target.

@@ -44,7 +44,7 @@ func ruleFor(t *Task) taskRule {
 		// The initial copy, in the Enable protection job. Scheduled cycles
 		// have no job and are retried by the scheduler (cycleFailed).
 		// A failover's final cycle fails its failover.
-		return taskRule{succeeded: recordCycle, retrying: protectionRetrying, failed: replicateFailed}
+		return taskRule{succeeded: replicated, retrying: protectionRetrying, failed: replicateFailed}
 	case agentproto.TaskResync:
 		return taskRule{succeeded: resyncSucceeded, retrying: protectionRetrying, failed: resyncFailed}
 	case agentproto.TaskVerify:
@@ -108,10 +108,25 @@ func replicateFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcom
 	if err != nil {
 		return err
 	}
-	if typ == JobPlannedFailover || typ == JobUnplannedFailover {
+	switch typ {
+	case JobPlannedFailover, JobUnplannedFailover:
 		return recoveryStepFailed(s, tx, now, t, o)
+	case JobReprotect:
+		return reprotectFailed(s, tx, now, t, o)
 	}
 	return enableFailed(s, tx, now, t, o)
+}
+
+// replicated records a cycle's point; a re-protect's cycle ends it.
+func replicated(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
+	if err := recordCycle(s, tx, now, t, result); err != nil {
+		return err
+	}
+	typ, err := jobTypeOf(tx, t)
+	if err != nil || typ != JobReprotect {
+		return err
+	}
+	return reprotected(s, tx, now, t, result)
 }
 
 // resyncSucceeded records the resync's point and says what it sent. A VM

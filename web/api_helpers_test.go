@@ -265,6 +265,7 @@ var recoveryBodies = map[string]string{
 	"/failover":              `{"type":"planned"}`,
 	"/failover/change-point": `{"recovery_point":"latest_processed"}`,
 	"/failover/commit":       ``,
+	"/reprotect":             ``,
 }
 
 func bodyFor(path string) string {

@@ -193,6 +193,37 @@ func (s *recoverySite) points(t *testing.T, vmID string) e2ePoints {
 	return p
 }
 
+// bytesSent is what the protection of a VM sent so far.
+func (s *recoverySite) bytesSent(t *testing.T, vmID string) int64 {
+	t.Helper()
+	var v struct {
+		BytesSent *int64 `json:"bytes_sent"`
+	}
+	s.v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &v)
+	if v.BytesSent == nil {
+		t.Fatalf("VM %s is not protected", vmID)
+	}
+	return *v.BytesSent
+}
+
+// vmOn waits for a host to list a VM of that name and returns its id.
+func (s *recoverySite) vmOn(t *testing.T, hostID, name string) string {
+	t.Helper()
+	var id string
+	eventually(t, "host lists VM "+name, func() bool {
+		var vms struct{ Items []struct{ ID, Name string } }
+		s.v.do(http.MethodGet, "/api/v1/vms?host_id="+hostID, nil, &vms)
+		for _, it := range vms.Items {
+			if it.Name == name {
+				id = it.ID
+				return true
+			}
+		}
+		return false
+	}, s.v.proc, s.dr)
+	return id
+}
+
 func fileBytes(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -290,6 +321,58 @@ func TestRecoveryOnADirectoryTargetWithRealAgents(t *testing.T) {
 	}
 	if st := s.vm(t, vm.ID); st.ProtectionState != "Committed" {
 		t.Fatalf("after commit: %s", st.ProtectionState)
+	}
+
+	// Re-protect: the recovered VM, written on the recovery side, is
+	// replicated into the same replicas, and only what changed travels.
+	recovered := filepath.Join(s.drRoot, "app", "disk0.img")
+	onRecovery := fileBytes(t, recovered)
+	rand.Read(onRecovery[6<<20 : 6<<20+64<<10])
+	replaceFile(t, recovered, onRecovery)
+	sentBefore := s.bytesSent(t, vm.ID)
+	recoveredID := s.vmOn(t, s.drHostID, "app")
+	if job := s.run(t, "/api/v1/vms/"+vm.ID+"/reprotect", nil); job.State != "Succeeded" {
+		t.Fatalf("re-protect: %+v\n%s", job, s.dr.out.String())
+	}
+	if st := s.vm(t, recoveredID); st.ProtectionState != "Protected" {
+		t.Fatalf("after re-protect the recovered VM is %s", st.ProtectionState)
+	}
+	if sent := s.bytesSent(t, recoveredID) - sentBefore; sent < 64<<10 || sent > 128<<10 {
+		t.Fatalf("re-protect sent %d bytes for 64 KiB changed on an 8 MiB disk", sent)
+	}
+
+	// Fail back to the original VM: a last write on the recovery side, the
+	// recovered VM shut down, a final cycle, and only the blocks that
+	// differ written into the original disk.
+	copy(onRecovery[7<<20:], bytes.Repeat([]byte{0xEF}, 4096))
+	replaceFile(t, recovered, onRecovery)
+	job = s.run(t, "/api/v1/vms/"+recoveredID+"/failover", map[string]string{"type": "planned"})
+	if job.State != "Succeeded" {
+		t.Fatalf("failback: %+v\n%s%s", job, s.src.out.String(), s.dr.out.String())
+	}
+	if got := fileBytes(t, filepath.Join(s.srcRoot, "app", "disk0.img")); !bytes.Equal(got, onRecovery) {
+		t.Fatal("the original VM lacks the writes made on the recovery side")
+	}
+	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf(": %d bytes written", 64<<10+4096)) {
+		t.Fatalf("failback wrote other than the 68 KiB that differ: %q", msg)
+	}
+	if _, err := os.Stat(filepath.Join(s.srcRoot, "app", "running")); err != nil {
+		t.Fatal("the original VM was not started after the failback")
+	}
+	if job := s.run(t, "/api/v1/vms/"+recoveredID+"/failover/commit", nil); job.State != "Succeeded" {
+		t.Fatalf("commit of the failback: %+v", job)
+	}
+	// Re-protect in the original direction: Protected again, sending
+	// nothing, since the original now equals the point.
+	sentBefore = s.bytesSent(t, recoveredID)
+	if job := s.run(t, "/api/v1/vms/"+recoveredID+"/reprotect", nil); job.State != "Succeeded" {
+		t.Fatalf("re-protect in the original direction: %+v\n%s", job, s.src.out.String())
+	}
+	if st := s.vm(t, vm.ID); st.ProtectionState != "Protected" {
+		t.Fatalf("the original VM is %s after re-protect", st.ProtectionState)
+	}
+	if sent := s.bytesSent(t, vm.ID) - sentBefore; sent > 64<<10 {
+		t.Fatalf("re-protect in the original direction sent %d bytes; nothing differed", sent)
 	}
 
 	// A source that will not stop: the planned failover fails, says why,

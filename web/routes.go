@@ -83,6 +83,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/vms/:id/failover", h.Failover, operator)
 	r.page(post, "/vms/:id/failover/change-point", h.ChangeRecoveryPoint, operator)
 	r.page(post, "/vms/:id/failover/commit", h.CommitFailover, operator)
+	r.page(post, "/vms/:id/reprotect", h.Reprotect, operator)
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
@@ -156,6 +157,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/failover", h.APIFailover, operator)
 	r.api(post, "/vms/:id/failover/change-point", h.APIChangeRecoveryPoint, operator)
 	r.api(post, "/vms/:id/failover/commit", h.APICommitFailover, operator)
+	r.api(post, "/vms/:id/reprotect", h.APIReprotect, operator)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)

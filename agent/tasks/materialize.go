@@ -100,6 +100,13 @@ func (ts *Tasks) materializeFrom(ctx context.Context, r replica.Store, p agentpr
 	}
 	var made driver.Materialized
 	if p.WriteBack {
+		if p.Replace {
+			// Another point for a VM failed back into: it runs, so stop it.
+			if err := ts.d.Driver.Shutdown(ctx, p.VMID, 5*time.Minute); err != nil {
+				return driver.Materialized{}, 0, &agentproto.TaskError{Code: agentproto.CodeVMWillNotStop, Message: fmt.Sprintf(
+					"VM %s did not shut down, so its disks were not written: %v", p.VMID, err)}
+			}
+		}
 		made, err = ts.d.Driver.WriteBack(ctx, p.VMID, spec.Disks)
 	} else {
 		made, err = ts.d.Driver.Materialize(ctx, spec)
