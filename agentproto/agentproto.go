@@ -479,3 +479,60 @@ type CommitResult struct {
 	// Points are every recovery point on the target after the commit.
 	Points []string `json:"points"`
 }
+
+// TaskRunScript runs a recovery plan's script on the recovery host
+// (payload ScriptPayload, result ScriptResult). A script that exits with
+// a status other than 0, or outlives its timeout, fails the task with
+// CodeScriptFailed, its output's tail in the message. It is not run again
+// by itself: a script may not be idempotent.
+const TaskRunScript = "run_script"
+
+// ScriptPayload is the payload of TaskRunScript.
+type ScriptPayload struct {
+	// Path is the script's absolute path on the host.
+	Path string `json:"path"`
+	// Context is given to the script on its standard input and in the
+	// file LIFEBOAT_CONTEXT names: the plan, the failover type, the
+	// direction, the group and the VM map (PlanContext).
+	Context        json.RawMessage `json:"context"`
+	TimeoutSeconds int             `json:"timeout_seconds"`
+}
+
+// ScriptResult is what a script printed (its last 64 KiB, stdout and
+// stderr together) and its exit status.
+type ScriptResult struct {
+	ExitCode int    `json:"exit_code"`
+	Output   string `json:"output"`
+}
+
+// PlanContext is what a recovery plan's script is told.
+type PlanContext struct {
+	Plan struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"plan"`
+	JobID string `json:"job_id"`
+	// FailoverType is test_failover, cleanup_test_failover,
+	// planned_failover, unplanned_failover or commit.
+	FailoverType string `json:"failover_type"`
+	// Direction is primary_to_recovery, or recovery_to_primary for a
+	// failback.
+	Direction string `json:"direction"`
+	Group     struct {
+		Seq  int    `json:"seq"`
+		Name string `json:"name"`
+	} `json:"group"`
+	Phase  string      `json:"phase"` // pre or post
+	Action string      `json:"action"`
+	VMs    []PlanVMMap `json:"vms"`
+}
+
+// PlanVMMap maps a VM of the plan to its recovered VM.
+type PlanVMMap struct {
+	SourceID       string `json:"source_id"`
+	SourceName     string `json:"source_name"`
+	RecoveryID     string `json:"recovery_id"`
+	RecoveryName   string `json:"recovery_name"`
+	RecoveryHostID string `json:"recovery_host_id"`
+	Group          string `json:"group"`
+}

@@ -45,4 +45,5 @@ const (
 	CodeRecoveryVMExists  = "recovery_vm_exists"
 	CodeHostDisconnected  = "host_disconnected"
 	CodeVMRunning         = "vm_running"
+	CodeScriptFailed      = "script_failed"
 )

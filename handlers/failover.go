@@ -262,3 +262,91 @@ func (h *Handlers) RestartJob(c echo.Context) error {
 	job, err := h.store.RestartJob(c.Request().Context(), actor(c), c.Param("id"))
 	return h.redirectToJob(c, job, err, "Restarted from the failed step.")
 }
+
+// PlanRunInputJSON is the body of POST /api/v1/recovery-plans/{id}/run.
+type PlanRunInputJSON struct {
+	// Operation is test_failover, cleanup_test_failover, planned_failover,
+	// unplanned_failover or commit.
+	Operation      string `json:"operation"`
+	RecoveryPoint  string `json:"recovery_point"`
+	RecoveryHostID string `json:"recovery_host_id"`
+	ShutDownSource bool   `json:"shut_down_source"`
+	Notes          string `json:"notes"`
+	// SkipIneligible runs the plan without the VMs that cannot take part,
+	// saying which and why; without it such a plan is refused (409
+	// plan_vms_not_ready, naming them).
+	SkipIneligible bool `json:"skip_ineligible"`
+}
+
+// ResumeInputJSON is the body of POST /api/v1/jobs/{id}/resume.
+type ResumeInputJSON struct {
+	// Notes say what was done for the manual action.
+	Notes string `json:"notes"`
+}
+
+func planRunRequest(in PlanRunInputJSON) models.PlanRunRequest {
+	return models.PlanRunRequest{Operation: in.Operation, RecoveryPoint: in.RecoveryPoint, RecoveryHostID: in.RecoveryHostID,
+		ShutDownSource: in.ShutDownSource, Notes: strings.TrimSpace(in.Notes), SkipIneligible: in.SkipIneligible}
+}
+
+// wakePlanHosts wakes the hosts of a plan job's tasks and its VM jobs'.
+func (h *Handlers) wakePlanHosts(c echo.Context, job *models.Job) {
+	h.wakeJobHosts(c, job)
+	children, _, err := h.store.ListJobs(c.Request().Context(), models.JobFilter{Parent: job.ID}, models.Page{Limit: models.MaxPageSize})
+	if err != nil {
+		return
+	}
+	for i := range children {
+		h.wakeJobHosts(c, &children[i])
+	}
+}
+
+// APIRunPlan answers POST /api/v1/recovery-plans/{id}/run.
+func (h *Handlers) APIRunPlan(c echo.Context) error {
+	var in PlanRunInputJSON
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	job, err := h.store.RunPlan(c.Request().Context(), actor(c), c.Param("id"), planRunRequest(in))
+	if err != nil {
+		return err
+	}
+	h.wakePlanHosts(c, job)
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// APIResumeJob answers POST /api/v1/jobs/{id}/resume.
+func (h *Handlers) APIResumeJob(c echo.Context) error {
+	var in ResumeInputJSON
+	if err := decodeOptionalJSON(c, &in); err != nil {
+		return err
+	}
+	job, err := h.store.ResumeJob(c.Request().Context(), actor(c), c.Param("id"), strings.TrimSpace(in.Notes))
+	if err != nil {
+		return err
+	}
+	h.wakePlanHosts(c, job)
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// RunPlan handles the plan page's Run form.
+func (h *Handlers) RunPlan(c echo.Context) error {
+	in := PlanRunInputJSON{Operation: c.FormValue("operation"), RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id"),
+		ShutDownSource: c.FormValue("shut_down_source") != "", Notes: c.FormValue("notes"), SkipIneligible: c.FormValue("skip_ineligible") != ""}
+	job, err := h.store.RunPlan(c.Request().Context(), actor(c), c.Param("id"), planRunRequest(in))
+	if err != nil {
+		return err
+	}
+	h.wakePlanHosts(c, job)
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Running the recovery plan: its groups run in order, the VMs of a group together.")
+}
+
+// ResumeJob handles the job page's Resume form (a manual action done).
+func (h *Handlers) ResumeJob(c echo.Context) error {
+	job, err := h.store.ResumeJob(c.Request().Context(), actor(c), c.Param("id"), strings.TrimSpace(c.FormValue("notes")))
+	if err != nil {
+		return err
+	}
+	h.wakePlanHosts(c, job)
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Resumed: the plan goes on.")
+}

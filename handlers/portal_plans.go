@@ -313,6 +313,13 @@ func (h *Handlers) planView(c echo.Context, p *models.RecoveryPlan) (views.PlanV
 		NewGroup: views.PlanNewGroup{Field: fmt.Sprintf("groups[%d]", len(p.Groups))},
 		MaxVMs:   models.MaxPlanVMs, InventoryEmpty: len(inventory) == 0, Errors: views.FormErrors{},
 	}
+	hosts, _, err := h.store.ListHosts(ctx, models.HostFilter{State: models.HostConnected}, models.Page{Limit: optionLimit})
+	if err != nil {
+		return views.PlanView{}, err
+	}
+	for _, host := range hosts {
+		v.Hosts = append(v.Hosts, views.Option{Value: host.ID, Label: host.Name})
+	}
 	inPlan := map[string]bool{}
 	for gi, g := range p.Groups {
 		gv := views.PlanGroupView{

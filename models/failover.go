@@ -62,6 +62,8 @@ type RecoveryRequest struct {
 	// ShutDownSource, for an unplanned failover: shut the source down
 	// first if its host answers.
 	ShutDownSource bool
+	// Parent is the recovery plan's job this VM's job is part of.
+	Parent string
 }
 
 // ShutdownTimeout is how long a planned failover waits for the source VM to
@@ -257,6 +259,15 @@ func (s *Store) StartTestFailover(ctx context.Context, a Actor, vmID string, req
 	now := s.Now()
 	var job *Job
 	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var err error
+		job, err = s.startTestFailover(tx, now, a, vmID, req)
+		return err
+	})
+	return job, err
+}
+
+func (s *Store) startTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, req RecoveryRequest) (job *Job, err error) {
+	err = func() error {
 		w, err := protectionOf(tx, vmID)
 		if err != nil {
 			return err
@@ -287,7 +298,7 @@ func (s *Store) StartTestFailover(ctx context.Context, a Actor, vmID string, req
 			return err
 		}
 		testID := "lifeboat-" + w.VM.ID + "-test"
-		job, err = createJob(tx, now, a, Job{Type: JobTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
+		job, err = createJob(tx, now, a, Job{Type: JobTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, ParentJobID: req.Parent}, []jobStepSpec{
 			{Name: "Choose the recovery point", Message: describePoint(point, "")},
 			{Name: fmt.Sprintf("Create %s on host %s and start it isolated", name, host.Name),
 				Task: materializeTask(w, host, point.ID, "", testID, name, true, true, false)},
@@ -300,7 +311,7 @@ func (s *Store) StartTestFailover(ctx context.Context, a Actor, vmID string, req
 			return err
 		}
 		return s.audit(tx, a, "failover.test", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": point.ID, "recovery_host": host.Name, "job": job.ID})
-	})
+	}()
 	return job, err
 }
 
@@ -308,11 +319,20 @@ func (s *Store) StartTestFailover(ctx context.Context, a Actor, vmID string, req
 // drill with the operator's notes.
 func (s *Store) CleanupTestFailover(ctx context.Context, a Actor, vmID, notes string) (*Job, error) {
 	now := s.Now()
+	var job *Job
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var err error
+		job, err = s.cleanupTestFailover(tx, now, a, vmID, notes, "")
+		return err
+	})
+	return job, err
+}
+
+func (s *Store) cleanupTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID, notes string, parent string) (job *Job, err error) {
 	if len(notes) > 2000 {
 		return nil, &ValidationError{Fields: []FieldError{{Field: "notes", Reason: "at most 2000 characters"}}}
 	}
-	var job *Job
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err = func() error {
 		w, err := protectionOf(tx, vmID)
 		if err != nil {
 			return err
@@ -329,14 +349,14 @@ func (s *Store) CleanupTestFailover(ctx context.Context, a Actor, vmID, notes st
 			return err
 		}
 		remove := powerTask(agentproto.TaskRemoveVM, host.ID, p.ID, p.TestFailoverVMID, ShutdownTimeout)
-		job, err = createJob(tx, now, a, Job{Type: JobCleanupTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, Notes: notes}, []jobStepSpec{
+		job, err = createJob(tx, now, a, Job{Type: JobCleanupTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, Notes: notes, ParentJobID: parent}, []jobStepSpec{
 			{Name: fmt.Sprintf("Stop and delete %s on host %s", TestFailoverVMName(w.VM.Name), host.Name), Task: remove},
 		})
 		if err != nil {
 			return err
 		}
 		return s.audit(tx, a, "failover.test_cleanup", "vm", w.VM.ID, w.VM.Name, map[string]string{"notes": notes, "job": job.ID})
-	})
+	}()
 	return job, err
 }
 
@@ -349,6 +369,15 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 	now := s.Now()
 	var job *Job
 	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var err error
+		job, err = s.startFailover(tx, now, a, vmID, planned, req)
+		return err
+	})
+	return job, err
+}
+
+func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, planned bool, req RecoveryRequest) (job *Job, err error) {
+	err = func() error {
 		w, err := protectionOf(tx, vmID)
 		if err != nil {
 			return err
@@ -483,13 +512,13 @@ func (s *Store) StartFailover(ctx context.Context, a Actor, vmID string, planned
 			"failover_vm_id": recoveredID, "failover_kind": kind, "failover_point_id": "", "next_retry_at": nil}).Error; err != nil {
 			return err
 		}
-		job, err = createJob(tx, now, a, Job{Type: jobType, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, steps)
+		job, err = createJob(tx, now, a, Job{Type: jobType, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, ParentJobID: req.Parent}, steps)
 		if err != nil {
 			return err
 		}
 		return s.audit(tx, a, "failover."+kind, "vm", w.VM.ID, w.VM.Name, map[string]string{"recovery_host": host.Name,
 			"recovery_point": req.RecoveryPoint, "job": job.ID})
-	})
+	}()
 	return job, err
 }
 
@@ -579,6 +608,15 @@ func (s *Store) CommitFailover(ctx context.Context, a Actor, vmID string) (*Job,
 	now := s.Now()
 	var job *Job
 	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var err error
+		job, err = s.commitFailover(tx, now, a, vmID, "")
+		return err
+	})
+	return job, err
+}
+
+func (s *Store) commitFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, parent string) (job *Job, err error) {
+	err = func() error {
 		w, err := protectionOf(tx, vmID)
 		if err != nil {
 			return err
@@ -600,7 +638,7 @@ func (s *Store) CommitFailover(ctx context.Context, a Actor, vmID string) (*Job,
 		pl := w.Payload
 		pl.PointID = p.FailoverPointID
 		b, _ := json.Marshal(pl)
-		job, err = createJob(tx, now, a, Job{Type: JobCommitFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
+		job, err = createJob(tx, now, a, Job{Type: JobCommitFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, ParentJobID: parent}, []jobStepSpec{
 			{Name: fmt.Sprintf("Keep recovery point %s and delete the older points", p.FailoverPointID),
 				Task: &Task{HostID: host.ID, ProtectionID: p.ID, Kind: agentproto.TaskCommitPoint, Payload: string(b)}},
 		})
@@ -608,7 +646,7 @@ func (s *Store) CommitFailover(ctx context.Context, a Actor, vmID string) (*Job,
 			return err
 		}
 		return s.audit(tx, a, "failover.commit", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": p.FailoverPointID, "job": job.ID})
-	})
+	}()
 	return job, err
 }
 

@@ -13,6 +13,7 @@ type JobFilter struct {
 	State    string
 	Type     string
 	TargetID string
+	Parent   string // the jobs a recovery plan's job started
 	Since    *time.Time
 	Until    *time.Time
 }
@@ -28,6 +29,9 @@ func (s *Store) ListJobs(ctx context.Context, f JobFilter, p Page) ([]Job, strin
 	}
 	if f.TargetID != "" {
 		q = q.Where("target_id = ?", f.TargetID)
+	}
+	if f.Parent != "" {
+		q = q.Where("parent_job_id = ?", f.Parent)
 	}
 	if f.Since != nil {
 		q = q.Where("created_at >= ?", f.Since.UTC())

@@ -280,7 +280,9 @@ type Job struct {
 	ErrorCode    string    `gorm:"size:80"`
 	ErrorMessage string    `gorm:"size:2000"`
 	ErrorAction  string    `gorm:"size:2000"`
-	Notes        string    `gorm:"size:2000;not null;default:''"` // the operator's, for a cleanup of a test failover
+	Notes        string    `gorm:"size:2000;not null;default:''"`     // the operator's, for a cleanup of a test failover
+	ParentJobID  string    `gorm:"size:40;not null;default:'';index"` // the recovery plan's job a VM's job is part of
+	Payload      string    `gorm:"type:text"`                         // a recovery plan's run: what was asked (JSON)
 	Steps        []JobStep `gorm:"foreignKey:JobID;constraint:OnDelete:CASCADE"`
 	CreatedAt    time.Time `gorm:"index"`
 	UpdatedAt    time.Time
@@ -288,13 +290,19 @@ type Job struct {
 
 // JobStep is one step of a job.
 type JobStep struct {
-	ID        string `gorm:"primaryKey;size:40"`
-	JobID     string `gorm:"size:40;not null;index"`
-	Seq       int    `gorm:"not null"`
-	Name      string `gorm:"size:200;not null"`
-	State     string `gorm:"size:20;not null"`
-	Progress  int    `gorm:"not null;default:0"` // percent
-	Message   string `gorm:"size:2000"`
+	ID       string `gorm:"primaryKey;size:40"`
+	JobID    string `gorm:"size:40;not null;index"`
+	Seq      int    `gorm:"not null"`
+	Name     string `gorm:"size:200;not null"`
+	State    string `gorm:"size:20;not null"`
+	Progress int    `gorm:"not null;default:0"` // percent
+	Message  string `gorm:"size:2000"`
+	// A recovery plan's step: what it runs (PlanStepGroup, PlanStepScript,
+	// PlanStepManual) and which group or action.
+	PlanKind string `gorm:"size:10;not null;default:''"`
+	PlanRef  string `gorm:"size:40;not null;default:''"`
+	// Output is what a plan's script printed (its tail).
+	Output    string `gorm:"type:text"`
 	StartedAt *time.Time
 	EndedAt   *time.Time
 }

@@ -57,6 +57,8 @@ func ruleFor(t *Task) taskRule {
 		return taskRule{retries: MaxTaskAttempts, succeeded: testVMRemoved}
 	case agentproto.TaskCommitPoint:
 		return taskRule{retries: MaxTaskAttempts, succeeded: committed}
+	case agentproto.TaskRunScript:
+		return taskRule{retries: 1, succeeded: scriptRan} // a script may not be idempotent: never run twice by the vault
 	case agentproto.TaskDeleteReplica:
 		return taskRule{retries: MaxTaskAttempts, succeeded: replicaDataDeleted, failed: deleteFailed}
 	}

@@ -270,6 +270,9 @@ var recoveryBodies = map[string]string{
 
 func bodyFor(path string) string {
 	path = strings.TrimPrefix(path, "/api/v1")
+	if strings.HasPrefix(path, "/recovery-plans/") && strings.HasSuffix(path, "/run") {
+		return `{"operation":"test_failover"}`
+	}
 	if strings.HasPrefix(path, "/vms/") {
 		if _, rest, ok := strings.Cut(strings.TrimPrefix(path, "/vms/"), "/"); ok {
 			if body, ok := recoveryBodies["/"+rest]; ok {

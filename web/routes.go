@@ -89,6 +89,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(get, "/jobs/:id", h.JobPage, reader)
 	r.page(post, "/jobs/:id/cancel", h.CancelJob, contributor)
 	r.page(post, "/jobs/:id/restart", h.RestartJob, operator)
+	r.page(post, "/jobs/:id/resume", h.ResumeJob, operator)
 
 	r.page(get, "/policies", h.PoliciesPage, reader)
 	r.page(get, "/policies/new", h.NewPolicyPage, contributor)
@@ -110,6 +111,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(get, "/recovery-plans/:id", h.PlanPage, reader)
 	r.page(post, "/recovery-plans/:id", h.UpdatePlan, contributor)
 	r.page(post, "/recovery-plans/:id/delete", h.DeletePlan, contributor)
+	r.page(post, "/recovery-plans/:id/run", h.RunPlan, operator)
 	r.page(post, "/recovery-plans/:id/groups", h.AddPlanGroup, contributor)
 	r.page(post, "/recovery-plans/:id/groups/:group/delete", h.DeletePlanGroup, contributor)
 	r.page(post, "/recovery-plans/:id/groups/:group/move", h.MovePlanGroup, contributor)
@@ -162,6 +164,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
 	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)
 	r.api(post, "/jobs/:id/restart", h.APIRestartJob, operator)
+	r.api(post, "/jobs/:id/resume", h.APIResumeJob, operator)
 	r.api(get, "/alerts", h.APIListAlerts, reader)
 	r.api(post, "/alerts/:id/acknowledge", h.APIAcknowledgeAlert, operator)
 	r.api(post, "/alerts/:id/resolve", h.APIResolveAlert, operator)
@@ -184,6 +187,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/recovery-plans/:id", h.APIGetPlan, reader)
 	r.api(put, "/recovery-plans/:id", h.APIUpdatePlan, contributor)
 	r.api(del, "/recovery-plans/:id", h.APIDeletePlan, contributor)
+	r.api(post, "/recovery-plans/:id/run", h.APIRunPlan, operator)
 
 	r.api(get, "/users", h.APIListUsers, owner)
 	r.api(post, "/users", h.APICreateUser, owner)

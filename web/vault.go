@@ -261,6 +261,13 @@ func (v *vault) watchAgents(ctx context.Context) {
 		for _, t := range queued {
 			v.handlers.WakeHost(t.HostID)
 		}
+		woken, err := v.store.AdvancePlans(ctx)
+		if err != nil && ctx.Err() == nil {
+			v.log.Warn("move recovery plans on", slog.Any("error", err))
+		}
+		for _, id := range woken {
+			v.handlers.WakeHost(id)
+		}
 		if n, err := v.store.CleanUpContainers(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("delete emptied Azure containers; retried later", slog.Any("error", err))
 		} else if n > 0 {

@@ -82,6 +82,7 @@ func (ts *Tasks) Kinds() map[string]Func {
 		agentproto.TaskStartVM:            ts.startVM,
 		agentproto.TaskRemoveVM:           ts.removeVM,
 		agentproto.TaskCommitPoint:        ts.commitPoint,
+		agentproto.TaskRunScript:          ts.runScript,
 	}
 }
 
