@@ -174,3 +174,47 @@ func TestAPlanStopsAtAGroupWhoseVMFailedAndAtAFailedScript(t *testing.T) {
 		}
 	})
 }
+
+func TestCancellingAPlanWaitingForAnOperatorEndsItAndItsVMJobs(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vms, host := protectedVMs(t, h, "a", "b")
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		plan, err := h.s.CreatePlan(t.Context(), alice, models.PlanInput{Name: "p", Groups: []models.GroupInput{
+			{Name: "one", VMIDs: []string{vms["a"].ID}, Actions: []models.ActionInput{{Phase: models.PhasePre, Kind: models.ActionManual, Name: "m", Instructions: "check the network"}}},
+			{Name: "two", VMIDs: []string{vms["b"].ID}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := h.s.RunPlan(t.Context(), alice, plan.ID, models.PlanRunRequest{Operation: models.PlanTestFailover, RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobWaitingForInput)
+		if err := h.s.CancelJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobCancelled)
+
+		// Cancelled while a group's VM jobs run: they are cancelled too.
+		job, err = h.s.RunPlan(t.Context(), alice, plan.ID, models.PlanRunRequest{Operation: models.PlanTestFailover, RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.s.ResumeJob(t.Context(), alice, job.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		children, _, _ := h.s.ListJobs(t.Context(), models.JobFilter{Parent: job.ID}, models.Page{})
+		if len(children) != 1 {
+			t.Fatalf("%d VM jobs", len(children))
+		}
+		if err := h.s.CancelJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobCancelled)
+		wantJob(t, h, children[0].ID, models.JobCancelled)
+		if p := wantProtection(t, h, vms["a"].ID, models.StateProtected, models.HealthNormal); p.TestFailover {
+			t.Fatal("a cancelled test failover is still recorded")
+		}
+	})
+}

@@ -539,27 +539,52 @@ func (s *Store) CancelJob(ctx context.Context, a Actor, jobID string) error {
 		case JobSucceeded, JobFailed, JobCancelled:
 			return &ConflictError{Code: "job_ended", Message: fmt.Sprintf("the job has already ended (%s)", j.State)}
 		}
-		var tasks []Task
-		if err := tx.Where("job_id = ? AND state IN ?", j.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+		return s.cancelJob(tx, now, a, j)
+	})
+}
+
+// cancelJob cancels one job; a recovery plan's job, its VM jobs too, and
+// the steps it had not started or waits on.
+func (s *Store) cancelJob(tx *gorm.DB, now time.Time, a Actor, j Job) error {
+	var tasks []Task
+	if err := tx.Where("job_id = ? AND state IN ?", j.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+		return err
+	}
+	for i := range tasks {
+		t := &tasks[i]
+		if t.State == TaskQueued || t.State == TaskWaiting {
+			if err := s.endTask(tx, now, t, TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeCancelled, Message: "cancelled by " + a.Username}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Update("cancel_request", true).Error; err != nil {
 			return err
 		}
-		for i := range tasks {
-			t := &tasks[i]
-			if t.State == TaskQueued || t.State == TaskWaiting {
-				if err := s.endTask(tx, now, t, TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeCancelled, Message: "cancelled by " + a.Username}); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Update("cancel_request", true).Error; err != nil {
-				return err
-			}
-			if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", "cancelling: waiting for the host's agent to stop").Error; err != nil {
+		if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", "cancelling: waiting for the host's agent to stop").Error; err != nil {
+			return err
+		}
+	}
+	if j.TargetKind == "recovery_plan" {
+		var children []Job
+		if err := tx.Where("parent_job_id = ? AND state IN ?", j.ID, []string{JobNotStarted, JobInProgress, JobWaitingForInput, JobSuspended}).Find(&children).Error; err != nil {
+			return err
+		}
+		for _, c := range children {
+			if err := s.cancelJob(tx, now, a, c); err != nil {
 				return err
 			}
 		}
-		return s.audit(tx, a, "job.cancel", "job", j.ID, j.Type, nil)
-	})
+		if err := tx.Model(&JobStep{}).Where("job_id = ? AND (state IN ? OR (state = ? AND plan_kind = ?))", j.ID,
+			[]string{JobNotStarted, JobWaitingForInput}, JobInProgress, PlanStepGroup).
+			Updates(map[string]any{"state": JobCancelled, "ended_at": now, "message": "cancelled by " + a.Username}).Error; err != nil {
+			return err
+		}
+		if err := settleJob(tx, now, j.ID, agentproto.CodeCancelled, "cancelled by "+a.Username, ""); err != nil {
+			return err
+		}
+	}
+	return s.audit(tx, a, "job.cancel", "job", j.ID, j.Type, nil)
 }
 
 // finishTask ends a task and carries its end to its step and its job.
