@@ -239,6 +239,17 @@ func (a *Runner) deliverKept(r *taskRun, rec state.TaskRecord, log *slog.Logger)
 // Only an acknowledgement, or a refusal no retry can change, removes it
 // from the state directory.
 func (a *Runner) deliver(ctx context.Context, t agentproto.Task, result agentproto.Result, log *slog.Logger) {
+	if changesVMs(t.Kind) {
+		// The vault learns of the VM made, removed, started or stopped
+		// before it learns the task ended: the next step (a re-protect of
+		// the recovered VM) finds it listed. The inventory loop would
+		// send it too, but up to half a minute later.
+		if vms, err := a.driver.Inventory(ctx); err == nil {
+			if err := a.vault.Post(ctx, agentproto.PathInventory, agentproto.Inventory{VMs: vms}, nil); err != nil {
+				log.Warn("inventory not sent with the task's result; the inventory loop sends it", slog.Any("error", err))
+			}
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		err := a.vault.Post(ctx, agentproto.TaskResultPath(t.ID), result, nil)
 		var ve *client.VaultError
@@ -305,4 +316,13 @@ func (a *Runner) recoverTasks(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// changesVMs says whether a task kind makes, removes, starts or stops VMs.
+func changesVMs(kind string) bool {
+	switch kind {
+	case agentproto.TaskMaterialize, agentproto.TaskRemoveVM, agentproto.TaskShutdownVM, agentproto.TaskStartVM:
+		return true
+	}
+	return false
 }
