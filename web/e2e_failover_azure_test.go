@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -115,6 +116,41 @@ func TestRecoveryOnAnAzureBlobTargetWithRealAgents(t *testing.T) {
 	if got := readAzurePoint(t, azureReplica(t, az, vm.ID), st.Recovery.Failover.PointID, vm.DiskID); !bytes.Equal(got, app) {
 		t.Fatal("the committed point in Azure differs from the source")
 	}
+	// Re-protect from the recovery host into the same container, with a
+	// write made there: only what changed travels; then fail back into the
+	// original VM, commit, and re-protect in the original direction.
+	recovered := filepath.Join(s.drRoot, "app", "disk0.img")
+	onRecovery := fileBytes(t, recovered)
+	copy(onRecovery[6<<20:], bytes.Repeat([]byte{0x42}, 64<<10))
+	replaceFile(t, recovered, onRecovery)
+	sentBefore := s.bytesSent(t, vm.ID)
+	recoveredID := s.vmOn(t, s.drHostID, "app")
+	if job := s.run(t, "/api/v1/vms/"+vm.ID+"/reprotect", nil); job.State != "Succeeded" {
+		t.Fatalf("re-protect: %+v\n%s", job, s.dr.out.String())
+	}
+	if sent := s.bytesSent(t, recoveredID) - sentBefore; sent < 64<<10 || sent > 128<<10 {
+		t.Fatalf("re-protect to Azure sent %d bytes for 64 KiB changed", sent)
+	}
+	job = s.run(t, "/api/v1/vms/"+recoveredID+"/failover", map[string]string{"type": "planned"})
+	if job.State != "Succeeded" {
+		t.Fatalf("failback: %+v\n%s%s", job, s.src.out.String(), s.dr.out.String())
+	}
+	if got := fileBytes(t, filepath.Join(s.srcRoot, "app", "disk0.img")); !bytes.Equal(got, onRecovery) {
+		t.Fatal("the original VM lacks the write made on the recovery side")
+	}
+	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf(": %d bytes written", 64<<10)) {
+		t.Fatalf("failback wrote other than the 64 KiB that differ: %q", msg)
+	}
+	if job := s.run(t, "/api/v1/vms/"+recoveredID+"/failover/commit", nil); job.State != "Succeeded" {
+		t.Fatalf("commit of the failback: %+v", job)
+	}
+	if job := s.run(t, "/api/v1/vms/"+recoveredID+"/reprotect", nil); job.State != "Succeeded" {
+		t.Fatalf("re-protect in the original direction: %+v\n%s", job, s.src.out.String())
+	}
+	if st := s.vm(t, vm.ID); st.ProtectionState != "Protected" {
+		t.Fatalf("the original VM is %s after re-protect", st.ProtectionState)
+	}
+
 	// Nothing went to the directory target newRecoverySite made.
 	if entries, err := os.ReadDir(s.dir); err != nil || len(entries) != 0 {
 		t.Fatalf("the unused directory target holds %d entries (%v)", len(entries), err)
