@@ -782,7 +782,7 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 			}
 		}
 		if o.ErrorCode == agentproto.CodeCancelled {
-			return nil
+			return startSourceAgain(tx, now, t, p)
 		}
 		var vm VM
 		if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
@@ -964,4 +964,39 @@ func (s *Store) failRecoveryTasks(tx *gorm.DB, now time.Time, h Host) error {
 		}
 	}
 	return nil
+}
+
+// JobStartVM starts a source VM again after its failover was cancelled.
+const JobStartVM = "Start VM"
+
+// startSourceAgain: a failover cancelled after it shut its source down
+// leaves the source as it was, running: a job starts it again (once).
+func startSourceAgain(tx *gorm.DB, now time.Time, t *Task, p Protection) error {
+	var shutdown Task
+	err := tx.Where("job_id = ? AND kind = ? AND state = ?", t.JobID, agentproto.TaskShutdownVM, TaskSucceeded).First(&shutdown).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil // it was not shut down
+	}
+	if err != nil {
+		return err
+	}
+	var r agentproto.PowerResult
+	if json.Unmarshal([]byte(shutdown.Result), &r) != nil || !r.WasRunning {
+		return nil
+	}
+	var n int64
+	if err := tx.Model(&Job{}).Where("parent_job_id = ? AND type = ?", t.JobID, JobStartVM).Count(&n).Error; err != nil || n > 0 {
+		return err
+	}
+	var pl agentproto.PowerPayload
+	_ = json.Unmarshal([]byte(shutdown.Payload), &pl)
+	var vm VM
+	if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
+		return err
+	}
+	_, err = createJob(tx, now, SystemActor, Job{Type: JobStartVM, TargetKind: "vm", TargetID: vm.ID, TargetName: vm.Name, ParentJobID: t.JobID}, []jobStepSpec{
+		{Name: fmt.Sprintf("Start %s again: its failover was cancelled after it was shut down", vm.Name),
+			Task: powerTask(agentproto.TaskStartVM, shutdown.HostID, p.ID, pl.VMID, 0)},
+	})
+	return err
 }

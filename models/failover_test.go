@@ -318,3 +318,30 @@ func TestARecoveryHostThatStopsAnsweringFailsTheStepAndTheJobRunsOnWhenRestarted
 		wantProtection(t, h, vm.ID, models.StateFailedOver, models.HealthNormal)
 	})
 }
+
+func TestCancellingAPlannedFailoverAfterTheShutdownStartsTheSourceAgain(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		job, err := h.s.StartFailover(t.Context(), alice, vm.ID, true, models.RecoveryRequest{RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskShutdownVM), models.TaskOutcome{Result: `{"was_running":true,"power_state":"Off"}`})
+		if err := h.s.CancelJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobCancelled)
+		wantProtection(t, h, vm.ID, models.StateProtected, models.HealthNormal)
+		start := leaseOne(t, h, host.ID, agentproto.TaskStartVM)
+		var pl agentproto.PowerPayload
+		json.Unmarshal([]byte(start.Payload), &pl)
+		if pl.VMID != "web" {
+			t.Fatalf("starts %q", pl.VMID)
+		}
+		complete(t, h, host.ID, start, models.TaskOutcome{Result: `{"was_running":false,"power_state":"Running"}`})
+		if got := leaseAll(t, h, dr.ID); len(got) != 0 {
+			t.Fatalf("the cancelled failover went on: %+v", got)
+		}
+	})
+}
