@@ -419,8 +419,17 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 			req.RecoveryHostID = w.Host.ID
 		}
 		recoveredID, recoveredName, ownID := "lifeboat-"+w.VM.ID, w.VM.Name, ""
+		replace := false
 		if home != nil {
 			recoveredID, recoveredName, ownID = home.ExternalID, home.Name, home.ExternalID
+		} else {
+			// An earlier failover of this VM to that host left its recovered
+			// VM there (off, after a failback): it is made again.
+			var left int64
+			if err := tx.Model(&VM{}).Where("host_id = ? AND external_id = ? AND missing_since IS NULL", req.RecoveryHostID, recoveredID).Count(&left).Error; err != nil {
+				return err
+			}
+			replace, ownID = left > 0, recoveredID
 		}
 		host, err := recoveryHost(tx, req.RecoveryHostID, recoveredName, ownID)
 		if err != nil {
@@ -432,7 +441,7 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 				"the source host %s is not connected, so a planned failover cannot shut the VM down; run an unplanned failover", w.Host.Name)}
 		}
 		recover := func(pointID, choice string) *Task {
-			t := materializeTask(w, host, pointID, choice, recoveredID, recoveredName, false, true, false)
+			t := materializeTask(w, host, pointID, choice, recoveredID, recoveredName, false, true, replace)
 			if home != nil {
 				t = writeBackTask(w, host, pointID, choice, home)
 			}
@@ -775,6 +784,13 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 		}
 		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": false,
 			"test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil}).Error
+	case JobChangeRecoveryPoint:
+		if o.ErrorCode == agentproto.CodeVMStartFailed {
+			// Its disks are the new point's; only the start failed.
+			var pl agentproto.MaterializePayload
+			_ = json.Unmarshal([]byte(t.Payload), &pl)
+			return tx.Model(&Protection{}).Where("id = ?", p.ID).Update("failover_point_id", pl.PointID).Error
+		}
 	case JobPlannedFailover, JobUnplannedFailover:
 		if p.State == StateFailingOver {
 			if err := setState(tx, p.ID, StateProtected); err != nil {
@@ -852,6 +868,14 @@ func (s *Store) RestartJob(ctx context.Context, a Actor, jobID string) (*Job, er
 		}
 		if err := reenterRecovery(tx, now, job, p, failed); err != nil {
 			return err
+		}
+		if job.Type == JobPlannedFailover {
+			// The source may have run, and written, since the final cycle:
+			// a planned failover runs again from the shutdown.
+			if err := restartPlannedFailover(tx, job, tasks); err != nil {
+				return err
+			}
+			return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": "the shutdown"})
 		}
 		var steps []JobStep
 		if err := tx.Where("job_id = ?", job.ID).Find(&steps).Error; err != nil {
@@ -939,26 +963,35 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 	return nil
 }
 
-// failRecoveryTasks fails the recovery jobs' tasks of a host that stopped
-// answering: a failover must not wait, unseen, for a host that may never
-// come back. The job can be restarted from the step once it is back (or
-// another is chosen); a materialize only ever read the replica.
-func (s *Store) failRecoveryTasks(tx *gorm.DB, now time.Time, h Host) error {
+// failRecoveryTasks fails the recovery and plan jobs' tasks (queued or
+// leased) of hosts that stopped answering: a failover must not wait, unseen,
+// for a host that may never come back, whether its step was queued before
+// or after the host went silent. The job can be restarted from the step
+// once the host is back (or another is chosen); a late success of a
+// materialize it failed is still taken (CompleteTask).
+func (s *Store) failRecoveryTasks(tx *gorm.DB, now time.Time) error {
 	var tasks []Task
-	if err := tx.Where("host_id = ? AND state IN ? AND job_id <> ''", h.ID, []string{TaskQueued, TaskLeased}).Find(&tasks).Error; err != nil {
+	if err := tx.Table("tasks").Select("tasks.*").Joins("JOIN hosts ON hosts.id = tasks.host_id").
+		Where("(hosts.state = ? OR hosts.revoked_at IS NOT NULL) AND tasks.state IN ? AND tasks.job_id <> ''", HostDisconnected, []string{TaskQueued, TaskLeased}).
+		Find(&tasks).Error; err != nil {
 		return err
 	}
 	for i := range tasks {
 		t := &tasks[i]
-		typ, err := jobTypeOf(tx, t)
-		if err != nil {
+		var job Job
+		if err := tx.Select("type", "target_kind").First(&job, "id = ?", t.JobID).Error; err != nil {
 			return err
 		}
-		if !recoveryJobs[typ] {
+		if !recoveryJobs[job.Type] && job.TargetKind != "recovery_plan" {
 			continue
 		}
+		var h Host
+		if err := tx.First(&h, "id = ?", t.HostID).Error; err != nil {
+			return err
+		}
 		o := TaskOutcome{ErrorCode: agentproto.CodeHostDisconnected, Message: fmt.Sprintf(
-			"host %s stopped answering during the %s (no heartbeat since %s); the step did not finish", h.Name, strings.ToLower(typ), formatTimePtr(h.LastHeartbeat))}
+			"host %s stopped answering during the %s (no heartbeat since %s); the step did not finish. If the agent was only cut off, it may have done the step: check the host before recovering elsewhere; restarting the job finishes it there",
+			h.Name, strings.ToLower(job.Type), formatTimePtr(h.LastHeartbeat))}
 		if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
 			return err
 		}
@@ -999,4 +1032,41 @@ func startSourceAgain(tx *gorm.DB, now time.Time, t *Task, p Protection) error {
 			Task: powerTask(agentproto.TaskStartVM, shutdown.HostID, p.ID, pl.VMID, 0)},
 	})
 	return err
+}
+
+// restartPlannedFailover runs a planned failover again from its first
+// step: shut down, a new final cycle with a new point, and the VM made of
+// that point. Its earlier final point may be older than the source now.
+func restartPlannedFailover(tx *gorm.DB, job Job, tasks []Task) error {
+	pointID := NewID(prefixRecoveryPoint)
+	for _, t := range tasks {
+		state, payload := TaskWaiting, t.Payload
+		switch t.Kind {
+		case agentproto.TaskShutdownVM:
+			state = TaskQueued
+		case agentproto.TaskReplicate:
+			var pl agentproto.ReplicationPayload
+			_ = json.Unmarshal([]byte(t.Payload), &pl)
+			pl.PointID = pointID
+			b, _ := json.Marshal(pl)
+			payload = string(b)
+		case agentproto.TaskMaterialize:
+			var pl agentproto.MaterializePayload
+			_ = json.Unmarshal([]byte(t.Payload), &pl)
+			pl.PointID = pointID
+			b, _ := json.Marshal(pl)
+			payload = string(b)
+		}
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": state, "payload": payload, "failures": 0, "expiries": 0,
+			"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
+			"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
+			return err
+		}
+	}
+	if err := tx.Model(&JobStep{}).Where("job_id = ?", job.ID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
+		"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
+		return err
+	}
+	return tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+		"error_code": "", "error_message": "", "error_action": ""}).Error
 }

@@ -345,3 +345,37 @@ func TestCancellingAPlannedFailoverAfterTheShutdownStartsTheSourceAgain(t *testi
 		}
 	})
 }
+
+func TestARestartedPlannedFailoverShutsDownAndRunsAFinalCycleAgain(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		job, err := h.s.StartFailover(t.Context(), alice, vm.ID, true, models.RecoveryRequest{RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskShutdownVM), models.TaskOutcome{Result: `{"was_running":true,"power_state":"Off"}`})
+		final := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, final, cycleResult(final, h.clock.T))
+		complete(t, h, dr.ID, leaseOne(t, h, dr.ID, agentproto.TaskMaterialize), models.TaskOutcome{ErrorCode: agentproto.CodeRecoveryHostFull, Message: "full"})
+		wantJob(t, h, job.ID, models.JobFailed)
+		// Meanwhile the source ran again and a cycle made a newer point.
+		newer := cycleWith(t, h, host, models.ConsistencyCrash)
+		if _, err := h.s.RestartJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskShutdownVM), models.TaskOutcome{Result: `{"was_running":true,"power_state":"Off"}`})
+		again := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		var a, f agentproto.ReplicationPayload
+		json.Unmarshal([]byte(again.Payload), &a)
+		json.Unmarshal([]byte(final.Payload), &f)
+		if a.PointID == f.PointID || a.PointID == newer {
+			t.Fatalf("the restarted final cycle makes point %s (first final %s, newer %s)", a.PointID, f.PointID, newer)
+		}
+		complete(t, h, host.ID, again, cycleResult(again, h.clock.T))
+		task := leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		if pl := materializePayload(t, task); pl.PointID != a.PointID {
+			t.Fatalf("the restart recovers %s, not its new final point %s", pl.PointID, a.PointID)
+		}
+	})
+}

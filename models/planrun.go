@@ -274,7 +274,17 @@ func (s *Store) AdvancePlans(ctx context.Context) ([]string, error) {
 	}
 	for _, id := range ids {
 		if err := s.tx(ctx, func(tx *gorm.DB) error { return s.advancePlan(tx, s.Now(), id) }); err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			// One plan that cannot go on must not hold up the others: it
+			// fails, saying why.
+			if ferr := s.tx(ctx, func(tx *gorm.DB) error {
+				return tx.Model(&Job{}).Where("id = ? AND state = ?", id, JobInProgress).Updates(map[string]any{"state": JobFailed, "ended_at": s.Now(),
+					"error_code": "plan_vm_failed", "error_message": truncate("the plan could not go on: "+err.Error(), 2000)}).Error
+			}); ferr != nil {
+				return nil, ferr
+			}
 		}
 	}
 	if len(ids) == 0 {
@@ -386,6 +396,9 @@ func (s *Store) startPlanStep(tx *gorm.DB, now time.Time, job *Job, run planRun,
 			}
 			children = append(children, child.ID)
 			names = append(names, child.TargetName)
+		}
+		if len(children) == 0 && len(members) == 0 {
+			return s.failPlanStep(tx, now, job, st, "plan_vm_failed", "the group has no VM any more (the plan was changed while it ran)")
 		}
 		b, _ := json.Marshal(children)
 		return tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobInProgress, "started_at": now, "output": string(b),

@@ -197,6 +197,9 @@ func (s *Store) UpdatePlan(ctx context.Context, a Actor, id string, in PlanInput
 		if err := tx.First(&p, "id = ?", id).Error; err != nil {
 			return err
 		}
+		if err := planNotRunning(tx, id); err != nil {
+			return err
+		}
 		if err := validatePlan(tx, &in); err != nil {
 			return err
 		}
@@ -226,6 +229,9 @@ func (s *Store) DeletePlan(ctx context.Context, a Actor, id string) error {
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		var p RecoveryPlan
 		if err := tx.First(&p, "id = ?", id).Error; err != nil {
+			return err
+		}
+		if err := planNotRunning(tx, id); err != nil {
 			return err
 		}
 		if err := deleteGroups(tx, id); err != nil {
@@ -274,6 +280,20 @@ func writeGroups(tx *gorm.DB, planID string, groups []GroupInput) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// planNotRunning refuses to change a plan while a run of it has not ended:
+// its steps name the plan's groups and actions.
+func planNotRunning(tx *gorm.DB, planID string) error {
+	var n int64
+	if err := tx.Model(&Job{}).Where("target_kind = ? AND target_id = ? AND state IN ?", "recovery_plan", planID,
+		[]string{JobNotStarted, JobInProgress, JobWaitingForInput, JobSuspended}).Count(&n).Error; err != nil {
+		return err
+	}
+	if n > 0 {
+		return &ConflictError{Code: "plan_running", Message: "the plan is running; wait for its job to end (or cancel it), then change it"}
 	}
 	return nil
 }

@@ -66,6 +66,18 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		if len(existing) > 0 {
 			return &ConflictError{Code: "already_protected", Message: "the VM is already protected; disable its protection first to change policy or target"}
 		}
+		// After a re-protect another VM (the recovered one) writes this
+		// VM's replicas: a new protection of it would share them.
+		var reprotected []Protection
+		if err := tx.Where("home_vm_id = ? OR replica_key = ?", vm.ID, vm.ID).Limit(1).Find(&reprotected).Error; err != nil {
+			return err
+		}
+		if len(reprotected) > 0 {
+			var owner VM
+			tx.First(&owner, "id = ?", reprotected[0].VMID)
+			return &ConflictError{Code: "already_protected", Message: fmt.Sprintf(
+				"the VM's replicas are replicated from VM %s since a failover; fail back to this VM and re-protect, or disable that protection first", owner.Name)}
+		}
 		// The replicas are named by the vault's VM id: VMs of one name on
 		// two hosts never share them.
 		if err := checkLocationFree(tx, target, vm.ID); err != nil {

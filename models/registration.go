@@ -222,11 +222,8 @@ func (s *Store) MarkSilentHostsDisconnected(ctx context.Context, silence time.Du
 				fmt.Sprintf("host %s has sent no heartbeat since %s; check that its agent runs and can reach the vault", h.Name, formatTimePtr(h.LastHeartbeat))); err != nil {
 				return err
 			}
-			if err := s.failRecoveryTasks(tx, now, h); err != nil {
-				return err
-			}
 		}
-		return nil
+		return s.failRecoveryTasks(tx, now)
 	})
 	return hosts, err
 }

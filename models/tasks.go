@@ -480,6 +480,14 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 					return err
 				}
 				continue
+			case t.Kind == agentproto.TaskRunScript:
+				// A script may not be idempotent: its lease ran out, so it may
+				// have run, and it is not handed out again.
+				o := TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired, Message: "the recovery host's agent stopped reporting on the script; it may or may not have run (it is never run twice by itself): check on the host, then run the plan again"}
+				if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
+					return err
+				}
+				continue
 			case expiries >= MaxTaskAttempts:
 				o := TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired, Recoverable: true,
 					Message: fmt.Sprintf("the host's agent stopped reporting on this task %d times; check that it runs and reaches the vault", expiries)}

@@ -32,6 +32,23 @@ func (d *Driver) WriteBack(ctx context.Context, vmID string, disks []driver.Mate
 		return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeVMRunning, Message: fmt.Sprintf(
 			"VM %s runs; a failback writes into its disks only while it is off: shut it down, then restart the job", vmID)}
 	}
+	// A disk the VM has and the point lacks would keep what it held before
+	// the failover: the VM would boot with its disks from two times.
+	current, err := d.readVMWithID(dir, filepath.Base(dir))
+	if err != nil {
+		return driver.Materialized{}, err
+	}
+	want := map[string]bool{}
+	for _, disk := range disks {
+		want[disk.Name+".img"] = true
+	}
+	for _, cd := range current.Disks {
+		if !want[filepath.Base(cd.Path)] {
+			return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeFailbackDiskMismatch, Message: fmt.Sprintf(
+				"VM %s has the disk %s, which the recovery point does not hold (it was removed, or renamed, while failed over); move it out of %s if the VM no longer needs it, then restart the job, or fail back to another host",
+				vmID, cd.Path, dir)}
+		}
+	}
 	var written int64
 	for _, disk := range disks {
 		if !safeName(disk.Name) {

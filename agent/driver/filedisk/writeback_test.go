@@ -56,6 +56,15 @@ func TestWriteBackWritesOnlyTheBlocksThatDifferAndRefusesARunningVM(t *testing.T
 	if made, err := d.WriteBack(t.Context(), "app", disks()); err != nil || made.BytesWritten != 0 {
 		t.Fatalf("second write-back wrote %d bytes: %v", made.BytesWritten, err)
 	}
+	// A disk the VM has and the point lacks is refused, before anything is written.
+	only0 := []driver.MaterializeDisk{{Name: "disk0", SizeBytes: int64(len(original)), Data: bytes.NewReader(original)}}
+	if _, err := d.WriteBack(t.Context(), "app", only0); taskCode(err) != agentproto.CodeFailbackDiskMismatch {
+		t.Fatalf("write-back that leaves disk1 as it was: %v", err)
+	}
+	if got, _ := os.ReadFile(disk); !bytes.Equal(got, image) {
+		t.Fatal("a refused write-back changed the disk")
+	}
+	os.Remove(filepath.Join(root, "app", "disk1.img"))
 	// A disk larger than the point's is refused.
 	small := []driver.MaterializeDisk{{Name: "disk0", SizeBytes: 4096, Data: bytes.NewReader(make([]byte, 4096))}}
 	if _, err := d.WriteBack(t.Context(), "app", small); taskCode(err) != agentproto.CodeDiskResized {
