@@ -137,6 +137,16 @@ func (h *Handlers) CancelJob(c echo.Context) error {
 
 func (h *Handlers) cancelJob(c echo.Context) error {
 	ctx := c.Request().Context()
+	j, err := h.store.GetJob(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	// Operators run recovery, so they may stop it; the other jobs change
+	// configuration (protection, hosts) and stay the Contributor's.
+	if u := CurrentUser(c); u != nil && models.RoleRank(u.Role) < models.RoleRank(models.RoleContributor) && !models.OperatorMayCancel(j) {
+		return &Problem{Status: http.StatusForbidden, Code: "forbidden",
+			Message: "your role " + u.Role + " may cancel recovery jobs only; a " + j.Type + " job needs Contributor or above"}
+	}
 	if err := h.store.CancelJob(ctx, actor(c), c.Param("id")); err != nil {
 		return err
 	}

@@ -451,7 +451,8 @@ func operations() []operation {
 			Summary: "Restart a failed recovery job from its failed step (the steps that succeeded are not run again)", Role: operator,
 			Status: 202, Answer: "JobAccepted", Notes: "409 job_not_restartable for a job that did not fail or is not a recovery job."},
 		operation{Method: http.MethodPost, Path: "/jobs/{id}/cancel", ID: "cancelJob", Tag: "Jobs",
-			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: contributor, Status: 202, Answer: "JobAccepted"},
+			Summary: "Cancel a job: queued tasks end at once, running ones when their agent hears of it", Role: operator, Status: 202, Answer: "JobAccepted",
+			Notes: "An Operator may cancel recovery jobs (failover, test failover, commit, re-protect, recovery plans); other jobs need Contributor (403 forbidden)."},
 	)
 	ops = append(ops,
 		operation{Method: get, Path: "/hosts", ID: "listHosts", Tag: "Hosts", Summary: "List hosts", Role: reader, Status: 200, Answer: "HostList",

@@ -452,6 +452,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
 	v.Restartable = j.State == models.JobFailed && models.IsRecoveryJob(j.Type)
 	v.Waiting = j.State == models.JobWaitingForInput
+	v.Recovery = models.OperatorMayCancel(j)
 	v.Notes = j.Notes
 	tasks, err := h.store.JobTasks(c.Request().Context(), j.ID)
 	if err != nil {

@@ -35,6 +35,12 @@ const (
 var recoveryJobs = map[string]bool{JobTestFailover: true, JobCleanupTestFailover: true, JobPlannedFailover: true,
 	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true, JobReprotect: true}
 
+// OperatorMayCancel says whether an Operator may cancel a job: a recovery
+// job, a recovery plan's, or the start of a source again.
+func OperatorMayCancel(j *Job) bool {
+	return recoveryJobs[j.Type] || j.TargetKind == "recovery_plan" || j.Type == JobStartVM
+}
+
 // IsRecoveryJob says whether a job type is one of the recovery jobs.
 func IsRecoveryJob(jobType string) bool { return recoveryJobs[jobType] }
 
@@ -1069,4 +1075,44 @@ func restartPlannedFailover(tx *gorm.DB, job Job, tasks []Task) error {
 	}
 	return tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
 		"error_code": "", "error_message": "", "error_action": ""}).Error
+}
+
+// lateRecoverySuccess: a materialize the vault failed because its host
+// went silent, reported done by that run after all (the agent was only
+// cut off): the VM exists, and may run.
+func lateRecoverySuccess(t *Task, o TaskOutcome) bool {
+	return t.Kind == agentproto.TaskMaterialize && t.ErrorCode == agentproto.CodeHostDisconnected && o.ErrorCode == "" &&
+		(o.Attempt == 0 || o.Attempt == t.Attempts)
+}
+
+// takeLateMaterialize takes such a success: the job succeeds after all
+// and the VM is failed over, as it is on the host. If the VM's protection
+// has moved on (another failover), two copies may run: an alert says so.
+func (s *Store) takeLateMaterialize(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
+	var job Job
+	if err := tx.First(&job, "id = ?", t.JobID).Error; err != nil {
+		return err
+	}
+	var p Protection
+	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
+		return err
+	}
+	var pl agentproto.MaterializePayload
+	_ = json.Unmarshal([]byte(t.Payload), &pl)
+	var vm VM
+	if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
+		return err
+	}
+	if job.State != JobFailed || reenterRecovery(tx, now, job, p, t) != nil {
+		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "vm", vm.ID, fmt.Sprintf(
+			"the agent of the recovery host reported, after the vault had given it up, that it made VM %s (%s) of recovery point %s and may have started it; the VM's recovery has moved on since, so two copies may run: check that host and stop the one not wanted",
+			pl.VMName, pl.VMID, pl.PointID))
+	}
+	if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {
+		return err
+	}
+	if err := materialized(s, tx, now, t, o.Result); err != nil {
+		return err
+	}
+	return tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"error_code": "", "error_message": "", "error_action": ""}).Error
 }

@@ -379,3 +379,29 @@ func TestARestartedPlannedFailoverShutsDownAndRunsAFinalCycleAgain(t *testing.T)
 		}
 	})
 }
+
+func TestAMaterializeFailedForASilentHostThatReportsDoneAfterAllIsTaken(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		job, err := h.s.StartFailover(t.Context(), alice, vm.ID, false, models.RecoveryRequest{RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task := leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", host.ID).Update("last_heartbeat", h.clock.T.Add(time.Minute))
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", dr.ID).Update("last_heartbeat", h.clock.T)
+		h.advance(time.Minute)
+		if _, err := h.s.MarkSilentHostsDisconnected(t.Context(), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobFailed)
+		wantProtection(t, h, vm.ID, models.StateProtected, models.HealthNormal)
+		// The agent was only cut off: it made and started the VM.
+		o := materializedResult(materializePayload(t, task))
+		o.Attempt = 1
+		complete(t, h, dr.ID, task, o)
+		wantJob(t, h, job.ID, models.JobSucceeded)
+		wantProtection(t, h, vm.ID, models.StateFailedOver, models.HealthNormal)
+	})
+}

@@ -331,7 +331,12 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 			return err
 		}
 		switch t.State {
-		case TaskSucceeded, TaskFailed, TaskCancelled:
+		case TaskFailed:
+			if lateRecoverySuccess(t, o) {
+				return s.takeLateMaterialize(tx, now, t, o)
+			}
+			return nil // already recorded
+		case TaskSucceeded, TaskCancelled:
 			return nil // already recorded
 		case TaskWaiting, TaskQueued:
 			// Only a leased run may end a task: one the vault took back

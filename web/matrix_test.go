@@ -33,7 +33,7 @@ func expectedRole(method, path string) (role string, known bool) {
 	case method == http.MethodPost && strings.HasPrefix(p, "/alerts/"):
 		return models.RoleOperator, true // on-call operators acknowledge and resolve alerts
 	case method == http.MethodPost && strings.HasPrefix(p, "/vms/") && (strings.Contains(p, "/test-failover") || strings.Contains(p, "/failover") || strings.HasSuffix(p, "/reprotect")),
-		method == http.MethodPost && strings.HasPrefix(p, "/jobs/") && (strings.HasSuffix(p, "/restart") || strings.HasSuffix(p, "/resume")),
+		method == http.MethodPost && strings.HasPrefix(p, "/jobs/") && (strings.HasSuffix(p, "/restart") || strings.HasSuffix(p, "/resume") || strings.HasSuffix(p, "/cancel")), // cancel: of recovery jobs, for Operators
 		method == http.MethodPost && strings.HasPrefix(p, "/recovery-plans/") && strings.HasSuffix(p, "/run"):
 		return models.RoleOperator, true // operators fail over and back, and restart what failed, and change no configuration
 	case method == http.MethodGet && strings.HasSuffix(p, "/new"):

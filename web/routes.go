@@ -87,7 +87,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 
 	r.page(get, "/jobs", h.JobsPage, reader)
 	r.page(get, "/jobs/:id", h.JobPage, reader)
-	r.page(post, "/jobs/:id/cancel", h.CancelJob, contributor)
+	r.page(post, "/jobs/:id/cancel", h.CancelJob, operator) // recovery jobs only, below Contributor
 	r.page(post, "/jobs/:id/restart", h.RestartJob, operator)
 	r.page(post, "/jobs/:id/resume", h.ResumeJob, operator)
 
@@ -162,7 +162,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/reprotect", h.APIReprotect, operator)
 	r.api(get, "/jobs", h.APIListJobs, reader)
 	r.api(get, "/jobs/:id", h.APIGetJob, reader)
-	r.api(post, "/jobs/:id/cancel", h.APICancelJob, contributor)
+	r.api(post, "/jobs/:id/cancel", h.APICancelJob, operator) // recovery jobs only, below Contributor
 	r.api(post, "/jobs/:id/restart", h.APIRestartJob, operator)
 	r.api(post, "/jobs/:id/resume", h.APIResumeJob, operator)
 	r.api(get, "/alerts", h.APIListAlerts, reader)
