@@ -243,6 +243,9 @@ type ReplicationPayload struct {
 	// BandwidthMbps caps the cycle's writes, in Mbit/s (0: no limit): the
 	// policy's limit for work or off hours at the time the cycle starts.
 	BandwidthMbps int `json:"bandwidth_mbps,omitempty"`
+	// KeepPoints are points retention must not delete: a recovery waits
+	// to read them (a test failover queued beside the cycles).
+	KeepPoints []string `json:"keep_points,omitempty"`
 }
 
 // ReplicaDisk is one source disk and its replica's id.

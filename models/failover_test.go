@@ -73,8 +73,14 @@ func TestATestFailoverMakesAnIsolatedCopyBesideReplicationAndItsCleanupRecordsTh
 		// While the copy reads the point, the VM's cycle waits; replication
 		// is not stopped.
 		h.advance(time.Hour)
-		if q := schedule(t, h); len(q) != 1 {
+		q := schedule(t, h)
+		if len(q) != 1 {
 			t.Fatalf("no cycle scheduled beside the test failover's copy: %+v", q)
+		}
+		var cyc agentproto.ReplicationPayload
+		json.Unmarshal([]byte(q[0].Payload), &cyc)
+		if len(cyc.KeepPoints) != 1 || cyc.KeepPoints[0] != first {
+			t.Fatalf("the cycle beside the copy may prune the point it reads: keep %v", cyc.KeepPoints)
 		}
 		if got := leaseAll(t, h, host.ID); len(got) != 0 {
 			t.Fatalf("a cycle ran beside the test failover's copy: %+v", got)

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -70,6 +71,11 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 			SizeBytes: max(d.SizeBytes, rd.SizeBytes), New: rd.CopiedAt == nil})
 	}
 	sort.Slice(pl.Disks, func(i, j int) bool { return pl.Disks[i].Path < pl.Disks[j].Path })
+	keep, err := pointsInUse(tx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	pl.KeepPoints = keep
 	w.Payload = pl
 	return &w, nil
 }
@@ -120,4 +126,22 @@ func (p Protection) replicaKey() string {
 		return p.ReplicaKey
 	}
 	return p.VMID
+}
+
+// pointsInUse are the points a protection's unfinished recovery tasks
+// will read: a cycle's retention must leave them.
+func pointsInUse(tx *gorm.DB, protectionID string) ([]string, error) {
+	var payloads []string
+	if err := tx.Model(&Task{}).Where("protection_id = ? AND kind = ? AND state IN ?", protectionID, agentproto.TaskMaterialize,
+		[]string{TaskWaiting, TaskQueued, TaskLeased}).Pluck("payload", &payloads).Error; err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, raw := range payloads {
+		var pl agentproto.MaterializePayload
+		if json.Unmarshal([]byte(raw), &pl) == nil && pl.PointID != "" {
+			out = append(out, pl.PointID)
+		}
+	}
+	return out, nil
 }

@@ -53,3 +53,23 @@ func TestPruningAndDeletingOneVMsReplicaLeaveAnotherVMsOnTheSameTargetUntouched(
 		}
 	}
 }
+
+// Retention leaves a point a recovery waits to read, and the younger ones.
+func TestRetentionKeepsAPointARecoveryWaitsFor(t *testing.T) {
+	r, err := dirtarget.Open(t.TempDir(), "vm_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.CreateDisk("d", 8192)
+	now := time.Now()
+	for i, age := range []time.Duration{72 * time.Hour, 48 * time.Hour, 30 * time.Hour, time.Hour} {
+		if _, err := replicatest.Point(r, "p"+string(rune('1'+i)), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruned, left, err := prune(r, now, 24*time.Hour, "p2")
+	if err != nil || len(pruned) != 1 || pruned[0] != "p1" || len(left) != 3 || left[0].ID != "p2" {
+		t.Fatalf("pruned %v, left %d points, %v", pruned, len(left), err)
+	}
+}

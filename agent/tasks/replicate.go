@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
@@ -96,7 +97,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	acked = true
 	took := time.Since(transferStart)
 	res := resultOf(point, sent, took, got.Note)
-	pruned, remaining, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour)
+	pruned, remaining, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour, p.KeepPoints...)
 	res.Pruned = append(res.Pruned, pruned...)
 	if err != nil {
 		// Without a listing the result says nothing of the other points,
@@ -132,13 +133,15 @@ func resultOf(pt replica.Point, sent int64, took time.Duration, note string) age
 // prune deletes points older than retention, oldest first, never the
 // newest, and returns the ids it deleted and the points that remain (one
 // listing serves the rest of the cycle).
-func prune(r replica.Store, now time.Time, retention time.Duration) ([]string, []replica.Point, error) {
+func prune(r replica.Store, now time.Time, retention time.Duration, keep ...string) ([]string, []replica.Point, error) {
 	points, err := r.Points()
 	if err != nil {
 		return nil, nil, err
 	}
 	var pruned []string
-	for len(points) > 1 && now.Sub(points[0].Time) > retention {
+	// Points are deleted oldest first: one a recovery is about to read
+	// stops the pruning there, and the younger ones wait with it.
+	for len(points) > 1 && now.Sub(points[0].Time) > retention && !slices.Contains(keep, points[0].ID) {
 		if err := r.DeletePoint(points[0].ID); err != nil {
 			return pruned, nil, err
 		}
