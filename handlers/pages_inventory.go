@@ -326,6 +326,11 @@ func (h *Handlers) fillRecovery(c echo.Context, v *views.VMView, p *models.Prote
 			r.Failover.Committed = views.FormatTime(p.CommittedAt)
 		}
 	}
+	if p.HomeVMID != "" {
+		if home, err := h.store.GetVM(ctx, p.HomeVMID); err == nil {
+			r.Home, r.HomeHostID = home.Name+" on host "+home.HostName, home.HostID
+		}
+	}
 	jobs, _, err := h.store.ListJobs(ctx, models.JobFilter{State: models.JobInProgress, TargetID: v.VM.ID}, models.Page{Limit: 20})
 	if err != nil {
 		return err
