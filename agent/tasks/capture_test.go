@@ -79,18 +79,24 @@ func cycleWhileWriting(t *testing.T, vmRoot string, cycles int) (results []agent
 // goes on writing: each point is that instant, labelled crash.
 func TestAReflinkCycleOfAVMThatKeepsWritingMakesAPointOfOneInstantLabelledCrash(t *testing.T) {
 	t.Parallel()
-	results, images, written := cycleWhileWriting(t, xfstest.Mount(t, 300), 3)
+	results, images, written := cycleWhileWriting(t, xfstest.Mount(t, 300), 4)
+	wroteDuring := 0
 	for i, res := range results {
 		ok, last := xfstest.OneInstant(images[i])
 		if !ok {
 			t.Fatalf("point %d is not one instant of the disk (newest generation %d)", i, last)
 		}
-		if written[i] <= last {
-			t.Fatalf("point %d: the writer did not go on writing during the cycle; the test proves nothing", i)
+		if written[i] > last {
+			wroteDuring++
 		}
 		if res.Consistency != replica.ConsistencyCrash || res.Capture != "reflink" || res.ReadStartedAt != nil {
 			t.Fatalf("point %d: %s by %s (read started %v)", i, res.Consistency, res.Capture, res.ReadStartedAt)
 		}
+	}
+	// A busy machine may starve the writer during a cycle now and then;
+	// if it never wrote while a cycle ran, the test proved nothing.
+	if wroteDuring == 0 {
+		t.Fatal("the writer did not go on writing during any cycle; the test proves nothing")
 	}
 }
 
