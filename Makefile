@@ -44,10 +44,12 @@ templ-check:
 	@if [ -n "$$(git status --porcelain -- views)" ]; then echo "templ output is stale; run 'make generate' and commit:"; git status --porcelain -- views; exit 1; fi
 
 ## bench: speed against baselines run in the same invocation (dd, rsync, azblob), printed as ratios;
-## then a delta cycle's memory and storage reads on a big sparse disk, and the RPO of many VMs on one host.
+## then a delta cycle's memory and storage reads on a big sparse disk, the RPO of many VMs on one host,
+## and recovery: a 4-VM plan's failover beside dd and azblob copies, a failback's bytes beside the churn.
 ## BENCH_SIZE=MiB (default 4096) and BENCH_DIR=dir set the disk; needs about 2.5 × its size free.
-## BENCH_ONLY=azure|resync|sparse|rpo runs one part; BENCH_SPARSE_GIB, BENCH_SPARSE_AZURE_GIB,
-## BENCH_RPO_VMS, BENCH_RPO_MIB, BENCH_RPO_SECONDS size the last two (agent/bench/sparse.go, rpo.go).
+## BENCH_ONLY=azure|resync|sparse|rpo|recovery runs one part; BENCH_SPARSE_GIB, BENCH_SPARSE_AZURE_GIB,
+## BENCH_RPO_VMS, BENCH_RPO_MIB, BENCH_RPO_SECONDS, BENCH_RECOVERY_MIB size the last three
+## (agent/bench/sparse.go, rpo.go, recovery.go; recovery needs about 25 × BENCH_RECOVERY_MIB free).
 bench:
 	$(GO) run ./agent/bench
 

@@ -4,10 +4,11 @@
 //
 //	BENCH_SIZE  disk size in MiB (default 4096; the resync disk is half of it)
 //	BENCH_DIR   where to put the files (default the system temp dir)
-//	BENCH_ONLY  azure, resync, sparse or rpo: run that part alone (for
-//	            comparing builds)
+//	BENCH_ONLY  azure, resync, sparse, rpo or recovery: run that part alone
+//	            (for comparing builds)
 //
-// The sparse and rpo parts have their own sizes (see sparse.go, rpo.go).
+// The sparse, rpo and recovery parts have their own sizes (see sparse.go,
+// rpo.go, recovery.go).
 package main
 
 import (
@@ -60,12 +61,14 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	// The sparse and rpo parts make their own disks.
+	// The sparse, rpo and recovery parts make their own disks.
 	switch os.Getenv("BENCH_ONLY") {
 	case "sparse":
 		return benchSparse(dir)
 	case "rpo":
 		return benchRPO(dir)
+	case "recovery":
+		return benchRecovery(dir)
 	}
 	src := filepath.Join(dir, "source.img")
 	fmt.Printf("Making a %d MiB disk with 50 %% data in %s ...\n", sizeMiB, dir)
@@ -80,7 +83,7 @@ func run() error {
 	case "resync":
 		return benchResync(dir, size/2)
 	default:
-		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse or rpo", os.Getenv("BENCH_ONLY"))
+		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse, rpo or recovery", os.Getenv("BENCH_ONLY"))
 	}
 	dropped := dropCaches()
 	fmt.Printf("Page cache dropped before each measurement: %v\n\n", dropped)
@@ -190,12 +193,15 @@ func run() error {
 	if err := benchResync(dir, size/2); err != nil {
 		return err
 	}
-	// The big disks of the last two parts need the room the others took.
+	// The big disks of the last parts need the room the others took.
 	os.Remove(src)
 	if err := benchSparse(dir); err != nil {
 		return err
 	}
-	return benchRPO(dir)
+	if err := benchRPO(dir); err != nil {
+		return err
+	}
+	return benchRecovery(dir)
 }
 
 func row(name string, d time.Duration, size int64, ratio float64, goal string) {
