@@ -296,6 +296,7 @@ func (h *Handlers) AgentTaskResult(c echo.Context) error {
 	// The end of a step may have queued the next one for this host: let its
 	// waiting poll take it now rather than at the end of its wait.
 	h.wakeups.wake(host.ID)
+	h.wakeNextSteps(c, c.Param("id"))
 	return c.JSON(http.StatusOK, map[string]string{"status": "recorded"})
 }
 
@@ -335,4 +336,19 @@ func taskProblem(err error) error {
 		return agentError(http.StatusConflict, agentproto.CodeLeaseLost, "the task is no longer leased to this host (cancelled, finished or expired); drop it")
 	}
 	return err
+}
+
+// wakeNextSteps wakes the hosts whose tasks the end of a task queued: a
+// job's next step, or a recovery plan's next group, often runs on another
+// host (the final cycle on the source, then the VM made on the recovery
+// host), which would otherwise wait out its long poll.
+func (h *Handlers) wakeNextSteps(c echo.Context, taskID string) {
+	ctx := c.Request().Context()
+	t, err := h.store.GetTask(ctx, taskID)
+	if err != nil || t.JobID == "" {
+		return
+	}
+	for _, id := range h.store.QueuedTaskHosts(ctx, t.JobID) {
+		h.wakeups.wake(id)
+	}
 }

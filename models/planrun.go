@@ -543,3 +543,21 @@ func scriptRan(_ *Store, tx *gorm.DB, _ time.Time, t *Task, result string) error
 	}
 	return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"message": truncate(msg, 2000), "output": r.Output}).Error
 }
+
+// QueuedTaskHosts are the hosts with a queued task in a job, in the
+// recovery plan it belongs to, or in that plan's VM jobs.
+func (s *Store) QueuedTaskHosts(ctx context.Context, jobID string) []string {
+	db := s.db.WithContext(ctx)
+	var job Job
+	if err := db.Select("id", "parent_job_id").First(&job, "id = ?", jobID).Error; err != nil {
+		return nil
+	}
+	root := job.ID
+	if job.ParentJobID != "" {
+		root = job.ParentJobID
+	}
+	var hosts []string
+	db.Model(&Task{}).Distinct("host_id").Where("state = ? AND (job_id = ? OR job_id = ? OR job_id IN (?))", TaskQueued, job.ID, root,
+		db.Model(&Job{}).Select("id").Where("parent_job_id = ?", root)).Pluck("host_id", &hosts)
+	return hosts
+}

@@ -330,62 +330,95 @@ func (s *Store) CompleteTask(ctx context.Context, hostID, taskID string, o TaskO
 		if err != nil {
 			return err
 		}
-		switch t.State {
-		case TaskFailed:
-			if lateRecoverySuccess(t, o) {
-				return s.takeLateMaterialize(tx, now, t, o)
-			}
-			return nil // already recorded
-		case TaskSucceeded, TaskCancelled:
-			return nil // already recorded
-		case TaskWaiting, TaskQueued:
-			// Only a leased run may end a task: one the vault took back
-			// (its lease expired, or its failure was recorded and it waits
-			// to run again) reports nothing more; a delivery repeated after
-			// a lost answer changes nothing.
-			return ErrLeaseLost
+		if err := s.completeTask(tx, now, t, o); err != nil {
+			return err
 		}
-		if t.State == TaskLeased && o.Attempt != 0 && o.Attempt != t.Attempts {
-			return ErrLeaseLost // a run the vault gave up on; the current one reports for itself
-		}
-		if t.Kind == agentproto.TaskVerify && o.ErrorCode == "" {
-			if o, err = s.verifyOutcome(tx, now, t, o); err != nil {
-				return err
-			}
-		}
-		rule := ruleFor(t)
-		switch {
-		case o.ErrorCode == "":
-			if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {
-				return err
-			}
-			if err := clearLegacyKey(tx, t); err != nil {
-				return err
-			}
-			if rule.succeeded != nil {
-				if err := rule.succeeded(s, tx, now, t, o.Result); err != nil {
-					return err
-				}
-			}
-			if t.JobID == "" {
-				return nil
-			}
-			return advanceJob(tx, now, t.JobID)
-		case t.CancelRequest:
-			return s.endTask(tx, now, t, TaskCancelled, TaskOutcome{Result: o.Result, ErrorCode: agentproto.CodeCancelled, Message: "cancelled by an operator"})
-		case t.Kind == agentproto.TaskReplicate && t.JobID == "":
-			// A scheduled cycle: the scheduler retries it on the reference
-			// back-off, not the task queue.
-			if err := finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, ""); err != nil {
-				return err
-			}
-			return s.cycleFailed(tx, now, t, o)
-		case o.Recoverable && rule.attemptsLeft(t):
-			return s.retryTask(tx, now, t, o, rule)
-		default:
-			return s.endTask(tx, now, t, TaskFailed, o)
-		}
+		return s.movePlanOn(tx, now, t)
 	})
+}
+
+// completeTask records the end of a task (CompleteTask).
+func (s *Store) completeTask(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) error {
+	var err error
+	switch t.State {
+	case TaskFailed:
+		if lateRecoverySuccess(t, o) {
+			return s.takeLateMaterialize(tx, now, t, o)
+		}
+		return nil // already recorded
+	case TaskSucceeded, TaskCancelled:
+		return nil // already recorded
+	case TaskWaiting, TaskQueued:
+		// Only a leased run may end a task: one the vault took back
+		// (its lease expired, or its failure was recorded and it waits
+		// to run again) reports nothing more; a delivery repeated after
+		// a lost answer changes nothing.
+		return ErrLeaseLost
+	}
+	if t.State == TaskLeased && o.Attempt != 0 && o.Attempt != t.Attempts {
+		return ErrLeaseLost // a run the vault gave up on; the current one reports for itself
+	}
+	if t.Kind == agentproto.TaskVerify && o.ErrorCode == "" {
+		if o, err = s.verifyOutcome(tx, now, t, o); err != nil {
+			return err
+		}
+	}
+	rule := ruleFor(t)
+	switch {
+	case o.ErrorCode == "":
+		if err := finishTask(tx, now, t, TaskSucceeded, o.Result, "", "", ""); err != nil {
+			return err
+		}
+		if err := clearLegacyKey(tx, t); err != nil {
+			return err
+		}
+		if rule.succeeded != nil {
+			if err := rule.succeeded(s, tx, now, t, o.Result); err != nil {
+				return err
+			}
+		}
+		if t.JobID == "" {
+			return nil
+		}
+		return advanceJob(tx, now, t.JobID)
+	case t.CancelRequest:
+		return s.endTask(tx, now, t, TaskCancelled, TaskOutcome{Result: o.Result, ErrorCode: agentproto.CodeCancelled, Message: "cancelled by an operator"})
+	case t.Kind == agentproto.TaskReplicate && t.JobID == "":
+		// A scheduled cycle: the scheduler retries it on the reference
+		// back-off, not the task queue.
+		if err := finishTask(tx, now, t, TaskFailed, o.Result, o.ErrorCode, o.Message, ""); err != nil {
+			return err
+		}
+		return s.cycleFailed(tx, now, t, o)
+	case o.Recoverable && rule.attemptsLeft(t):
+		return s.retryTask(tx, now, t, o, rule)
+	default:
+		return s.endTask(tx, now, t, TaskFailed, o)
+	}
+}
+
+// movePlanOn lets the recovery plan a task's job belongs to go on at once
+// (a script of the plan, or a VM's job of one of its groups), rather than
+// at the watch loop's next pass.
+func (s *Store) movePlanOn(tx *gorm.DB, now time.Time, t *Task) error {
+	if t.JobID == "" {
+		return nil
+	}
+	var job Job
+	if err := tx.Select("id", "target_kind", "parent_job_id").First(&job, "id = ?", t.JobID).Error; err != nil {
+		return err
+	}
+	switch {
+	case job.TargetKind == "recovery_plan":
+		return s.advancePlan(tx, now, job.ID)
+	case job.ParentJobID != "":
+		var parent Job
+		if err := tx.Select("id", "target_kind").First(&parent, "id = ?", job.ParentJobID).Error; err != nil || parent.TargetKind != "recovery_plan" {
+			return err
+		}
+		return s.advancePlan(tx, now, parent.ID)
+	}
+	return nil
 }
 
 // retryTask puts a task that failed recoverably back in the queue, to be
