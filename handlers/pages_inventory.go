@@ -229,6 +229,12 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 	ctx := c.Request().Context()
 	p, err := h.store.GetProtection(ctx, v.VM.ID)
 	if errors.Is(err, models.ErrNotFound) {
+		if moved, err := h.store.ReplicatedFrom(ctx, v.VM.ID); err == nil {
+			if vm, err := h.store.GetVM(ctx, moved.VMID); err == nil {
+				v.FailedOverTo = &views.Option{Value: vm.ID, Label: vm.Name + " on host " + vm.HostName}
+				return nil
+			}
+		}
 		policies, _, err := h.store.ListPolicies(ctx, models.Page{Limit: optionLimit})
 		if err != nil {
 			return err

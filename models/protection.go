@@ -230,6 +230,16 @@ func (s *Store) GetProtection(ctx context.Context, vmID string) (*Protection, er
 	return &p, nil
 }
 
+// ReplicatedFrom is the protection that, since a re-protect, replicates
+// another VM (the failed-over one) into this VM's replicas, or ErrNotFound.
+func (s *Store) ReplicatedFrom(ctx context.Context, vmID string) (*Protection, error) {
+	var p Protection
+	if err := s.db.WithContext(ctx).First(&p, "home_vm_id = ?", vmID).Error; err != nil {
+		return nil, translateError(err)
+	}
+	return &p, nil
+}
+
 // ListReplicaDisks lists the replicas of a VM's disks, those of disks
 // the VM no longer has (RemovedAt set) included, or none if it is not
 // protected.

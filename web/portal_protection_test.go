@@ -80,3 +80,23 @@ func TestVMPageProtectsAVMAndShowsItsPoints(t *testing.T) {
 		t.Fatal("after disabling, the VM can be protected again")
 	}
 }
+
+// After a re-protect the original VM has no protection of its own: its
+// page says which VM replicates into its replicas, and where to fail back
+// from, instead of offering to protect it again.
+func TestTheOriginalVMsPageSaysWhichVMItWasFailedOverTo(t *testing.T) {
+	forEachAPIBackend(t, func(t *testing.T, av *apiVault) {
+		s := seedInventory(t, av.testVault, av.raw)
+		// "web" is protected; pretend it is the recovered VM of "db".
+		if err := av.raw.Model(&models.Protection{}).Where("vm_id = ?", s.protectedVM).Update("home_vm_id", s.unprotectedVM).Error; err != nil {
+			t.Fatal(err)
+		}
+		_, doc := av.login("Operator").get("/vms/" + s.unprotectedVM)
+		if testid(doc, "vm-failed-over").Length() != 1 || testid(doc, "vm-not-protected").Length() != 0 {
+			t.Fatal("the original VM's page offers to protect it again")
+		}
+		if href, _ := testid(doc, "vm-failed-over-to").Attr("href"); href != "/vms/"+s.protectedVM {
+			t.Fatalf("the page links to %q", href)
+		}
+	})
+}
