@@ -461,7 +461,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 			Started: views.FormatTime(s.StartedAt), Ended: views.FormatTime(s.EndedAt)})
 	}
 	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
-	v.Restartable = j.State == models.JobFailed && models.IsRecoveryJob(j.Type)
+	v.Restartable = j.State == models.JobFailed && (models.IsRecoveryJob(j.Type) || j.TargetKind == "recovery_plan")
 	v.Waiting = j.State == models.JobWaitingForInput
 	v.Recovery = models.OperatorMayCancel(j)
 	v.Notes = j.Notes

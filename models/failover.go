@@ -848,83 +848,91 @@ func (s *Store) RestartJob(ctx context.Context, a Actor, jobID string) (*Job, er
 		if err := tx.First(&job, "id = ?", jobID).Error; err != nil {
 			return err
 		}
-		if !recoveryJobs[job.Type] || job.State != JobFailed {
-			return &ConflictError{Code: "job_not_restartable", Message: fmt.Sprintf(
-				"only a failed recovery job can be restarted; this is a %s job that is %s", job.Type, job.State)}
+		if job.TargetKind == "recovery_plan" && job.State == JobFailed {
+			return s.restartPlan(tx, now, a, job)
 		}
-		var tasks []Task
-		if err := tx.Where("job_id = ?", job.ID).Find(&tasks).Error; err != nil {
-			return err
-		}
-		var failed *Task
-		for i := range tasks {
-			if tasks[i].State == TaskFailed {
-				failed = &tasks[i]
-			}
-		}
-		if failed == nil {
-			return &ConflictError{Code: "job_not_restartable", Message: "the job has no failed step to run again"}
-		}
-		if err := recoveryBusy(tx, job.TargetID); err != nil {
-			return err
-		}
-		var p Protection
-		if err := tx.First(&p, "id = ?", failed.ProtectionID).Error; err != nil {
-			return err
-		}
-		if err := reenterRecovery(tx, now, job, p, failed); err != nil {
-			return err
-		}
-		if job.Type == JobPlannedFailover {
-			// The source may have run, and written, since the final cycle:
-			// a planned failover runs again from the shutdown.
-			if err := restartPlannedFailover(tx, job, tasks); err != nil {
-				return err
-			}
-			return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": "the shutdown"})
-		}
-		var steps []JobStep
-		if err := tx.Where("job_id = ?", job.ID).Find(&steps).Error; err != nil {
-			return err
-		}
-		seqOf := map[string]int{}
-		for _, st := range steps {
-			seqOf[st.ID] = st.Seq
-		}
-		if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(map[string]any{"state": TaskQueued, "failures": 0, "expiries": 0,
-			"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
-			"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
-			return err
-		}
-		if err := tx.Model(&JobStep{}).Where("id = ?", failed.StepID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
-			"ended_at": nil, "message": "restarted: waiting for the host's agent to pick it up"}).Error; err != nil {
-			return err
-		}
-		for _, t := range tasks {
-			if t.State == TaskCancelled && seqOf[t.StepID] > seqOf[failed.StepID] {
-				if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskWaiting, "error_code": "", "error_message": ""}).Error; err != nil {
-					return err
-				}
-			}
-		}
-		for _, st := range steps {
-			if st.Seq > seqOf[failed.StepID] && st.State == JobCancelled {
-				if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
-					"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
-					return err
-				}
-			}
-		}
-		if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
-			"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
-			return err
-		}
-		return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": failed.StepID})
+		return s.restartJob(tx, now, a, job)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return s.GetJob(ctx, jobID)
+}
+
+// restartJob runs a failed recovery job of a VM again (RestartJob).
+func (s *Store) restartJob(tx *gorm.DB, now time.Time, a Actor, job Job) error {
+	if !recoveryJobs[job.Type] || job.State != JobFailed {
+		return &ConflictError{Code: "job_not_restartable", Message: fmt.Sprintf(
+			"only a failed recovery job can be restarted; this is a %s job that is %s", job.Type, job.State)}
+	}
+	var tasks []Task
+	if err := tx.Where("job_id = ?", job.ID).Find(&tasks).Error; err != nil {
+		return err
+	}
+	var failed *Task
+	for i := range tasks {
+		if tasks[i].State == TaskFailed {
+			failed = &tasks[i]
+		}
+	}
+	if failed == nil {
+		return &ConflictError{Code: "job_not_restartable", Message: "the job has no failed step to run again"}
+	}
+	if err := recoveryBusy(tx, job.TargetID); err != nil {
+		return err
+	}
+	var p Protection
+	if err := tx.First(&p, "id = ?", failed.ProtectionID).Error; err != nil {
+		return err
+	}
+	if err := reenterRecovery(tx, now, job, p, failed); err != nil {
+		return err
+	}
+	if job.Type == JobPlannedFailover {
+		// The source may have run, and written, since the final cycle:
+		// a planned failover runs again from the shutdown.
+		if err := restartPlannedFailover(tx, job, tasks); err != nil {
+			return err
+		}
+		return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": "the shutdown"})
+	}
+	var steps []JobStep
+	if err := tx.Where("job_id = ?", job.ID).Find(&steps).Error; err != nil {
+		return err
+	}
+	seqOf := map[string]int{}
+	for _, st := range steps {
+		seqOf[st.ID] = st.Seq
+	}
+	if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(map[string]any{"state": TaskQueued, "failures": 0, "expiries": 0,
+		"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
+		"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
+		return err
+	}
+	if err := tx.Model(&JobStep{}).Where("id = ?", failed.StepID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
+		"ended_at": nil, "message": "restarted: waiting for the host's agent to pick it up"}).Error; err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if t.State == TaskCancelled && seqOf[t.StepID] > seqOf[failed.StepID] {
+			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskWaiting, "error_code": "", "error_message": ""}).Error; err != nil {
+				return err
+			}
+		}
+	}
+	for _, st := range steps {
+		if st.Seq > seqOf[failed.StepID] && st.State == JobCancelled {
+			if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
+				"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
+				return err
+			}
+		}
+	}
+	if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+		"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
+		return err
+	}
+	return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": failed.StepID})
 }
 
 // reenterRecovery puts a protection back where a recovery job that failed

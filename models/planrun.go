@@ -561,3 +561,59 @@ func (s *Store) QueuedTaskHosts(ctx context.Context, jobID string) []string {
 		db.Model(&Job{}).Select("id").Where("parent_job_id = ?", root)).Pluck("host_id", &hosts)
 	return hosts
 }
+
+// restartPlan runs a failed plan again from its failed step: a group's
+// failed VM jobs are restarted (those that succeeded are not run again),
+// a failed script runs again; the steps after it run as before.
+func (s *Store) restartPlan(tx *gorm.DB, now time.Time, a Actor, job Job) error {
+	var st JobStep
+	if err := tx.Where("job_id = ? AND state = ?", job.ID, JobFailed).Order("seq").First(&st).Error; err != nil {
+		return &ConflictError{Code: "job_not_restartable", Message: "the plan's job has no failed step to run again"}
+	}
+	switch st.PlanKind {
+	case PlanStepGroup:
+		var ids []string
+		_ = json.Unmarshal([]byte(st.Output), &ids)
+		if len(ids) == 0 {
+			return &ConflictError{Code: "job_not_restartable", Message: "the group's VM jobs never started; run the plan again"}
+		}
+		var children []Job
+		if err := tx.Where("id IN ?", ids).Find(&children).Error; err != nil {
+			return err
+		}
+		for _, c := range children {
+			switch c.State {
+			case JobFailed:
+				if err := s.restartJob(tx, now, a, c); err != nil {
+					return fmt.Errorf("VM %s: %w", c.TargetName, err)
+				}
+			case JobCancelled:
+				return &ConflictError{Code: "job_not_restartable", Message: fmt.Sprintf("the job of VM %s was cancelled; run the plan again", c.TargetName)}
+			}
+		}
+	case PlanStepScript:
+		var old Task
+		if err := tx.Where("step_id = ?", st.ID).Order("created_at DESC").First(&old).Error; err != nil {
+			return err
+		}
+		t := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: st.ID, HostID: old.HostID, Kind: old.Kind, Payload: old.Payload, State: TaskQueued}
+		if err := tx.Create(&t).Error; err != nil {
+			return err
+		}
+	default:
+		return &ConflictError{Code: "job_not_restartable", Message: "the failed step cannot run again; run the plan again"}
+	}
+	if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+		"message": "restarted by " + a.Username}).Error; err != nil {
+		return err
+	}
+	if err := tx.Model(&JobStep{}).Where("job_id = ? AND seq > ? AND state = ?", job.ID, st.Seq, JobCancelled).
+		Updates(map[string]any{"state": JobNotStarted, "message": "", "started_at": nil, "ended_at": nil}).Error; err != nil {
+		return err
+	}
+	if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+		"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
+		return err
+	}
+	return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"plan": job.TargetName, "from_step": st.Name})
+}

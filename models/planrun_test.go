@@ -172,6 +172,34 @@ func TestAPlanStopsAtAGroupWhoseVMFailedAndAtAFailedScript(t *testing.T) {
 		if plans != 1 {
 			t.Fatalf("alerts %+v", alerts)
 		}
+
+		// Restarted: the failed VM's job runs again (from its shutdown), then
+		// the next group, after its script.
+		if _, err := h.s.RestartJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantJob(t, h, job.ID, models.JobInProgress)
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskShutdownVM), models.TaskOutcome{Result: `{"was_running":true,"power_state":"Off"}`})
+		final := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, final, cycleResult(final, h.clock.T))
+		m := leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		complete(t, h, dr.ID, m, materializedResult(materializePayload(t, m)))
+		script := leaseOne(t, h, dr.ID, agentproto.TaskRunScript)
+		complete(t, h, dr.ID, script, models.TaskOutcome{ErrorCode: agentproto.CodeScriptFailed, Message: "exit 3"})
+		if failed := wantJob(t, h, job.ID, models.JobFailed); failed.ErrorCode != agentproto.CodeScriptFailed {
+			t.Fatalf("plan after its script failed: %+v", failed)
+		}
+		if _, err := h.s.RestartJob(t.Context(), alice, job.ID); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, dr.ID, leaseOne(t, h, dr.ID, agentproto.TaskRunScript), models.TaskOutcome{Result: `{"exit_code":0,"output":"ok"}`})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskShutdownVM), models.TaskOutcome{Result: `{"was_running":true,"power_state":"Off"}`})
+		final = leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, final, cycleResult(final, h.clock.T))
+		m = leaseOne(t, h, dr.ID, agentproto.TaskMaterialize)
+		complete(t, h, dr.ID, m, materializedResult(materializePayload(t, m)))
+		wantJob(t, h, job.ID, models.JobSucceeded)
+		wantProtection(t, h, vms["b"].ID, models.StateFailedOver, models.HealthNormal)
 	})
 }
 
