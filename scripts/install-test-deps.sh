@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and the Go toolchain does not bring,
 # from Debian's packages: Chromium for the real-browser portal test, and
-# qemu-utils (qemu-img) to check replica disk formats, xfsprogs (mkfs.xfs)
+# qemu-utils (qemu-img) to check replica disk formats, qemu-system-x86 for
+# the qemu driver's tests against a real QEMU, xfsprogs (mkfs.xfs)
 # for the reflink capture test on a loop-mounted XFS; and, from npm with
 # its lockfile, Azurite (the Azure Storage emulator) for the Azure Blob
 # target's tests. Idempotent.
@@ -23,6 +24,7 @@ fi
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
 
 if [ ${#need[@]} -eq 0 ]; then
