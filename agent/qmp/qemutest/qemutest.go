@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,11 +36,16 @@ type VM struct {
 	Dir    string // a temporary directory for the test's images
 	Socket string // the QMP socket
 	Cmd    *exec.Cmd
+
+	args   []string
+	exited chan struct{}
+	stderr *strings.Builder
 }
 
-// Start runs QEMU with no machine or devices (-machine none), its QMP
-// monitor on a unix socket in a temporary directory, and extra arguments.
-// The process is killed when the test ends.
+// Start runs QEMU with no devices, its QMP monitor on a unix socket in a
+// temporary directory, and extra arguments; without a -machine among
+// them, with no machine either (-machine none). The process is killed
+// when the test ends.
 func Start(t testing.TB, extra ...string) *VM {
 	t.Helper()
 	Require(t, Binary, "qemu-img")
@@ -50,35 +56,66 @@ func Start(t testing.TB, extra ...string) *VM {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	vm := &VM{Dir: dir, Socket: filepath.Join(dir, "qmp.sock")}
-	args := []string{"-machine", "none", "-nodefaults", "-display", "none",
+	vm.args = []string{"-nodefaults", "-display", "none",
 		"-qmp", "unix:" + vm.Socket + ",server=on,wait=off"}
-	args = append(args, extra...)
-	vm.Cmd = exec.Command(Binary, args...)
-	var stderr strings.Builder
-	vm.Cmd.Stderr = &stderr
+	if !slices.Contains(extra, "-machine") {
+		vm.args = append(vm.args, "-machine", "none")
+	}
+	vm.args = append(vm.args, extra...)
+	vm.start(t)
+	t.Cleanup(func() { vm.Kill() })
+	return vm
+}
+
+func (vm *VM) start(t testing.TB) {
+	t.Helper()
+	os.Remove(vm.Socket)
+	vm.Cmd = exec.Command(Binary, vm.args...)
+	vm.stderr = &strings.Builder{}
+	vm.Cmd.Stderr = vm.stderr
 	if err := vm.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
+	vm.exited = exited
 	go func() { vm.Cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		vm.Cmd.Process.Kill()
-		<-exited
-	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(vm.Socket); err == nil {
-			return vm
+			return
 		}
 		select {
 		case <-exited:
-			t.Fatalf("qemu exited at start: %s", stderr.String())
+			t.Fatalf("qemu exited at start: %s", vm.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu made no QMP socket in 10 s: %s", stderr.String())
+			t.Fatalf("qemu made no QMP socket in 10 s: %s", vm.stderr.String())
 		}
 	}
+}
+
+// Kill ends QEMU with SIGKILL (it saves nothing) and waits for it.
+func (vm *VM) Kill() {
+	vm.Cmd.Process.Kill()
+	<-vm.exited
+}
+
+// Wait waits at most timeout for QEMU to exit by itself (after a QMP quit).
+func (vm *VM) Wait(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-vm.exited:
+	case <-time.After(timeout):
+		t.Fatalf("qemu did not exit in %v", timeout)
+	}
+}
+
+// Restart starts QEMU again with the same arguments, once it has exited.
+func (vm *VM) Restart(t testing.TB) {
+	t.Helper()
+	<-vm.exited
+	vm.start(t)
 }
 
 // Image creates a qcow2 (or raw) image of size bytes in the VM's directory

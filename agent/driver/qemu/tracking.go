@@ -1,0 +1,274 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/qmp"
+)
+
+// Change tracking keeps one dirty bitmap per disk recording the guest's
+// writes since the last acknowledged capture: the live bitmap, named
+// BitmapPrefix followed by a generation number (the time it was made).
+//
+// A capture hands it over (Freeze): in one QMP transaction, for every disk
+// of the VM, the live bitmap is disabled (it is frozen: the writes from the
+// last acknowledged capture to this instant) and a new live bitmap is
+// added, which records every write after it. The frozen bitmaps' extents
+// are what the capture must send. Release(true) drops them; Release(false)
+// merges each back into its disk's live bitmap, in one transaction, so the
+// next capture still sends them: no write is lost either way.
+//
+// Bitmaps are persistent on qcow2 (they survive a restart of QEMU and of
+// the agent) and granular to BitmapGranularity. Raw images cannot store
+// bitmaps: theirs live in QEMU's memory, and after a restart of QEMU the
+// disk has none, so its changes are unknown (a checksum resync follows).
+// A persistent bitmap that QEMU could not save (QEMU killed) comes back
+// marked inconsistent; it is dropped, and the changes are unknown too.
+
+// BitmapPrefix starts the names of the bitmaps Lifeboat makes. Others'
+// bitmaps (a backup tool's) are left alone.
+const BitmapPrefix = "lifeboat-"
+
+// BitmapGranularity is the size of the disk area one bit of a bitmap
+// covers: a write anywhere in it marks the whole area changed.
+const BitmapGranularity = 64 << 10
+
+type bitmapInfo struct {
+	Name         string `json:"name"`
+	Recording    bool   `json:"recording"`
+	Persistent   bool   `json:"persistent"`
+	Busy         bool   `json:"busy"`
+	Inconsistent bool   `json:"inconsistent"`
+	Granularity  int64  `json:"granularity"`
+	Count        int64  `json:"count"`
+}
+
+type nodeInfo struct {
+	NodeName     string       `json:"node-name"`
+	DirtyBitmaps []bitmapInfo `json:"dirty-bitmaps"`
+}
+
+// bitmaps lists the bitmaps of every named node.
+func bitmaps(ctx context.Context, m *qmp.Monitor) (map[string][]bitmapInfo, error) {
+	var nodes []nodeInfo
+	if err := m.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		return nil, err
+	}
+	out := map[string][]bitmapInfo{}
+	for _, n := range nodes {
+		out[n.NodeName] = append(out[n.NodeName], n.DirtyBitmaps...)
+	}
+	return out, nil
+}
+
+// ours splits a node's Lifeboat bitmaps into the live one (recording,
+// consistent; the newest if there are several) and the rest.
+func ours(list []bitmapInfo) (live *bitmapInfo, frozen, broken []bitmapInfo) {
+	for i := range list {
+		b := list[i]
+		if !strings.HasPrefix(b.Name, BitmapPrefix) {
+			continue
+		}
+		switch {
+		case b.Inconsistent:
+			broken = append(broken, b)
+		case b.Recording:
+			if live != nil && live.Name > b.Name {
+				frozen = append(frozen, b)
+				continue
+			}
+			if live != nil {
+				frozen = append(frozen, *live)
+			}
+			live = &list[i]
+		default:
+			frozen = append(frozen, b)
+		}
+	}
+	return live, frozen, broken
+}
+
+var genMu sync.Mutex
+var lastGen int64
+
+// newBitmapName makes a bitmap name that sorts after every earlier one.
+func newBitmapName() string {
+	genMu.Lock()
+	defer genMu.Unlock()
+	g := time.Now().UnixNano()
+	if g <= lastGen {
+		g = lastGen + 1
+	}
+	lastGen = g
+	return BitmapPrefix + strconv.FormatInt(g, 10)
+}
+
+func addAction(d Disk, name string) map[string]any {
+	return map[string]any{"type": "block-dirty-bitmap-add", "data": map[string]any{
+		"node": d.NodeName, "name": name, "granularity": BitmapGranularity, "persistent": d.Persistent()}}
+}
+
+func action(typ, node, name string) map[string]any {
+	return map[string]any{"type": typ, "data": map[string]any{"node": node, "name": name}}
+}
+
+// Recover puts back what an agent that died mid-capture left (run it when
+// the agent connects to a VM's monitor, before its first Freeze): frozen
+// bitmaps are merged into the disk's live one (their writes were never
+// acknowledged) and dropped; inconsistent ones (QEMU was killed and could
+// not save them) are dropped with the disk's live bitmap, whose record is
+// then incomplete. known says, per disk, whether a live bitmap remains,
+// so that the next Freeze knows the disk's changes; a disk without one
+// gets it at the next Freeze, whose changes are unknown. All of it is one
+// transaction.
+func Recover(ctx context.Context, m *qmp.Monitor, disks []Disk) (known []bool, err error) {
+	all, err := bitmaps(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	var actions []map[string]any
+	known = make([]bool, len(disks))
+	for i, d := range disks {
+		list, ok := all[d.NodeName]
+		if !ok {
+			return nil, fmt.Errorf("disk %s: no block node %q", d.Device, d.NodeName)
+		}
+		live, frozen, broken := ours(list)
+		for _, b := range broken {
+			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, b.Name))
+		}
+		if live != nil && len(broken) > 0 {
+			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, live.Name))
+			live = nil
+		}
+		for _, b := range frozen {
+			if live != nil {
+				actions = append(actions, mergeAction(d.NodeName, live.Name, b.Name))
+			}
+			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, b.Name))
+		}
+		known[i] = live != nil
+	}
+	if len(actions) == 0 {
+		return known, nil
+	}
+	if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+		return nil, err
+	}
+	return known, nil
+}
+
+func mergeAction(node, target, source string) map[string]any {
+	return map[string]any{"type": "block-dirty-bitmap-merge", "data": map[string]any{
+		"node": node, "target": target, "bitmaps": []string{source}}}
+}
+
+// Frozen is the writes of a VM's disks up to one instant, held by a
+// Freeze until Release.
+type Frozen struct {
+	m     *qmp.Monitor
+	disks []Disk
+	// Per disk: the frozen bitmap ("" when the changes are unknown) and
+	// the new live one.
+	frozen, live []string
+	released     bool
+}
+
+// ErrReleased is returned by calls on a Frozen that was released.
+var ErrReleased = errors.New("qemu: the frozen bitmaps were released")
+
+// Freeze hands every disk's bitmap over at one instant, in one QMP
+// transaction: the live bitmaps are disabled and new ones start. A disk
+// that had no live bitmap (its first capture, a raw disk after QEMU
+// restarted, a bitmap lost) gets one in the same transaction, and its
+// changes are unknown (Extents reports nil for it).
+//
+// Freeze refuses a disk with frozen or inconsistent Lifeboat bitmaps:
+// Recover puts them back first.
+func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk) (*Frozen, error) {
+	all, err := bitmaps(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	f := &Frozen{m: m, disks: disks, frozen: make([]string, len(disks)), live: make([]string, len(disks))}
+	var actions []map[string]any
+	for i, d := range disks {
+		list, ok := all[d.NodeName]
+		if !ok {
+			return nil, fmt.Errorf("disk %s: no block node %q", d.Device, d.NodeName)
+		}
+		live, frozen, broken := ours(list)
+		if len(frozen) > 0 || len(broken) > 0 {
+			return nil, fmt.Errorf("disk %s: bitmaps of another capture are still there (%d frozen, %d inconsistent); Recover puts them back", d.Device, len(frozen), len(broken))
+		}
+		if live != nil {
+			f.frozen[i] = live.Name
+			actions = append(actions, action("block-dirty-bitmap-disable", d.NodeName, live.Name))
+		}
+		f.live[i] = newBitmapName()
+		actions = append(actions, addAction(d, f.live[i]))
+	}
+	if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Disks are the frozen disks, in Freeze's order.
+func (f *Frozen) Disks() []Disk { return f.disks }
+
+// Known says whether disk i's changes are known.
+func (f *Frozen) Known(i int) bool { return f.frozen[i] != "" }
+
+// Release ends the hand-over in one transaction. With ack (the point was
+// made), the frozen bitmaps are dropped. Without, each is merged into its
+// disk's live bitmap first, so that the next Freeze reports its writes
+// again. A disk whose changes were unknown stays unknown without ack: its
+// new live bitmap is dropped, so the next Freeze starts it afresh.
+func (f *Frozen) Release(ctx context.Context, ack bool) error {
+	if f.released {
+		return ErrReleased
+	}
+	var actions []map[string]any
+	for i, d := range f.disks {
+		switch {
+		case f.frozen[i] != "" && !ack:
+			actions = append(actions, mergeAction(d.NodeName, f.live[i], f.frozen[i]))
+			fallthrough
+		case f.frozen[i] != "":
+			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, f.frozen[i]))
+		case !ack:
+			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, f.live[i]))
+		}
+	}
+	if len(actions) > 0 {
+		if err := f.m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+			return err
+		}
+	}
+	f.released = true
+	return nil
+}
+
+// roundExtents widens extents to whole granules of the disk (never past
+// its end) and joins neighbours.
+func roundExtents(in []blocks.Extent, granule, size int64) []blocks.Extent {
+	out := []blocks.Extent{}
+	for _, e := range in {
+		start := e.Offset / granule * granule
+		end := min((e.Offset+e.Length+granule-1)/granule*granule, size)
+		if n := len(out); n > 0 && out[n-1].Offset+out[n-1].Length >= start {
+			out[n-1].Length = max(out[n-1].Offset+out[n-1].Length, end) - out[n-1].Offset
+			continue
+		}
+		out = append(out, blocks.Extent{Offset: start, Length: end - start})
+	}
+	return out
+}
