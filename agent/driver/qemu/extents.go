@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -22,56 +21,27 @@ const ExportPrefix = "lifeboat-"
 // when nothing changed; nil when the disk's changes are unknown.
 //
 // QEMU serves the frozen bitmaps over NBD (nbd-server-start on a unix
-// socket at nbdSocket, then one read-only block-export-add per disk with
-// the bitmap), and qemu-img map reads them through the NBD
+// socket in the capture's directory, then one read-only block-export-add
+// per disk with the bitmap), and qemu-img map reads them through the NBD
 // qemu:dirty-bitmap:NAME metadata context (qemu-img's x-dirty-bitmap
-// option, which reports dirty areas as holes: "data": false). The exports
-// and the server are removed before Extents returns.
+// option, which reports dirty areas as holes: "data": false). Release
+// removes the exports and the server.
 //
 // The NBD server is QEMU's only one: Extents fails if another one runs.
-func (f *Frozen) Extents(ctx context.Context, nbdSocket string) (_ [][]blocks.Extent, err error) {
+func (f *Frozen) Extents(ctx context.Context) ([][]blocks.Extent, error) {
 	if f.released {
 		return nil, ErrReleased
 	}
 	out := make([][]blocks.Extent, len(f.disks))
-	var todo []int
-	for i := range f.disks {
-		if f.Known(i) {
-			todo = append(todo, i)
+	for i, d := range f.disks {
+		if !f.Known(i) {
+			continue
 		}
-	}
-	if len(todo) == 0 {
-		return out, nil
-	}
-	err = f.m.Execute(ctx, "nbd-server-start", map[string]any{
-		"addr": map[string]any{"type": "unix", "data": map[string]any{"path": nbdSocket}}}, nil)
-	if err != nil {
-		return nil, err
-	}
-	var exports []string
-	defer func() {
-		// Cleanup runs even when ctx ended: the exports must not stay.
-		cctx := context.WithoutCancel(ctx)
-		for _, id := range exports {
-			if e := f.m.Execute(cctx, "block-export-del", map[string]any{"id": id}, nil); e != nil {
-				err = errors.Join(err, e)
-			}
-		}
-		if e := f.m.Execute(cctx, "nbd-server-stop", nil, nil); e != nil {
-			err = errors.Join(err, e)
-		}
-	}()
-	for _, i := range todo {
-		d := f.disks[i]
 		id := ExportPrefix + d.NodeName
-		err := f.m.Execute(ctx, "block-export-add", map[string]any{
-			"type": "nbd", "id": id, "node-name": d.NodeName, "name": id,
-			"writable": false, "bitmaps": []string{f.frozen[i]}}, nil)
-		if err != nil {
+		if err := f.export(ctx, id, d.NodeName, []string{f.frozen[i]}); err != nil {
 			return nil, err
 		}
-		exports = append(exports, id)
-		list, err := mapBitmap(ctx, nbdSocket, id, f.frozen[i], d.Size)
+		list, err := mapBitmap(ctx, f.socket(), id, f.frozen[i], d.Size)
 		if err != nil {
 			return nil, fmt.Errorf("disk %s: %w", d.Device, err)
 		}

@@ -1,12 +1,14 @@
 // Package qemu is the beginning of the qemu driver (DESIGN.md §6, issue
-// 11): a VM's inventory read from its QMP monitor, and change tracking
-// with dirty bitmaps, handed over for all disks of a VM in one QMP
+// 11): a VM's inventory read from its QMP monitor; change tracking with
+// dirty bitmaps, handed over for all disks of a VM in one QMP
 // transaction, whose changed extents are read through an NBD export of
-// the frozen bitmap.
+// the frozen bitmap; and, in the same transaction, fleecing
+// (copy-before-write into temporary overlays) so that the disks are read
+// over NBD as they were at that instant while the guest writes on.
 //
-// It does not implement driver.Driver yet: capture of the data at one
-// instant (fleecing), power control, materialize and Recover's removal of
-// exports left by a crashed agent at start are still to do.
+// It does not implement driver.Driver yet: the driver type over a
+// directory of QMP sockets, app-consistent freezes through the guest
+// agent, power control and materialize are still to do.
 package qemu
 
 import (

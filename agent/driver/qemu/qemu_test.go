@@ -3,7 +3,6 @@ package qemu
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,8 +14,9 @@ import (
 )
 
 // A VM for the tests: a PC machine that never runs its guest (-S, TCG),
-// whose disks are virtio-blk devices over blockdev nodes. share-rw lets
-// qemu-io write to a node a device uses, as the guest would.
+// whose disks are virtio-blk devices over blockdev nodes. qemu-io writes
+// through a device's own block backend (-d), as the guest does: through
+// whatever filters a capture put above the node.
 type testVM struct {
 	*qemutest.VM
 	m *qmp.Monitor
@@ -54,7 +54,7 @@ func (vm *testVM) attach(t *testing.T, node, path, format string) {
 	vm.exec(t, "blockdev-add", map[string]any{"node-name": node, "driver": format,
 		"file": map[string]any{"driver": "file", "filename": path}})
 	vm.exec(t, "device_add", map[string]any{"driver": "virtio-blk-pci", "drive": node,
-		"id": "dev-" + node, "share-rw": true})
+		"id": "dev-" + node})
 }
 
 func (vm *testVM) addDisk(t *testing.T, node, format string, size int64) string {
@@ -64,13 +64,18 @@ func (vm *testVM) addDisk(t *testing.T, node, format string, size int64) string 
 	return path
 }
 
-// write writes a pattern through the node with qemu-io (HMP): as a
-// guest's write, it is recorded by the node's bitmaps.
+// write writes a pattern of 0xab through the node's device with qemu-io
+// (HMP), as the guest would.
 func (vm *testVM) write(t *testing.T, node string, off, length int64) {
+	t.Helper()
+	vm.writeP(t, node, 0xab, off, length)
+}
+
+func (vm *testVM) writeP(t *testing.T, node string, pattern byte, off, length int64) {
 	t.Helper()
 	var out string
 	err := vm.m.Execute(context.Background(), "human-monitor-command", map[string]any{
-		"command-line": fmt.Sprintf("qemu-io %s \"write -P 0xab %d %d\"", node, off, length)}, &out)
+		"command-line": fmt.Sprintf("qemu-io -d /machine/peripheral/dev-%s/virtio-backend \"write -P %#x %d %d\"", node, pattern, off, length)}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,16 +97,14 @@ func (vm *testVM) disks(t *testing.T) []Disk {
 	return d
 }
 
-func (vm *testVM) nbdSocket() string { return filepath.Join(vm.Dir, "nbd.sock") }
-
 // capture freezes the bitmaps and reads their extents.
 func (vm *testVM) capture(t *testing.T, disks []Disk) (*Frozen, [][]blocks.Extent) {
 	t.Helper()
-	f, err := Freeze(context.Background(), vm.m, disks)
+	f, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ext, err := f.Extents(context.Background(), vm.nbdSocket())
+	ext, err := f.Extents(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func TestACaptureReportsExactlyTheWrittenRangesInWholeGranules(t *testing.T) {
 
 	// Writes made while a capture is held land in the next one.
 	vm.write(t, "d0", 5*MiB, 4*KiB)
-	again, err := f.Extents(context.Background(), vm.nbdSocket())
+	again, err := f.Extents(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +233,7 @@ func TestAnAgentThatDiedMidCaptureLosesNoWrite(t *testing.T) {
 	disks := vm.disks(t)
 	startTracking(t, vm, disks)
 	vm.write(t, "d0", 3*MiB, 64*KiB)
-	if _, err := Freeze(context.Background(), vm.m, disks); err != nil {
+	if _, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir}); err != nil {
 		t.Fatal(err)
 	}
 	vm.write(t, "d0", 9*MiB, 64*KiB)
@@ -238,7 +241,7 @@ func TestAnAgentThatDiedMidCaptureLosesNoWrite(t *testing.T) {
 	// until Recover has put the frozen bitmap back.
 	vm.m.Close()
 	vm.dial(t)
-	if _, err := Freeze(context.Background(), vm.m, disks); err == nil || !strings.Contains(err.Error(), "another capture") {
+	if _, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir}); err == nil || !strings.Contains(err.Error(), "another capture") {
 		t.Fatalf("Freeze over a leftover: %v", err)
 	}
 	known, err := Recover(context.Background(), vm.m, disks)
@@ -259,7 +262,7 @@ func TestQcow2TrackingSurvivesARestartOfQEMUAndRawBecomesUnknown(t *testing.T) {
 	vm.write(t, "d1", 0, 64*KiB)
 	// A capture was held (frozen) when QEMU quit: the disabled bitmap is
 	// saved too, and its writes must come back.
-	if _, err := Freeze(context.Background(), vm.m, disks); err != nil {
+	if _, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir}); err != nil {
 		t.Fatal(err)
 	}
 	vm.write(t, "d0", 6*MiB, 64*KiB)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,18 +172,35 @@ func mergeAction(node, target, source string) map[string]any {
 }
 
 // Frozen is the writes of a VM's disks up to one instant, held by a
-// Freeze until Release.
+// Freeze until Release; with fleecing, their data at that instant too.
 type Frozen struct {
 	m     *qmp.Monitor
 	disks []Disk
+	dir   string
 	// Per disk: the frozen bitmap ("" when the changes are unknown) and
 	// the new live one.
 	frozen, live []string
-	released     bool
+	fleece       []fleece // per disk, with FreezeOptions.Fleece
+
+	serverUp bool
+	exports  map[string]bool // export id → added
+	clients  []io.Closer
+	released bool
 }
 
 // ErrReleased is returned by calls on a Frozen that was released.
 var ErrReleased = errors.New("qemu: the frozen bitmaps were released")
+
+// FreezeOptions tune a Freeze.
+type FreezeOptions struct {
+	// Dir holds the capture's temporary files: the NBD socket and the
+	// fleecing overlays. One directory per VM, on the VM's host, short
+	// enough for a unix socket path (about 100 bytes). Required.
+	Dir string
+	// Fleece holds each disk's data as it was at the freeze too, for Open
+	// to read while the guest writes on.
+	Fleece bool
+}
 
 // Freeze hands every disk's bitmap over at one instant, in one QMP
 // transaction: the live bitmaps are disabled and new ones start. A disk
@@ -190,14 +208,24 @@ var ErrReleased = errors.New("qemu: the frozen bitmaps were released")
 // restarted, a bitmap lost) gets one in the same transaction, and its
 // changes are unknown (Extents reports nil for it).
 //
+// With opts.Fleece, the same transaction starts, per disk, a backup job
+// with sync=none into a temporary qcow2 overlay whose backing is the
+// disk: QEMU copies each area the guest is about to overwrite into the
+// overlay first (copy-before-write), so the overlay reads as the disk
+// at the freeze instant, for every disk at the same instant.
+//
 // Freeze refuses a disk with frozen or inconsistent Lifeboat bitmaps:
 // Recover puts them back first.
-func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk) (*Frozen, error) {
+func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk, opts FreezeOptions) (_ *Frozen, err error) {
+	if opts.Dir == "" {
+		return nil, errors.New("qemu: Freeze needs a directory for its temporary files")
+	}
 	all, err := bitmaps(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	f := &Frozen{m: m, disks: disks, frozen: make([]string, len(disks)), live: make([]string, len(disks))}
+	f := &Frozen{m: m, disks: disks, dir: opts.Dir, frozen: make([]string, len(disks)),
+		live: make([]string, len(disks)), exports: map[string]bool{}}
 	var actions []map[string]any
 	for i, d := range disks {
 		list, ok := all[d.NodeName]
@@ -215,8 +243,27 @@ func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk) (*Frozen, error) 
 		f.live[i] = newBitmapName()
 		actions = append(actions, addAction(d, f.live[i]))
 	}
+	if opts.Fleece {
+		defer func() {
+			if err != nil {
+				err = errors.Join(err, f.teardown(context.WithoutCancel(ctx)))
+			}
+		}()
+		tag := strconv.FormatInt(time.Now().UnixNano(), 36)
+		for i, d := range disks {
+			fl, err := f.addOverlay(ctx, d, tag, i)
+			if err != nil {
+				return nil, err
+			}
+			actions = append(actions, map[string]any{"type": "blockdev-backup", "data": map[string]any{
+				"device": d.NodeName, "target": fl.node, "sync": "none", "job-id": fl.node}})
+		}
+	}
 	if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
 		return nil, err
+	}
+	for i := range f.fleece {
+		f.fleece[i].job = true
 	}
 	return f, nil
 }
@@ -227,15 +274,18 @@ func (f *Frozen) Disks() []Disk { return f.disks }
 // Known says whether disk i's changes are known.
 func (f *Frozen) Known(i int) bool { return f.frozen[i] != "" }
 
-// Release ends the hand-over in one transaction. With ack (the point was
-// made), the frozen bitmaps are dropped. Without, each is merged into its
-// disk's live bitmap first, so that the next Freeze reports its writes
-// again. A disk whose changes were unknown stays unknown without ack: its
-// new live bitmap is dropped, so the next Freeze starts it afresh.
+// Release ends the capture: the NBD exports and server, the fleecing jobs,
+// overlays and files go (every one is tried, whatever fails), then one
+// transaction settles the bitmaps. With ack (the point was made), the
+// frozen bitmaps are dropped. Without, each is merged into its disk's live
+// bitmap first, so that the next Freeze reports its writes again. A disk
+// whose changes were unknown stays unknown without ack: its new live
+// bitmap is dropped, so the next Freeze starts it afresh.
 func (f *Frozen) Release(ctx context.Context, ack bool) error {
 	if f.released {
 		return ErrReleased
 	}
+	err := f.teardown(ctx)
 	var actions []map[string]any
 	for i, d := range f.disks {
 		switch {
@@ -249,12 +299,14 @@ func (f *Frozen) Release(ctx context.Context, ack bool) error {
 		}
 	}
 	if len(actions) > 0 {
-		if err := f.m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
-			return err
+		if e := f.m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); e != nil {
+			// The bitmaps are as Freeze left them: Recover merges them
+			// back later, so no write is lost.
+			return errors.Join(err, e)
 		}
 	}
 	f.released = true
-	return nil
+	return err
 }
 
 // roundExtents widens extents to whole granules of the disk (never past

@@ -1,0 +1,148 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// image is what a disk should read as: runs of a byte, zeros elsewhere.
+func image(size int64, runs ...[3]int64) []byte {
+	b := make([]byte, size)
+	for _, r := range runs {
+		for i := r[1]; i < r[1]+r[2]; i++ {
+			b[i] = byte(r[0])
+		}
+	}
+	return b
+}
+
+func readAll(t *testing.T, f *Frozen, i int) []byte {
+	t.Helper()
+	r, size, err := f.Open(context.Background(), i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func equalImage(t *testing.T, what string, got, want []byte) {
+	t.Helper()
+	if bytes.Equal(got, want) {
+		return
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("%s: byte %d is %#x, want %#x", what, i, got[i], want[i])
+		}
+	}
+	t.Fatalf("%s: %d bytes, want %d", what, len(got), len(want))
+}
+
+func TestAFleecedCaptureReadsEveryDiskAsAtTheFreezeWhileTheGuestWrites(t *testing.T) {
+	vm := startVM(t)
+	vm.addDisk(t, "d0", "qcow2", 4*MiB)
+	vm.addDisk(t, "d1", "raw", 2*MiB)
+	disks := vm.disks(t)
+	startTracking(t, vm, disks)
+	vm.writeP(t, "d0", 0x11, 0, 2*MiB)
+	vm.writeP(t, "d1", 0x22, 0, 2*MiB)
+
+	f, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest writes on, over what was frozen, before and during the
+	// read.
+	vm.writeP(t, "d0", 0x99, 0, 1*MiB)
+	vm.writeP(t, "d1", 0x99, 512*KiB, 64*KiB)
+	want0 := image(4*MiB, [3]int64{0x11, 0, 2 * MiB})
+	want1 := image(2*MiB, [3]int64{0x22, 0, 2 * MiB})
+	r0, _, err := f.Open(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := make([]byte, 2*MiB)
+	if _, err := r0.ReadAt(half, 0); err != nil {
+		t.Fatal(err)
+	}
+	vm.writeP(t, "d0", 0x99, 3*MiB, 512*KiB) // mid-read, in the half not read yet
+	rest := make([]byte, 2*MiB)
+	if _, err := r0.ReadAt(rest, 2*MiB); err != nil {
+		t.Fatal(err)
+	}
+	equalImage(t, "d0 at the freeze", append(half, rest...), want0)
+	equalImage(t, "d1 at the freeze", readAll(t, f, 1), want1)
+	ext, err := f.Extents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, "d0 changed", ext[0], ex(0, 2*MiB))
+	same(t, "d1 changed", ext[1], ex(0, 2*MiB))
+	if err := f.Release(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, vm)
+	assertNoFleece(t, vm)
+
+	// The next capture has the guest's writes, and only them changed.
+	f, err = Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalImage(t, "d0 next", readAll(t, f, 0), image(4*MiB, [3]int64{0x11, 0, 2 * MiB}, [3]int64{0x99, 0, 1 * MiB}, [3]int64{0x99, 3 * MiB, 512 * KiB}))
+	equalImage(t, "d1 next", readAll(t, f, 1), image(2*MiB, [3]int64{0x22, 0, 2 * MiB}, [3]int64{0x99, 512 * KiB, 64 * KiB}))
+	ext, err = f.Extents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, "d0 next changed", ext[0], ex(0, 1*MiB, 3*MiB, 512*KiB))
+	same(t, "d1 next changed", ext[1], ex(512*KiB, 64*KiB))
+	// A failed cycle: everything goes, and the writes come back.
+	if err := f.Release(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, vm)
+	assertNoFleece(t, vm)
+	f, ext = vm.capture(t, disks)
+	same(t, "d0 after the failure", ext[0], ex(0, 1*MiB, 3*MiB, 512*KiB))
+	f.Release(context.Background(), true)
+}
+
+// assertNoFleece checks that no fleecing node, job or file is left.
+func assertNoFleece(t *testing.T, vm *testVM) {
+	t.Helper()
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	if err := vm.m.Execute(context.Background(), "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if strings.HasPrefix(n.NodeName, FleecePrefix) {
+			t.Fatalf("node %s left", n.NodeName)
+		}
+	}
+	var jobs []jobInfo
+	if err := vm.m.Execute(context.Background(), "query-jobs", nil, &jobs); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) > 0 {
+		t.Fatalf("jobs left: %+v", jobs)
+	}
+	left, _ := filepath.Glob(filepath.Join(vm.Dir, OverlayPrefix+"*"))
+	if _, err := os.Stat(filepath.Join(vm.Dir, SocketName)); err == nil {
+		left = append(left, SocketName)
+	}
+	if len(left) > 0 {
+		t.Fatalf("files left: %v", left)
+	}
+}
