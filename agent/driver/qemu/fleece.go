@@ -222,3 +222,69 @@ func cancelJobs(ctx context.Context, m *qmp.Monitor, ids []string) error {
 		}
 	}
 }
+
+// removeLeftovers removes the fleecing a dead agent left in QEMU and in
+// dir. The NBD server is stopped only when its socket is in dir: then
+// Lifeboat started it.
+func removeLeftovers(ctx context.Context, m *qmp.Monitor, dir string) error {
+	var errs []error
+	var exports []struct {
+		ID string `json:"id"`
+	}
+	if err := m.Execute(ctx, "query-block-exports", nil, &exports); err != nil {
+		return err
+	}
+	for _, e := range exports {
+		if strings.HasPrefix(e.ID, ExportPrefix) {
+			if err := m.Execute(ctx, "block-export-del", map[string]any{"id": e.ID}, nil); err != nil && !isNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	sock := filepath.Join(dir, SocketName)
+	if _, err := os.Lstat(sock); err == nil {
+		var qe *qmp.Error
+		if err := m.Execute(ctx, "nbd-server-stop", nil, nil); err != nil && !(errors.As(err, &qe) && strings.Contains(qe.Desc, "not running")) {
+			errs = append(errs, err)
+		}
+		os.Remove(sock)
+	}
+	var jobs []jobInfo
+	if err := m.Execute(ctx, "query-jobs", nil, &jobs); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	var ours []string
+	for _, j := range jobs {
+		if strings.HasPrefix(j.ID, FleecePrefix) {
+			ours = append(ours, j.ID)
+		}
+	}
+	if err := cancelJobs(ctx, m, ours); err != nil {
+		errs = append(errs, err)
+	}
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	if err := m.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, n := range nodes {
+		// A fleecing overlay is a qcow2 node with a protocol child that
+		// has an automatic name (#block...): only the named one is ours.
+		if strings.HasPrefix(n.NodeName, FleecePrefix) {
+			if err := m.Execute(ctx, "blockdev-del", map[string]any{"node-name": n.NodeName}, nil); err != nil && !isNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, OverlayPrefix+"*.qcow2"))
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("removing what a capture left: %w", errors.Join(errs...))
+	}
+	return nil
+}

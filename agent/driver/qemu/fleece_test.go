@@ -146,3 +146,55 @@ func assertNoFleece(t *testing.T, vm *testVM) {
 		t.Fatalf("files left: %v", left)
 	}
 }
+
+func TestWhatAnAgentKilledMidReadLeftIsRemovedAndNoWriteIsLost(t *testing.T) {
+	vm := startVM(t)
+	vm.addDisk(t, "d0", "qcow2", 4*MiB)
+	vm.addDisk(t, "d1", "raw", 2*MiB)
+	disks := vm.disks(t)
+	startTracking(t, vm, disks)
+	vm.write(t, "d0", 1*MiB, 64*KiB)
+	f, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Extents(context.Background()) // the bitmap exports, too
+	r, _, err := f.Open(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReadAt(make([]byte, 64*KiB), 0)
+	vm.write(t, "d1", 0, 64*KiB)
+	// The agent is killed: its connections end, nothing is released.
+	r.(io.Closer).Close()
+	vm.m.Close()
+	vm.dial(t)
+	var exports, jobs []map[string]any
+	vm.m.Execute(context.Background(), "query-block-exports", nil, &exports)
+	vm.m.Execute(context.Background(), "query-jobs", nil, &jobs)
+	overlays, _ := filepath.Glob(filepath.Join(vm.Dir, OverlayPrefix+"*"))
+	if len(exports) != 3 || len(jobs) != 2 || len(overlays) != 2 {
+		t.Fatalf("left by the dead agent: %d exports, %d jobs, %d overlays; want 3, 2, 2", len(exports), len(jobs), len(overlays))
+	}
+	known, err := Recover(context.Background(), vm.m, disks, vm.Dir)
+	if err != nil || !known[0] || !known[1] {
+		t.Fatalf("Recover: %v %v", known, err)
+	}
+	assertNoLeftovers(t, vm)
+	assertNoFleece(t, vm)
+	f, err = Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := f.Extents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, "d0", ext[0], ex(1*MiB, 64*KiB))
+	same(t, "d1", ext[1], ex(0, 64*KiB))
+	equalImage(t, "d1", readAll(t, f, 1), image(2*MiB, [3]int64{0xab, 0, 64 * KiB}))
+	if err := f.Release(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	assertNoFleece(t, vm)
+}

@@ -244,7 +244,7 @@ func TestAnAgentThatDiedMidCaptureLosesNoWrite(t *testing.T) {
 	if _, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir}); err == nil || !strings.Contains(err.Error(), "another capture") {
 		t.Fatalf("Freeze over a leftover: %v", err)
 	}
-	known, err := Recover(context.Background(), vm.m, disks)
+	known, err := Recover(context.Background(), vm.m, disks, vm.Dir)
 	if err != nil || !known[0] {
 		t.Fatalf("Recover: %v %v", known, err)
 	}
@@ -273,7 +273,7 @@ func TestQcow2TrackingSurvivesARestartOfQEMUAndRawBecomesUnknown(t *testing.T) {
 	vm.dial(t)
 	vm.attach(t, "d0", q, "qcow2")
 	vm.attach(t, "d1", r, "raw")
-	known, err := Recover(context.Background(), vm.m, disks)
+	known, err := Recover(context.Background(), vm.m, disks, vm.Dir)
 	if err != nil || !reflect.DeepEqual(known, []bool{true, false}) {
 		t.Fatalf("Recover after the restart: %v %v", known, err)
 	}
@@ -298,7 +298,7 @@ func TestAQcow2BitmapQEMUCouldNotSaveIsUnknown(t *testing.T) {
 	vm.Restart(t)
 	vm.dial(t)
 	vm.attach(t, "d0", q, "qcow2")
-	if known, err := Recover(context.Background(), vm.m, disks); err != nil || !known[0] {
+	if known, err := Recover(context.Background(), vm.m, disks, vm.Dir); err != nil || !known[0] {
 		t.Fatalf("Recover after quit: %v %v", known, err)
 	}
 	vm.write(t, "d0", 4*MiB, 64*KiB)
@@ -313,7 +313,7 @@ func TestAQcow2BitmapQEMUCouldNotSaveIsUnknown(t *testing.T) {
 	if _, _, broken := ours(all["d0"]); len(broken) != 1 {
 		t.Fatalf("bitmaps after kill -9: %+v, want one inconsistent", all["d0"])
 	}
-	known, err := Recover(context.Background(), vm.m, disks)
+	known, err := Recover(context.Background(), vm.m, disks, vm.Dir)
 	if err != nil || known[0] {
 		t.Fatalf("Recover after kill -9: %v %v", known, err)
 	}

@@ -121,15 +121,21 @@ func action(typ, node, name string) map[string]any {
 }
 
 // Recover puts back what an agent that died mid-capture left (run it when
-// the agent connects to a VM's monitor, before its first Freeze): frozen
-// bitmaps are merged into the disk's live one (their writes were never
-// acknowledged) and dropped; inconsistent ones (QEMU was killed and could
-// not save them) are dropped with the disk's live bitmap, whose record is
-// then incomplete. known says, per disk, whether a live bitmap remains,
-// so that the next Freeze knows the disk's changes; a disk without one
-// gets it at the next Freeze, whose changes are unknown. All of it is one
-// transaction.
-func Recover(ctx context.Context, m *qmp.Monitor, disks []Disk) (known []bool, err error) {
+// the agent connects to a VM's monitor, before its first Freeze; dir is
+// the directory the VM's captures use). First the fleecing leftovers go:
+// Lifeboat's NBD exports, the NBD server if its socket is in dir, the
+// fleecing jobs and overlay nodes, the overlay files in dir. Then the
+// bitmaps, in one transaction: frozen bitmaps are merged into the disk's
+// live one (their writes were never acknowledged) and dropped;
+// inconsistent ones (QEMU was killed and could not save them) are dropped
+// with the disk's live bitmap, whose record is then incomplete. known
+// says, per disk, whether a live bitmap remains, so that the next Freeze
+// knows the disk's changes; a disk without one gets it at the next
+// Freeze, whose changes are unknown.
+func Recover(ctx context.Context, m *qmp.Monitor, disks []Disk, dir string) (known []bool, err error) {
+	if err := removeLeftovers(ctx, m, dir); err != nil {
+		return nil, err
+	}
 	all, err := bitmaps(ctx, m)
 	if err != nil {
 		return nil, err
