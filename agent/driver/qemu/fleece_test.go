@@ -3,11 +3,13 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // image is what a disk should read as: runs of a byte, zeros elsewhere.
@@ -197,4 +199,67 @@ func TestWhatAnAgentKilledMidReadLeftIsRemovedAndNoWriteIsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoFleece(t, vm)
+}
+
+func TestAReadWhileTheGuestWritesWithoutPauseIsTheDiskAtTheFreeze(t *testing.T) {
+	vm := startVM(t)
+	vm.addDisk(t, "d0", "qcow2", 8*MiB)
+	disks := vm.disks(t)
+	startTracking(t, vm, disks)
+	vm.writeP(t, "d0", 0x11, 0, 8*MiB)
+	f, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, size, err := f.Open(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A writer goes over the whole disk, 4 KiB at a time in a scattered
+	// order, for as long as the read lasts.
+	stop := make(chan struct{})
+	writes := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { writes <- n }()
+		for off := int64(0); ; off = (off + 517*4*KiB) % (8 * MiB) {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var out string
+			err := vm.m.Execute(context.Background(), "human-monitor-command", map[string]any{
+				"command-line": fmt.Sprintf(`qemu-io -d /machine/peripheral/dev-d0/virtio-backend "write -P 0x77 %d 4k"`, off)}, &out)
+			if err != nil || out != "" {
+				t.Errorf("write at %d: %v %q", off, err, out)
+				return
+			}
+			n++
+		}
+	}()
+	got := make([]byte, 0, size)
+	buf := make([]byte, 64*KiB)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := r.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf...)
+		time.Sleep(time.Millisecond) // let the writer overtake the read
+	}
+	close(stop)
+	n := <-writes
+	if n < 20 {
+		t.Fatalf("the writer wrote only %d times during the read", n)
+	}
+	t.Logf("%d guest writes during the read", n)
+	equalImage(t, fmt.Sprintf("read during %d writes", n), got, image(8*MiB, [3]int64{0x11, 0, 8 * MiB}))
+	if err := f.Release(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	f, ext := vm.capture(t, disks)
+	if len(ext[0]) == 0 {
+		t.Fatal("the writes during the read are not in the next capture")
+	}
+	f.Release(context.Background(), true)
 }
