@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lifeboat-dr/lifeboat/agent/nbd"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 )
@@ -23,6 +25,36 @@ const (
 	// SocketName is the NBD server's socket in a capture's directory.
 	SocketName = "nbd.sock"
 )
+
+// freeSpace says how many bytes dir's filesystem has free (a test
+// replaces it).
+var freeSpace = func(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// checkRoom refuses fleecing when the overlays' filesystem could fill up
+// during the read. On QEMU 7.2 a backup job's copy-before-write that
+// cannot write its overlay fails the guest's write (the filter's
+// on-cbw-error=break-snapshot is not reachable through blockdev-backup),
+// so the overlays must have room for every disk rewritten in full.
+func checkRoom(dir string, disks []Disk) error {
+	var need int64
+	for _, d := range disks {
+		need += d.Size
+	}
+	free, err := freeSpace(dir)
+	if err != nil {
+		return fmt.Errorf("qemu: free space for the fleecing overlays in %s: %w", dir, err)
+	}
+	if free < need {
+		return fmt.Errorf("qemu: %s has %d bytes free, and the fleecing overlays of this VM's disks may need %d: a full overlay would fail the guest's writes", dir, free, need)
+	}
+	return nil
+}
 
 // fleece is one disk's fleecing overlay.
 type fleece struct {

@@ -263,3 +263,32 @@ func TestAReadWhileTheGuestWritesWithoutPauseIsTheDiskAtTheFreeze(t *testing.T) 
 	}
 	f.Release(context.Background(), true)
 }
+
+func TestFleecingIsRefusedWhenTheOverlaysCouldFillTheirFilesystem(t *testing.T) {
+	vm := startVM(t)
+	vm.addDisk(t, "d0", "qcow2", 4*MiB)
+	vm.addDisk(t, "d1", "raw", 2*MiB)
+	disks := vm.disks(t)
+	startTracking(t, vm, disks)
+	vm.write(t, "d0", 0, 64*KiB)
+	defer func(f func(string) (int64, error)) { freeSpace = f }(freeSpace)
+	freeSpace = func(string) (int64, error) { return 6*MiB - 1, nil }
+	_, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err == nil || !strings.Contains(err.Error(), "would fail the guest's writes") {
+		t.Fatalf("Freeze: %v", err)
+	}
+	// Nothing was frozen: the write is still in the live bitmap.
+	assertNoLeftovers(t, vm)
+	assertNoFleece(t, vm)
+	freeSpace = func(string) (int64, error) { return 6 * MiB, nil }
+	f, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir, Fleece: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := f.Extents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, "d0", ext[0], ex(0, 64*KiB))
+	f.Release(context.Background(), true)
+}

@@ -250,6 +250,9 @@ func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk, opts FreezeOption
 		actions = append(actions, addAction(d, f.live[i]))
 	}
 	if opts.Fleece {
+		if err := checkRoom(opts.Dir, disks); err != nil {
+			return nil, err
+		}
 		defer func() {
 			if err != nil {
 				err = errors.Join(err, f.teardown(context.WithoutCancel(ctx)))
