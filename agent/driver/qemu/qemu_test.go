@@ -196,6 +196,10 @@ func TestAFailedCapturesExtentsComeBackInTheNextOne(t *testing.T) {
 	vm.write(t, "d0", 2*MiB, 64*KiB)
 	f, ext := vm.capture(t, disks)
 	same(t, "first", ext[0], ex(2*MiB, 64*KiB))
+	since, token := f.Since(0), f.Token(0)
+	if since == "" || token == "" || since == token || f.At().IsZero() {
+		t.Fatalf("since %q, token %q, at %v", since, token, f.At())
+	}
 	vm.write(t, "d0", 7*MiB, 64*KiB) // during the failed capture
 	if err := f.Release(context.Background(), false); err != nil {
 		t.Fatal(err)
@@ -205,8 +209,17 @@ func TestAFailedCapturesExtentsComeBackInTheNextOne(t *testing.T) {
 	}
 	f, ext = vm.capture(t, disks)
 	same(t, "after the failure", ext[0], ex(2*MiB, 64*KiB, 7*MiB, 64*KiB))
+	// A failed capture's token is never a Since: the changes still count
+	// from the last acknowledged one.
+	if f.Since(0) == token {
+		t.Fatalf("the failed capture's token %q came back as Since", token)
+	}
+	acked := f.Token(0)
 	f.Release(context.Background(), true)
 	f, ext = vm.capture(t, disks)
+	if f.Since(0) != acked {
+		t.Fatalf("since %q, want the acknowledged token %q", f.Since(0), acked)
+	}
 	same(t, "after the ack", ext[0], ex())
 	f.Release(context.Background(), true)
 	assertNoLeftovers(t, vm)
@@ -233,9 +246,11 @@ func TestAnAgentThatDiedMidCaptureLosesNoWrite(t *testing.T) {
 	disks := vm.disks(t)
 	startTracking(t, vm, disks)
 	vm.write(t, "d0", 3*MiB, 64*KiB)
-	if _, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir}); err != nil {
+	dead, err := Freeze(context.Background(), vm.m, disks, FreezeOptions{Dir: vm.Dir})
+	if err != nil {
 		t.Fatal(err)
 	}
+	acked := dead.Since(0)
 	vm.write(t, "d0", 9*MiB, 64*KiB)
 	// The agent is gone: a new one connects, and a capture is refused
 	// until Recover has put the frozen bitmap back.
@@ -248,8 +263,11 @@ func TestAnAgentThatDiedMidCaptureLosesNoWrite(t *testing.T) {
 	if err != nil || !known[0] {
 		t.Fatalf("Recover: %v %v", known, err)
 	}
-	_, ext := vm.capture(t, disks)
+	f, ext := vm.capture(t, disks)
 	same(t, "after the restart", ext[0], ex(3*MiB, 64*KiB, 9*MiB, 64*KiB))
+	if f.Since(0) != acked {
+		t.Fatalf("since %q after Recover, want the acknowledged %q", f.Since(0), acked)
+	}
 }
 
 func TestQcow2TrackingSurvivesARestartOfQEMUAndRawBecomesUnknown(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +24,10 @@ import (
 // last acknowledged capture to this instant) and a new live bitmap is
 // added, which records every write after it. The frozen bitmaps' extents
 // are what the capture must send. Release(true) drops them; Release(false)
-// merges each back into its disk's live bitmap, in one transaction, so the
-// next capture still sends them: no write is lost either way.
+// merges each new live bitmap into the frozen one, which records again,
+// and drops the new one, in one transaction, so the next capture still
+// sends both: no write is lost either way. A live bitmap's name is thus
+// always the Token of the acknowledged capture its changes count from.
 //
 // Bitmaps are persistent on qcow2 (they survive a restart of QEMU and of
 // the agent) and granular to BitmapGranularity. Raw images cannot store
@@ -155,11 +158,23 @@ func Recover(ctx context.Context, m *qmp.Monitor, disks []Disk, dir string) (kno
 			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, live.Name))
 			live = nil
 		}
-		for _, b := range frozen {
-			if live != nil {
-				actions = append(actions, mergeAction(d.NodeName, live.Name, b.Name))
+		if len(frozen) > 0 && live != nil {
+			// A capture was not released: its writes go back. The oldest
+			// frozen bitmap records again, with the later writes merged
+			// into it, so that its name still says which acknowledged
+			// capture the changes count from (Since).
+			sort.Slice(frozen, func(a, b int) bool { return frozen[a].Name < frozen[b].Name })
+			keep := frozen[0]
+			for _, b := range append(frozen[1:], *live) {
+				actions = append(actions, mergeAction(d.NodeName, keep.Name, b.Name),
+					action("block-dirty-bitmap-remove", d.NodeName, b.Name))
 			}
-			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, b.Name))
+			actions = append(actions, action("block-dirty-bitmap-enable", d.NodeName, keep.Name))
+			live = &keep
+		} else {
+			for _, b := range frozen {
+				actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, b.Name))
+			}
 		}
 		known[i] = live != nil
 	}
@@ -188,6 +203,7 @@ type Frozen struct {
 	frozen, live []string
 	fleece       []fleece // per disk, with FreezeOptions.Fleece
 
+	at       time.Time
 	serverUp bool
 	exports  map[string]bool // export id → added
 	clients  []io.Closer
@@ -271,6 +287,7 @@ func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk, opts FreezeOption
 	if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
 		return nil, err
 	}
+	f.at = time.Now()
 	for i := range f.fleece {
 		f.fleece[i].job = true
 	}
@@ -283,11 +300,27 @@ func (f *Frozen) Disks() []Disk { return f.disks }
 // Known says whether disk i's changes are known.
 func (f *Frozen) Known(i int) bool { return f.frozen[i] != "" }
 
+// Since names the capture disk i's changes are counted from: the token
+// that capture's Token gave ("" when the changes are unknown). The
+// changes apply to a replica only if it was last brought up to date by
+// that capture; a caller that recorded another token (a replica reset,
+// a second target) must compare every block instead.
+func (f *Frozen) Since(i int) string { return f.frozen[i] }
+
+// Token names this capture for disk i: record it with the replica once
+// the point is made, and compare it with the next capture's Since.
+func (f *Frozen) Token(i int) string { return f.live[i] }
+
+// At is when the transaction that froze the disks returned: the
+// capture's instant is at or before it.
+func (f *Frozen) At() time.Time { return f.at }
+
 // Release ends the capture: the NBD exports and server, the fleecing jobs,
 // overlays and files go (every one is tried, whatever fails), then one
 // transaction settles the bitmaps. With ack (the point was made), the
-// frozen bitmaps are dropped. Without, each is merged into its disk's live
-// bitmap first, so that the next Freeze reports its writes again. A disk
+// frozen bitmaps are dropped. Without, each disk's new live bitmap is
+// merged into the frozen one, which records again, and dropped: the next
+// Freeze reports the writes of both. A disk
 // whose changes were unknown stays unknown without ack: its new live
 // bitmap is dropped, so the next Freeze starts it afresh.
 func (f *Frozen) Release(ctx context.Context, ack bool) error {
@@ -299,8 +332,13 @@ func (f *Frozen) Release(ctx context.Context, ack bool) error {
 	for i, d := range f.disks {
 		switch {
 		case f.frozen[i] != "" && !ack:
-			actions = append(actions, mergeAction(d.NodeName, f.live[i], f.frozen[i]))
-			fallthrough
+			// The frozen bitmap records again, with the writes since the
+			// freeze merged in, and the new one goes: all in one
+			// transaction, so no write falls between them, and the live
+			// bitmap's name still names the acknowledged capture.
+			actions = append(actions, mergeAction(d.NodeName, f.frozen[i], f.live[i]),
+				action("block-dirty-bitmap-enable", d.NodeName, f.frozen[i]),
+				action("block-dirty-bitmap-remove", d.NodeName, f.live[i]))
 		case f.frozen[i] != "":
 			actions = append(actions, action("block-dirty-bitmap-remove", d.NodeName, f.frozen[i]))
 		case !ack:
