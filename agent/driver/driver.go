@@ -131,7 +131,7 @@ type Result struct {
 	// ReadStartedAt is set for an inconsistent capture: when the read began.
 	ReadStartedAt *time.Time
 	// Method says how the disks were held: freeze, reflink, powered_off,
-	// unchanged (nothing wrote during the read), live.
+	// unchanged (nothing wrote during the read), live, fleece.
 	Method string
 	// Note says why the capture is less consistent than asked, in words
 	// for the operator; empty when it is what was asked.
@@ -145,6 +145,9 @@ const (
 	MethodPoweredOff = "powered_off"
 	MethodUnchanged  = "unchanged"
 	MethodLive       = "live"
+	// MethodFleece: the disks were read as at one instant while the VM
+	// ran, through copy-before-write overlays (qemu's fleecing).
+	MethodFleece = "fleece"
 )
 
 // StartOptions tune how a VM starts.
