@@ -15,12 +15,15 @@ import (
 //	{"state_dir": "/var/lib/lifeboat-agent", "driver": "filedisk",
 //	 "vm_root": "/srv/vms", "max_tasks": 4, "log_format": "json"}
 //
+// (or "driver": "qemu", "qmp_dir": "/run/lifeboat/qmp" for QEMU VMs)
+//
 // A flag on the command line wins over its environment variable, which wins
 // over the file, which wins over the default.
 type fileConfig struct {
 	StateDir      string `json:"state_dir"`
 	Driver        string `json:"driver"`
 	VMRoot        string `json:"vm_root"`
+	QMPDir        string `json:"qmp_dir"`
 	MaxTasks      int    `json:"max_tasks"`
 	StorageConc   int    `json:"storage_concurrency"`
 	FreezeCommand string `json:"freeze_command"`
@@ -49,6 +52,7 @@ func (c fileConfig) settings() []configSetting {
 		{"state-dir", "LIFEBOAT_AGENT_STATE_DIR", c.StateDir},
 		{"driver", "LIFEBOAT_AGENT_DRIVER", c.Driver},
 		{"vm-root", "LIFEBOAT_AGENT_VM_ROOT", c.VMRoot},
+		{"qmp-dir", "LIFEBOAT_AGENT_QMP_DIR", c.QMPDir},
 		{"max-tasks", "LIFEBOAT_AGENT_MAX_TASKS", maxTasks},
 		{"storage-concurrency", "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", storageConc},
 		{"freeze-command", "LIFEBOAT_AGENT_FREEZE_COMMAND", c.FreezeCommand},
@@ -71,7 +75,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, getenv func(string) string) 
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return fmt.Errorf("config file %s: %w (known keys: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level)", path, err)
+		return fmt.Errorf("config file %s: %w (known keys: state_dir, driver, vm_root, qmp_dir, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level)", path, err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

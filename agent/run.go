@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
 	"github.com/lifeboat-dr/lifeboat/agent/driver/filedisk"
+	"github.com/lifeboat-dr/lifeboat/agent/driver/qemu"
 	"github.com/lifeboat-dr/lifeboat/agent/runner"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
 	"github.com/lifeboat-dr/lifeboat/agent/tasks"
@@ -19,11 +21,12 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", envOr(getenv, "LIFEBOAT_AGENT_STATE_DIR", ""), "the agent's state directory (LIFEBOAT_AGENT_STATE_DIR)")
-	driver := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk (LIFEBOAT_AGENT_DRIVER)")
+	driverName := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk or qemu (LIFEBOAT_AGENT_DRIVER)")
 	vmRoot := fs.String("vm-root", envOr(getenv, "LIFEBOAT_AGENT_VM_ROOT", ""), "filedisk: the directory whose subdirectories are VMs (LIFEBOAT_AGENT_VM_ROOT)")
+	qmpDir := fs.String("qmp-dir", envOr(getenv, "LIFEBOAT_AGENT_QMP_DIR", ""), "qemu: the directory of the VMs' QMP monitors, one NAME.qmp unix socket per VM (LIFEBOAT_AGENT_QMP_DIR)")
 	maxTasks := fs.Int("max-tasks", envInt(getenv, "LIFEBOAT_AGENT_MAX_TASKS", runner.DefaultMaxTasks()), "how many tasks run at once; default two per core, at least 4 (LIFEBOAT_AGENT_MAX_TASKS)")
 	storageConc := fs.Int("storage-concurrency", envInt(getenv, "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", 8), "Azure Blob targets: page writes in flight per disk (LIFEBOAT_AGENT_STORAGE_CONCURRENCY)")
-	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
+	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, qmp_dir, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
 	freeze := fs.String("freeze-command", envOr(getenv, "LIFEBOAT_AGENT_FREEZE_COMMAND", ""), "filedisk: command that quiesces a VM before an app-consistent point (run with LIFEBOAT_VM_ID and LIFEBOAT_VM_DIR set; exit 0 = frozen)")
 	thaw := fs.String("thaw-command", envOr(getenv, "LIFEBOAT_AGENT_THAW_COMMAND", ""), "filedisk: command that resumes the VM after it (always run after a freeze)")
 	start := fs.String("start-command", envOr(getenv, "LIFEBOAT_AGENT_START_COMMAND", ""), "filedisk: command that starts a VM (failover; run with LIFEBOAT_VM_ID, LIFEBOAT_VM_DIR and LIFEBOAT_ISOLATED=1 for a test failover)")
@@ -45,21 +48,18 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	switch {
 	case *stateDir == "":
 		return errors.New("run needs --state-dir")
-	case *driver != filedisk.Name:
-		return fmt.Errorf("--driver %q is not known; this agent has: filedisk", *driver)
-	case *vmRoot == "":
+	case *driverName != filedisk.Name && *driverName != qemu.Name:
+		return fmt.Errorf("--driver %q is not known; this agent has: filedisk, qemu", *driverName)
+	case *driverName == filedisk.Name && *vmRoot == "":
 		return errors.New("--driver filedisk needs --vm-root")
+	case *driverName == qemu.Name && *qmpDir == "":
+		return errors.New("--driver qemu needs --qmp-dir")
 	case *maxTasks < 1 || *maxTasks > 64:
 		return errors.New("--max-tasks must be from 1 to 64")
 	case *storageConc < 1 || *storageConc > 64:
 		return errors.New("--storage-concurrency must be from 1 to 64")
 	case (*freeze == "") != (*thaw == ""):
 		return errors.New("give both --freeze-command and --thaw-command, or neither")
-	}
-	// Paths go to the vault (disks) and into checks' messages: absolute.
-	root, err := filepath.Abs(*vmRoot)
-	if err != nil {
-		return err
 	}
 	stateAbs, err := filepath.Abs(*stateDir)
 	if err != nil {
@@ -69,7 +69,27 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	drv := &filedisk.Driver{Root: root, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw, StartCommand: *start, StopCommand: *stop}
+	var drv driver.Driver
+	switch *driverName {
+	case qemu.Name:
+		sockets, err := filepath.Abs(*qmpDir)
+		if err != nil {
+			return err
+		}
+		// Captures' NBD sockets and fleecing overlays go under the state
+		// directory (qemu-captures/VM), which needs room for the disks of
+		// the VM being captured.
+		q := &qemu.Driver{QMPDir: sockets, WorkDir: filepath.Join(stateAbs, "qemu-captures"), StateDir: stateAbs, Log: log}
+		defer q.Close()
+		drv = q
+	default:
+		// Paths go to the vault (disks) and into checks' messages: absolute.
+		root, err := filepath.Abs(*vmRoot)
+		if err != nil {
+			return err
+		}
+		drv = &filedisk.Driver{Root: root, Log: log, FreezeCommand: *freeze, ThawCommand: *thaw, StartCommand: *start, StopCommand: *stop}
+	}
 	a, err := runner.New(dir, drv, runner.Options{MaxTasks: *maxTasks}, log)
 	if err != nil {
 		return err
