@@ -6,9 +6,9 @@
 // (copy-before-write into temporary overlays) so that the disks are read
 // over NBD as they were at that instant while the guest writes on.
 //
-// It does not implement driver.Driver yet: the driver type over a
-// directory of QMP sockets, app-consistent freezes through the guest
-// agent, power control and materialize are still to do.
+// Driver (driver.go) is the driver.Driver over a directory of QMP
+// sockets. App-consistent freezes through the guest agent, materialize,
+// write-back and instant failover are still to do.
 package qemu
 
 import (
