@@ -227,3 +227,22 @@ func TestShutdownOfAGuestThatIgnoresACPIFailsWithVMWillNotStop(t *testing.T) {
 		t.Fatalf("after the failed shutdown: %q, %v", ps, err)
 	}
 }
+
+func TestShutdownOfAVMThatIsOffSucceedsAndAVMWhoseQEMUExitedIsNotListed(t *testing.T) {
+	vm, d := driverVM(t, true) // prelaunch: its guest never ran
+	ctx := context.Background()
+	if err := d.Shutdown(ctx, "vm1", time.Second); err != nil {
+		t.Fatalf("Shutdown of a VM that is off: %v", err)
+	}
+	vm.Kill() // the socket stays, nobody answers it
+	if ps, err := d.PowerState(ctx, "vm1"); err == nil || ps != agentproto.PowerUnknown {
+		t.Fatalf("PowerState of an exited QEMU: %q, %v", ps, err)
+	}
+	vms, err := d.Inventory(ctx)
+	if err != nil || len(vms) != 0 {
+		t.Fatalf("inventory %+v, %v", vms, err)
+	}
+	if _, err := d.Check(ctx); err == nil || !strings.Contains(err.Error(), "1 of 1 QMP socket(s)") {
+		t.Fatalf("Check: %v", err)
+	}
+}
