@@ -154,7 +154,9 @@ func (f *Frozen) teardown(ctx context.Context) error {
 	}
 	f.clients = nil
 	for id := range f.exports {
-		if err := f.m.Execute(ctx, "block-export-del", map[string]any{"id": id}, nil); err != nil && !isNotFound(err) {
+		// "hard": our clients are closed, but QEMU may not have seen them go
+		// yet, and "safe" then refuses ("still in use"); the export is ours.
+		if err := f.m.Execute(ctx, "block-export-del", map[string]any{"id": id, "mode": "hard"}, nil); err != nil && !isNotFound(err) {
 			errs = append(errs, err)
 			continue
 		}
@@ -268,7 +270,7 @@ func removeLeftovers(ctx context.Context, m *qmp.Monitor, dir string) error {
 	}
 	for _, e := range exports {
 		if strings.HasPrefix(e.ID, ExportPrefix) {
-			if err := m.Execute(ctx, "block-export-del", map[string]any{"id": e.ID}, nil); err != nil && !isNotFound(err) {
+			if err := m.Execute(ctx, "block-export-del", map[string]any{"id": e.ID, "mode": "hard"}, nil); err != nil && !isNotFound(err) {
 				errs = append(errs, err)
 			}
 		}
