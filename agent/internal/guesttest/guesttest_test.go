@@ -2,12 +2,40 @@ package guesttest
 
 import (
 	"bytes"
+	"context"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 )
+
+// flushes returns how many flushes QEMU has done for the guest's disk.
+func (g *Guest) flushes(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := qmp.Dial(ctx, g.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var stats []struct {
+		Stats struct {
+			Flushes int `json:"flush_operations"`
+		} `json:"stats"`
+	}
+	if err := m.Execute(ctx, "query-blockstats", nil, &stats); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range stats {
+		n += s.Stats.Flushes
+	}
+	return n
+}
 
 func TestInitramfsIsACpioArchiveWithBusyboxModulesAndInit(t *testing.T) {
 	in := Require(t)
@@ -42,6 +70,10 @@ func TestGuestAcknowledgedRecordsSurviveAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("20 records in %v", time.Since(start))
+	// Each record's fsync reached QEMU as a flush of the disk before its ACK.
+	if flushes := g.flushes(t); flushes < 20 {
+		t.Fatalf("QEMU saw %d flushes of the disk for 20 acknowledged records", flushes)
+	}
 	g.Kill()
 	acked := g.LastAck()
 	recs := Records(g.ReadDisk(t))
