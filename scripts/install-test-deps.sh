@@ -2,7 +2,9 @@
 # Installs what the test suite needs and the Go toolchain does not bring,
 # from Debian's packages: Chromium for the real-browser portal test, and
 # qemu-utils (qemu-img) to check replica disk formats, qemu-system-x86 for
-# the qemu driver's tests against a real QEMU, xfsprogs (mkfs.xfs)
+# the qemu driver's tests against a real QEMU, linux-image-cloud-amd64 and
+# busybox-static for the real guest those tests boot (agent/internal/guesttest),
+# xfsprogs (mkfs.xfs)
 # for the reflink capture test on a loop-mounted XFS; and, from npm with
 # its lockfile, Azurite (the Azure Storage emulator) for the Azure Blob
 # target's tests. Idempotent.
@@ -26,6 +28,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
