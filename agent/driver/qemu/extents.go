@@ -37,7 +37,9 @@ func (f *Frozen) Extents(ctx context.Context) ([][]blocks.Extent, error) {
 		if !f.Known(i) {
 			continue
 		}
-		id := ExportPrefix + d.NodeName
+		// By index, not node name: a disk attached with a plain -drive has
+		// an automatic name ("#block198") that QEMU refuses in an export id.
+		id := fmt.Sprintf("%sbitmap-%d", ExportPrefix, i)
 		if err := f.export(ctx, id, d.NodeName, []string{f.frozen[i]}); err != nil {
 			return nil, err
 		}
