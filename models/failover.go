@@ -312,8 +312,7 @@ func (s *Store) startTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID stri
 		if err != nil {
 			return err
 		}
-		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": true,
-			"test_failover_host_id": host.ID, "test_failover_vm_id": testID, "test_failover_point_id": point.ID, "test_failover_at": now}).Error; err != nil {
+		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(testFailoverOn(host.ID, testID, point.ID, now)).Error; err != nil {
 			return err
 		}
 		return s.audit(tx, a, "failover.test", "vm", w.VM.ID, w.VM.Name, map[string]string{"point": point.ID, "recovery_host": host.Name, "job": job.ID})
@@ -738,9 +737,20 @@ func testVMRemoved(_ *Store, tx *gorm.DB, _ time.Time, t *Task, _ string) error 
 	if err := tx.First(&job, "id = ?", t.JobID).Error; err != nil {
 		return err
 	}
-	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": false,
-		"test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil,
-		"last_drill_at": p.TestFailoverAt, "last_drill_point_id": p.TestFailoverPointID, "last_drill_notes": job.Notes}).Error
+	updates := noTestFailover()
+	updates["last_drill_at"], updates["last_drill_point_id"], updates["last_drill_notes"] = p.TestFailoverAt, p.TestFailoverPointID, job.Notes
+	return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(updates).Error
+}
+
+// testFailoverOn are the updates that record a protection's test failover:
+// its VM on a host, made of a point, at a time.
+func testFailoverOn(hostID, vmID, pointID string, at time.Time) map[string]any {
+	return map[string]any{"test_failover": true, "test_failover_host_id": hostID, "test_failover_vm_id": vmID, "test_failover_point_id": pointID, "test_failover_at": at}
+}
+
+// noTestFailover are the updates that forget a protection's test failover.
+func noTestFailover() map[string]any {
+	return map[string]any{"test_failover": false, "test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil}
 }
 
 // committed ends a failover's commit: the vault forgets the points the
@@ -788,8 +798,7 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 		if o.ErrorCode == agentproto.CodeVMStartFailed {
 			return nil
 		}
-		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": false,
-			"test_failover_host_id": "", "test_failover_vm_id": "", "test_failover_point_id": "", "test_failover_at": nil}).Error
+		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(noTestFailover()).Error
 	case JobChangeRecoveryPoint:
 		if o.ErrorCode == agentproto.CodeVMStartFailed {
 			// Its disks are the new point's; only the start failed.
@@ -904,9 +913,7 @@ func (s *Store) restartJob(tx *gorm.DB, now time.Time, a Actor, job Job) error {
 	for _, st := range steps {
 		seqOf[st.ID] = st.Seq
 	}
-	if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(map[string]any{"state": TaskQueued, "failures": 0, "expiries": 0,
-		"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
-		"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
+	if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(freshTask(TaskQueued)).Error; err != nil {
 		return err
 	}
 	if err := tx.Model(&JobStep{}).Where("id = ?", failed.StepID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
@@ -958,8 +965,7 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 		}
 		var pl agentproto.MaterializePayload
 		_ = json.Unmarshal([]byte(t.Payload), &pl)
-		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"test_failover": true,
-			"test_failover_host_id": t.HostID, "test_failover_vm_id": pl.VMID, "test_failover_point_id": pl.PointID, "test_failover_at": now}).Error
+		return tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(testFailoverOn(t.HostID, pl.VMID, pl.PointID, now)).Error
 	case JobCleanupTestFailover:
 		if !p.TestFailover {
 			return &ConflictError{Code: "no_test_failover", Message: "the VM has no test failover to clean up any more"}
@@ -1071,9 +1077,9 @@ func restartPlannedFailover(tx *gorm.DB, job Job, tasks []Task) error {
 			b, _ := json.Marshal(pl)
 			payload = string(b)
 		}
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": state, "payload": payload, "failures": 0, "expiries": 0,
-			"first_failure_at": nil, "not_before": nil, "lease_expires_at": nil, "cancel_request": false,
-			"error_code": "", "error_message": "", "result": ""}).Error; err != nil {
+		updates := freshTask(state)
+		updates["payload"] = payload
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(updates).Error; err != nil {
 			return err
 		}
 	}
@@ -1123,4 +1129,11 @@ func (s *Store) takeLateMaterialize(tx *gorm.DB, now time.Time, t *Task, o TaskO
 		return err
 	}
 	return tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"error_code": "", "error_message": "", "error_action": ""}).Error
+}
+
+// freshTask are the updates that make a task that ran (and failed) as
+// new, in state: a restarted job's.
+func freshTask(state string) map[string]any {
+	return map[string]any{"state": state, "failures": 0, "expiries": 0, "first_failure_at": nil, "not_before": nil,
+		"lease_expires_at": nil, "cancel_request": false, "error_code": "", "error_message": "", "result": ""}
 }

@@ -481,13 +481,9 @@ func (s *Store) failPlanStep(tx *gorm.DB, now time.Time, job *Job, st *JobStep, 
 	if err := settleJob(tx, now, job.ID, code, msg, "see the failed VM jobs; fix the cause, then run the plan again (VMs that succeeded are refused, or left out with skip_ineligible)"); err != nil {
 		return err
 	}
-	var vmNames []string
-	for _, part := range strings.Split(msg, "; ") {
-		vmNames = append(vmNames, part)
-	}
 	if job.Type == PlanOperations[PlanPlannedFailover] || job.Type == PlanOperations[PlanUnplannedFailover] {
 		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "recovery_plan", job.TargetID, fmt.Sprintf(
-			"the %s of recovery plan %s failed: %s", strings.ToLower(strings.TrimPrefix(job.Type, "Recovery plan: ")), job.TargetName, truncate(strings.Join(vmNames, "; "), 1500)))
+			"the %s of recovery plan %s failed: %s", strings.ToLower(strings.TrimPrefix(job.Type, "Recovery plan: ")), job.TargetName, truncate(msg, 1500)))
 	}
 	return nil
 }
