@@ -94,8 +94,12 @@ func createJob(tx *gorm.DB, now time.Time, a Actor, job Job, steps []jobStepSpec
 	queued := false
 	for i, spec := range steps {
 		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: i + 1, Name: spec.Name, State: JobNotStarted, Message: spec.Message}
-		if spec.Task == nil {
+		first := spec.Task != nil && !queued
+		switch {
+		case spec.Task == nil:
 			step.State, step.Progress, step.StartedAt, step.EndedAt = JobSucceeded, 100, &now, &now
+		case first:
+			step.Message = "waiting for the host's agent to pick it up"
 		}
 		if err := tx.Create(&step).Error; err != nil {
 			return nil, err
@@ -106,11 +110,8 @@ func createJob(tx *gorm.DB, now time.Time, a Actor, job Job, steps []jobStepSpec
 		}
 		t := *spec.Task
 		t.ID, t.JobID, t.StepID, t.State = NewID(prefixTask), job.ID, step.ID, TaskWaiting
-		if !queued {
+		if first {
 			t.State, queued = TaskQueued, true
-			if err := tx.Model(&JobStep{}).Where("id = ?", step.ID).Update("message", "waiting for the host's agent to pick it up").Error; err != nil {
-				return nil, err
-			}
 		}
 		if err := tx.Create(&t).Error; err != nil {
 			return nil, err

@@ -241,21 +241,7 @@ func missingFeature(h Host, kind string) string {
 // createOneStepJob stores a job that is one step run by one task on a
 // host, in progress from now and waiting for the host's agent.
 func createOneStepJob(tx *gorm.DB, now time.Time, a Actor, job Job, stepName string, task Task) (*Job, error) {
-	job.ID, job.State, job.CreatedBy, job.StartedAt = NewID(prefixJob), JobInProgress, a.Username, &now
-	step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: 1, Name: stepName, State: JobNotStarted,
-		Message: "waiting for the host's agent to pick it up"}
-	task.ID, task.JobID, task.StepID, task.State = NewID(prefixTask), job.ID, step.ID, TaskQueued
-	if err := tx.Omit("Steps").Create(&job).Error; err != nil {
-		return nil, err
-	}
-	if err := tx.Create(&step).Error; err != nil {
-		return nil, err
-	}
-	if err := tx.Create(&task).Error; err != nil {
-		return nil, err
-	}
-	job.Steps = []JobStep{step}
-	return &job, nil
+	return createJob(tx, now, a, job, []jobStepSpec{{Name: stepName, Task: &task}})
 }
 
 // leasedTask loads a task that hostID holds, for a report about it.
