@@ -348,7 +348,5 @@ func (h *Handlers) wakeNextSteps(c echo.Context, taskID string) {
 	if err != nil || t.JobID == "" {
 		return
 	}
-	for _, id := range h.store.QueuedTaskHosts(ctx, t.JobID) {
-		h.wakeups.wake(id)
-	}
+	h.wakeJobHosts(c, &models.Job{ID: t.JobID})
 }

@@ -112,14 +112,11 @@ func decodeOptionalJSON(c echo.Context, dst any) error {
 	return decodeJSON(c, dst)
 }
 
-// wakeJobHosts lets every host with a task of the job pick it up at once.
+// wakeJobHosts lets every host with a queued task of the job pick it up at once.
+// A recovery plan's job: the hosts of its VM jobs' tasks too.
 func (h *Handlers) wakeJobHosts(c echo.Context, job *models.Job) {
-	tasks, err := h.store.JobTasks(c.Request().Context(), job.ID)
-	if err != nil {
-		return
-	}
-	for _, t := range tasks {
-		h.wakeups.wake(t.HostID)
+	for _, id := range h.store.QueuedTaskHosts(c.Request().Context(), job.ID) {
+		h.wakeups.wake(id)
 	}
 }
 
@@ -289,17 +286,6 @@ func planRunRequest(in PlanRunInputJSON) models.PlanRunRequest {
 		ShutDownSource: in.ShutDownSource, Notes: strings.TrimSpace(in.Notes), SkipIneligible: in.SkipIneligible}
 }
 
-// wakePlanHosts wakes the hosts of a plan job's tasks and its VM jobs'.
-func (h *Handlers) wakePlanHosts(c echo.Context, job *models.Job) {
-	h.wakeJobHosts(c, job)
-	children, _, err := h.store.ListJobs(c.Request().Context(), models.JobFilter{Parent: job.ID}, models.Page{Limit: models.MaxPageSize})
-	if err != nil {
-		return
-	}
-	for i := range children {
-		h.wakeJobHosts(c, &children[i])
-	}
-}
 
 // APIRunPlan answers POST /api/v1/recovery-plans/{id}/run.
 func (h *Handlers) APIRunPlan(c echo.Context) error {
@@ -311,7 +297,7 @@ func (h *Handlers) APIRunPlan(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h.wakePlanHosts(c, job)
+	h.wakeJobHosts(c, job)
 	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
 }
 
@@ -325,7 +311,7 @@ func (h *Handlers) APIResumeJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h.wakePlanHosts(c, job)
+	h.wakeJobHosts(c, job)
 	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
 }
 
@@ -337,7 +323,7 @@ func (h *Handlers) RunPlan(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h.wakePlanHosts(c, job)
+	h.wakeJobHosts(c, job)
 	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Running the recovery plan: its groups run in order, the VMs of a group together.")
 }
 
@@ -347,6 +333,6 @@ func (h *Handlers) ResumeJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	h.wakePlanHosts(c, job)
+	h.wakeJobHosts(c, job)
 	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Resumed: the plan goes on.")
 }
