@@ -120,6 +120,9 @@ func createJob(tx *gorm.DB, now time.Time, a Actor, job Job, steps []jobStepSpec
 	return &job, nil
 }
 
+// hostUp says whether a host is registered and connected.
+func hostUp(h Host) bool { return h.RevokedAt == nil && h.State == HostConnected }
+
 // recoveryHost loads and checks the host that will run a recovered VM: it
 // is registered, connected, its agent can materialize VMs, and it has no
 // VM of the new VM's name that a failover of this VM did not make.
@@ -131,7 +134,7 @@ func recoveryHost(tx *gorm.DB, hostID, vmName string, ownID string) (*Host, erro
 		}
 		return nil, err
 	}
-	if h.RevokedAt != nil || h.State != HostConnected {
+	if !hostUp(h) {
 		return nil, &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
 			"host %s is not connected (%s); start its agent, or choose a connected host", h.Name, h.State)}
 	}
@@ -441,7 +444,7 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 		if err != nil {
 			return err
 		}
-		sourceUp := w.Host.RevokedAt == nil && w.Host.State == HostConnected
+		sourceUp := hostUp(w.Host)
 		if planned && !sourceUp {
 			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
 				"the source host %s is not connected, so a planned failover cannot shut the VM down; run an unplanned failover", w.Host.Name)}
@@ -647,7 +650,7 @@ func (s *Store) commitFailover(tx *gorm.DB, now time.Time, a Actor, vmID string,
 		if err := tx.First(&host, "id = ?", p.FailoverHostID).Error; err != nil {
 			return err
 		}
-		if host.RevokedAt != nil || host.State != HostConnected {
+		if !hostUp(host) {
 			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf("the recovery host %s is not connected; start its agent, then commit", host.Name)}
 		}
 		pl := w.Payload
@@ -808,10 +811,8 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 			return tx.Model(&Protection{}).Where("id = ?", p.ID).Update("failover_point_id", pl.PointID).Error
 		}
 	case JobPlannedFailover, JobUnplannedFailover:
-		if p.State == StateFailingOver {
-			if err := setState(tx, p.ID, StateProtected); err != nil {
-				return err
-			}
+		if err := setStateFrom(tx, p.ID, StateFailingOver, StateProtected); err != nil {
+			return err
 		}
 		if o.ErrorCode == agentproto.CodeCancelled {
 			return startSourceAgain(tx, now, t, p)
@@ -906,13 +907,9 @@ func (s *Store) restartJob(tx *gorm.DB, now time.Time, a Actor, job Job) error {
 		}
 		return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": "the shutdown"})
 	}
-	var steps []JobStep
-	if err := tx.Where("job_id = ?", job.ID).Find(&steps).Error; err != nil {
+	var step JobStep
+	if err := tx.First(&step, "id = ?", failed.StepID).Error; err != nil {
 		return err
-	}
-	seqOf := map[string]int{}
-	for _, st := range steps {
-		seqOf[st.ID] = st.Seq
 	}
 	if err := tx.Model(&Task{}).Where("id = ?", failed.ID).Updates(freshTask(TaskQueued)).Error; err != nil {
 		return err
@@ -921,23 +918,10 @@ func (s *Store) restartJob(tx *gorm.DB, now time.Time, a Actor, job Job) error {
 		"ended_at": nil, "message": "restarted: waiting for the host's agent to pick it up"}).Error; err != nil {
 		return err
 	}
-	for _, t := range tasks {
-		if t.State == TaskCancelled && seqOf[t.StepID] > seqOf[failed.StepID] {
-			if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"state": TaskWaiting, "error_code": "", "error_message": ""}).Error; err != nil {
-				return err
-			}
-		}
+	if err := rerunStepsAfter(tx, job.ID, step.Seq); err != nil {
+		return err
 	}
-	for _, st := range steps {
-		if st.Seq > seqOf[failed.StepID] && st.State == JobCancelled {
-			if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobNotStarted, "progress": 0,
-				"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
-				return err
-			}
-		}
-	}
-	if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
-		"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
+	if err := reopenJob(tx, job.ID); err != nil {
 		return err
 	}
 	return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"vm": job.TargetName, "from_step": failed.StepID})
@@ -1088,8 +1072,7 @@ func restartPlannedFailover(tx *gorm.DB, job Job, tasks []Task) error {
 		"started_at": nil, "ended_at": nil, "message": ""}).Error; err != nil {
 		return err
 	}
-	return tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
-		"error_code": "", "error_message": "", "error_action": ""}).Error
+	return reopenJob(tx, job.ID)
 }
 
 // lateRecoverySuccess: a materialize the vault failed because its host
@@ -1137,4 +1120,23 @@ func (s *Store) takeLateMaterialize(tx *gorm.DB, now time.Time, t *Task, o TaskO
 func freshTask(state string) map[string]any {
 	return map[string]any{"state": state, "failures": 0, "expiries": 0, "first_failure_at": nil, "not_before": nil,
 		"lease_expires_at": nil, "cancel_request": false, "error_code": "", "error_message": "", "result": ""}
+}
+
+// reopenJob puts a failed job back in progress, its error forgotten: it
+// was restarted.
+func reopenJob(tx *gorm.DB, jobID string) error {
+	return tx.Model(&Job{}).Where("id = ?", jobID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
+		"error_code": "", "error_message": "", "error_action": ""}).Error
+}
+
+// rerunStepsAfter makes the steps after seq that a failure cancelled (and
+// their tasks) wait to run again: a restarted job goes on as before.
+func rerunStepsAfter(tx *gorm.DB, jobID string, seq int) error {
+	later := tx.Model(&JobStep{}).Select("id").Where("job_id = ? AND seq > ? AND state = ?", jobID, seq, JobCancelled)
+	if err := tx.Model(&Task{}).Where("step_id IN (?) AND state = ?", later, TaskCancelled).
+		Updates(map[string]any{"state": TaskWaiting, "error_code": "", "error_message": ""}).Error; err != nil {
+		return err
+	}
+	return tx.Model(&JobStep{}).Where("job_id = ? AND seq > ? AND state = ?", jobID, seq, JobCancelled).
+		Updates(map[string]any{"state": JobNotStarted, "progress": 0, "started_at": nil, "ended_at": nil, "message": ""}).Error
 }

@@ -474,8 +474,7 @@ func (s *Store) failPlanStep(tx *gorm.DB, now time.Time, job *Job, st *JobStep, 
 	if err := tx.Model(&JobStep{}).Where("id = ?", st.ID).Updates(map[string]any{"state": JobFailed, "ended_at": now, "message": truncate(msg, 2000)}).Error; err != nil {
 		return err
 	}
-	if err := tx.Model(&JobStep{}).Where("job_id = ? AND state = ?", job.ID, JobNotStarted).
-		Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error; err != nil {
+	if err := cancelLaterSteps(tx, job.ID); err != nil {
 		return err
 	}
 	if err := settleJob(tx, now, job.ID, code, msg, "see the failed VM jobs; fix the cause, then run the plan again (VMs that succeeded are refused, or left out with skip_ineligible)"); err != nil {
@@ -603,12 +602,10 @@ func (s *Store) restartPlan(tx *gorm.DB, now time.Time, a Actor, job Job) error 
 		"message": "restarted by " + a.Username}).Error; err != nil {
 		return err
 	}
-	if err := tx.Model(&JobStep{}).Where("job_id = ? AND seq > ? AND state = ?", job.ID, st.Seq, JobCancelled).
-		Updates(map[string]any{"state": JobNotStarted, "message": "", "started_at": nil, "ended_at": nil}).Error; err != nil {
+	if err := rerunStepsAfter(tx, job.ID, st.Seq); err != nil {
 		return err
 	}
-	if err := tx.Model(&Job{}).Where("id = ?", job.ID).Updates(map[string]any{"state": JobInProgress, "ended_at": nil,
-		"error_code": "", "error_message": "", "error_action": ""}).Error; err != nil {
+	if err := reopenJob(tx, job.ID); err != nil {
 		return err
 	}
 	return s.audit(tx, a, "job.restart", "job", job.ID, job.Type, map[string]string{"plan": job.TargetName, "from_step": st.Name})

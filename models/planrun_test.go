@@ -246,3 +246,32 @@ func TestCancellingAPlanWaitingForAnOperatorEndsItAndItsVMJobs(t *testing.T) {
 		}
 	})
 }
+
+func TestAPlansScriptWhoseLeaseRanOutIsNeverHandedOutAgain(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vms, host := protectedVMs(t, h, "a")
+		dr := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		plan, err := h.s.CreatePlan(t.Context(), alice, models.PlanInput{Name: "p", Groups: []models.GroupInput{
+			{Name: "one", VMIDs: []string{vms["a"].ID}, Actions: []models.ActionInput{{Phase: models.PhasePre, Kind: models.ActionScript, Name: "s", Script: "/x.sh"}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		job, err := h.s.RunPlan(t.Context(), alice, plan.ID, models.PlanRunRequest{Operation: models.PlanTestFailover, RecoveryHostID: dr.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaseOne(t, h, dr.ID, agentproto.TaskRunScript)
+		h.advance(2 * time.Minute) // past the lease
+		if _, err := h.s.ReapExpiredLeases(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if failed := wantJob(t, h, job.ID, models.JobFailed); failed.ErrorCode != agentproto.CodeLeaseExpired {
+			t.Fatalf("plan after its script's lease ran out: %+v", failed)
+		}
+		h.advance(time.Hour)
+		if got := leaseAll(t, h, dr.ID); len(got) != 0 {
+			t.Fatalf("the script was handed out again: %+v", got)
+		}
+	})
+}

@@ -55,7 +55,7 @@ func (s *Store) StartReprotect(ctx context.Context, a Actor, vmID string) (*Job,
 		if err := tx.First(&host, "id = ?", rvm.HostID).Error; err != nil {
 			return err
 		}
-		if host.RevokedAt != nil || host.State != HostConnected {
+		if !hostUp(host) {
 			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf("host %s is not connected; start its agent, then re-protect", host.Name)}
 		}
 		var other int64
@@ -152,13 +152,13 @@ func matchReplicas(tx *gorm.DB, now time.Time, protectionID string, vm VM) error
 // this direction; it is Protected, its cycles run at the policy's
 // frequency.
 func reprotected(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
-	return tx.Model(&Protection{}).Where("id = ? AND state = ?", t.ProtectionID, StateReprotecting).Update("state", StateProtected).Error
+	return setStateFrom(tx, t.ProtectionID, StateReprotecting, StateProtected)
 }
 
 // reprotectFailed leaves the failover committed; the job can be
 // restarted.
 func reprotectFailed(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome) error {
-	if err := tx.Model(&Protection{}).Where("id = ? AND state = ?", t.ProtectionID, StateReprotecting).Update("state", StateCommitted).Error; err != nil {
+	if err := setStateFrom(tx, t.ProtectionID, StateReprotecting, StateCommitted); err != nil {
 		return err
 	}
 	if o.ErrorCode == agentproto.CodeCancelled {

@@ -22,6 +22,9 @@ type taskRule struct {
 	// retries is how many recoverable failures are run again, each after
 	// the reference back-off; 0 means while the error persists.
 	retries int
+	// once: the kind may not be idempotent (a plan's script), so a run that
+	// may have happened (its lease ran out) is never handed out again.
+	once bool
 	// succeeded, retrying and failed carry a task's end to its protection
 	// (nil: nothing to do). failed gets a final failure: not recoverable,
 	// out of retries, or cancelled.
@@ -58,7 +61,7 @@ func ruleFor(t *Task) taskRule {
 	case agentproto.TaskCommitPoint:
 		return taskRule{retries: MaxTaskAttempts, succeeded: committed}
 	case agentproto.TaskRunScript:
-		return taskRule{retries: 1, succeeded: scriptRan} // a script may not be idempotent: never run twice by the vault
+		return taskRule{retries: 1, once: true, succeeded: scriptRan}
 	case agentproto.TaskDeleteReplica:
 		return taskRule{retries: MaxTaskAttempts, succeeded: replicaDataDeleted, failed: deleteFailed}
 	}
@@ -137,7 +140,7 @@ func resyncSucceeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result strin
 	if err := recordCycle(s, tx, now, t, result); err != nil {
 		return err
 	}
-	if err := tx.Model(&Protection{}).Where("id = ? AND state = ?", t.ProtectionID, StateResynchronizing).Update("state", StateProtected).Error; err != nil {
+	if err := setStateFrom(tx, t.ProtectionID, StateResynchronizing, StateProtected); err != nil {
 		return err
 	}
 	var r agentproto.ReplicateResult

@@ -504,10 +504,9 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 					return err
 				}
 				continue
-			case t.Kind == agentproto.TaskRunScript:
-				// A script may not be idempotent: its lease ran out, so it may
-				// have run, and it is not handed out again.
-				o := TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired, Message: "the recovery host's agent stopped reporting on the script; it may or may not have run (it is never run twice by itself): check on the host, then run the plan again"}
+			case ruleFor(t).once:
+				// Its lease ran out, so it may have run: not handed out again.
+				o := TaskOutcome{ErrorCode: agentproto.CodeLeaseExpired, Message: "the host's agent stopped reporting on this task; it may or may not have run (it is never run twice by itself): check on the host, then run the job again"}
 				if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
 					return err
 				}
@@ -640,22 +639,21 @@ func finishTask(tx *gorm.DB, now time.Time, t *Task, state, result, code, messag
 		return err
 	}
 	if state != TaskSucceeded && t.JobID != "" {
-		// Later steps will not run: say so, so the job can end.
-		var later []Task
-		if err := tx.Where("job_id = ? AND state = ?", t.JobID, TaskWaiting).Find(&later).Error; err != nil {
-			return err
-		}
-		for _, l := range later {
-			if err := tx.Model(&Task{}).Where("id = ?", l.ID).Update("state", TaskCancelled).Error; err != nil {
-				return err
-			}
-		}
-		if err := tx.Model(&JobStep{}).Where("job_id = ? AND state = ?", t.JobID, JobNotStarted).
-			Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error; err != nil {
+		if err := cancelLaterSteps(tx, t.JobID); err != nil {
 			return err
 		}
 	}
 	return settleJob(tx, now, t.JobID, code, message, action)
+}
+
+// cancelLaterSteps says, of a job whose step did not succeed, that the
+// steps not started will not run, so the job can end.
+func cancelLaterSteps(tx *gorm.DB, jobID string) error {
+	if err := tx.Model(&Task{}).Where("job_id = ? AND state = ?", jobID, TaskWaiting).Update("state", TaskCancelled).Error; err != nil {
+		return err
+	}
+	return tx.Model(&JobStep{}).Where("job_id = ? AND state = ?", jobID, JobNotStarted).
+		Updates(map[string]any{"state": JobCancelled, "message": "not run: an earlier step did not succeed"}).Error
 }
 
 // settleJob ends a job once none of its steps is waiting or running.

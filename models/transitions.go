@@ -111,3 +111,10 @@ func checkStateCreate(db *gorm.DB) {
 func setState(tx *gorm.DB, protectionID, to string) error {
 	return tx.Model(&Protection{}).Where("id = ? AND state <> ?", protectionID, to).Update("state", to).Error
 }
+
+// setStateFrom moves a protection to a state only while it is still in
+// from: a task's end that arrives after another operation moved the VM on
+// (a resync's result after a failover began) leaves the VM where it is.
+func setStateFrom(tx *gorm.DB, protectionID, from, to string) error {
+	return tx.Model(&Protection{}).Where("id = ? AND state = ?", protectionID, from).Update("state", to).Error
+}
