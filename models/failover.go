@@ -31,9 +31,18 @@ const (
 	JobReprotect           = "Re-protect"
 )
 
-// recoveryJobs are the jobs that may be restarted from their failed step.
-var recoveryJobs = map[string]bool{JobTestFailover: true, JobCleanupTestFailover: true, JobPlannedFailover: true,
-	JobUnplannedFailover: true, JobChangeRecoveryPoint: true, JobCommitFailover: true, JobReprotect: true}
+// recoveryJobTypes are the jobs of a VM's recovery; they may be restarted
+// from their failed step.
+var recoveryJobTypes = []string{JobTestFailover, JobCleanupTestFailover, JobPlannedFailover, JobUnplannedFailover,
+	JobChangeRecoveryPoint, JobCommitFailover, JobReprotect}
+
+var recoveryJobs = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range recoveryJobTypes {
+		m[t] = true
+	}
+	return m
+}()
 
 // OperatorMayCancel says whether an Operator may cancel a job: a recovery
 // job, a recovery plan's, or the start of a source again.
@@ -230,11 +239,7 @@ func powerTask(kind, hostID, protectionID, vmID string, timeout time.Duration) *
 // the VM runs.
 func recoveryBusy(tx *gorm.DB, vmID string) error {
 	var n int64
-	types := make([]string, 0, len(recoveryJobs))
-	for t := range recoveryJobs {
-		types = append(types, t)
-	}
-	if err := tx.Model(&Job{}).Where("target_kind = ? AND target_id = ? AND type IN ? AND state IN ?", "vm", vmID, types,
+	if err := tx.Model(&Job{}).Where("target_kind = ? AND target_id = ? AND type IN ? AND state IN ?", "vm", vmID, recoveryJobTypes,
 		[]string{JobNotStarted, JobInProgress, JobWaitingForInput, JobSuspended}).Count(&n).Error; err != nil {
 		return err
 	}
@@ -729,16 +734,15 @@ func materialized(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) 
 // testVMRemoved records the drill, with the cleanup's notes, once its
 // test VM is gone.
 func testVMRemoved(_ *Store, tx *gorm.DB, _ time.Time, t *Task, _ string) error {
-	typ, err := jobTypeOf(tx, t)
-	if err != nil || typ != JobCleanupTestFailover {
+	if t.JobID == "" {
+		return nil
+	}
+	var job Job
+	if err := tx.Select("type", "notes").First(&job, "id = ?", t.JobID).Error; err != nil || job.Type != JobCleanupTestFailover {
 		return err
 	}
 	var p Protection
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
-		return err
-	}
-	var job Job
-	if err := tx.First(&job, "id = ?", t.JobID).Error; err != nil {
 		return err
 	}
 	updates := noTestFailover()
@@ -793,6 +797,11 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 	if err != nil {
 		return err
 	}
+	return recoveryJobFailed(tx, now, t, o, typ)
+}
+
+// recoveryJobFailed is recoveryStepFailed for a task whose job type is known.
+func recoveryJobFailed(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome, typ string) error {
 	var p Protection
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 		return err
@@ -817,12 +826,8 @@ func recoveryStepFailed(_ *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOut
 		if o.ErrorCode == agentproto.CodeCancelled {
 			return startSourceAgain(tx, now, t, p)
 		}
-		var vm VM
-		if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
-			return err
-		}
-		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "vm", vm.ID, fmt.Sprintf(
-			"the %s of VM %s failed (%s): %s; fix the cause, then restart the job from the Jobs tab", strings.ToLower(typ), vm.Name, o.ErrorCode, o.Message))
+		return vmAlert(tx, p.ID, AlertFailoverFailed, HealthCritical, fmt.Sprintf(
+			"the %s failed (%s): %s; fix the cause, then restart the job from the Jobs tab", strings.ToLower(typ), o.ErrorCode, o.Message))
 	}
 	return nil
 }
@@ -975,29 +980,25 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 // once the host is back (or another is chosen); a late success of a
 // materialize it failed is still taken (CompleteTask).
 func (s *Store) failRecoveryTasks(tx *gorm.DB, now time.Time) error {
-	var tasks []Task
-	if err := tx.Table("tasks").Select("tasks.*").Joins("JOIN hosts ON hosts.id = tasks.host_id").
-		Where("(hosts.state = ? OR hosts.revoked_at IS NOT NULL) AND tasks.state IN ? AND tasks.job_id <> ''", HostDisconnected, []string{TaskQueued, TaskLeased}).
-		Find(&tasks).Error; err != nil {
+	var rows []struct {
+		Task
+		JobType       string
+		HostName      string
+		LastHeartbeat *time.Time
+	}
+	err := tx.Table("tasks").Select("tasks.*, jobs.type AS job_type, hosts.name AS host_name, hosts.last_heartbeat AS last_heartbeat").
+		Joins("JOIN hosts ON hosts.id = tasks.host_id").Joins("JOIN jobs ON jobs.id = tasks.job_id").
+		Where("(hosts.state = ? OR hosts.revoked_at IS NOT NULL) AND tasks.state IN ? AND (jobs.type IN ? OR jobs.target_kind = ?)",
+			HostDisconnected, []string{TaskQueued, TaskLeased}, recoveryJobTypes, "recovery_plan").Find(&rows).Error
+	if err != nil {
 		return err
 	}
-	for i := range tasks {
-		t := &tasks[i]
-		var job Job
-		if err := tx.Select("type", "target_kind").First(&job, "id = ?", t.JobID).Error; err != nil {
-			return err
-		}
-		if !recoveryJobs[job.Type] && job.TargetKind != "recovery_plan" {
-			continue
-		}
-		var h Host
-		if err := tx.First(&h, "id = ?", t.HostID).Error; err != nil {
-			return err
-		}
+	for i := range rows {
+		r := &rows[i]
 		o := TaskOutcome{ErrorCode: agentproto.CodeHostDisconnected, Message: fmt.Sprintf(
 			"host %s stopped answering during the %s (no heartbeat since %s); the step did not finish. If the agent was only cut off, it may have done the step: check the host before recovering elsewhere; restarting the job finishes it there",
-			h.Name, strings.ToLower(job.Type), formatTimePtr(h.LastHeartbeat))}
-		if err := s.endTask(tx, now, t, TaskFailed, o); err != nil {
+			r.HostName, strings.ToLower(r.JobType), formatTimePtr(r.LastHeartbeat))}
+		if err := s.endTask(tx, now, &r.Task, TaskFailed, o); err != nil {
 			return err
 		}
 	}
@@ -1097,12 +1098,8 @@ func (s *Store) takeLateMaterialize(tx *gorm.DB, now time.Time, t *Task, o TaskO
 	}
 	var pl agentproto.MaterializePayload
 	_ = json.Unmarshal([]byte(t.Payload), &pl)
-	var vm VM
-	if err := tx.First(&vm, "id = ?", p.VMID).Error; err != nil {
-		return err
-	}
 	if job.State != JobFailed || reenterRecovery(tx, now, job, p, t) != nil {
-		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "vm", vm.ID, fmt.Sprintf(
+		return raiseAlert(tx, AlertFailoverFailed, HealthCritical, "vm", p.VMID, fmt.Sprintf(
 			"the agent of the recovery host reported, after the vault had given it up, that it made VM %s (%s) of recovery point %s and may have started it; the VM's recovery has moved on since, so two copies may run: check that host and stop the one not wanted",
 			pl.VMName, pl.VMID, pl.PointID))
 	}

@@ -115,7 +115,7 @@ func replicateFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcom
 	}
 	switch typ {
 	case JobPlannedFailover, JobUnplannedFailover:
-		return recoveryStepFailed(s, tx, now, t, o)
+		return recoveryJobFailed(tx, now, t, o, typ)
 	case JobReprotect:
 		return reprotectFailed(s, tx, now, t, o)
 	}
