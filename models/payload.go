@@ -71,11 +71,6 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 			SizeBytes: max(d.SizeBytes, rd.SizeBytes), New: rd.CopiedAt == nil})
 	}
 	sort.Slice(pl.Disks, func(i, j int) bool { return pl.Disks[i].Path < pl.Disks[j].Path })
-	keep, err := pointsInUse(tx, p.ID)
-	if err != nil {
-		return nil, err
-	}
-	pl.KeepPoints = keep
 	w.Payload = pl
 	return &w, nil
 }
@@ -129,7 +124,9 @@ func (p Protection) replicaKey() string {
 }
 
 // pointsInUse are the points a protection's unfinished recovery tasks
-// will read: a cycle's retention must leave them.
+// will read: a cycle's retention must leave them (the payload's
+// KeepPoints, set where cycles and resyncs are made, the only tasks that
+// prune).
 func pointsInUse(tx *gorm.DB, protectionID string) ([]string, error) {
 	var payloads []string
 	if err := tx.Model(&Task{}).Where("protection_id = ? AND kind = ? AND state IN ?", protectionID, agentproto.TaskMaterialize,

@@ -130,6 +130,9 @@ func (s *Store) startResync(tx *gorm.DB, now time.Time, a Actor, p Protection, w
 	payload := w.Payload
 	payload.PointID, payload.BandwidthMbps = NewID(prefixRecoveryPoint), BandwidthAt(w.Policy, now, s.loc())
 	payload.ResyncThresholdPercent = 0 // a resync sends whatever differs
+	if payload.KeepPoints, err = pointsInUse(tx, p.ID); err != nil {
+		return nil, err
+	}
 	// Reading the replica back finds blocks the storage changed. On a
 	// directory it is a local read; on Azure it downloads the replica, so
 	// only when a verify found such blocks.

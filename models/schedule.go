@@ -62,6 +62,9 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			payload.PointID = NewID(prefixRecoveryPoint)
 			payload.ResyncThresholdPercent = ResyncThresholdPercent
 			payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
+			if payload.KeepPoints, err = pointsInUse(tx, p.ID); err != nil {
+				return err
+			}
 			if payload.AppConsistent, err = appConsistentDue(tx, now, p, policy); err != nil {
 				return err
 			}

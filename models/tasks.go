@@ -449,6 +449,9 @@ func refreshedPayload(tx *gorm.DB, t *Task) (string, error) {
 		return "", err
 	}
 	pl.Disks = w.Payload.Disks
+	if pl.KeepPoints, err = pointsInUse(tx, t.ProtectionID); err != nil {
+		return "", err
+	}
 	b, err := json.Marshal(pl)
 	return string(b), err
 }
