@@ -208,25 +208,40 @@ func describePoint(p *RecoveryPoint, why string) string {
 	return fmt.Sprintf("recovery point %s of %s (%s-consistent%s)", p.ID, p.Time.UTC().Format(time.RFC3339), p.Consistency, why)
 }
 
-// materializeTask is the task that makes a VM of a point on a host.
-func materializeTask(w *protectionWork, host *Host, pointID, choice, vmID, vmName string, test, start, replace bool) *Task {
-	pl := agentproto.MaterializePayload{Replication: w.Payload, PointID: pointID, PointChoice: choice, VMID: vmID, VMName: vmName,
-		SourceVMID: w.VM.ID, Test: test, Start: start, Replace: replace}
+// materializeTask is the task that makes a VM of a point on a host and
+// starts it: pl says which point (or how to choose it), the VM's id and
+// name there, and whether it is a test, replaces or writes back; the
+// source's replicas and disks come from w.
+func materializeTask(w *protectionWork, host *Host, pl agentproto.MaterializePayload) *Task {
+	pl.Replication, pl.SourceVMID, pl.Start = w.Payload, w.VM.ID, true
 	b, _ := json.Marshal(pl)
 	return &Task{HostID: host.ID, ProtectionID: w.Protection.ID, Kind: agentproto.TaskMaterialize, Payload: string(b)}
 }
 
-// writeBackTask is the task that makes the disks of the VM first
-// protected (home) equal to a point, writing only what differs: a
-// failback to the original VM.
-func writeBackTask(w *protectionWork, host *Host, pointID, choice string, home *VM) *Task {
-	t := materializeTask(w, host, pointID, choice, home.ExternalID, home.Name, false, true, false)
-	var pl agentproto.MaterializePayload
-	_ = json.Unmarshal([]byte(t.Payload), &pl)
-	pl.WriteBack = true
+// finalCycleTask is a failover's last cycle on the source, and the point it
+// makes: not throttled, the VM is down or about to go.
+func finalCycleTask(w *protectionWork) (*Task, string) {
+	pl := w.Payload
+	pl.PointID, pl.BandwidthMbps = NewID(prefixRecoveryPoint), 0
 	b, _ := json.Marshal(pl)
-	t.Payload = string(b)
-	return t
+	return &Task{HostID: w.Host.ID, ProtectionID: w.Protection.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}, pl.PointID
+}
+
+// shutdownStep shuts the source VM down.
+func shutdownStep(w *protectionWork) jobStepSpec {
+	return jobStepSpec{Name: fmt.Sprintf("Shut down %s on host %s", w.VM.Name, w.Host.Name),
+		Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, w.Protection.ID, w.VM.ExternalID, ShutdownTimeout)}
+}
+
+// enterFailingOver moves a protection to FailingOver, by way of
+// Protected from a resync's states, as the transition table has it.
+func enterFailingOver(tx *gorm.DB, p Protection) error {
+	if p.State != StateProtected {
+		if err := setState(tx, p.ID, StateProtected); err != nil {
+			return err
+		}
+	}
+	return setState(tx, p.ID, StateFailingOver)
 }
 
 // powerTask is a shutdown, start or removal of a VM on a host.
@@ -316,7 +331,7 @@ func (s *Store) startTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID stri
 		job, err = createJob(tx, now, a, Job{Type: JobTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, ParentJobID: req.Parent}, []jobStepSpec{
 			{Name: "Choose the recovery point", Message: describePoint(point, "")},
 			{Name: fmt.Sprintf("Create %s on host %s and start it isolated", name, host.Name),
-				Task: materializeTask(w, host, point.ID, "", testID, name, true, true, false)},
+				Task: materializeTask(w, host, agentproto.MaterializePayload{PointID: point.ID, VMID: testID, VMName: name, Test: true})},
 		})
 		if err != nil {
 			return err
@@ -455,11 +470,8 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 				"the source host %s is not connected, so a planned failover cannot shut the VM down; run an unplanned failover", w.Host.Name)}
 		}
 		recover := func(pointID, choice string) *Task {
-			t := materializeTask(w, host, pointID, choice, recoveredID, recoveredName, false, true, replace)
-			if home != nil {
-				t = writeBackTask(w, host, pointID, choice, home)
-			}
-			return t
+			return materializeTask(w, host, agentproto.MaterializePayload{PointID: pointID, PointChoice: choice, VMID: recoveredID,
+				VMName: recoveredName, Replace: replace, WriteBack: home != nil})
 		}
 		createStep := fmt.Sprintf("Create %s on host %s and start it", recoveredName, host.Name)
 		if home != nil {
@@ -469,15 +481,11 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 		kind, jobType := FailoverUnplanned, JobUnplannedFailover
 		if planned {
 			kind, jobType = FailoverPlanned, JobPlannedFailover
-			pl := w.Payload
-			pl.PointID, pl.BandwidthMbps = NewID(prefixRecoveryPoint), 0 // the final cycle is not throttled: the VM is down
-			b, _ := json.Marshal(pl)
+			final, pointID := finalCycleTask(w)
 			steps = []jobStepSpec{
-				{Name: fmt.Sprintf("Shut down %s on host %s", w.VM.Name, w.Host.Name),
-					Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, p.ID, w.VM.ExternalID, ShutdownTimeout)},
-				{Name: "Replicate the last changes (final cycle)",
-					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}},
-				{Name: createStep, Task: recover(pl.PointID, "")},
+				shutdownStep(w),
+				{Name: "Replicate the last changes (final cycle)", Task: final},
+				{Name: createStep, Task: recover(pointID, "")},
 			}
 		} else {
 			choice := req.RecoveryPoint
@@ -486,8 +494,7 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 			}
 			if req.ShutDownSource {
 				if sourceUp {
-					steps = append(steps, jobStepSpec{Name: fmt.Sprintf("Shut down %s on host %s", w.VM.Name, w.Host.Name),
-						Task: powerTask(agentproto.TaskShutdownVM, w.Host.ID, p.ID, w.VM.ExternalID, ShutdownTimeout)})
+					steps = append(steps, shutdownStep(w))
 				} else {
 					steps = append(steps, jobStepSpec{Name: "Shut down the source VM",
 						Message: fmt.Sprintf("not done: host %s is not connected", w.Host.Name)})
@@ -495,11 +502,8 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 			}
 			var materialize *Task
 			if choice == PointLatest && sourceUp {
-				pl := w.Payload
-				pl.PointID, pl.BandwidthMbps = NewID(prefixRecoveryPoint), 0
-				b, _ := json.Marshal(pl)
-				steps = append(steps, jobStepSpec{Name: "Process the data the source has (final cycle)",
-					Task: &Task{HostID: w.Host.ID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b)}})
+				final, _ := finalCycleTask(w)
+				steps = append(steps, jobStepSpec{Name: "Process the data the source has (final cycle)", Task: final})
 				// The point is chosen when the recovery host gets the task:
 				// the final cycle's, unless it is labelled inconsistent.
 				materialize = recover("", PointLatest)
@@ -523,12 +527,7 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 		if err := cancelReplication(s, tx, now, p.ID, "the VM is failing over"); err != nil {
 			return err
 		}
-		if p.State != StateProtected {
-			if err := setState(tx, p.ID, StateProtected); err != nil {
-				return err
-			}
-		}
-		if err := setState(tx, p.ID, StateFailingOver); err != nil {
+		if err := enterFailingOver(tx, p); err != nil {
 			return err
 		}
 		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"failover_host_id": host.ID,
@@ -593,23 +592,18 @@ func (s *Store) ChangeRecoveryPoint(ctx context.Context, a Actor, vmID, choice s
 		if err != nil {
 			return err
 		}
-		var host Host
-		if err := tx.First(&host, "id = ?", p.FailoverHostID).Error; err != nil {
+		host, err := recoveryHost(tx, p.FailoverHostID, w.VM.Name, p.FailoverVMID)
+		if err != nil {
 			return err
 		}
-		if _, err := recoveryHost(tx, host.ID, w.VM.Name, p.FailoverVMID); err != nil {
-			return err
-		}
-		again := materializeTask(w, &host, point.ID, "", p.FailoverVMID, w.VM.Name, false, true, true)
+		// The VM runs: it is stopped first (Replace). After a failback into
+		// the original VM its disks are written back, not made anew.
+		pl := agentproto.MaterializePayload{PointID: point.ID, VMID: p.FailoverVMID, VMName: w.VM.Name, Replace: true}
 		var home VM
 		if p.HomeVMID != "" && tx.First(&home, "id = ? AND host_id = ? AND external_id = ?", p.HomeVMID, host.ID, p.FailoverVMID).Error == nil {
-			again = writeBackTask(w, &host, point.ID, "", &home) // failed back into the original VM
-			var pl agentproto.MaterializePayload
-			_ = json.Unmarshal([]byte(again.Payload), &pl)
-			pl.Replace = true // it runs: stop it first
-			b, _ := json.Marshal(pl)
-			again.Payload = string(b)
+			pl.VMName, pl.WriteBack = home.Name, true
 		}
+		again := materializeTask(w, host, pl)
 		job, err = createJob(tx, now, a, Job{Type: JobChangeRecoveryPoint, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name}, []jobStepSpec{
 			{Name: "Choose the recovery point", Message: describePoint(point, "")},
 			{Name: fmt.Sprintf("Stop %s on host %s, write its disks from the point and start it", w.VM.Name, host.Name), Task: again},
@@ -940,12 +934,7 @@ func reenterRecovery(tx *gorm.DB, now time.Time, job Job, p Protection, t *Task)
 		if p.State != StateProtected && p.State != StateResyncRequired {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the VM is %s now; the failover cannot be run again", p.State)}
 		}
-		if p.State != StateProtected {
-			if err := setState(tx, p.ID, StateProtected); err != nil {
-				return err
-			}
-		}
-		return setState(tx, p.ID, StateFailingOver)
+		return enterFailingOver(tx, p)
 	case JobTestFailover:
 		if p.TestFailover && t.Kind == agentproto.TaskMaterialize {
 			return nil // its VM was made and did not start: the start runs again
