@@ -316,6 +316,7 @@ func (h *Handlers) fillRecovery(c echo.Context, v *views.VMView, p *models.Prote
 		return id
 	}
 	r := &v.Recovery
+	r.Recoverable = models.CanRecoverFrom(p.State)
 	r.LastDrill, r.LastDrillNotes = views.FormatTime(p.LastDrillAt), p.LastDrillNotes
 	if p.LastDrillAt == nil {
 		r.LastDrill = ""
@@ -461,7 +462,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 			Started: views.FormatTime(s.StartedAt), Ended: views.FormatTime(s.EndedAt)})
 	}
 	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
-	v.Restartable = j.State == models.JobFailed && (models.IsRecoveryJob(j.Type) || j.TargetKind == "recovery_plan")
+	v.Restartable = models.Restartable(j)
 	v.Waiting = j.State == models.JobWaitingForInput
 	v.Recovery = models.OperatorMayCancel(j)
 	v.Notes = j.Notes

@@ -129,6 +129,19 @@ func createJob(tx *gorm.DB, now time.Time, a Actor, job Job, steps []jobStepSpec
 	return &job, nil
 }
 
+// CanRecoverFrom says whether a VM in a protection state has points to
+// recover from and no failover under way: a test failover or an unplanned
+// failover may start (a planned one needs Protected).
+func CanRecoverFrom(state string) bool {
+	return state == StateProtected || state == StateResyncRequired || state == StateResynchronizing
+}
+
+// Restartable says whether a job can run again from its failed step: a
+// failed recovery job of a VM, or of a recovery plan.
+func Restartable(j *Job) bool {
+	return j.State == JobFailed && (recoveryJobs[j.Type] || j.TargetKind == "recovery_plan")
+}
+
 // hostUp says whether a host is registered and connected.
 func hostUp(h Host) bool { return h.RevokedAt == nil && h.State == HostConnected }
 
@@ -306,7 +319,7 @@ func (s *Store) startTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID stri
 		switch {
 		case p.TestFailover:
 			return &ConflictError{Code: "test_failover_exists", Message: "the VM's last test failover was not cleaned up; run Cleanup test failover first"}
-		case p.State != StateProtected && p.State != StateResyncRequired && p.State != StateResynchronizing:
+		case !CanRecoverFrom(p.State):
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be test failed over; it must be protected", p.State)}
 		}
 		if err := recoveryBusy(tx, vmID); err != nil {
@@ -422,7 +435,7 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf(
 				"a planned failover needs a Protected VM, this one is %s; resynchronize first, or run an unplanned failover", p.State)}
 		}
-		if !planned && p.State != StateProtected && p.State != StateResyncRequired && p.State != StateResynchronizing {
+		if !planned && !CanRecoverFrom(p.State) {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be failed over", p.State)}
 		}
 		if err := recoveryBusy(tx, vmID); err != nil {
@@ -858,7 +871,11 @@ func (s *Store) RestartJob(ctx context.Context, a Actor, jobID string) (*Job, er
 		if err := tx.First(&job, "id = ?", jobID).Error; err != nil {
 			return err
 		}
-		if job.TargetKind == "recovery_plan" && job.State == JobFailed {
+		if !Restartable(&job) {
+			return &ConflictError{Code: "job_not_restartable", Message: fmt.Sprintf(
+				"only a failed recovery job can be restarted; this is a %s job that is %s", job.Type, job.State)}
+		}
+		if job.TargetKind == "recovery_plan" {
 			return s.restartPlan(tx, now, a, job)
 		}
 		return s.restartJob(tx, now, a, job)

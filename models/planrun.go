@@ -91,13 +91,13 @@ func planEligible(tx *gorm.DB, vmID, op string) (string, error) {
 	ok := false
 	switch op {
 	case PlanTestFailover:
-		ok = !p.TestFailover && (p.State == StateProtected || p.State == StateResyncRequired || p.State == StateResynchronizing)
+		ok = !p.TestFailover && CanRecoverFrom(p.State)
 	case PlanCleanupTestFailover:
 		ok = p.TestFailover
 	case PlanPlannedFailover:
 		ok = p.State == StateProtected
 	case PlanUnplannedFailover:
-		ok = p.State == StateProtected || p.State == StateResyncRequired || p.State == StateResynchronizing
+		ok = CanRecoverFrom(p.State)
 	case PlanCommit:
 		ok = p.State == StateFailedOver
 	}
