@@ -290,10 +290,17 @@ func (s *Store) AdvancePlans(ctx context.Context) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	var hosts []string
-	err := s.db.WithContext(ctx).Model(&Task{}).Distinct("host_id").Where("state = ? AND (job_id IN ? OR job_id IN (?))", TaskQueued, ids,
-		s.db.Model(&Job{}).Select("id").Where("parent_job_id IN ?", ids)).Pluck("host_id", &hosts).Error
+	hosts, err := queuedHosts(s.db.WithContext(ctx), ids)
 	return hosts, translateError(err)
+}
+
+// queuedHosts are the hosts with a queued task in the jobs, or in the jobs
+// they are the parents of (a plan's VM jobs).
+func queuedHosts(db *gorm.DB, jobIDs []string) ([]string, error) {
+	var hosts []string
+	err := db.Model(&Task{}).Distinct("host_id").Where("state = ? AND (job_id IN ? OR job_id IN (?))", TaskQueued, jobIDs,
+		db.Model(&Job{}).Select("id").Where("parent_job_id IN ?", jobIDs)).Pluck("host_id", &hosts).Error
+	return hosts, err
 }
 
 // advancePlan looks at a plan job's steps in order: it waits on the one
@@ -551,9 +558,7 @@ func (s *Store) QueuedTaskHosts(ctx context.Context, jobID string) []string {
 	if job.ParentJobID != "" {
 		root = job.ParentJobID
 	}
-	var hosts []string
-	db.Model(&Task{}).Distinct("host_id").Where("state = ? AND (job_id = ? OR job_id = ? OR job_id IN (?))", TaskQueued, job.ID, root,
-		db.Model(&Job{}).Select("id").Where("parent_job_id = ?", root)).Pluck("host_id", &hosts)
+	hosts, _ := queuedHosts(db, []string{root})
 	return hosts
 }
 
