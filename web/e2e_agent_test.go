@@ -154,7 +154,14 @@ func (v *e2eVault) do(method, path string, body []byte, out any) int {
 // eventually polls cond until it holds or 30 s pass.
 func eventually(t *testing.T, what string, cond func() bool, logs ...*proc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	eventuallyWithin(t, 30*time.Second, what, cond, logs...)
+}
+
+// eventuallyWithin polls cond until it holds or d passes, then fails with
+// the logs.
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool, logs ...*proc) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if cond() {
 			return
@@ -165,7 +172,7 @@ func eventually(t *testing.T, what string, cond func() bool, logs ...*proc) {
 	for _, p := range logs {
 		out.WriteString(p.out.String())
 	}
-	t.Fatalf("%s: not within 30 s\n%s", what, out.String())
+	t.Fatalf("%s: not within %v\n%s", what, d, out.String())
 }
 
 // demoVMRoot makes two filedisk VMs.
@@ -188,10 +195,16 @@ func registeredAgent(t *testing.T, v *e2eVault) (stateDir, keyFile string) {
 
 type e2eJob struct {
 	State string
+	Error *struct{ Code, Message string }
 	Steps []struct {
-		State, Message string
-		Progress       int
+		Name, State, Message string
+		Progress             int
 	}
+}
+
+// ended says whether a job has ended.
+func (j e2eJob) ended() bool {
+	return j.State == "Succeeded" || j.State == "Failed" || j.State == "Cancelled"
 }
 
 func TestAgentRegistersReportsInventoryAndRunsAHostCheckEndToEnd(t *testing.T) {

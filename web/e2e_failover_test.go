@@ -129,30 +129,30 @@ func (s *recoverySite) protect(t *testing.T, name string) recoveryVM {
 	return vm
 }
 
-type failoverJob struct {
-	State string
-	Error *struct{ Code, Message string }
-	Steps []struct{ Name, State, Message string }
+// waitJob waits up to 90 s for a job to end.
+func (s *recoverySite) waitJob(t *testing.T, id string) e2eJob {
+	t.Helper()
+	return s.waitJobState(t, id, "")
 }
 
-// waitJob waits up to 90 s for a job to end.
-func (s *recoverySite) waitJob(t *testing.T, id string) failoverJob {
+// waitJobState waits up to 120 s for a job to be in a state ("": any end)
+// and fails if it ends in another.
+func (s *recoverySite) waitJobState(t *testing.T, id, want string) e2eJob {
 	t.Helper()
-	var job failoverJob
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
+	var job e2eJob
+	eventuallyWithin(t, 120*time.Second, "job "+id+" reaches "+want, func() bool {
+		job = e2eJob{}
 		s.v.do(http.MethodGet, "/api/v1/jobs/"+id, nil, &job)
-		if job.State == "Succeeded" || job.State == "Failed" || job.State == "Cancelled" {
-			return job
-		}
-		time.Sleep(300 * time.Millisecond)
+		return job.State == want || job.ended()
+	}, s.v.proc, s.src, s.dr)
+	if want != "" && job.State != want {
+		t.Fatalf("job %s is %s, want %s: %+v\n%s%s", id, job.State, want, job, s.src.out.String(), s.dr.out.String())
 	}
-	t.Fatalf("job %s did not end within 90 s: %+v\n%s%s", id, job, s.src.out.String(), s.dr.out.String())
 	return job
 }
 
 // start posts a recovery call and returns its job once it ended.
-func (s *recoverySite) run(t *testing.T, path string, body any) failoverJob {
+func (s *recoverySite) run(t *testing.T, path string, body any) e2eJob {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	var accepted struct {
@@ -391,8 +391,17 @@ func TestRecoveryOnADirectoryTargetWithRealAgents(t *testing.T) {
 		t.Fatalf("after the failed failover: %s", st.ProtectionState)
 	}
 
-	// The source host dies: an unplanned failover to "latest" recovers
-	// from the newest consistent point on the target.
+	// A write, replicated in a crash-consistent point (a cycle that read
+	// the disk while it was being written makes an inconsistent one first);
+	// then the source host dies: an unplanned failover to "latest" recovers
+	// from the newest consistent point on the target, which has the write.
+	copy(stubborn[2<<20:], bytes.Repeat([]byte{0x77}, 4096))
+	replaceFile(t, filepath.Join(s.srcRoot, "stubborn", "disk0.img"), stubborn)
+	had := s.points(t, other.ID).Items[0].ID
+	eventuallyWithin(t, 100*time.Second, "a crash-consistent point of stubborn after its write", func() bool {
+		pts := s.points(t, other.ID)
+		return len(pts.Items) > 0 && pts.Items[0].ID != had && pts.Items[0].Consistency == "crash"
+	}, s.v.proc, s.src)
 	s.src.kill()
 	eventually(t, "the source host is disconnected", func() bool {
 		var h struct{ State string }
@@ -407,7 +416,7 @@ func TestRecoveryOnADirectoryTargetWithRealAgents(t *testing.T) {
 	}
 	if got := fileBytes(t, filepath.Join(s.drRoot, "stubborn", "disk0.img")); !bytes.Equal(got, readReplicaPoint(t, s.dir, other.ID, newest, other.DiskID)) ||
 		!bytes.Equal(got, stubborn) {
-		t.Fatal("the VM recovered after its host died differs from its newest point")
+		t.Fatal("the VM recovered after its host died differs from its newest point, or lacks the write replicated before")
 	}
 }
 

@@ -60,22 +60,9 @@ func TestARecoveryPlanFailsOverInGroupOrderWithItsScriptAndManualActionAndFailsB
 		}
 		return accepted.JobID
 	}
-	// waitState waits for the plan's job to reach a state (or end).
-	waitState := func(jobID, want string) failoverJob {
+	waitState := func(jobID, want string) e2eJob {
 		t.Helper()
-		var job failoverJob
-		deadline := time.Now().Add(120 * time.Second)
-		for time.Now().Before(deadline) {
-			s.v.do(http.MethodGet, "/api/v1/jobs/"+jobID, nil, &job)
-			if job.State == want || job.State == "Failed" || job.State == "Cancelled" || job.State == "Succeeded" {
-				break
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-		if job.State != want {
-			t.Fatalf("plan job %s, want %s: %+v\n%s%s", job.State, want, job, s.src.out.String(), s.dr.out.String())
-		}
-		return job
+		return s.waitJobState(t, jobID, want)
 	}
 	resume := func(jobID string) {
 		t.Helper()
@@ -174,8 +161,13 @@ func TestARecoveryPlanFailsOverInGroupOrderWithItsScriptAndManualActionAndFailsB
 	resume(back)
 	waitState(back, "Succeeded")
 	for _, c := range readContexts() {
-		if c.Direction != "recovery_to_primary" || c.VMs[0].RecoveryHostID != s.srcHostID {
+		if c.Direction != "recovery_to_primary" || len(c.VMs) != 3 {
 			t.Fatalf("failback context %+v", c)
+		}
+		for _, m := range c.VMs {
+			if m.RecoveryHostID != s.srcHostID || m.RecoveryName != m.SourceName {
+				t.Fatalf("failback context maps %+v", m)
+			}
 		}
 	}
 	if len(readContexts()) != 2 {
