@@ -28,7 +28,7 @@ func (d *Driver) WriteBack(ctx context.Context, vmID string, disks []driver.Mate
 	if err != nil {
 		return driver.Materialized{}, err
 	}
-	if state, _ := d.PowerState(ctx, vmID); state == agentproto.PowerRunning {
+	if running(dir) {
 		return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeVMRunning, Message: fmt.Sprintf(
 			"VM %s runs; a failback writes into its disks only while it is off: shut it down, then restart the job", vmID)}
 	}
