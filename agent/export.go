@@ -29,7 +29,7 @@ import (
 //	lifeboat-agent export --container-url URL ...   (SAS in LIFEBOAT_AZURE_SAS)
 //
 // It only reads the replica, and never overwrites a file. On a directory
-// target, run it while no cycle writes the replica (see openExportStore).
+// target, run it while no cycle writes the replica (see openReplicaStore).
 func exportCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -60,7 +60,7 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 			return errors.New("--format qcow2 needs qemu-img (Debian and Ubuntu: apt install qemu-utils); or export raw and convert it elsewhere")
 		}
 	}
-	r, where, err := openExportStore(ctx, *dir, *containerURL, *vm, getenv)
+	r, where, err := openReplicaStore(ctx, *dir, *containerURL, *vm, getenv)
 	if err != nil {
 		return err
 	}
@@ -94,13 +94,13 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 	return nil
 }
 
-// openExportStore opens the VM's replica as `verify` does, without the
-// agent's lock (which is in the agent's state directory, keyed by the
+// openReplicaStore opens the VM's replica for `export` and `verify`,
+// without the agent's lock (which is in the agent's state directory, keyed by the
 // target as the vault names it). A directory target's points are read
 // through its live replica and undo logs, so a cycle that writes meanwhile
 // can tear the export: export while protection is paused, or between
 // cycles. Azure points are blob snapshots, which do not change.
-func openExportStore(ctx context.Context, dir, containerURL, vm string, getenv func(string) string) (replica.Store, string, error) {
+func openReplicaStore(ctx context.Context, dir, containerURL, vm string, getenv func(string) string) (replica.Store, string, error) {
 	if dir != "" {
 		r, err := dirtarget.OpenExisting(dir, vm)
 		if err != nil {

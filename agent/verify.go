@@ -6,12 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget"
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
-	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 )
 
@@ -34,34 +31,16 @@ func verifyCommand(ctx context.Context, args []string, getenv func(string) strin
 	if (*dir == "") == (*containerURL == "") || *vm == "" {
 		return errors.New("verify needs --vm and one of --target-dir or --container-url")
 	}
-	var r replica.Store
-	var err error
-	where := *dir
-	if *dir != "" {
-		r, err = dirtarget.OpenExisting(*dir, *vm)
-	} else {
-		token := strings.TrimPrefix(getenv("LIFEBOAT_AZURE_SAS"), "?")
-		if token == "" {
-			return errors.New("--container-url needs a SAS token in LIFEBOAT_AZURE_SAS (an account or container SAS that may read and list; it is not taken as a flag, so it stays out of the shell history and process list)")
-		}
-		where = *containerURL
-		r, err = blobtarget.Open(ctx, *vm, givenSAS{url: strings.TrimRight(*containerURL, "/"), token: token}, blobtarget.Options{})
-	}
+	r, where, err := openReplicaStore(ctx, *dir, *containerURL, *vm, getenv)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if *point == "" {
-		points, err := r.Points()
-		if err != nil {
-			return err
-		}
-		if len(points) == 0 {
-			return fmt.Errorf("VM %s has no recovery point in %s", *vm, where)
-		}
-		*point = points[len(points)-1].ID
+	pt, err := choosePoint(r, *vm, where, *point)
+	if err != nil {
+		return err
 	}
-	res, err := tasks.VerifyStore(r, *point)
+	res, err := tasks.VerifyStore(r, pt.ID)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -111,20 +110,6 @@ func (d sourceDisk) content(t *testing.T) []byte {
 	return b
 }
 
-func readPoint(t *testing.T, s replica.Store, point, disk string) []byte {
-	t.Helper()
-	pr, size, err := s.OpenPoint(point, disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func cycle(t *testing.T, s replica.Store, disks []sourceDisk) int64 {
 	t.Helper()
 	var sent int64
@@ -172,7 +157,7 @@ func TestEveryRecoveryPointReadsBackAsTheSourceAtItsCapture(t *testing.T) {
 			t.Fatalf("point %d: %+v", i, p)
 		}
 		for _, d := range disks {
-			if got := readPoint(t, e.store, p.ID, d.id); !bytes.Equal(got, want[p.ID][d.id]) {
+			if got := replicatest.ReadPoint(t, e.store, p.ID, d.id); !bytes.Equal(got, want[p.ID][d.id]) {
 				t.Fatalf("point %s disk %s differs from the source at its capture", p.ID, d.id)
 			}
 		}
@@ -219,7 +204,7 @@ func TestEveryRecoveryPointReadsBackAsTheSourceAtItsCapture(t *testing.T) {
 	if snaps != 16 {
 		t.Fatalf("%d snapshots left, want 16", snaps)
 	}
-	if got := readPoint(t, e.store, "pc", "os"); !bytes.Equal(got, want["pc"]["os"]) {
+	if got := replicatest.ReadPoint(t, e.store, "pc", "os"); !bytes.Equal(got, want["pc"]["os"]) {
 		t.Fatal("pruning changed a kept point")
 	}
 }
@@ -315,7 +300,7 @@ func TestAStorageOutageFailsTheCycleRecoverablyAndLosesNoChange(t *testing.T) {
 	if _, err := replicatest.Point(e.store, "p2", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(readPoint(t, e.store, "p2", "d"), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, e.store, "p2", "d"), d.content(t)) {
 		t.Fatal("after the outage the point misses changes")
 	}
 }
@@ -343,7 +328,7 @@ func TestResyncFindsAndResendsExactlyTheCorruptedBlocks(t *testing.T) {
 		t.Fatalf("resync sent %d bytes for 3 corrupted blocks", sent)
 	}
 	replicatest.Point(e.store, "p", time.Now())
-	if !bytes.Equal(readPoint(t, e.store, "p", "d"), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, e.store, "p", "d"), d.content(t)) {
 		t.Fatal("the replica differs from the source after the resync")
 	}
 }
@@ -437,7 +422,7 @@ func TestAResyncCutByAStorageOutageResumesFromItsCheckpoint(t *testing.T) {
 		t.Fatalf("%d bytes written in all for %d differing: the resume did not start from the checkpoint", total, differing)
 	}
 	replicatest.Point(store, "p", time.Now())
-	if !bytes.Equal(readPoint(t, store, "p", "d"), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, store, "p", "d"), d.content(t)) {
 		t.Fatal("after the resumed resync the replica differs from the source")
 	}
 	t.Logf("first try %d MiB, in all %d MiB for %d MiB differing", firstTry>>20, total>>20, differing>>20)

@@ -205,7 +205,7 @@ func TestACacheOfAnEarlierGenerationIsNotBelievedAfterAnotherWriter(t *testing.T
 		t.Fatalf("the block set back was not sent again (%d bytes sent)", sent)
 	}
 	replicatest.Point(a, "p", time.Now())
-	if !bytes.Equal(readPoint(t, a, "p", d.id), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, a, "p", d.id), d.content(t)) {
 		t.Fatal("the replica differs from the source")
 	}
 }
@@ -229,7 +229,7 @@ func TestAReplacedWriterCanNoLongerChangeTheHashes(t *testing.T) {
 	}
 	s := e.openWith(t, "", nil)
 	replicatest.Point(s, "p", time.Now())
-	if !bytes.Equal(readPoint(t, s, "p", d.id), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, s, "p", d.id), d.content(t)) {
 		t.Fatal("the replaced writer changed the replica")
 	}
 }
@@ -286,7 +286,7 @@ func TestAWriteCutShortNeverLeavesTheOldHashInTheCache(t *testing.T) {
 		t.Fatalf("the next cycle sent %d bytes, want the one block", sent)
 	}
 	replicatest.Point(s, "p", time.Now())
-	if !bytes.Equal(readPoint(t, s, "p", d.id), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, s, "p", d.id), d.content(t)) {
 		t.Fatal("the replica differs from the source")
 	}
 }
@@ -398,7 +398,7 @@ func TestAGrownDiskKeepsItsCacheAndHashesItsNewBlocksAsZeros(t *testing.T) {
 		t.Fatalf("after the resize the cycle sent %d bytes, want the 8 KiB written", sent)
 	}
 	replicatest.Point(s, "p", time.Now())
-	if !bytes.Equal(readPoint(t, s, "p", d.id), d.content(t)) {
+	if !bytes.Equal(replicatest.ReadPoint(t, s, "p", d.id), d.content(t)) {
 		t.Fatal("the grown replica differs from the source")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -33,20 +34,29 @@ func (ts *Tasks) commitPoint(ctx context.Context, t agentproto.Task, rep Reporte
 		return nil, err
 	}
 	defer r.Close()
-	points, err := r.Points()
+	res, err := commitIn(ctx, r, p.PointID)
 	if err != nil {
-		return nil, replicate.TargetError(err)
-	}
-	if _, err := findPoint(points, p.PointID); err != nil {
 		return nil, err
 	}
-	res := agentproto.CommitResult{PointID: p.PointID, Deleted: []string{}, Points: []string{}}
-	for len(points) > 0 && points[0].ID != p.PointID {
+	return res, nil
+}
+
+// commitIn deletes the points of r older than pointID, oldest first.
+func commitIn(ctx context.Context, r replica.Store, pointID string) (agentproto.CommitResult, error) {
+	points, err := r.Points()
+	if err != nil {
+		return agentproto.CommitResult{}, replicate.TargetError(err)
+	}
+	if _, err := findPoint(points, pointID); err != nil {
+		return agentproto.CommitResult{}, err
+	}
+	res := agentproto.CommitResult{PointID: pointID, Deleted: []string{}, Points: []string{}}
+	for len(points) > 0 && points[0].ID != pointID {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return agentproto.CommitResult{}, err
 		}
 		if err := r.DeletePoint(points[0].ID); err != nil {
-			return nil, replicate.TargetError(fmt.Errorf("delete recovery point %s, older than the committed %s: %w", points[0].ID, p.PointID, err))
+			return agentproto.CommitResult{}, replicate.TargetError(fmt.Errorf("delete recovery point %s, older than the committed %s: %w", points[0].ID, pointID, err))
 		}
 		res.Deleted = append(res.Deleted, points[0].ID)
 		points = points[1:]

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -110,13 +108,16 @@ func TestMaterializeWritesExactlyTheChosenPointsBytesAndStartsItIsolatedOnce(t *
 	log := filepath.Join(t.TempDir(), "hooks.log")
 	// The start command fails if the replica's lock is still held: the VM
 	// must not boot while the task holds off the source's cycles.
-	sum := sha256.Sum256([]byte(src.payload.Target.Path + "\x00vm_web"))
+	// Without flock (util-linux) only that check is left out.
 	ts, d := recoveryHost(t, "", "")
-	lock := filepath.Join(ts.d.State.Path, "locks", hex.EncodeToString(sum[:12])+".lock")
-	if _, err := exec.LookPath("flock"); err != nil {
-		t.Skip("flock (util-linux) is missing")
+	d.StartCommand = "echo start isolated=$LIFEBOAT_ISOLATED >> " + log
+	if _, err := exec.LookPath("flock"); err == nil {
+		d.StartCommand = "flock -n -x " + ts.lockPath(src.payload.Target.Path, "vm_web") + " true && " + d.StartCommand
+	} else if os.Getenv("LIFEBOAT_REQUIRE_QEMU") != "" {
+		t.Fatal("flock (util-linux) is missing and LIFEBOAT_REQUIRE_QEMU is set")
+	} else {
+		t.Log("flock (util-linux) is missing: the replica's lock is not checked")
 	}
-	d.StartCommand = "flock -n -x " + lock + " true && echo start isolated=$LIFEBOAT_ISOLATED >> " + log
 	p := agentproto.MaterializePayload{Replication: src.payload, PointID: "p1", VMID: "vm-web-test", VMName: "web-test", SourceVMID: "vm_web", Test: true, Start: true}
 	out, err := ts.materialize(t.Context(), materializeTask(p), testReporter{t})
 	if err != nil {
@@ -231,5 +232,90 @@ func TestDiskNamesFollowTheSourceFilesAndFallBackToReplicaIDs(t *testing.T) {
 		if got[id] != name {
 			t.Fatalf("names %v, want %v", got, want)
 		}
+	}
+}
+
+// differingBytes counts the bytes of have's 4 KiB blocks that differ from
+// want's, as a write back writes them.
+func differingBytes(have, want []byte) int64 {
+	var n int64
+	for off := 0; off < len(want); off += 4096 {
+		end := min(off+4096, len(want))
+		if !bytes.Equal(have[off:end], want[off:end]) {
+			n += int64(end - off)
+		}
+	}
+	return n
+}
+
+// A failback writes a point of a real replica into the VM a failover
+// left, which has changed since: its disks end as the point's, byte for
+// byte, and only the blocks that differ are written. Another point for
+// the VM failed back into, which runs, stops it, writes, starts it again.
+func TestAFailbackWritesThePointIntoTheExistingVMsDisks(t *testing.T) {
+	t.Parallel()
+	src := protectWithPoints(t, "p1", "p2")
+	log := filepath.Join(t.TempDir(), "hooks.log")
+	ts, d := recoveryHost(t, "", "echo stop >> "+log)
+	vmDir := filepath.Join(d.Root, "web")
+	os.MkdirAll(vmDir, 0o755)
+	files := map[string]string{"d0": filepath.Join(vmDir, "disk0.img"), "d1": filepath.Join(vmDir, "data.img")}
+	// The original VM as the failover left it, then written on: p1's
+	// disks with other data at the start, in the middle and at the end.
+	have := map[string][]byte{}
+	for id, path := range files {
+		img := bytes.Clone(src.images["p1"][id])
+		for _, off := range []int{0, 3 * 4096, len(img) / 3, len(img) - 1} {
+			img[off] ^= 0xff
+		}
+		have[id] = img
+		if err := os.WriteFile(path, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(how, point string, res agentproto.MaterializeResult, want int64) {
+		t.Helper()
+		for id, path := range files {
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, src.images[point][id]) {
+				t.Fatalf("%s: %s is not disk %s at %s (%d bytes, %v)", how, path, id, point, len(got), err)
+			}
+		}
+		size := int64(len(src.images[point]["d0"]) + len(src.images[point]["d1"]))
+		if res.PointID != point || res.VM.ID != "web" || res.BytesRead != size || res.BytesWritten != want {
+			t.Fatalf("%s: result %+v; want read %d, written %d", how, res, size, want)
+		}
+	}
+
+	p := agentproto.MaterializePayload{Replication: src.payload, PointID: "p2", VMID: "web", VMName: "web", SourceVMID: "vm_web", WriteBack: true}
+	out, err := ts.materialize(t.Context(), materializeTask(p), testReporter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("the failback", "p2", out.(agentproto.MaterializeResult),
+		differingBytes(have["d0"], src.images["p2"]["d0"])+differingBytes(have["d1"], src.images["p2"]["d1"]))
+	if b, _ := os.ReadFile(log); len(b) != 0 {
+		t.Fatalf("a VM that was off: the hooks ran as %q", b)
+	}
+
+	// It runs now; p1 in its place. The start command says whether the
+	// marker had gone and the disk was written by the time it ran.
+	wantDisk := filepath.Join(t.TempDir(), "p1-d0")
+	os.WriteFile(wantDisk, src.images["p1"]["d0"], 0o644)
+	d.StartCommand = `if test -e "$LIFEBOAT_VM_DIR/running"; then echo start running >> ` + log + `; else echo start >> ` + log +
+		`; fi; cmp -s "$LIFEBOAT_VM_DIR/disk0.img" ` + wantDisk + ` && echo written >> ` + log
+	os.WriteFile(filepath.Join(vmDir, "running"), nil, 0o644)
+	p.PointID, p.Replace, p.Start = "p1", true, true
+	out, err = ts.materialize(t.Context(), materializeTask(p), testReporter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := out.(agentproto.MaterializeResult)
+	check("another point into the running VM", "p1", res,
+		differingBytes(src.images["p2"]["d0"], src.images["p1"]["d0"])+differingBytes(src.images["p2"]["d1"], src.images["p1"]["d1"]))
+	if !res.Started || res.VM.PowerState != agentproto.PowerRunning {
+		t.Fatalf("the VM was not started again: %+v", res)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "stop\nstart\nwritten\n" {
+		t.Fatalf("the hooks ran as %q; want stop, then start once the disks were written", b)
 	}
 }

@@ -1,24 +1,16 @@
 package tasks
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
-	"github.com/lifeboat-dr/lifeboat/agent/driver/qemu"
 	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
-	"github.com/lifeboat-dr/lifeboat/agent/state"
-	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // Replication cycles of a real Linux guest that keeps writing records:
@@ -27,16 +19,7 @@ import (
 // started, and later points hold more records than the first.
 func TestPointsOfAGuestWritingContinuouslyAreGapFreePrefixesOfItsAcks(t *testing.T) {
 	const MiB = 1 << 20
-	qmpDir, err := os.MkdirTemp("", "lbqmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(qmpDir)
-	work, err := os.MkdirTemp("", "lbwk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(work)
+	qmpDir, work := qemuDirs(t)
 	// The guest writes its records on a disk with a node name of our own
 	// (d0) and a second QMP monitor sits in the driver's directory as VM
 	// "vm1"; the guest helper holds no QMP connection. guesttest's own
@@ -64,46 +47,18 @@ func TestPointsOfAGuestWritingContinuouslyAreGapFreePrefixesOfItsAcks(t *testing
 		t.Fatal(err)
 	}
 
-	ctx := context.Background()
-	dir, err := state.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &qemu.Driver{QMPDir: qmpDir, WorkDir: work, StateDir: dir.Path}
-	defer d.Close()
-	if err := d.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ts := New(Deps{Driver: d, State: dir, Version: "test"})
-	target := filepath.Join(t.TempDir(), "nas")
-	p := agentproto.ReplicationPayload{ProtectionID: "prot", VMID: "vm1", ReplicaKey: "vm_vm1", RetentionHours: 24,
-		Disks: []agentproto.ReplicaDisk{{ReplicaID: "d0", Path: disk, SizeBytes: 16 * MiB, New: true}}}
-	p.Target.Kind, p.Target.Path = "directory", target
-	task := func(kind, point string) agentproto.Task {
-		q := p
-		q.PointID = point
-		b, _ := json.Marshal(q)
-		return agentproto.Task{ID: "task_" + kind + point, Kind: kind, Payload: b, Attempt: 1}
-	}
-	if _, err := ts.createReplica(ctx, task(agentproto.TaskCreateReplica, ""), testReporter{t}); err != nil {
-		t.Fatal(err)
-	}
+	h := newQEMUHost(t, qmpDir, work, disk, 16*MiB)
 	var counts []int
 	for i := 1; i <= 4; i++ {
 		point := fmt.Sprintf("p%d", i)
 		acked := g.LastAck() // acknowledged before the capture starts: must be in the point
 		start := time.Now()
-		out, err := ts.replicate(ctx, task(agentproto.TaskReplicate, point), testReporter{t})
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := h.replicate(t, point)
 		took := time.Since(start)
-		res := out.(agentproto.ReplicateResult)
 		if res.Consistency != replica.ConsistencyCrash || res.Capture != driver.MethodFleece {
 			t.Fatalf("point %s: %s by %s", point, res.Consistency, res.Capture)
 		}
-		p.Disks[0].New = false
-		img := readPoint(t, target, point)
+		img := h.readPoint(t, point)
 		m, err := guesttest.CheckPrefix(guesttest.Records(img), acked)
 		if err != nil {
 			t.Fatalf("point %s (acked %d before its capture, %d after): %v", point, acked, g.LastAck(), err)
@@ -129,23 +84,4 @@ func TestPointsOfAGuestWritingContinuouslyAreGapFreePrefixesOfItsAcks(t *testing
 		t.Fatalf("the guest stopped during the cycles")
 	default:
 	}
-}
-
-func readPoint(t *testing.T, target, point string) []byte {
-	t.Helper()
-	r, err := dirtarget.OpenExisting(target, "vm_vm1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	pr, size, err := r.ReadPoint(point, "d0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	img, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
 }

@@ -3,21 +3,14 @@ package tasks
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
-	"github.com/lifeboat-dr/lifeboat/agent/driver/qemu"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp/qemutest"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
-	"github.com/lifeboat-dr/lifeboat/agent/state"
-	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // Replication cycles of a QEMU VM through the qemu driver: the first
@@ -25,16 +18,7 @@ import (
 // each point is the disk at its capture.
 func TestReplicationCyclesOfAQEMUVMSendTheDiskThenOnlyItsWrites(t *testing.T) {
 	const MiB, KiB = 1 << 20, 1 << 10
-	qmpDir, err := os.MkdirTemp("", "lbqmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(qmpDir)
-	work, err := os.MkdirTemp("", "lbwk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(work)
+	qmpDir, work := qemuDirs(t)
 	vm := qemutest.Start(t, "-machine", "pc", "-accel", "tcg", "-S", "-qmp", "unix:"+filepath.Join(qmpDir, "vm1.qmp")+",server=on,wait=off")
 	ctx := context.Background()
 	m, err := qmp.Dial(ctx, vm.Socket)
@@ -63,55 +47,16 @@ func TestReplicationCyclesOfAQEMUVMSendTheDiskThenOnlyItsWrites(t *testing.T) {
 		copy(want[off:off+length], bytes.Repeat([]byte{pattern}, int(length)))
 	}
 
-	dir, err := state.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &qemu.Driver{QMPDir: qmpDir, WorkDir: work, StateDir: dir.Path}
-	defer d.Close()
-	if err := d.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var drv driver.Driver = d
-	ts := New(Deps{Driver: drv, State: dir, Version: "test"})
-	target := filepath.Join(t.TempDir(), "nas")
-	p := agentproto.ReplicationPayload{ProtectionID: "prot", VMID: "vm1", ReplicaKey: "vm_vm1", RetentionHours: 24,
-		Disks: []agentproto.ReplicaDisk{{ReplicaID: "d0", Path: img, SizeBytes: 16 * MiB, New: true}}}
-	p.Target.Kind, p.Target.Path = "directory", target
-	task := func(kind, point string) agentproto.Task {
-		q := p
-		q.PointID = point
-		b, _ := json.Marshal(q)
-		return agentproto.Task{ID: "task_" + kind + point, Kind: kind, Payload: b, Attempt: 1}
-	}
-	if _, err := ts.createReplica(ctx, task(agentproto.TaskCreateReplica, ""), testReporter{t}); err != nil {
-		t.Fatal(err)
-	}
+	h := newQEMUHost(t, qmpDir, work, img, 16*MiB)
 	cycle := func(point string, wantSent int64) {
 		t.Helper()
-		out, err := ts.replicate(ctx, task(agentproto.TaskReplicate, point), testReporter{t})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res := out.(agentproto.ReplicateResult)
+		res := h.replicate(t, point)
 		if res.BytesSent != wantSent || res.Consistency != replica.ConsistencyCrash || res.Capture != driver.MethodFleece {
 			t.Fatalf("cycle %s: sent %d (want %d), %s by %s", point, res.BytesSent, wantSent, res.Consistency, res.Capture)
 		}
-		r, err := dirtarget.OpenExisting(target, "vm_vm1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		pr, size, err := r.ReadPoint(point, "d0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pr.Close()
-		got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
-		if !bytes.Equal(got, want) {
+		if !bytes.Equal(h.readPoint(t, point), want) {
 			t.Fatalf("point %s is not the disk at its capture", point)
 		}
-		p.Disks[0].New = false
 	}
 	write(0x11, 0, 1*MiB)
 	cycle("p1", 1*MiB)

@@ -137,6 +137,13 @@ func (l *lockedStore) BatchBytes() int64 {
 	return 0
 }
 
+// lockPath is the file lockReplica locks for one VM's replica on one
+// target.
+func (ts *Tasks) lockPath(where, key string) string {
+	sum := sha256.Sum256([]byte(where + "\x00" + key))
+	return filepath.Join(ts.d.State.Path, "locks", hex.EncodeToString(sum[:12])+".lock")
+}
+
 // lockReplica takes this host's lock on one VM's replica on one target: a
 // file lock in the state directory, exclusive for writers and shared for
 // readers, never waited for. Tasks of one VM run one at a time anyway (the
@@ -147,8 +154,7 @@ func (ts *Tasks) lockReplica(ctx context.Context, where, key string, shared bool
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(where + "\x00" + key))
-	f, err := os.OpenFile(filepath.Join(dir, hex.EncodeToString(sum[:12])+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(ts.lockPath(where, key), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}

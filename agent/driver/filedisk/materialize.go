@@ -97,9 +97,10 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 		return driver.Materialized{}, err
 	}
 	// The VM it replaces runs until its successor is written, so a failed
-	// write leaves it as it was.
+	// write leaves it as it was. It is the VM in final (checkExisting says
+	// so), so the root is not scanned again to find it.
 	if replacing {
-		if err := d.Shutdown(ctx, spec.ID, replaceShutdownTimeout); err != nil {
+		if err := d.shutdownDir(ctx, spec.ID, final, replaceShutdownTimeout); err != nil {
 			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
 		}
 	}

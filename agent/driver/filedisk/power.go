@@ -22,10 +22,16 @@ func (d *Driver) PowerState(_ context.Context, vmID string) (string, error) {
 	if err != nil {
 		return agentproto.PowerUnknown, err
 	}
-	if _, err := os.Stat(filepath.Join(dir, runningMarker)); err == nil {
+	if running(dir) {
 		return agentproto.PowerRunning, nil
 	}
 	return agentproto.PowerOff, nil
+}
+
+// running says whether the VM in dir runs: its marker is there.
+func running(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, runningMarker))
+	return err == nil
 }
 
 // Shutdown implements driver.Driver: the stop command (when configured)
@@ -36,6 +42,11 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 	if err != nil {
 		return err
 	}
+	return d.shutdownDir(ctx, vmID, dir, timeout)
+}
+
+// shutdownDir is Shutdown of the VM vmID, whose directory is dir.
+func (d *Driver) shutdownDir(ctx context.Context, vmID, dir string, timeout time.Duration) error {
 	if _, err := os.Stat(filepath.Join(dir, runningMarker)); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -35,7 +35,7 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 			"VM %s in %s was not made by a Lifeboat failover (%v), so Lifeboat does not delete it; delete it on the host yourself if it is no longer needed",
 			vmID, dir, why)}
 	}
-	if err := d.Shutdown(ctx, vmID, timeout); err != nil {
+	if err := d.shutdownDir(ctx, vmID, dir, timeout); err != nil {
 		return prefixed("VM "+vmID+" is not removed", err)
 	}
 	doomed := filepath.Join(d.Root, removePrefix+newNonce())

@@ -1,7 +1,6 @@
 package filedisk
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,18 @@ type readError struct{ err error }
 
 func (e *readError) Error() string { return e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
+
+// readChunk fills b from the image of size bytes at off; an image that
+// fails or ends early is a *readError.
+func readChunk(r io.ReaderAt, b []byte, off, size int64) error {
+	if n, err := r.ReadAt(b, off); n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("the image ends at %d of %d bytes", off+int64(n), size)
+		}
+		return &readError{err}
+	}
+	return nil
+}
 
 // writeSparse writes size bytes read from r to a new file, leaving holes
 // where r holds zeros, and returns how many bytes of data it wrote.
@@ -32,13 +43,10 @@ func writeSparse(ctx context.Context, path string, r io.ReaderAt, size int64) (i
 			return written, err
 		}
 		b := buf[:min(int64(len(buf)), size-off)]
-		if n, err := r.ReadAt(b, off); n < len(b) {
-			if err == nil || errors.Is(err, io.EOF) {
-				err = fmt.Errorf("the image ends at %d of %d bytes", off+int64(n), size)
-			}
-			return written, &readError{err}
+		if err := readChunk(r, b, off, size); err != nil {
+			return written, err
 		}
-		n, err := writeNonZero(f, b, off, zeros)
+		n, err := writeDiffering(f, b, zeros[:len(b)], off)
 		written += n
 		if err != nil {
 			return written, err
@@ -50,39 +58,9 @@ func writeSparse(ctx context.Context, path string, r io.ReaderAt, size int64) (i
 	return written, f.Sync()
 }
 
-// holeBlock is the granularity of holes: a filesystem block.
+// holeBlock is the granularity of holes and of the blocks a write back
+// compares: a filesystem block.
 const holeBlock = 4096
-
-// writeNonZero writes b at off but for its all-zero blocks, coalescing
-// the others into as few writes as it can.
-func writeNonZero(f *os.File, b []byte, off int64, zeros []byte) (int64, error) {
-	var written int64
-	start := -1 // where the run of data being gathered begins
-	flush := func(end int) error {
-		if start < 0 {
-			return nil
-		}
-		_, err := f.WriteAt(b[start:end], off+int64(start))
-		if err == nil {
-			written += int64(end - start)
-		}
-		start = -1
-		return err
-	}
-	for i := 0; i < len(b); i += holeBlock {
-		end := min(i+holeBlock, len(b))
-		if !bytes.Equal(b[i:end], zeros[:end-i]) {
-			if start < 0 {
-				start = i
-			}
-			continue
-		}
-		if err := flush(i); err != nil {
-			return written, err
-		}
-	}
-	return written, flush(len(b))
-}
 
 func writeSynced(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)

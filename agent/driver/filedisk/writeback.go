@@ -28,7 +28,7 @@ func (d *Driver) WriteBack(ctx context.Context, vmID string, disks []driver.Mate
 	if err != nil {
 		return driver.Materialized{}, err
 	}
-	if state, _ := d.PowerState(ctx, vmID); state == agentproto.PowerRunning {
+	if running(dir) {
 		return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeVMRunning, Message: fmt.Sprintf(
 			"VM %s runs; a failback writes into its disks only while it is off: shut it down, then restart the job", vmID)}
 	}
@@ -99,11 +99,8 @@ func writeBackDisk(ctx context.Context, path string, disk driver.MaterializeDisk
 			return written, err
 		}
 		w, h := want[:min(int64(len(want)), disk.SizeBytes-off)], have[:min(int64(len(want)), disk.SizeBytes-off)]
-		if n, err := disk.Data.ReadAt(w, off); n < len(w) {
-			if err == nil || errors.Is(err, io.EOF) {
-				err = fmt.Errorf("the image ends at %d of %d bytes", off+int64(n), disk.SizeBytes)
-			}
-			return written, &readError{err}
+		if err := readChunk(disk.Data, w, off, disk.SizeBytes); err != nil {
+			return written, err
 		}
 		if _, err := io.ReadFull(io.NewSectionReader(f, off, int64(len(h))), h); err != nil {
 			return written, fmt.Errorf("read %s at %d: %w", path, off, err)
@@ -118,7 +115,8 @@ func writeBackDisk(ctx context.Context, path string, disk driver.MaterializeDisk
 }
 
 // writeDiffering writes the blocks of want that differ from have, at off,
-// coalescing neighbours into one write.
+// coalescing neighbours into one write; against zeros, it writes a new
+// file's data and leaves holes for the rest.
 func writeDiffering(f *os.File, want, have []byte, off int64) (int64, error) {
 	var written int64
 	start := -1

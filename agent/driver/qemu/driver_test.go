@@ -162,8 +162,8 @@ func TestDriverCyclesSendTheWholeDiskFirstThenExactlyTheChangedBlocks(t *testing
 	}
 	want0 := image(16*MiB, [3]int64{0x11, 0, 1 * MiB}, [3]int64{0x22, 5 * MiB, 64 * KiB})
 	want1 := image(8*MiB, [3]int64{0x44, 3*MiB + 8*KiB, 4 * KiB})
-	equalImage(t, "p2 d0", pointImage(t, r, "p2", "d0"), want0)
-	equalImage(t, "p2 d1", pointImage(t, r, "p2", "d1"), want1)
+	equalImage(t, "p2 d0", replicatest.ReadPoint(t, r, "p2", "d0"), want0)
+	equalImage(t, "p2 d1", replicatest.ReadPoint(t, r, "p2", "d1"), want1)
 
 	// A capture released without ack (the point was not made) keeps its
 	// changes: the next cycle sends them, with what was written since.
@@ -185,7 +185,7 @@ func TestDriverCyclesSendTheWholeDiskFirstThenExactlyTheChangedBlocks(t *testing
 	}
 	want0 = image(16*MiB, [3]int64{0x11, 0, 1 * MiB}, [3]int64{0x22, 5 * MiB, 64 * KiB},
 		[3]int64{0x55, 9 * MiB, 128 * KiB}, [3]int64{0x66, 14 * MiB, 64 * KiB})
-	equalImage(t, "p3 d0", pointImage(t, r, "p3", "d0"), want0)
+	equalImage(t, "p3 d0", replicatest.ReadPoint(t, r, "p3", "d0"), want0)
 
 	// Without the record (a lost state directory), a cycle compares every
 	// block: the bitmap is not trusted for a replica it may not describe.

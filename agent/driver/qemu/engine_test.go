@@ -61,20 +61,6 @@ func cycle(t *testing.T, vm *testVM, disks []Disk, r *dirtarget.Replica, point s
 	return sent, read
 }
 
-func pointImage(t *testing.T, r *dirtarget.Replica, point, disk string) []byte {
-	t.Helper()
-	pr, size, err := r.ReadPoint(point, disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestADeltaCycleThroughTheEngineSendsExactlyTheChangedBlocks(t *testing.T) {
 	vm := startVM(t)
 	vm.addDisk(t, "d0", "qcow2", 16*MiB)
@@ -113,9 +99,9 @@ func TestADeltaCycleThroughTheEngineSendsExactlyTheChangedBlocks(t *testing.T) {
 	if read[0] != 2*4*MiB+sent[0] || read[1] != 4*MiB+sent[1] {
 		t.Fatalf("delta cycle read %v", read)
 	}
-	equalImage(t, "p2 d0", pointImage(t, r, "p2", "d0"), image(16*MiB,
+	equalImage(t, "p2 d0", replicatest.ReadPoint(t, r, "p2", "d0"), image(16*MiB,
 		[3]int64{0x11, 0, 1 * MiB}, [3]int64{0x22, 5 * MiB, 64 * KiB}, [3]int64{0x33, 12 * MiB, 64 * KiB}))
-	equalImage(t, "p2 d1", pointImage(t, r, "p2", "d1"), image(8*MiB, [3]int64{0x44, 3*MiB + 8*KiB, 4 * KiB}))
+	equalImage(t, "p2 d1", replicatest.ReadPoint(t, r, "p2", "d1"), image(8*MiB, [3]int64{0x44, 3*MiB + 8*KiB, 4 * KiB}))
 	// Nothing written: nothing read.
 	sent, read = cycle(t, vm, disks, r, "p3")
 	if sent[0]+sent[1]+read[0]+read[1] != 0 {

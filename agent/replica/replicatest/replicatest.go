@@ -2,6 +2,8 @@
 package replicatest
 
 import (
+	"io"
+	"testing"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
@@ -25,4 +27,20 @@ func Hashes(r replica.Store, diskID string) ([]blocks.Hash, error) {
 	}
 	out := make([]blocks.Hash, blocks.Count(size))
 	return out, r.ReadHashes(diskID, 0, out)
+}
+
+// ReadPoint reads a disk of a recovery point whole, failing the test if
+// it cannot.
+func ReadPoint(t testing.TB, r replica.Store, point, disk string) []byte {
+	t.Helper()
+	pr, size, err := r.OpenPoint(point, disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
