@@ -33,4 +33,16 @@ func TestAnOperatorMayCancelRecoveryJobsOnly(t *testing.T) {
 	if status := tv.api(http.MethodPost, "/api/v1/jobs/"+job.ID+"/cancel", tv.apiToken(models.RoleContributor), nil, nil); status != http.StatusAccepted {
 		t.Fatalf("a Contributor's cancel: %d", status)
 	}
+	// A recovery job: the Operator may stop it, and its page offers to.
+	drill := &models.Job{Type: models.JobTestFailover, State: models.JobInProgress, TargetKind: "vm", TargetID: "vm_x", TargetName: "web",
+		Steps: []models.JobStep{{Name: "Create web-test", State: models.JobInProgress}}}
+	if err := tv.Store.CreateJob(ctx, models.SystemActor, drill); err != nil {
+		t.Fatal(err)
+	}
+	if _, doc := tv.login(models.RoleOperator).get("/jobs/" + drill.ID); testid(doc, "job-cancel").Length() != 1 {
+		t.Fatal("an Operator is not offered to cancel a test failover")
+	}
+	if status := tv.api(http.MethodPost, "/api/v1/jobs/"+drill.ID+"/cancel", tv.apiToken(models.RoleOperator), nil, nil); status != http.StatusAccepted {
+		t.Fatalf("an Operator's cancel of a test failover: %d", status)
+	}
 }

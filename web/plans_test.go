@@ -296,6 +296,12 @@ func TestRecoveryPlanBuiltStepByStepInThePortal(t *testing.T) {
 		if !strings.Contains(testid(doc, "group-1-no-vms").Text(), "already in this plan") {
 			t.Error("once every VM is in the plan the Add VM form must say so")
 		}
+		if testid(doc, "plan-run-form").Length() != 1 || testid(doc, "plan-operation").Length() != 1 {
+			t.Error("a plan with VMs must offer to run it")
+		}
+		if _, doc := tv.login(models.RoleReader).get(planPath); testid(doc, "plan-run-form").Length() != 0 {
+			t.Error("a Reader is offered to run a plan")
+		}
 
 		resp, doc = p.post(planPath+"/groups/1/actions", url.Values{"phase": {"post"}, "kind": {"manual"}, "name": {"Check the DB"}, "instructions": {"Open the DB console"}})
 		wantPlanPage(t, "add manual action", resp, doc, planPath)
