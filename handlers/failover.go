@@ -232,7 +232,7 @@ func (h *Handlers) Failover(c echo.Context) error {
 	}
 	job, err := h.store.StartFailover(c.Request().Context(), actor(c), c.Param("id"), planned,
 		models.RecoveryRequest{RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id"),
-			ShutDownSource: c.FormValue("shut_down_source") == "on" || c.FormValue("shut_down_source") == "true"})
+			ShutDownSource: formBool(c, "shut_down_source")})
 	return h.redirectToJob(c, job, err, "Failing over: follow the steps below.")
 }
 
@@ -286,7 +286,6 @@ func planRunRequest(in PlanRunInputJSON) models.PlanRunRequest {
 		ShutDownSource: in.ShutDownSource, Notes: strings.TrimSpace(in.Notes), SkipIneligible: in.SkipIneligible}
 }
 
-
 // APIRunPlan answers POST /api/v1/recovery-plans/{id}/run.
 func (h *Handlers) APIRunPlan(c echo.Context) error {
 	var in PlanRunInputJSON
@@ -318,7 +317,7 @@ func (h *Handlers) APIResumeJob(c echo.Context) error {
 // RunPlan handles the plan page's Run form.
 func (h *Handlers) RunPlan(c echo.Context) error {
 	in := PlanRunInputJSON{Operation: c.FormValue("operation"), RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id"),
-		ShutDownSource: c.FormValue("shut_down_source") != "", Notes: c.FormValue("notes"), SkipIneligible: c.FormValue("skip_ineligible") != ""}
+		ShutDownSource: formBool(c, "shut_down_source"), Notes: c.FormValue("notes"), SkipIneligible: formBool(c, "skip_ineligible")}
 	job, err := h.store.RunPlan(c.Request().Context(), actor(c), c.Param("id"), planRunRequest(in))
 	if err != nil {
 		return err

@@ -22,6 +22,16 @@ func formInt(c echo.Context, field string, errs views.FormErrors) int {
 	return n
 }
 
+// formBool reads a checkbox: present (any value a browser sends for a
+// checked box) is true.
+func formBool(c echo.Context, field string) bool {
+	switch strings.ToLower(strings.TrimSpace(c.FormValue(field))) {
+	case "", "false", "off", "0":
+		return false
+	}
+	return true
+}
+
 // formErrors turns a store error into inline field errors for a form, or
 // returns it unchanged when it is not about fields.
 func formErrors(err error, into views.FormErrors) error {

@@ -443,7 +443,7 @@ func operations() []operation {
 		operation{Method: http.MethodPost, Path: "/recovery-plans/{id}/run", ID: "runRecoveryPlan", Tag: "Recovery plans",
 			Summary: "Run a recovery plan: test failover, its cleanup, planned or unplanned failover, or commit, group by group", Role: operator,
 			Body: "PlanRunInput", Status: 202, Answer: "JobAccepted",
-			Notes: "Groups run in order, the VMs of a group in parallel (one job each, with the plan's job as parent), between the group's pre and post actions: scripts run on the recovery host with the context JSON on stdin and in LIFEBOAT_CONTEXT; a manual action makes the job WaitingForInput until POST /jobs/{id}/resume. 409 plan_vms_not_ready names the VMs that cannot take part, unless skip_ineligible."},
+			Notes: "Groups run in order, the VMs of a group in parallel (one job each, with the plan's job as parent), between the group's pre and post actions: scripts run on the recovery host with the context JSON on stdin and in the file LIFEBOAT_CONTEXT names; a manual action makes the job WaitingForInput until POST /jobs/{id}/resume. 409 plan_vms_not_ready names the VMs that cannot take part, unless skip_ineligible."},
 		operation{Method: http.MethodPost, Path: "/jobs/{id}/resume", ID: "resumeJob", Tag: "Jobs",
 			Summary: "Resume a job waiting for input: the manual action it waits on is done", Role: operator,
 			Body: "ResumeInput", Status: 202, Answer: "JobAccepted", Notes: "409 job_not_waiting unless the job is WaitingForInput."},

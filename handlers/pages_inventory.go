@@ -321,7 +321,7 @@ func (h *Handlers) fillRecovery(c echo.Context, v *views.VMView, p *models.Prote
 	if p.LastDrillAt == nil {
 		r.LastDrill = ""
 	}
-	r.DrillDue = p.LastDrillAt == nil || h.now().Sub(*p.LastDrillAt) > models.DrillInterval
+	r.DrillOverdue = p.LastDrillAt != nil && h.now().Sub(*p.LastDrillAt) > models.DrillInterval
 	if p.TestFailover {
 		r.TestFailover = &views.TestFailoverView{VMName: models.TestFailoverVMName(v.VM.Name), Host: hostName(p.TestFailoverHostID),
 			PointID: p.TestFailoverPointID, Started: views.FormatTime(p.TestFailoverAt)}
@@ -464,7 +464,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 	v.Running = j.State == models.JobNotStarted || j.State == models.JobInProgress
 	v.Restartable = models.Restartable(j)
 	v.Waiting = j.State == models.JobWaitingForInput
-	v.Recovery = models.OperatorMayCancel(j)
+	v.OperatorMayCancel = models.OperatorMayCancel(j)
 	v.Notes = j.Notes
 	tasks, err := h.store.JobTasks(c.Request().Context(), j.ID)
 	if err != nil {

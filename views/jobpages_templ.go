@@ -47,7 +47,7 @@ type JobView struct {
 	Running                              bool // the page refreshes itself
 	Restartable                          bool // a failed recovery job: it can run again from its failed step
 	Waiting                              bool // a manual action waits for an operator
-	Recovery                             bool // an Operator may cancel it
+	OperatorMayCancel                    bool // a recovery job: an Operator may cancel it
 	Notes                                string
 }
 
@@ -956,7 +956,7 @@ func JobPage(p Page, v JobView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			if (v.Running || v.Waiting) && (p.Can("Contributor") || (p.Can("Operator") && v.Recovery)) {
+			if (v.Running || v.Waiting) && (p.Can("Contributor") || (p.Can("Operator") && v.OperatorMayCancel)) {
 				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 84, "<form method=\"post\" action=\"")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err

@@ -16,10 +16,10 @@ type RecoveryView struct {
 	// TestFailover is set while a test failover waits for its cleanup.
 	TestFailover *TestFailoverView
 	// LastDrill is when the last test failover that was cleaned up ran
-	// ("" for never), with its notes; DrillDue says it is over six months
-	// ago, or never happened.
+	// ("" for never), with its notes; DrillOverdue says it is over six
+	// months ago.
 	LastDrill, LastDrillNotes string
-	DrillDue                  bool
+	DrillOverdue              bool
 	// Failover is set from the start of a failover on.
 	Failover *FailoverView
 	// Recoverable: the VM's state allows a test failover or a failover.
@@ -306,7 +306,7 @@ func recoverySection(p Page, v VMView) templ.Component {
 				}
 			}
 		}
-		if v.Recovery.DrillDue && v.Recovery.LastDrill != "" {
+		if v.Recovery.DrillOverdue {
 			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 24, "<br><small class=\"form-error\">over six months ago</small>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
