@@ -37,7 +37,7 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 	containerURL := fs.String("container-url", "", "an Azure Blob target: the VM's container URL; a SAS that may read and list it goes in LIFEBOAT_AZURE_SAS")
 	vm := fs.String("vm", "", "the VM's id in the vault (vm_…, as the portal and the API show it; the directory name under the target)")
 	point := fs.String("point", "latest", `the recovery point's id, or "latest" for the newest`)
-	disk := fs.String("disk", "", "the disk's replica id (the portal lists them); may be left out when the point has one disk")
+	disk := fs.String("disk", "", "the disk's id (disks[].id in GET /api/v1/vms/{id}); may be left out when the point has one disk")
 	format := fs.String("format", "raw", "raw (sparse), vhd (fixed, as Azure takes it) or qcow2 (needs qemu-img)")
 	out := fs.String("out", "", "the file to write; it must not exist")
 	if err := fs.Parse(args); err != nil {
