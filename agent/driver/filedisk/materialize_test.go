@@ -2,6 +2,7 @@ package filedisk
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"os"
@@ -296,4 +297,40 @@ func smallFilesystem(t *testing.T, size string) string {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir
+}
+
+// A materialize cut part-way (the target stops answering mid-read, or
+// the agent dies and leaves its hidden directory) leaves no VM under the
+// VM's name; run again, it makes the VM equal to the image.
+func TestAMaterializeCutPartWayLeavesNoVMAndARerunMakesItWhole(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	d := &Driver{Root: root}
+	image := make([]byte, 12<<20)
+	rand.Read(image[:9<<20])
+	cut := spec("p1", image)
+	cut.Disks[0].Data = cutReader{data: image, cut: 6 << 20}
+	if _, err := d.Materialize(t.Context(), cut); err == nil {
+		t.Fatal("a materialize whose image failed mid-read succeeded")
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("a cut materialize left %v", entries)
+	}
+	// An agent killed mid-write leaves its hidden directory with a part
+	// of the disk; Recover removes it at start.
+	mustMkdir(t, filepath.Join(root, materializePrefix+"killed"))
+	os.WriteFile(filepath.Join(root, materializePrefix+"killed", "disk0.img"), image[:3<<20], 0o640)
+	if err := d.Recover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	made, err := d.Materialize(t.Context(), spec("p1", image))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "web-test", "disk0.img")); err != nil || !bytes.Equal(got, image) || made.Existing {
+		t.Fatalf("the rerun's disk differs from the image (%v, existing %v)", err, made.Existing)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 1 {
+		t.Fatalf("after the rerun the VM root holds %v", entries)
+	}
 }
