@@ -4,6 +4,7 @@
 # qemu-utils (qemu-img) to check replica disk formats, qemu-system-x86 for
 # the qemu driver's tests against a real QEMU, linux-image-cloud-amd64 and
 # busybox-static for the real guest those tests boot (agent/internal/guesttest),
+# qemu-guest-agent, copied into that guest for app-consistent captures,
 # xfsprogs (mkfs.xfs)
 # for the reflink capture test on a loop-mounted XFS; and, from npm with
 # its lockfile, Azurite (the Azure Storage emulator) for the Azure Blob
@@ -29,6 +30,7 @@ command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+command -v qemu-ga >/dev/null 2>&1 || [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-agent)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -38,7 +38,12 @@ import (
 // its virtio-blk disks: each after those it depends on (in Debian's 6.1
 // kernel virtio needs virtio_ring's symbols, so virtio_ring comes first).
 var Modules = []string{"virtio_ring", "virtio", "virtio_pci_legacy_dev",
-	"virtio_pci_modern_dev", "virtio_pci", "virtio_blk"}
+	"virtio_pci_modern_dev", "virtio_pci", "virtio_blk", "button", "evdev"}
+
+// The last two make an ACPI power-down (QMP system_powerdown) reach the
+// guest: button is the ACPI power button's input device, evdev its
+// /dev/input/event*; /init reads it, and a press stops the workload as a
+// line on the console does (Guest.Shutdown).
 
 // Serial console lines the guest prints besides "ACK <n>".
 const (
@@ -98,7 +103,7 @@ func Find() (*Ingredients, error) {
 }
 
 func findModule(dir, name string) string {
-	for _, sub := range []string{"kernel/drivers/virtio", "kernel/drivers/block"} {
+	for _, sub := range []string{"kernel/drivers/virtio", "kernel/drivers/block", "kernel/drivers/acpi", "kernel/drivers/input"} {
 		for _, ext := range []string{".ko", ".ko.xz", ".ko.zst"} {
 			f := filepath.Join(dir, sub, name+ext)
 			if _, err := os.Stat(f); err == nil {
@@ -159,8 +164,9 @@ func module(path string) ([]byte, error) {
 // Initramfs builds the guest's initramfs (an uncompressed newc cpio):
 // busybox, the modules, and an /init that loads them, waits for
 // /dev/vda, prints ReadyLine, runs workload (shell), syncs, prints
-// DoneLine and powers off. A line on the serial console's input makes
-// /stop exist, which the standard workload checks between records.
+// DoneLine and powers off. A line on the serial console's input, or an
+// ACPI power-button press, makes /stop exist, which the standard workload
+// checks between records.
 func (in *Ingredients) Initramfs(workload string) ([]byte, error) {
 	var w cpioWriter
 	for _, d := range []string{"bin", "dev", "proc", "sys", "lib", "lib/modules"} {
@@ -202,6 +208,11 @@ while [ ! -b /dev/vda ]; do
 done
 stty -echo </dev/console 2>/dev/null
 (read line </dev/console; touch /stop) &
+for e in /sys/class/input/event*; do
+	[ "$(cat $e/device/name 2>/dev/null)" = "Power Button" ] || continue
+	# an input event is 24 bytes; a shorter read fails at once
+	(dd if=/dev/input/${e##*/} of=/dev/null bs=24 count=1 2>/dev/null && touch /stop) &
+done
 echo "` + ReadyLine + `"
 ` + workload + `
 sync

@@ -106,6 +106,38 @@ func TestGuestShutsDownCleanlyOnRequest(t *testing.T) {
 	}
 }
 
+// An ACPI power-down through QMP (what the qemu driver's Shutdown sends)
+// stops the workload and powers the guest off cleanly.
+func TestGuestPowersOffOnAnACPIPowerDown(t *testing.T) {
+	g := Start(t, Options{Size: 4 << 20})
+	if err := g.WaitAck(3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := qmp.Dial(ctx, g.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Execute(ctx, "system_powerdown", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Wait(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(g.Serial(), DoneLine) {
+		t.Fatalf("no %q; serial:\n%s", DoneLine, g.Serial())
+	}
+	if last := 4<<20/RecordSize - 1; g.LastAck() >= last {
+		t.Fatalf("the guest wrote all %d records: the power-down did not stop it", last)
+	}
+	recs := Records(g.ReadDisk(t))
+	if m, err := CheckPrefix(recs, g.LastAck()); err != nil || m != g.LastAck() {
+		t.Fatalf("records 1..%d (%v) after an ACPI power-down, acknowledged %d", m, err, g.LastAck())
+	}
+}
+
 // With a count the guest writes that many records and powers off; a
 // second boot on the same disk continues from First.
 func TestGuestWritesCountRecordsThenPowersOff(t *testing.T) {
