@@ -121,6 +121,12 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src Sou
 			return res, TargetError(err)
 		}
 	}
+	if src.Changed != nil {
+		ps := pieces(src.Changed, src.Size)
+		if limit := opts.ResyncLimitPercent; limit == 0 || extentBytes(ps)*100 < int64(limit)*src.Size {
+			return copyTracked(ctx, r, replicaID, src, ps, opts)
+		}
+	}
 	changed, err := scan(ctx, r, replicaID, src)
 	if err != nil {
 		return res, err
@@ -237,7 +243,7 @@ func scanOne(r replica.Store, replicaID string, src Source, off int64, buf []byt
 	n := min(int64(scanChunk), src.Size-off)
 	b := buf[:n]
 	if err := readFull(src.Reader, b, off); err != nil {
-		return &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Message: fmt.Sprintf("source disk %s at offset %d: %v", src.Name, off, err), Recoverable: true}
+		return unreadable(src, off, err)
 	}
 	first := off / blocks.BlockSize
 	want := stored[:blocks.Count(n)]
@@ -267,57 +273,11 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 }
 
 // write reads the marked blocks, joined into runs of at most MaxRun, and
-// writes them in batches of up to the store's batch size: one flush of the
-// undo log (directory) or one round of concurrent page writes (Azure) per
-// batch. Two buffers: the next batch is read while the last is written.
+// writes them through a pipeline (batches of the store's size, the next
+// read while the last is written).
 func write(ctx context.Context, r replica.Store, replicaID string, src Source, changed bitmap, opts Options) (int64, error) {
-	limit := int64(batchBytes)
-	if b, ok := r.(interface{ BatchBytes() int64 }); ok && b.BatchBytes() > 0 {
-		limit = b.BatchBytes()
-	}
-	type batch struct {
-		runs  []replica.Run
-		bytes int64
-		buf   []byte
-	}
-	bufs := make(chan []byte, 2)
-	work := make(chan batch, 1)
-	var failed atomic.Bool
-	var sent int64 // the writer's; read after done
-	done := make(chan error, 1)
-	go func() {
-		var first error
-		for b := range work {
-			if first == nil {
-				first = writeBatch(ctx, r, replicaID, b.runs, b.bytes, opts.Throttle)
-				if first == nil {
-					sent += b.bytes
-					if last := b.runs[len(b.runs)-1]; opts.Progress != nil {
-						opts.Progress(last.Offset + int64(len(last.Data)))
-					}
-				} else {
-					failed.Store(true)
-				}
-			}
-			bufs <- b.buf
-		}
-		done <- first
-	}()
-	allocated := 0
-	buffer := func() []byte {
-		select {
-		case b := <-bufs:
-			return b
-		default:
-		}
-		if allocated < 2 {
-			allocated++
-			return make([]byte, limit+blocks.MaxRun)
-		}
-		return <-bufs
-	}
+	p := newPipeline(ctx, r, replicaID, opts)
 	readErr := func() error {
-		var cur batch
 		count := blocks.Count(src.Size)
 		for i := int64(0); i < count; {
 			if changed[i/64] == 0 && i%64 == 0 {
@@ -337,34 +297,132 @@ func write(ctx context.Context, r replica.Store, replicaID string, src Source, c
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if failed.Load() {
+			if p.failed.Load() {
 				return nil // the writer's error is the one to report
 			}
-			if cur.buf == nil {
-				cur.buf = buffer()
-			}
-			if cur.bytes > 0 && cur.bytes+length > limit {
-				work <- cur
-				cur = batch{buf: buffer()}
-			}
-			b := cur.buf[cur.bytes : cur.bytes+length]
+			b := p.reserve(length)
 			if err := readFull(src.Reader, b, offset); err != nil {
-				return &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Message: fmt.Sprintf("source disk %s at offset %d: %v", src.Name, offset, err), Recoverable: true}
+				return unreadable(src, offset, err)
 			}
-			cur.runs = append(cur.runs, replica.Run{Offset: offset, Data: b})
-			cur.bytes += length
-		}
-		if len(cur.runs) > 0 {
-			work <- cur
+			p.add(replica.Run{Offset: offset, Data: b})
 		}
 		return nil
 	}()
-	close(work)
-	writeErr := <-done
-	if writeErr != nil {
-		return sent, writeErr
+	return p.finish(readErr)
+}
+
+func unreadable(src Source, offset int64, err error) error {
+	return &agentproto.TaskError{Code: agentproto.CodeDiskUnreadable, Message: fmt.Sprintf("source disk %s at offset %d: %v", src.Name, offset, err), Recoverable: true}
+}
+
+// pipeline writes batches of runs on one goroutine while the caller reads
+// the next: two buffers of the store's batch size (plus one run), so one
+// flush of the undo log (directory) or one round of concurrent page writes
+// (Azure) per batch.
+type pipeline struct {
+	ctx       context.Context
+	r         replica.Store
+	replicaID string
+	opts      Options
+	limit     int64
+	bufs      chan []byte
+	work      chan batch
+	done      chan error
+	failed    atomic.Bool
+	sent      int64 // the writer's; read after done
+	allocated int
+	cur       batch
+}
+
+// batch is the runs of one buffer: used bytes of it were read, of which
+// the runs' bytes are to be written (a tracked copy reads blocks that
+// turn out not to differ).
+type batch struct {
+	runs  []replica.Run
+	used  int64
+	bytes int64
+	buf   []byte
+}
+
+func newPipeline(ctx context.Context, r replica.Store, replicaID string, opts Options) *pipeline {
+	p := &pipeline{ctx: ctx, r: r, replicaID: replicaID, opts: opts, limit: batchBytes,
+		bufs: make(chan []byte, 2), work: make(chan batch, 1), done: make(chan error, 1)}
+	if b, ok := r.(interface{ BatchBytes() int64 }); ok && b.BatchBytes() > 0 {
+		p.limit = b.BatchBytes()
 	}
-	return sent, readErr
+	go func() {
+		var first error
+		for b := range p.work {
+			if first == nil {
+				first = writeBatch(ctx, r, replicaID, b.runs, b.bytes, opts.Throttle)
+				if first == nil {
+					p.sent += b.bytes
+					if last := b.runs[len(b.runs)-1]; opts.Progress != nil {
+						opts.Progress(last.Offset + int64(len(last.Data)))
+					}
+				} else {
+					p.failed.Store(true)
+				}
+			}
+			p.bufs <- b.buf
+		}
+		p.done <- first
+	}()
+	return p
+}
+
+func (p *pipeline) buffer() []byte {
+	select {
+	case b := <-p.bufs:
+		return b
+	default:
+	}
+	if p.allocated < 2 {
+		p.allocated++
+		return make([]byte, p.limit+blocks.MaxRun)
+	}
+	return <-p.bufs
+}
+
+// reserve returns n (at most MaxRun) bytes of the current batch's buffer
+// to read into, handing the batch to the writer first when they do not
+// fit.
+func (p *pipeline) reserve(n int64) []byte {
+	if p.cur.buf == nil {
+		p.cur.buf = p.buffer()
+	}
+	if p.cur.used > 0 && p.cur.used+n > p.limit {
+		if len(p.cur.runs) == 0 {
+			p.cur.used = 0 // nothing to write: the buffer is read into again
+		} else {
+			p.work <- p.cur
+			p.cur = batch{buf: p.buffer()}
+		}
+	}
+	b := p.cur.buf[p.cur.used : p.cur.used+n]
+	p.cur.used += n
+	return b
+}
+
+// add queues runs whose data lie in reserved bytes.
+func (p *pipeline) add(runs ...replica.Run) {
+	for _, run := range runs {
+		p.cur.runs = append(p.cur.runs, run)
+		p.cur.bytes += int64(len(run.Data))
+	}
+}
+
+// finish hands the last batch to the writer and waits for it: the bytes
+// written, and the writer's error, else the reader's.
+func (p *pipeline) finish(readErr error) (int64, error) {
+	if len(p.cur.runs) > 0 {
+		p.work <- p.cur
+	}
+	close(p.work)
+	if err := <-p.done; err != nil {
+		return p.sent, err
+	}
+	return p.sent, readErr
 }
 
 // writeBatch paces and writes one batch of runs.

@@ -161,7 +161,7 @@ func TestOnlyTheExtentsADriverReportsChangedAreCompared(t *testing.T) {
 	if err != nil || res.Sent != 8192 {
 		t.Fatalf("sent %d, %v; want the reported 8 KiB", res.Sent, err)
 	}
-	if reader.n > 2*scanChunk {
+	if reader.n != 8192 {
 		t.Fatalf("read %d bytes of a 16 MiB disk to check one 8 KiB extent", reader.n)
 	}
 	// Without a report, every block is compared: the first change is found.
@@ -259,5 +259,121 @@ func TestAResyncOfADirectoryReplicaSendsExactlyTheBlocksTheStorageChanged(t *tes
 	got, _ := io.ReadAll(io.NewSectionReader(pr, 0, size))
 	if !bytes.Equal(got, data) {
 		t.Fatal("the replica differs from the source after the resync")
+	}
+}
+
+// A tracked copy reads each changed extent once, whole 4 KiB blocks of it
+// and nothing else, and writes only the blocks that differ: scattered
+// 64 KiB writes, one unaligned, two overlapping, one rewritten with the
+// same bytes, one reaching past the end of the disk.
+func TestATrackedCopyReadsOnlyTheChangedExtentsOnceAndSendsWhatDiffers(t *testing.T) {
+	const KiB, MiB = 1 << 10, 1 << 20
+	size := int64(64*MiB + 6*KiB) // the last block is short
+	data := make([]byte, size)
+	rand.Read(data[:8*MiB])
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", size)
+	ctx := context.Background()
+	if _, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rng := mathrand.New(mathrand.NewPCG(1, 2))
+	var changed []blocks.Extent
+	var wantSent int64
+	for i := 0; i < 40; i++ {
+		off := int64(rng.IntN(int(size/(64*KiB))-1)) * 64 * KiB
+		if slices.ContainsFunc(changed, func(e blocks.Extent) bool { return e.Offset == off }) {
+			continue
+		}
+		rand.Read(data[off : off+64*KiB])
+		changed = append(changed, blocks.Extent{Offset: off, Length: 64 * KiB})
+		wantSent += 64 * KiB
+	}
+	// Unaligned: bytes 100..5000 of the block at 40 MiB+ changed, so two
+	// blocks are read and sent.
+	copy(data[40*MiB+100:], bytes.Repeat([]byte{7}, 4900))
+	changed = append(changed, blocks.Extent{Offset: 40*MiB + 100, Length: 4900})
+	wantSent += 8 * KiB
+	// Overlapping reports of one 12 KiB change.
+	copy(data[50*MiB:], bytes.Repeat([]byte{8}, 12*KiB))
+	changed = append(changed, blocks.Extent{Offset: 50 * MiB, Length: 8 * KiB}, blocks.Extent{Offset: 50*MiB + 4*KiB, Length: 8 * KiB})
+	wantSent += 12 * KiB
+	// Written again with what it held: read, not sent.
+	changed = append(changed, blocks.Extent{Offset: 2 * MiB, Length: 64 * KiB})
+	// The short last block, reported past the end.
+	copy(data[size-2*KiB:], bytes.Repeat([]byte{9}, 2*KiB))
+	changed = append(changed, blocks.Extent{Offset: size - 2*KiB, Length: 64 * KiB})
+	wantSent += 2 * KiB
+	reader := &countingReader{r: bytes.NewReader(data)}
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: reader, Size: size, Changed: changed}, Options{ResyncLimitPercent: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != wantSent || res.Differ != wantSent {
+		t.Fatalf("sent %d, differ %d; want %d", res.Sent, res.Differ, wantSent)
+	}
+	if wantRead := extentBytes(pieces(changed, size)); reader.n != wantRead || wantRead != wantSent+64*KiB {
+		t.Fatalf("read %d bytes for %d bytes of changed blocks (%d sent)", reader.n, wantRead, wantSent)
+	}
+	if _, err := replicatest.Point(r, "p", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(replicatest.ReadPoint(t, r, "p", "d"), data) {
+		t.Fatal("the replica is not the disk after a tracked copy")
+	}
+	// Nothing more changed: the same report reads again and sends nothing.
+	if res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size, Changed: changed}, Options{}); err != nil || res.Sent != 0 {
+		t.Fatalf("again: sent %d, %v", res.Sent, err)
+	}
+}
+
+// Reported extents over the resync limit: the copy is the two-pass one,
+// which judges the limit by what truly differs before writing anything.
+func TestTrackedExtentsOverTheResyncLimitAreJudgedBeforeAnythingIsWritten(t *testing.T) {
+	const MiB = 1 << 20
+	data := make([]byte, 8*MiB)
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+	all := []blocks.Extent{{Offset: 0, Length: 8 * MiB}}
+	// The whole disk reported, 1 MiB truly changed: under the limit.
+	rand.Read(data[:1*MiB])
+	if res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: 8 * MiB, Changed: all}, Options{ResyncLimitPercent: 50}); err != nil || res.Sent != 1*MiB {
+		t.Fatalf("sent %d, %v", res.Sent, err)
+	}
+	rand.Read(data[2*MiB : 6*MiB])
+	before, _ := replicatest.Hashes(r, "d")
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: 8 * MiB, Changed: all}, Options{ResyncLimitPercent: 50})
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != agentproto.CodeResyncRequired || res.Sent != 0 {
+		t.Fatalf("half the disk changed: sent %d, %v", res.Sent, err)
+	}
+	if after, _ := replicatest.Hashes(r, "d"); !slices.Equal(before, after) {
+		t.Fatal("the replica changed though nothing was to be sent")
+	}
+}
+
+func TestPiecesAreAlignedMergedSplitAndClipped(t *testing.T) {
+	const KiB, MiB = 1 << 10, 1 << 20
+	got := pieces([]blocks.Extent{
+		{Offset: 20 * MiB, Length: 9 * MiB},         // split at MaxRun
+		{Offset: 100, Length: 10},                   // one block
+		{Offset: 4*KiB - 1, Length: 2},              // shares block 0, reaches block 1
+		{Offset: 64 * KiB, Length: 4 * KiB},         // alone
+		{Offset: 68 * KiB, Length: 4 * KiB},         // adjacent: joined
+		{Offset: 30*MiB - 2*KiB, Length: 100 * MiB}, // past the end
+	}, 30*MiB)
+	want := []blocks.Extent{
+		{Offset: 0, Length: 8 * KiB},
+		{Offset: 64 * KiB, Length: 8 * KiB},
+		{Offset: 20 * MiB, Length: 4 * MiB},
+		{Offset: 24 * MiB, Length: 4 * MiB},
+		{Offset: 28 * MiB, Length: 1 * MiB},
+		{Offset: 30*MiB - 4*KiB, Length: 4 * KiB},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("pieces = %v, want %v", got, want)
 	}
 }
