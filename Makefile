@@ -45,9 +45,10 @@ templ-check:
 
 ## bench: speed against baselines run in the same invocation (dd, rsync, azblob), printed as ratios;
 ## then a delta cycle's memory and storage reads on a big sparse disk, the RPO of many VMs on one host,
-## and recovery: a 4-VM plan's failover beside dd and azblob copies, a failback's bytes beside the churn.
+## recovery: a 4-VM plan's failover beside dd and azblob copies, a failback's bytes beside the churn;
+## and qemu: delta cycles of a QEMU disk through its dirty bitmap beside filedisk's scan of the same disk.
 ## BENCH_SIZE=MiB (default 4096) and BENCH_DIR=dir set the disk; needs about 2.5 × its size free.
-## BENCH_ONLY=azure|resync|sparse|rpo|recovery runs one part; BENCH_SPARSE_GIB, BENCH_SPARSE_AZURE_GIB,
+## BENCH_ONLY=azure|resync|sparse|rpo|recovery|qemu runs one part (BENCH_QEMU_GIB sizes qemu's disk); BENCH_SPARSE_GIB, BENCH_SPARSE_AZURE_GIB,
 ## BENCH_RPO_VMS, BENCH_RPO_MIB, BENCH_RPO_SECONDS, BENCH_RECOVERY_MIB size the last three
 ## (agent/bench/sparse.go, rpo.go, recovery.go; recovery needs about 25 × BENCH_RECOVERY_MIB free).
 bench:

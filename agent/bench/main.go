@@ -4,11 +4,11 @@
 //
 //	BENCH_SIZE  disk size in MiB (default 4096; the resync disk is half of it)
 //	BENCH_DIR   where to put the files (default the system temp dir)
-//	BENCH_ONLY  azure, resync, sparse, rpo or recovery: run that part alone
+//	BENCH_ONLY  azure, resync, sparse, rpo, recovery or qemu: run that part alone
 //	            (for comparing builds)
 //
-// The sparse, rpo and recovery parts have their own sizes (see sparse.go,
-// rpo.go, recovery.go).
+// The sparse, rpo, recovery and qemu parts have their own sizes (see
+// sparse.go, rpo.go, recovery.go, qemu.go).
 package main
 
 import (
@@ -61,7 +61,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	// The sparse, rpo and recovery parts make their own disks.
+	// The sparse, rpo, recovery and qemu parts make their own disks.
 	switch os.Getenv("BENCH_ONLY") {
 	case "sparse":
 		return benchSparse(dir)
@@ -69,6 +69,8 @@ func run() error {
 		return benchRPO(dir)
 	case "recovery":
 		return benchRecovery(dir)
+	case "qemu":
+		return benchQEMU(dir)
 	}
 	src := filepath.Join(dir, "source.img")
 	fmt.Printf("Making a %d MiB disk with 50 %% data in %s ...\n", sizeMiB, dir)
@@ -83,7 +85,7 @@ func run() error {
 	case "resync":
 		return benchResync(dir, size/2)
 	default:
-		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse, rpo or recovery", os.Getenv("BENCH_ONLY"))
+		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse, rpo, recovery or qemu", os.Getenv("BENCH_ONLY"))
 	}
 	dropped := dropCaches()
 	fmt.Printf("Page cache dropped before each measurement: %v\n\n", dropped)
@@ -201,7 +203,10 @@ func run() error {
 	if err := benchRPO(dir); err != nil {
 		return err
 	}
-	return benchRecovery(dir)
+	if err := benchRecovery(dir); err != nil {
+		return err
+	}
+	return benchQEMU(dir)
 }
 
 func row(name string, d time.Duration, size int64, ratio float64, goal string) {
