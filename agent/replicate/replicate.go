@@ -404,6 +404,15 @@ func (p *pipeline) reserve(n int64) []byte {
 	return b
 }
 
+// room is how many bytes the current batch takes before reserve hands it
+// to the writer.
+func (p *pipeline) room() int64 {
+	if p.cur.buf == nil || p.cur.used == 0 {
+		return p.limit
+	}
+	return p.limit - p.cur.used
+}
+
 // add queues runs whose data lie in reserved bytes.
 func (p *pipeline) add(runs ...replica.Run) {
 	for _, run := range runs {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,8 +162,8 @@ func TestOnlyTheExtentsADriverReportsChangedAreCompared(t *testing.T) {
 	if err != nil || res.Sent != 8192 {
 		t.Fatalf("sent %d, %v; want the reported 8 KiB", res.Sent, err)
 	}
-	if reader.n != 8192 {
-		t.Fatalf("read %d bytes of a 16 MiB disk to check one 8 KiB extent", reader.n)
+	if reader.n.Load() != 8192 {
+		t.Fatalf("read %d bytes of a 16 MiB disk to check one 8 KiB extent", reader.n.Load())
 	}
 	// Without a report, every block is compared: the first change is found.
 	res, err = Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: int64(len(data))}, Options{})
@@ -173,12 +174,12 @@ func TestOnlyTheExtentsADriverReportsChangedAreCompared(t *testing.T) {
 
 type countingReader struct {
 	r io.ReaderAt
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) ReadAt(b []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(b, off)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -313,8 +314,8 @@ func TestATrackedCopyReadsOnlyTheChangedExtentsOnceAndSendsWhatDiffers(t *testin
 	if res.Sent != wantSent || res.Differ != wantSent {
 		t.Fatalf("sent %d, differ %d; want %d", res.Sent, res.Differ, wantSent)
 	}
-	if wantRead := extentBytes(pieces(changed, size)); reader.n != wantRead || wantRead != wantSent+64*KiB {
-		t.Fatalf("read %d bytes for %d bytes of changed blocks (%d sent)", reader.n, wantRead, wantSent)
+	if wantRead := extentBytes(pieces(changed, size)); reader.n.Load() != wantRead || wantRead != wantSent+64*KiB {
+		t.Fatalf("read %d bytes for %d bytes of changed blocks (%d sent)", reader.n.Load(), wantRead, wantSent)
 	}
 	if _, err := replicatest.Point(r, "p", time.Now()); err != nil {
 		t.Fatal(err)
@@ -375,5 +376,40 @@ func TestPiecesAreAlignedMergedSplitAndClipped(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("pieces = %v, want %v", got, want)
+	}
+}
+
+// Reported extents beyond one batch (32 MiB): batches of blocks that did
+// not change are read into again, batches with changes are written whole,
+// and the replica ends as the disk.
+func TestATrackedCopyOverManyBatchesWritesEveryChangedBlock(t *testing.T) {
+	const MiB = 1 << 20
+	size := int64(100 * MiB)
+	data := make([]byte, size)
+	rand.Read(data)
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", size)
+	ctx := context.Background()
+	if _, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// 0–40 MiB reported but unchanged; from 40 MiB every other MiB changed.
+	changed := []blocks.Extent{{Offset: 0, Length: 40 * MiB}}
+	var want int64
+	for off := int64(40 * MiB); off < size; off += 2 * MiB {
+		rand.Read(data[off : off+MiB])
+		changed = append(changed, blocks.Extent{Offset: off, Length: MiB})
+		want += MiB
+	}
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size, Changed: changed}, Options{})
+	if err != nil || res.Sent != want {
+		t.Fatalf("sent %d, %v; want %d", res.Sent, err, want)
+	}
+	if _, err := replicatest.Point(r, "p", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(replicatest.ReadPoint(t, r, "p", "d"), data) {
+		t.Fatal("the replica is not the disk")
 	}
 }

@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"slices"
+	"sync"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
@@ -69,50 +70,105 @@ func extentBytes(ps []blocks.Extent) int64 {
 }
 
 // copyTracked reads the pieces once each and writes the blocks among them
-// whose hash is not the replica's.
+// whose hash is not the replica's. Pieces are read HashWorkers at a time
+// (a driver's reader may be a network export, where one read at a time is
+// bound by its round trips), a batch's worth at once, and queued in order.
 func copyTracked(ctx context.Context, r replica.Store, replicaID string, src Source, ps []blocks.Extent, opts Options) (Result, error) {
 	var res Result
 	p := newPipeline(ctx, r, replicaID, opts)
-	stored := make([]blocks.Hash, blocks.MaxRun/blocks.BlockSize)
-	differ := make([]bool, len(stored))
+	workers := HashWorkers()
+	scratch := make(chan *trackedScratch, workers)
+	for range workers {
+		scratch <- &trackedScratch{stored: make([]blocks.Hash, blocks.MaxRun/blocks.BlockSize), differ: make([]bool, blocks.MaxRun/blocks.BlockSize)}
+	}
 	readErr := func() error {
-		for _, piece := range ps {
+		for i := 0; i < len(ps); {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			if p.failed.Load() {
 				return nil // the writer's error is the one to report
 			}
-			b := p.reserve(piece.Length)
-			if err := readFull(src.Reader, b, piece.Offset); err != nil {
-				return unreadable(src, piece.Offset, err)
+			// A group of pieces that fits the batch: reserving them
+			// hands no half-read batch to the writer (only the first
+			// reservation may, when the batch is full).
+			room := p.room()
+			if room < ps[i].Length {
+				room = p.limit
 			}
-			want := stored[:blocks.Count(piece.Length)]
-			if err := r.ReadHashes(replicaID, piece.Offset/blocks.BlockSize, want); err != nil {
-				return TargetError(err)
+			j, sum := i, int64(0)
+			for j < len(ps) && (j == i || sum+ps[j].Length <= room) {
+				sum += ps[j].Length
+				j++
 			}
-			differs := differ[:len(want)]
-			for i := range want {
-				differs[i] = blocks.HashBlock(b[i*blocks.BlockSize:min((i+1)*blocks.BlockSize, len(b))]) != want[i]
+			group := ps[i:j]
+			bufs := make([][]byte, len(group))
+			for k, piece := range group {
+				bufs[k] = p.reserve(piece.Length)
 			}
-			for i := 0; i < len(differs); {
-				if !differs[i] {
-					i++
-					continue
+			runs := make([][]replica.Run, len(group))
+			errs := make([]error, len(group))
+			var wg sync.WaitGroup
+			for k, piece := range group {
+				s := <-scratch
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { scratch <- s }()
+					runs[k], errs[k] = s.compare(r, replicaID, src, piece, bufs[k])
+				}()
+			}
+			wg.Wait()
+			for k := range group {
+				if errs[k] != nil {
+					return errs[k]
 				}
-				j := i + 1
-				for j < len(differs) && differs[j] {
-					j++
+				for _, run := range runs[k] {
+					res.Differ += int64(len(run.Data))
 				}
-				run := b[i*blocks.BlockSize : min(j*blocks.BlockSize, len(b))]
-				res.Differ += int64(len(run))
-				p.add(replica.Run{Offset: piece.Offset + int64(i)*blocks.BlockSize, Data: run})
-				i = j
+				p.add(runs[k]...)
 			}
+			i = j
 		}
 		return nil
 	}()
 	var err error
 	res.Sent, err = p.finish(readErr)
 	return res, err
+}
+
+// trackedScratch is one reader's room for a piece's hashes.
+type trackedScratch struct {
+	stored []blocks.Hash
+	differ []bool
+}
+
+// compare reads a piece into b and returns the runs of its blocks whose
+// hash is not the replica's, as slices of b.
+func (s *trackedScratch) compare(r replica.Store, replicaID string, src Source, piece blocks.Extent, b []byte) ([]replica.Run, error) {
+	if err := readFull(src.Reader, b, piece.Offset); err != nil {
+		return nil, unreadable(src, piece.Offset, err)
+	}
+	want := s.stored[:blocks.Count(piece.Length)]
+	if err := r.ReadHashes(replicaID, piece.Offset/blocks.BlockSize, want); err != nil {
+		return nil, TargetError(err)
+	}
+	differs := s.differ[:len(want)]
+	for i := range want {
+		differs[i] = blocks.HashBlock(b[i*blocks.BlockSize:min((i+1)*blocks.BlockSize, len(b))]) != want[i]
+	}
+	var runs []replica.Run
+	for i := 0; i < len(differs); {
+		if !differs[i] {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(differs) && differs[j] {
+			j++
+		}
+		runs = append(runs, replica.Run{Offset: piece.Offset + int64(i)*blocks.BlockSize, Data: b[i*blocks.BlockSize : min(j*blocks.BlockSize, len(b))]})
+		i = j
+	}
+	return runs, nil
 }
