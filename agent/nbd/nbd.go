@@ -1,9 +1,11 @@
-// Package nbd is a minimal client of the NBD protocol (the fixed newstyle
-// handshake, NBD_OPT_GO, simple replies to reads), enough to read an
-// export QEMU or qemu-nbd serves on a unix socket as an io.ReaderAt.
+// Package nbd speaks the NBD protocol's fixed newstyle handshake and
+// simple replies, both ways. Client (this file) reads an export QEMU or
+// qemu-nbd serves on a unix socket as an io.ReaderAt; its requests are
+// serialized on the connection (one in flight). Server (server.go)
+// serves io.ReaderAt exports read-only, such as a recovery point's disks
+// to a QEMU that boots on them (instant failover).
 //
-// It does not negotiate structured replies, block status or writes.
-// Requests are serialized on the connection (one in flight).
+// Neither negotiates structured replies, block status or writes.
 package nbd
 
 import (
