@@ -117,6 +117,7 @@ type qemuBench struct {
 	fd              *filedisk.Driver
 	qr, fr          *dirtarget.Replica
 	points          int
+	written         map[int64]bool // 64 KiB slots a churn wrote: each is written once, so it truly changes
 }
 
 func newQEMUBench(dir string, size int64) (*qemuBench, error) {
@@ -125,7 +126,7 @@ func newQEMUBench(dir string, size int64) (*qemuBench, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &qemuBench{dir: dir, size: size}
+	b := &qemuBench{dir: dir, size: size, written: map[int64]bool{}}
 	b.fd = &filedisk.Driver{Root: filepath.Join(dir, "filedisk-vms")}
 	vmDir := filepath.Join(b.fd.Root, "vm1")
 	if err := os.MkdirAll(vmDir, 0o755); err != nil {
@@ -207,12 +208,13 @@ func (b *qemuBench) close() {
 	}
 }
 
-// churn writes fraction of the disk as distinct 64 KiB extents of one
-// byte each, the same into both disks, and returns the bytes written.
+// churn writes fraction of the disk as 64 KiB extents of one byte each,
+// the same into both disks, and returns the bytes written. No extent is
+// written twice in a run: every write changes what the disk held (random
+// data or zeros), so what a cycle must send is known.
 func (b *qemuBench) churn(rng *rand.Rand, fraction float64) (int64, error) {
 	n := int(float64(b.size) * fraction / qemuChurnExtent)
 	slots := b.size / qemuChurnExtent
-	seen := map[int64]bool{}
 	f, err := os.OpenFile(b.raw, os.O_WRONLY, 0)
 	if err != nil {
 		return 0, err
@@ -220,13 +222,14 @@ func (b *qemuBench) churn(rng *rand.Rand, fraction float64) (int64, error) {
 	defer f.Close()
 	buf := make([]byte, qemuChurnExtent)
 	ctx := context.Background()
-	for len(seen) < n {
+	for i := 0; i < n; {
 		slot := rng.Int64N(slots)
-		if seen[slot] {
+		if b.written[slot] {
 			continue
 		}
-		seen[slot] = true
-		pattern := byte(1 + b.points%250 + len(seen)%3)
+		b.written[slot] = true
+		i++
+		pattern := byte(1 + i%250)
 		off := slot * qemuChurnExtent
 		for i := range buf {
 			buf[i] = pattern
