@@ -52,9 +52,16 @@ const SocketSuffix = ".qmp"
 // disk ids in turn, or a replica reset that keeps its disk ids; neither
 // happens with one target per VM, which is what the vault makes today.
 //
-// Not built yet: app-consistent captures through qemu-guest-agent (a
-// request for one gets a crash-consistent point that says so), and
-// everything of a recovery host (Materialize, WriteBack, Remove).
+// A VM's guest agent (qemu-guest-agent) is the unix socket NAME.qga
+// beside NAME.qmp (-chardev socket,path=QMPDIR/NAME.qga,server=on,wait=off,id=qga0
+// -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0).
+// When it answers, an app-consistent capture freezes the guest's
+// filesystems just before the transaction and thaws them as soon as it
+// returns, and Shutdown asks it to power the guest off; otherwise the
+// capture is crash-consistent and says why, and Shutdown uses ACPI.
+//
+// Not built yet: everything of a recovery host (Materialize, WriteBack,
+// Remove).
 type Driver struct {
 	// QMPDir holds the NAME.qmp sockets.
 	QMPDir string
@@ -172,6 +179,7 @@ func (d *Driver) recoverVM(ctx context.Context, vmID string, m *qmp.Monitor) err
 	if _, err := Recover(ctx, m, disks, d.vmDir(vmID)); err != nil {
 		return fmt.Errorf("VM %s: %w", vmID, err)
 	}
+	d.thawLeftFrozen(ctx, vmID)
 	return nil
 }
 
@@ -347,10 +355,11 @@ func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 	return powerState(st), nil
 }
 
-// Shutdown asks the guest to power off through ACPI (system_powerdown)
-// and waits, at most timeout, for QEMU's SHUTDOWN event, a status of
+// Shutdown asks the guest to power off, through its guest agent when it
+// answers, else through ACPI (system_powerdown; see powerdown), and
+// waits, at most timeout, for QEMU's SHUTDOWN event, a status of
 // shutdown, or QEMU's exit (its monitor closes, and the socket no longer
-// answers). A guest that ignores ACPI (no OS, no acpid) does not stop:
+// answers). A guest that ignores it (no OS, no acpid) does not stop:
 // the error is a CodeVMWillNotStop, and the VM still runs.
 func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duration) error {
 	m, err := d.monitor(ctx, vmID)
@@ -366,11 +375,12 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 	}
 	events, stop := m.Subscribe()
 	defer stop()
-	if err := m.Execute(ctx, "system_powerdown", nil, nil); err != nil {
-		return fmt.Errorf("VM %s: %w", vmID, err)
-	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	how, err := d.powerdown(ctx, vmID, m)
+	if err != nil {
+		return err
+	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -392,7 +402,7 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 			}
 		case <-deadline.C:
 			return &agentproto.TaskError{Code: agentproto.CodeVMWillNotStop, Message: fmt.Sprintf(
-				"VM %s did not stop within %v of an ACPI power-down (system_powerdown): its guest ignored it, and it still runs. Shut it down on the host, then restart the job", vmID, timeout)}
+				"VM %s did not stop within %v of %s: its guest ignored it, and it still runs. Shut it down on the host, then restart the job", vmID, timeout, how)}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -495,7 +505,11 @@ func (d *Driver) Capture(ctx context.Context, req driver.CaptureRequest) (_ driv
 			c.Release(false)
 		}
 	}()
-	f, err := Freeze(ctx, m, disks, FreezeOptions{Dir: d.vmDir(req.VMID), Fleece: true})
+	opts := FreezeOptions{Dir: d.vmDir(req.VMID), Fleece: true}
+	if req.AppConsistent {
+		opts.AroundTransaction = c.quiesced
+	}
+	f, err := Freeze(ctx, m, disks, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -528,9 +542,6 @@ func (d *Driver) Capture(ctx context.Context, req driver.CaptureRequest) (_ driv
 		}
 		c.disks = append(c.disks, driver.CapturedDisk{ID: ref.ID, Source: src})
 	}
-	if req.AppConsistent {
-		c.note = "the qemu driver cannot quiesce the guest yet (qemu-guest-agent is not used): the point is crash-consistent"
-	}
 	return c, nil
 }
 
@@ -542,15 +553,24 @@ type capture struct {
 	f     *Frozen
 	disks []driver.CapturedDisk
 	note  string
-	once  sync.Once
-	err   error
+	app   bool // the guest's filesystems were frozen at the transaction
+	// thawFailed: they may still be; the monitor's next connection
+	// thaws them (recoverVM).
+	thawFailed bool
+	once       sync.Once
+	err        error
 }
 
 func (c *capture) Disks() []driver.CapturedDisk { return c.disks }
 
-// ReadDone: the capture is crash-consistent, as at the freeze.
+// ReadDone: the capture is as at the transaction, app-consistent when
+// the guest's filesystems were frozen then, else crash-consistent.
 func (c *capture) ReadDone() driver.Result {
-	return driver.Result{Consistency: replica.ConsistencyCrash, Time: c.f.At(), Method: driver.MethodFleece, Note: c.note}
+	consistency := replica.ConsistencyCrash
+	if c.app {
+		consistency = replica.ConsistencyApp
+	}
+	return driver.Result{Consistency: consistency, Time: c.f.At(), Method: driver.MethodFleece, Note: c.note}
 }
 
 // Release releases the frozen bitmaps (Frozen.Release) and, with ack,
@@ -561,9 +581,10 @@ func (c *capture) Release(ack bool) error {
 		defer func() {
 			c.d.mu.Lock()
 			delete(c.d.busy, c.vmID)
-			if c.err != nil && c.d.monitors[c.vmID] == c.m {
-				// The bitmaps may be as Freeze left them: the next
-				// connection's recovery merges them back.
+			if (c.err != nil || c.thawFailed) && c.d.monitors[c.vmID] == c.m {
+				// The bitmaps may be as Freeze left them, the guest
+				// frozen: the next connection's recovery merges them
+				// back and thaws it.
 				c.m.Close()
 				delete(c.d.monitors, c.vmID)
 			}

@@ -222,6 +222,11 @@ type FreezeOptions struct {
 	// Fleece holds each disk's data as it was at the freeze too, for Open
 	// to read while the guest writes on.
 	Fleece bool
+	// AroundTransaction, when set, runs the transaction once everything
+	// else is ready (overlays made, bitmaps checked): it may quiesce the
+	// guest just before and resume it as soon as the transaction
+	// returns, so that the guest waits for the transaction alone.
+	AroundTransaction func(ctx context.Context, transaction func() error) error
 }
 
 // Freeze hands every disk's bitmap over at one instant, in one QMP
@@ -284,10 +289,21 @@ func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk, opts FreezeOption
 				"device": d.NodeName, "target": fl.node, "sync": "none", "job-id": fl.node}})
 		}
 	}
-	if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+	transaction := func() error {
+		if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+			return err
+		}
+		f.at = time.Now()
+		return nil
+	}
+	if opts.AroundTransaction != nil {
+		err = opts.AroundTransaction(ctx, transaction)
+	} else {
+		err = transaction()
+	}
+	if err != nil {
 		return nil, err
 	}
-	f.at = time.Now()
 	for i := range f.fleece {
 		f.fleece[i].job = true
 	}

@@ -103,7 +103,7 @@ func Find() (*Ingredients, error) {
 }
 
 func findModule(dir, name string) string {
-	for _, sub := range []string{"kernel/drivers/virtio", "kernel/drivers/block", "kernel/drivers/acpi", "kernel/drivers/input"} {
+	for _, sub := range []string{"kernel/drivers/virtio", "kernel/drivers/block", "kernel/drivers/acpi", "kernel/drivers/input", "kernel/drivers/char"} {
 		for _, ext := range []string{".ko", ".ko.xz", ".ko.zst"} {
 			f := filepath.Join(dir, sub, name+ext)
 			if _, err := os.Stat(f); err == nil {
@@ -168,6 +168,11 @@ func module(path string) ([]byte, error) {
 // ACPI power-button press, makes /stop exist, which the standard workload
 // checks between records.
 func (in *Ingredients) Initramfs(workload string) ([]byte, error) {
+	return in.initramfs(workload, nil)
+}
+
+// initramfs builds the initramfs, with the guest agent when ga is set.
+func (in *Ingredients) initramfs(workload string, ga *guestAgent) ([]byte, error) {
 	var w cpioWriter
 	for _, d := range []string{"bin", "dev", "proc", "sys", "lib", "lib/modules"} {
 		w.dir(d)
@@ -186,11 +191,20 @@ func (in *Ingredients) Initramfs(workload string) ([]byte, error) {
 		}
 		w.file("lib/modules/"+Modules[i]+".ko", 0o644, data)
 	}
-	w.file("init", 0o755, []byte(initScript(workload)))
+	agent := ""
+	if ga != nil {
+		if err := ga.add(&w); err != nil {
+			return nil, err
+		}
+		agent = agentInit()
+	}
+	w.file("init", 0o755, []byte(initScript(workload, agent)))
 	return w.bytes(), nil
 }
 
-func initScript(workload string) string {
+// initScript is /init; agent (shell) starts the guest agent, after the
+// modules.
+func initScript(workload, agent string) string {
 	return `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -206,7 +220,7 @@ while [ ! -b /dev/vda ]; do
 	i=$((i+1)); [ $i -gt 1000 ] && fail no /dev/vda
 	usleep 10000
 done
-stty -echo </dev/console 2>/dev/null
+` + agent + `stty -echo </dev/console 2>/dev/null
 (read line </dev/console; touch /stop) &
 for e in /sys/class/input/event*; do
 	[ "$(cat $e/device/name 2>/dev/null)" = "Power Button" ] || continue
@@ -252,16 +266,28 @@ type Options struct {
 	MemoryMiB   int           // default 256
 	BootTimeout time.Duration // to ReadyLine; default 2 minutes
 	QEMUArgs    []string      // more arguments for QEMU
+
+	// GuestAgent runs qemu-ga in the guest on a virtio-serial port
+	// (GuestAgentPort) whose host side is the unix socket
+	// Guest.GuestAgentSocket, and mounts a small ext2 filesystem on
+	// FreezeMount for guest-fsfreeze-freeze to freeze. qemu-ga's
+	// guest-shutdown stops the workload as an ACPI power-down does.
+	// Start returns once qemu-ga was started (GuestAgentLine); it answers
+	// a moment later. It needs the Debian package qemu-guest-agent.
+	GuestAgent bool
 }
 
 // Guest is a running guest.
 type Guest struct {
-	Dir      string // a temporary directory, removed when the test ends
-	Socket   string // QEMU's QMP socket
-	Disk     string // the disk image
-	Format   string // its format
-	Cmd      *exec.Cmd
-	BootTime time.Duration // from QEMU's start to ReadyLine
+	Dir    string // a temporary directory, removed when the test ends
+	Socket string // QEMU's QMP socket
+	// GuestAgentSocket is the guest agent's socket (Options.GuestAgent),
+	// else empty.
+	GuestAgentSocket string
+	Disk             string // the disk image
+	Format           string // its format
+	Cmd              *exec.Cmd
+	BootTime         time.Duration // from QEMU's start to ReadyLine
 
 	in      *Ingredients
 	stdin   io.WriteCloser
@@ -317,7 +343,16 @@ func Start(t testing.TB, opts Options) *Guest {
 		}
 		workload = RecordsWorkload(first, last)
 	}
-	initrd, err := in.Initramfs(workload)
+	var ga *guestAgent
+	if opts.GuestAgent {
+		if ga, err = in.findGuestAgent(); err != nil {
+			if os.Getenv("LIFEBOAT_REQUIRE_QEMU") != "" {
+				t.Fatalf("%v; LIFEBOAT_REQUIRE_QEMU is set", err)
+			}
+			t.Skipf("%v (set LIFEBOAT_REQUIRE_QEMU to fail instead)", err)
+		}
+	}
+	initrd, err := in.initramfs(workload, ga)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,6 +369,12 @@ func Start(t testing.TB, opts Options) *Guest {
 		"-drive", "file=" + g.Disk + ",format=" + opts.Format + ",if=virtio",
 		"-qmp", "unix:" + g.Socket + ",server=on,wait=off",
 		"-nic", "none"}
+	if opts.GuestAgent {
+		g.GuestAgentSocket = filepath.Join(dir, "qga.sock")
+		args = append(args, "-device", "virtio-serial",
+			"-chardev", "socket,path="+g.GuestAgentSocket+",server=on,wait=off,id=qga0",
+			"-device", "virtserialport,chardev=qga0,name="+GuestAgentPort)
+	}
 	args = append(args, opts.QEMUArgs...)
 	g.Cmd = exec.Command(in.QEMU, args...)
 	g.Cmd.Stderr = &g.stderr

@@ -174,3 +174,34 @@ func TestGuestStopsOnAQMPQuit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTheGuestAgentsInitramfsHasQemuGAItsLibrariesModulesAndShutdown(t *testing.T) {
+	in := Require(t)
+	if _, err := exec.LookPath("cpio"); err != nil {
+		t.Skip("cpio is not installed")
+	}
+	ga, err := in.findGuestAgent()
+	if err != nil {
+		t.Skip(err)
+	}
+	img, err := in.initramfs("echo hello", ga)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("cpio", "-t", "--quiet")
+	cmd.Stdin = bytes.NewReader(img)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -t: %v", err)
+	}
+	names := strings.Fields(string(out))
+	for _, want := range []string{"usr/sbin/qemu-ga", "lib64/ld-linux-x86-64.so.2", "sbin/shutdown",
+		"lib/modules/virtio_console.ko", "lib/modules/loop.ko"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the initramfs has no %s: %v", want, names)
+		}
+	}
+	if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "/libglib-2.0.so.0") }) {
+		t.Errorf("the initramfs has no libglib-2.0.so.0: %v", names)
+	}
+}
