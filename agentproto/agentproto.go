@@ -170,6 +170,10 @@ const (
 	// FeatureReplicaKeys: the agent keeps replicas under the payload's
 	// ReplicaKey (the vault's VM id) and moves legacy ones there.
 	FeatureReplicaKeys = "replica_keys"
+	// FeatureInstantFailover: the agent's driver can start a recovered VM
+	// at once on disks served from the recovery point while it copies
+	// them to local disks (MaterializePayload.Instant).
+	FeatureInstantFailover = "instant_failover"
 )
 
 // Task kinds.
@@ -446,6 +450,11 @@ type MaterializePayload struct {
 	// exists, is off, and has a disk file of each disk's name; only the
 	// blocks of its disks that differ from the point are written.
 	WriteBack bool `json:"write_back,omitempty"`
+	// Instant starts the VM at once on disks read from the recovery point
+	// while they are copied to local disks; the task ends when the copy
+	// does (the VM runs from its own disks then). Only for agents listing
+	// FeatureInstantFailover; Start must be set.
+	Instant bool `json:"instant,omitempty"`
 }
 
 // MaterializeResult is the result of TaskMaterialize.

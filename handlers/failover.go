@@ -24,6 +24,10 @@ type TestFailoverInputJSON struct {
 	// RecoveryHostID is the host that runs the test VM; the VM's own host
 	// when empty.
 	RecoveryHostID string `json:"recovery_host_id"`
+	// Instant starts the test VM at once on the point's disks, served by
+	// the recovery host's agent, while they are copied to it (a qemu
+	// recovery host only).
+	Instant bool `json:"instant"`
 }
 
 // FailoverInputJSON is the body of POST /api/v1/vms/{id}/failover.
@@ -40,6 +44,10 @@ type FailoverInputJSON struct {
 	// ShutDownSource, for an unplanned failover: shut the source VM down
 	// first if its host answers.
 	ShutDownSource bool `json:"shut_down_source"`
+	// Instant starts the recovered VM at once on the point's disks while
+	// they are copied to the recovery host (a qemu recovery host only;
+	// not a failback into the original VM).
+	Instant bool `json:"instant"`
 }
 
 // CleanupInputJSON is the body of POST /api/v1/vms/{id}/test-failover/cleanup.
@@ -154,7 +162,7 @@ func (h *Handlers) APITestFailover(c echo.Context) error {
 		return err
 	}
 	job, err := h.store.StartTestFailover(c.Request().Context(), actor(c), c.Param("id"),
-		models.RecoveryRequest{RecoveryPoint: in.RecoveryPoint, RecoveryHostID: in.RecoveryHostID})
+		models.RecoveryRequest{RecoveryPoint: in.RecoveryPoint, RecoveryHostID: in.RecoveryHostID, Instant: in.Instant})
 	return h.accepted(c, job, err)
 }
 
@@ -179,7 +187,7 @@ func (h *Handlers) APIFailover(c echo.Context) error {
 		return err
 	}
 	job, err := h.store.StartFailover(c.Request().Context(), actor(c), c.Param("id"), planned,
-		models.RecoveryRequest{RecoveryPoint: in.RecoveryPoint, RecoveryHostID: in.RecoveryHostID, ShutDownSource: in.ShutDownSource})
+		models.RecoveryRequest{RecoveryPoint: in.RecoveryPoint, RecoveryHostID: in.RecoveryHostID, ShutDownSource: in.ShutDownSource, Instant: in.Instant})
 	return h.accepted(c, job, err)
 }
 
@@ -214,7 +222,7 @@ func (h *Handlers) APIRestartJob(c echo.Context) error {
 // TestFailover handles the VM page's Test failover form.
 func (h *Handlers) TestFailover(c echo.Context) error {
 	job, err := h.store.StartTestFailover(c.Request().Context(), actor(c), c.Param("id"),
-		models.RecoveryRequest{RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id")})
+		models.RecoveryRequest{RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id"), Instant: formBool(c, "instant")})
 	return h.redirectToJob(c, job, err, "Test failover: the recovery host's agent makes the test VM from the recovery point and starts it isolated. Replication goes on.")
 }
 
@@ -232,7 +240,7 @@ func (h *Handlers) Failover(c echo.Context) error {
 	}
 	job, err := h.store.StartFailover(c.Request().Context(), actor(c), c.Param("id"), planned,
 		models.RecoveryRequest{RecoveryPoint: c.FormValue("recovery_point"), RecoveryHostID: c.FormValue("recovery_host_id"),
-			ShutDownSource: formBool(c, "shut_down_source")})
+			ShutDownSource: formBool(c, "shut_down_source"), Instant: formBool(c, "instant")})
 	return h.redirectToJob(c, job, err, "Failing over: follow the steps below.")
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +78,11 @@ type RecoveryRequest struct {
 	// ShutDownSource, for an unplanned failover: shut the source down
 	// first if its host answers.
 	ShutDownSource bool
+	// Instant starts the recovered VM at once on the recovery point's
+	// disks, served by the recovery host's agent, while they are copied to
+	// the host (instant failover); the recovery host's driver must offer
+	// it (agentproto.FeatureInstantFailover).
+	Instant bool
 	// Parent is the recovery plan's job this VM's job is part of.
 	Parent string
 }
@@ -175,6 +181,16 @@ func recoveryHost(tx *gorm.DB, hostID, vmName string, ownID string) (*Host, erro
 			"host %s already has a VM named %s; remove or rename it there, or choose another recovery host", h.Name, vmName)}
 	}
 	return &h, nil
+}
+
+// instantHost refuses an instant recovery on a host whose agent cannot
+// start a VM before its disks are copied.
+func instantHost(h *Host, instant bool) error {
+	if !instant || slices.Contains(strings.Fields(h.Features), agentproto.FeatureInstantFailover) {
+		return nil
+	}
+	return &ConflictError{Code: "instant_not_supported", Message: fmt.Sprintf(
+		"host %s (driver %s) cannot start a VM before its disks are copied; instant failover needs a recovery host whose agent runs the qemu driver. Fail over without instant, or choose such a host", h.Name, h.Driver)}
 }
 
 // choosePoint resolves a recovery point choice among a protection's points.
@@ -340,11 +356,17 @@ func (s *Store) startTestFailover(tx *gorm.DB, now time.Time, a Actor, vmID stri
 		if err != nil {
 			return err
 		}
+		if err := instantHost(host, req.Instant); err != nil {
+			return err
+		}
 		testID := "lifeboat-" + w.VM.ID + "-test"
+		create := fmt.Sprintf("Create %s on host %s and start it isolated", name, host.Name)
+		if req.Instant {
+			create = fmt.Sprintf("Start %s on host %s isolated, on the recovery point's disks, and copy them to the host", name, host.Name)
+		}
 		job, err = createJob(tx, now, a, Job{Type: JobTestFailover, TargetKind: "vm", TargetID: w.VM.ID, TargetName: w.VM.Name, ParentJobID: req.Parent}, []jobStepSpec{
 			{Name: "Choose the recovery point", Message: describePoint(point, "")},
-			{Name: fmt.Sprintf("Create %s on host %s and start it isolated", name, host.Name),
-				Task: materializeTask(w, host, agentproto.MaterializePayload{PointID: point.ID, VMID: testID, VMName: name, Test: true})},
+			{Name: create, Task: materializeTask(w, host, agentproto.MaterializePayload{PointID: point.ID, VMID: testID, VMName: name, Test: true, Instant: req.Instant})},
 		})
 		if err != nil {
 			return err
@@ -477,6 +499,13 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 		if err != nil {
 			return err
 		}
+		if err := instantHost(host, req.Instant); err != nil {
+			return err
+		}
+		if req.Instant && home != nil {
+			return &ConflictError{Code: "instant_not_supported", Message: fmt.Sprintf(
+				"a failback into %s on host %s writes only the blocks that differ into its disks, which an instant failover cannot do; fail back without instant, or to another host", home.Name, host.Name)}
+		}
 		sourceUp := hostUp(w.Host)
 		if planned && !sourceUp {
 			return &ConflictError{Code: "recovery_host_disconnected", Message: fmt.Sprintf(
@@ -484,9 +513,12 @@ func (s *Store) startFailover(tx *gorm.DB, now time.Time, a Actor, vmID string, 
 		}
 		recover := func(pointID, choice string) *Task {
 			return materializeTask(w, host, agentproto.MaterializePayload{PointID: pointID, PointChoice: choice, VMID: recoveredID,
-				VMName: recoveredName, Replace: replace, WriteBack: home != nil})
+				VMName: recoveredName, Replace: replace, WriteBack: home != nil, Instant: req.Instant})
 		}
 		createStep := fmt.Sprintf("Create %s on host %s and start it", recoveredName, host.Name)
+		if req.Instant {
+			createStep = fmt.Sprintf("Start %s on host %s on the recovery point's disks, and copy them to the host", recoveredName, host.Name)
+		}
 		if home != nil {
 			createStep = fmt.Sprintf("Write the blocks that differ into %s on host %s and start it", recoveredName, host.Name)
 		}

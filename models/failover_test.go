@@ -411,3 +411,30 @@ func TestAMaterializeFailedForASilentHostThatReportsDoneAfterAllIsTaken(t *testi
 		wantProtection(t, h, vm.ID, models.StateFailedOver, models.HealthNormal)
 	})
 }
+
+// Instant recovery goes only to a host whose agent says it can start a
+// VM before its disks are copied, and tells that agent to.
+func TestInstantRecoveryNeedsAHostThatOffersItAndSaysSoInTheTask(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		plain := mustHost(t, h, host.SiteID, "dr", models.HostConnected)
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", plain.ID).Update("features", "inventory materialize remove_vm replica_keys")
+		_, err := h.s.StartTestFailover(t.Context(), alice, vm.ID, models.RecoveryRequest{RecoveryHostID: plain.ID, Instant: true})
+		wantConflict(t, err, "instant_not_supported")
+		_, err = h.s.StartFailover(t.Context(), alice, vm.ID, false, models.RecoveryRequest{RecoveryHostID: plain.ID, Instant: true})
+		wantConflict(t, err, "instant_not_supported")
+
+		qemuHost := mustHost(t, h, host.SiteID, "qemu-dr", models.HostConnected)
+		h.rawDB(t).Model(&models.Host{}).Where("id = ?", qemuHost.ID).Update("features", "inventory instant_failover materialize remove_vm replica_keys")
+		job, err := h.s.StartTestFailover(t.Context(), alice, vm.ID, models.RecoveryRequest{RecoveryHostID: qemuHost.ID, Instant: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j := wantJob(t, h, job.ID, models.JobInProgress); !strings.Contains(j.Steps[1].Name, "copy them to the host") {
+			t.Fatalf("step %q", j.Steps[1].Name)
+		}
+		if pl := materializePayload(t, leaseOne(t, h, qemuHost.ID, agentproto.TaskMaterialize)); !pl.Instant || !pl.Test || !pl.Start {
+			t.Fatalf("payload %+v: want an instant, isolated start", pl)
+		}
+	})
+}

@@ -77,6 +77,22 @@ type Driver interface {
 	WriteBack(ctx context.Context, vmID string, disks []MaterializeDisk) (Materialized, error)
 }
 
+// InstantMaterializer is a driver that can start a recovered VM before its
+// disks are on the host (instant failover): the VM runs at once on the
+// point's disks, read through spec's readers, while they are copied to
+// local disks in the background.
+type InstantMaterializer interface {
+	// MaterializeInstant makes the VM as Materialize does (the same
+	// records, the same refusals, Existing for a VM made of the same point
+	// before, which it goes on copying), starts it (isolated when asked),
+	// calls started once it runs, and returns once every disk is local
+	// (the copy's progress is what it read of the readers): the VM then runs from its own disks alone
+	// and the readers are read no more. An error after started leaves the
+	// VM running on what it has, and a call again with the same spec goes
+	// on with the copy.
+	MaterializeInstant(ctx context.Context, spec MaterializeSpec, opts StartOptions, started func(agentproto.VM)) (Materialized, error)
+}
+
 // ErrVMNotFound is wrapped by the errors of a driver's calls that name a
 // VM the host does not have.
 var ErrVMNotFound = errors.New("no such VM on this host")

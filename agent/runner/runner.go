@@ -148,6 +148,10 @@ func (a *Runner) Register(kinds map[string]tasks.Func) {
 		a.kinds[kind] = f
 	}
 	a.info.Features = features(a.kinds)
+	if _, ok := a.driver.(driver.InstantMaterializer); ok {
+		a.info.Features = append(a.info.Features, agentproto.FeatureInstantFailover)
+		sort.Strings(a.info.Features)
+	}
 }
 
 // Vault is the agent's client of its vault, for tasks that call it.

@@ -53,7 +53,10 @@ func (ts *Tasks) materialize(ctx context.Context, t agentproto.Task, rep Reporte
 	if made.Existing {
 		rep.Log().Info("the VM was made of this point before; it is kept as it is", "vm_id", made.VM.ID)
 	}
-	if p.Start {
+	if p.Instant {
+		// The driver started it before its disks were copied.
+		res.Started, res.Isolated = true, p.Test
+	} else if p.Start {
 		rep.Set(agentproto.Progress{Step: "start VM " + made.VM.Name, Percent: 100})
 		kept := fmt.Sprintf("VM %s was made on this host of recovery point %s and is kept, but it", made.VM.ID, p.PointID)
 		if _, err := ts.powerOn(ctx, p.VMID, p.Test, kept); err != nil {
@@ -99,7 +102,19 @@ func (ts *Tasks) materializeFrom(ctx context.Context, r replica.Store, p agentpr
 		spec.Disks = append(spec.Disks, driver.MaterializeDisk{Name: names[id], SizeBytes: size, Data: progress.reader(pr)})
 	}
 	var made driver.Materialized
-	if p.WriteBack {
+	if p.Instant {
+		im, ok := ts.d.Driver.(driver.InstantMaterializer)
+		if !ok || p.WriteBack || !p.Start {
+			return made, 0, &agentproto.TaskError{Code: agentproto.CodeTargetNotSupported, Message: fmt.Sprintf(
+				"this host's %s driver cannot start a VM before its disks are copied (instant failover needs a qemu recovery host, and a new VM, not a failback into an existing one); fail over without instant", ts.d.Driver.Name())}
+		}
+		progress.step = "copy the disks of recovery point " + p.PointID + " while the VM runs"
+		started := func(vm agentproto.VM) {
+			rep.Log().Info("the VM runs on the recovery point's disks; they are being copied to this host", "vm_id", vm.ID)
+			rep.Set(agentproto.Progress{Step: "VM " + vm.Name + " started; " + progress.step})
+		}
+		made, err = im.MaterializeInstant(ctx, spec, driver.StartOptions{Isolated: p.Test}, started)
+	} else if p.WriteBack {
 		if p.Replace {
 			// Another point for a VM failed back into: it runs, so stop it.
 			if err := ts.d.Driver.Shutdown(ctx, p.VMID, 5*time.Minute); err != nil {
