@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blocks"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -296,6 +297,81 @@ func TestAnAgentKilledMidReadLosesNoWriteAndItsRestartLeavesNoOverlay(t *testing
 	all := append(before, during, after)
 	assertCycleSending(t, h, v, b, "p3", extentBytes(during, after), extentBytes(all...), extentBytes(all...), readBound(all...))
 	assertNoCaptureLeftovers(t, v.m, work, "d0")
+}
+
+// A real guest writes fsynced records all along; an agent process is
+// killed with SIGKILL while its cycle reads the disk, and a restarted
+// agent process makes the next point: its records are a gap-free prefix
+// holding every record the guest acknowledged before that cycle began
+// (so all those of before the killed one), and nothing of the killed
+// capture is left.
+func TestAGuestsRecordsSurviveAnAgentKilledMidCycleAsAGapFreePrefix(t *testing.T) {
+	const size = 16 * mib
+	qmpDir, work := qemuDirs(t)
+	// As in TestPointsOfAGuestWritingContinuouslyAreGapFreePrefixesOfItsAcks:
+	// the records go to a -blockdev disk d0; the images are outside the
+	// driver's work directory, which must end empty.
+	images := t.TempDir()
+	disk, dummy := filepath.Join(images, "d0.qcow2"), filepath.Join(images, "dummy.raw")
+	for _, img := range [][]string{{"qcow2", disk, "16M"}, {"raw", dummy, "1M"}} {
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", img[0], img[1], img[2]).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create: %v: %s", err, out)
+		}
+	}
+	workload := "i=0; D=; while [ -z \"$D\" ]; do for v in vda vdb; do [ \"$(cat /sys/block/$v/size 2>/dev/null)\" = 32768 ] && D=/dev/$v; done; i=$((i+1)); [ $i -gt 1000 ] && fail no d0; usleep 10000; done\n" +
+		strings.ReplaceAll(guesttest.RecordsWorkload(1, size/guesttest.RecordSize-1), "/dev/vda", "$D")
+	g := guesttest.Start(t, guesttest.Options{Disk: dummy, Format: "raw", Workload: workload,
+		QEMUArgs: []string{"-blockdev", "node-name=d0,driver=qcow2,file.driver=file,file.filename=" + disk,
+			"-device", "virtio-blk-pci,drive=d0",
+			"-qmp", "unix:" + filepath.Join(qmpDir, "vm1.qmp") + ",server=on,wait=off"}})
+	if err := g.WaitAck(5, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	m, err := qmp.Dial(ctx, g.Socket)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	stateDir := t.TempDir()
+	a := startQEMUAgent(t, qmpDir, work, stateDir)
+	h := a.protect(t, "", disk, size)
+	h.replicate(t, "p1")
+	a.d.Close() // the agent processes take the monitor now
+
+	if err := g.WaitAck(g.LastAck()+5, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ackedBeforeKilled := g.LastAck()
+	killed := startChildCycle(t, h, qmpDir, work, stateDir, "p2", 3*time.Second)
+	killed.waitReading(t)
+	if err := g.WaitAck(g.LastAck()+3, time.Minute); err != nil { // writes during the killed cycle
+		t.Fatal(err)
+	}
+	killed.kill(t)
+	assertCaptureLeft(t, m, work)
+	if err := g.WaitAck(g.LastAck()+3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	ackedBefore := g.LastAck()
+	res := startChildCycle(t, h, qmpDir, work, stateDir, "p3", 0).wait(t)
+	recs, err := guesttest.CheckPrefix(guesttest.Records(h.readPoint(t, "p3")), ackedBefore)
+	if err != nil {
+		t.Fatalf("point p3 (acked %d before the killed cycle, %d before this one, %d now): %v", ackedBeforeKilled, ackedBefore, g.LastAck(), err)
+	}
+	if recs < ackedBeforeKilled || recs > g.LastAck()+1 {
+		t.Fatalf("point p3 holds records 1..%d: acked %d before the killed cycle, %d now", recs, ackedBeforeKilled, g.LastAck())
+	}
+	t.Logf("point p3: records 1..%d, acked %d before the killed cycle, %d before p3; %d bytes sent", recs, ackedBeforeKilled, ackedBefore, res.BytesSent)
+	assertNoCaptureLeftovers(t, m, work, "d0")
+	select {
+	case <-g.Exited():
+		t.Fatal("the guest stopped during the cycles")
+	default:
+	}
 }
 
 // smallFilesystem mounts a tmpfs of size (mount's notation) on a fresh
