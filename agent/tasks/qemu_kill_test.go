@@ -32,7 +32,7 @@ func extentBytes(extents ...blocks.Extent) int64 {
 // file; once the target is back, the next cycle has every write, those
 // of before the failed cycle and of during it, and still reads only
 // about them.
-func TestACycleWhoseTargetFailsMidReadLosesNoWriteAndLeavesNoOverlay(t *testing.T) {
+func TestAQEMUCycleWhoseTargetFailsMidReadLosesNoWriteAndLeavesNoOverlay(t *testing.T) {
 	const size = 64 * mib
 	for _, c := range []struct {
 		name string
@@ -129,7 +129,7 @@ type childCycle struct {
 	// ReadDelay slows every read of the disk: the cycle reads as from a
 	// big disk, and the test has time to kill it mid-read.
 	ReadDelay time.Duration
-	// Reading is a file made once the cycle read from the disk.
+	// Reading is a file made once the cycle reads from the disk.
 	Reading string
 	// Result gets the cycle's result, as JSON.
 	Result string
@@ -267,7 +267,7 @@ func assertCaptureLeft(t *testing.T, m *qmp.Monitor, work string) {
 // behind (a fleecing overlay, its export, frozen bitmaps); the restarted
 // agent removes all of it, and its first cycle has every write, of before
 // the killed cycle, during it and after it, reading only about them.
-func TestAnAgentKilledMidReadLosesNoWriteAndItsRestartLeavesNoOverlay(t *testing.T) {
+func TestAnAgentKilledMidQEMUReadLosesNoWriteAndItsRestartLeavesNoOverlay(t *testing.T) {
 	const size = 64 * mib
 	qmpDir, work := qemuDirs(t)
 	v := startQEMUVM(t, qmpDir, "qcow2", size)
@@ -305,7 +305,7 @@ func TestAnAgentKilledMidReadLosesNoWriteAndItsRestartLeavesNoOverlay(t *testing
 // holding every record the guest acknowledged before that cycle began
 // (so all those of before the killed one), and nothing of the killed
 // capture is left.
-func TestAGuestsRecordsSurviveAnAgentKilledMidCycleAsAGapFreePrefix(t *testing.T) {
+func TestAQEMUGuestsRecordsSurviveAnAgentKilledMidCycleAsAGapFreePrefix(t *testing.T) {
 	const size = 16 * mib
 	qmpDir, work := qemuDirs(t)
 	// As in TestPointsOfAGuestWritingContinuouslyAreGapFreePrefixesOfItsAcks:

@@ -117,12 +117,13 @@ func (v *qemuVM) quitAndRestart(t *testing.T) {
 }
 
 // countingDriver is the qemu driver whose captures count the bytes the
-// engine reads from their disks; onRead (if set) sees each read's running
-// total, and delay slows every read (a big disk, without its size).
+// engine reads from their disks; onRead (if set) is called as each read
+// starts, with the bytes read so far, and delay slows every read (a big
+// disk, without its size).
 type countingDriver struct {
 	*qemu.Driver
 	read   atomic.Int64
-	onRead func(total int64)
+	onRead func(before int64)
 	delay  time.Duration
 }
 
@@ -155,14 +156,14 @@ type sourceReadCounter struct {
 }
 
 func (r *sourceReadCounter) ReadAt(p []byte, off int64) (int, error) {
+	if r.d.onRead != nil {
+		r.d.onRead(r.d.read.Load())
+	}
 	if r.d.delay > 0 {
 		time.Sleep(r.d.delay)
 	}
 	n, err := r.r.ReadAt(p, off)
-	total := r.d.read.Add(int64(n))
-	if r.d.onRead != nil {
-		r.d.onRead(total)
-	}
+	r.d.read.Add(int64(n))
 	return n, err
 }
 
@@ -331,7 +332,7 @@ func fullRead(size, differ int64) int64 { return size + differ }
 // reads only about what the guest wrote (the persistent bitmap and the
 // tracking record carried the changes over), sends exactly it, and its
 // point equals the disk.
-func TestAnAgentRestartedBetweenCyclesReadsOnlyTheWritesFromTheBitmap(t *testing.T) {
+func TestAnAgentRestartedBetweenQEMUCyclesReadsOnlyTheWritesFromTheBitmap(t *testing.T) {
 	const size = 64 * mib
 	qmpDir, work := qemuDirs(t)
 	v := startQEMUVM(t, qmpDir, "qcow2", size)
