@@ -172,6 +172,13 @@ func (d *Driver) recoverVM(ctx context.Context, vmID string, m *qmp.Monitor) err
 	if err := os.MkdirAll(d.vmDir(vmID), 0o700); err != nil {
 		return err
 	}
+	// A dead capture's backup job keeps its copy-before-write filter above
+	// each disk, and query-block names the filter as the device's node:
+	// the leftovers go before the disks are listed (Recover removes them
+	// again, finding none).
+	if err := removeLeftovers(ctx, m, d.vmDir(vmID)); err != nil {
+		return fmt.Errorf("VM %s: %w", vmID, err)
+	}
 	disks, err := Disks(ctx, m)
 	if err != nil {
 		return fmt.Errorf("VM %s: %w", vmID, err)
