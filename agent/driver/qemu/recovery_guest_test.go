@@ -1,0 +1,104 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// IdleWorkload is a recovered guest's workload: it writes nothing, so
+// its disk stays the point, and it stops (then powers off) on an ACPI
+// power-down.
+const idleWorkload = "while [ ! -e /stop ]; do sleep 1; done"
+
+// guestMachine are machine arguments that boot the real guest (kernel and
+// initramfs given to QEMU) with the idle workload, under TCG.
+func guestMachine(t *testing.T) []string {
+	t.Helper()
+	in := guesttest.Require(t)
+	initrd, err := in.Initramfs(idleWorkload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "initramfs.cpio")
+	if err := os.WriteFile(path, initrd, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-machine", "pc", "-accel", "tcg", "-m", "256", "-no-reboot",
+		"-kernel", in.Kernel, "-initrd", path, "-append", "console=ttyS0 quiet panic=-1"}
+}
+
+// waitSerial waits until the VM's serial log holds line n times.
+func waitSerial(t *testing.T, dir, line string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, serialFile))
+		if strings.Count(string(b), line) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q (x%d) on the guest's console in %v:\n%s", line, n, timeout, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A VM materialized from a disk of the guest's records boots on the
+// recovery host; shut down, its QEMU stays (-no-shutdown) and it is listed
+// Off; started again it boots again; its disk is still the point.
+func TestAMaterializedGuestBootsAndAfterAShutdownStartsAgain(t *testing.T) {
+	d := recoveryDriver(t, guestMachine(t)...)
+	ctx := context.Background()
+	disk := make([]byte, 16<<20)
+	for n := 1; n <= 100; n++ {
+		copy(disk[n*guesttest.RecordSize:], guesttest.Record(n))
+	}
+	if _, err := d.Materialize(ctx, recoverySpec("p1", disk)); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(d.VMDir, "web-test")
+	start := time.Now()
+	if err := d.Start(ctx, "vm-recovered", driver.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, dir, guesttest.ReadyLine, 1, 2*time.Minute)
+	t.Logf("the recovered guest booted in %v", time.Since(start))
+	if err := d.Shutdown(ctx, "vm-recovered", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, dir, guesttest.DoneLine, 1, time.Minute)
+	vms, err := d.Inventory(ctx)
+	if err != nil || len(vms) != 1 || vms[0].PowerState != agentproto.PowerOff {
+		t.Fatalf("inventory after the guest powered off: %+v, %v", vms, err)
+	}
+	if qemuPID(dir) == 0 {
+		t.Fatal("QEMU exited when its guest powered off (-no-shutdown keeps it)")
+	}
+	if err := d.Start(ctx, "vm-recovered", driver.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, dir, guesttest.ReadyLine, 2, 2*time.Minute)
+	if ps, err := d.PowerState(ctx, "vm-recovered"); err != nil || ps != agentproto.PowerRunning {
+		t.Fatalf("PowerState after the second boot: %q, %v", ps, err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "disk0.img"))
+	if err != nil || !bytes.Equal(got, disk) {
+		t.Fatalf("the guest's disk is not the point (%v)", err)
+	}
+	if _, err := guesttest.CheckPrefix(guesttest.Records(got), 100); err != nil {
+		t.Fatal(fmt.Errorf("records: %w", err))
+	}
+	if err := d.Remove(ctx, "vm-recovered", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
