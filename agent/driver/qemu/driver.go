@@ -395,7 +395,8 @@ func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 	return powerState(st), nil
 }
 
-// Shutdown asks the guest to power off, through its guest agent when it
+// Shutdown asks the guest to power off (its QEMU kept, in state
+// shutdown: keepAfterPowerOff), through its guest agent when it
 // answers, else through ACPI (system_powerdown; see powerdown), and
 // waits, at most timeout, for QEMU's SHUTDOWN event, a status of
 // shutdown, or QEMU's exit (its monitor closes, and the socket no longer
@@ -420,6 +421,7 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 	defer stop()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	d.keepAfterPowerOff(ctx, vmID, m)
 	how, err := d.powerdown(ctx, vmID, m)
 	if err != nil {
 		return err
