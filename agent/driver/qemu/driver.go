@@ -497,7 +497,7 @@ func (d *Driver) Start(ctx context.Context, vmID string, opts driver.StartOption
 	if st.Status == "shutdown" {
 		// Its guest powered off and QEMU stayed (-no-shutdown): a reset
 		// boots it again, as a power button would.
-		if err := m.Execute(ctx, "system_reset", nil, nil); err != nil {
+		if err := d.resetAfterPowerOff(ctx, vmID, m); err != nil {
 			return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s: its guest powered off and a reset failed: %v; start it on the host", vmID, err)}
 		}
 	}
