@@ -98,6 +98,23 @@ func TestAMaterializedGuestBootsAndAfterAShutdownStartsAgain(t *testing.T) {
 	if _, err := guesttest.CheckPrefix(guesttest.Records(got), 100); err != nil {
 		t.Fatal(fmt.Errorf("records: %w", err))
 	}
+	// Another point (the operator changes the recovery point): the running
+	// VM is shut down once its successor is written, and replaced.
+	other := bytes.Clone(disk)
+	copy(other[101*guesttest.RecordSize:], guesttest.Record(101))
+	pid := qemuPID(dir)
+	replace := recoverySpec("p2", other)
+	replace.Replace = true
+	made, err := d.Materialize(ctx, replace)
+	if err != nil || made.Existing || made.VM.PowerState != agentproto.PowerOff {
+		t.Fatalf("Replace of the running VM: %+v, %v", made, err)
+	}
+	if alive(pid) {
+		t.Fatalf("the replaced VM's QEMU (pid %d) still runs", pid)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "disk0.img")); !bytes.Equal(got, other) {
+		t.Fatal("the replaced VM's disk is not the new point")
+	}
 	if err := d.Remove(ctx, "vm-recovered", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +168,14 @@ func TestAForeignGuestShutDownByTheDriverStaysListedOffAndStartsAgain(t *testing
 	if n := strings.Count(g.Serial(), guesttest.ReadyLine); n != 2 {
 		t.Fatalf("the guest booted %d times, want 2", n)
 	}
+}
+
+// alive says whether a process runs (exited and not reaped is not).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
