@@ -66,8 +66,8 @@ func killQEMUsUnder(vmDir string) {
 	}
 }
 
-// The planned failover of a real guest between two qemu hosts:
-// the source agent (--driver qemu) protects a Linux guest that writes
+// The planned failover of a real guest between two qemu hosts,
+// after a test failover and its cleanup: the source agent (--driver qemu) protects a Linux guest that writes
 // fsynced records while it runs; a planned failover shuts it down
 // through ACPI (its QEMU, started without -no-shutdown, is told to stay
 // all the same, listed Off, so the final cycle reads its disks), and the
@@ -132,13 +132,43 @@ func TestAPlannedFailoverOfARealGuestOntoAQEMURecoveryHostKeepsEveryAcknowledged
 	s.policyID, s.targetID = policy.ID, target.ID
 
 	vm := s.protect(t, "guest")
+
+	// A test failover first: guest-test boots on the recovery host with no
+	// network device; its cleanup stops it and deletes it.
+	job := s.run(t, "/api/v1/vms/"+vm.ID+"/test-failover", map[string]string{"recovery_point": "latest_processed", "recovery_host_id": s.drHostID})
+	if job.State != "Succeeded" {
+		t.Fatalf("test failover: %+v\n%s", job, s.dr.out.String())
+	}
+	testDir := filepath.Join(drVMs, "guest-test")
+	eventuallyWithin(t, 2*time.Minute, "the test VM boots on the recovery host", func() bool {
+		b, _ := os.ReadFile(filepath.Join(testDir, "serial.log"))
+		return strings.Contains(string(b), qemutest.ReadyLine)
+	}, s.dr)
+	pidText, _ := os.ReadFile(filepath.Join(testDir, "qemu.pid"))
+	pid := strings.TrimSpace(string(pidText))
+	cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+	if !strings.Contains(string(cmdline), "\x00-nic\x00none\x00") || strings.Contains(string(cmdline), "user,model=virtio-net-pci") {
+		t.Fatalf("the test VM's QEMU was not started without a network: %q", cmdline)
+	}
+	if job := s.run(t, "/api/v1/vms/"+vm.ID+"/test-failover/cleanup", map[string]string{"notes": "booted"}); job.State != "Succeeded" {
+		t.Fatalf("cleanup: %+v\n%s", job, s.dr.out.String())
+	}
+	if _, err := os.Stat(testDir); !os.IsNotExist(err) {
+		t.Fatalf("the test VM is still there: %v", err)
+	}
+	if _, err := os.Stat("/proc/" + pid + "/cmdline"); err == nil {
+		if b, _ := os.ReadFile("/proc/" + pid + "/cmdline"); strings.Contains(string(b), testDir) {
+			t.Fatal("the test VM's QEMU still runs after the cleanup")
+		}
+	}
+
 	// The guest went on writing through the first cycle, and still does.
 	ackedAtPoint := guest.LastAck()
 	if err := guest.WaitAck(ackedAtPoint+20, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
-	job := s.run(t, "/api/v1/vms/"+vm.ID+"/failover", map[string]string{"type": "planned", "recovery_host_id": s.drHostID})
+	job = s.run(t, "/api/v1/vms/"+vm.ID+"/failover", map[string]string{"type": "planned", "recovery_host_id": s.drHostID})
 	if job.State != "Succeeded" || len(job.Steps) != 3 {
 		t.Fatalf("planned failover: %+v\n%s%s", job, s.src.out.String(), s.dr.out.String())
 	}
