@@ -222,9 +222,16 @@ func (d *Driver) Check(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	made, err := d.madeVMs()
+	if err != nil {
+		return "", err
+	}
 	var bad []string
 	disks := 0
 	for _, id := range ids {
+		if mv := made[id]; mv != nil && qemuPID(mv.dir) == 0 {
+			continue // a VM a failover made, off: its socket is a leftover
+		}
 		m, err := d.monitor(ctx, id)
 		if err != nil {
 			bad = append(bad, err.Error())
@@ -240,7 +247,11 @@ func (d *Driver) Check(ctx context.Context) (string, error) {
 	if len(bad) > 0 {
 		return "", fmt.Errorf("%d of %d QMP socket(s) in %s unusable: %s", len(bad), len(ids), d.QMPDir, strings.Join(bad, "; "))
 	}
-	return fmt.Sprintf("%d QMP socket(s) in %s, %d VM(s) answering, %d disk(s)", len(ids), d.QMPDir, len(ids), disks), nil
+	msg := fmt.Sprintf("%d QMP socket(s) in %s, %d VM(s) answering, %d disk(s)", len(ids), d.QMPDir, len(ids), disks)
+	if d.VMDir != "" {
+		msg += fmt.Sprintf("; %d VM(s) made by failovers in %s", len(made), d.VMDir)
+	}
+	return msg, nil
 }
 
 // Recover connects to every VM's monitor, which recovers each (see

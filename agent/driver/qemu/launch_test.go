@@ -148,6 +148,10 @@ func TestAMadeVMWhoseQEMUDiedIsListedOffAndStartsAgain(t *testing.T) {
 	if ps, err := d.PowerState(ctx, "vm-recovered"); err != nil || ps != agentproto.PowerOff {
 		t.Fatalf("PowerState after the kill: %q, %v", ps, err)
 	}
+	// The killed QEMU's socket is left: the host check does not count it.
+	if msg, err := d.Check(ctx); err != nil || !strings.Contains(msg, "1 VM(s) made by failovers") {
+		t.Fatalf("Check after the kill: %q, %v", msg, err)
+	}
 	if err := d.Start(ctx, "vm-recovered", driver.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -163,15 +164,38 @@ func (mv *madeVM) offlineVM() agentproto.VM {
 	}
 	for _, dk := range mv.rec.Disks {
 		path := filepath.Join(mv.dir, dk.File)
-		var size int64
-		if dk.Format == "" || dk.Format == "raw" {
-			if fi, err := os.Stat(path); err == nil {
-				size = fi.Size()
-			}
-		}
+		size, _ := virtualSize(path, formatOr(dk.Format))
 		vm.Disks = append(vm.Disks, agentproto.Disk{Path: path, SizeBytes: size, Format: formatOr(dk.Format)})
 	}
 	return vm
+}
+
+// virtualSize is the size of the disk an image holds: a raw file's size,
+// or the size in a qcow2 header (big-endian, at byte 24).
+func virtualSize(path, format string) (int64, error) {
+	switch format {
+	case "raw":
+		fi, err := os.Stat(path)
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	case "qcow2":
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		var h [32]byte
+		if _, err := f.ReadAt(h[:], 0); err != nil {
+			return 0, err
+		}
+		if string(h[:4]) != "QFI\xfb" {
+			return 0, fmt.Errorf("%s is not a qcow2 image", path)
+		}
+		return int64(binary.BigEndian.Uint64(h[24:32])), nil
+	}
+	return 0, fmt.Errorf("%s: images of format %s are not read", path, format)
 }
 
 func formatOr(f string) string {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/qmp/qemutest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -340,5 +341,23 @@ func TestQEMUArgumentsAreReadAsAJSONListOrAsShellWords(t *testing.T) {
 		if _, err := ParseArgs(bad); err == nil {
 			t.Errorf("ParseArgs(%q) took it", bad)
 		}
+	}
+}
+
+// A made VM's disk that is a qcow2 image (an overlay) is listed with the
+// size of the disk it holds, read from its header.
+func TestTheSizeOfAQcow2DiskIsReadFromItsHeader(t *testing.T) {
+	qemutest.Require(t, "qemu-img")
+	path := filepath.Join(t.TempDir(), "d.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, "3G").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	if size, err := virtualSize(path, "qcow2"); err != nil || size != 3<<30 {
+		t.Fatalf("size %d, %v", size, err)
+	}
+	raw := filepath.Join(t.TempDir(), "d.img")
+	os.WriteFile(raw, make([]byte, 8192), 0o644)
+	if _, err := virtualSize(raw, "qcow2"); err == nil {
+		t.Fatal("a raw file was read as qcow2")
 	}
 }
