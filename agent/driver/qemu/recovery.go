@@ -464,7 +464,10 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 	if err := os.RemoveAll(doomed); err != nil {
 		return fmt.Errorf("remove VM %s: its directory is hidden as %s but its files could not all be deleted: %w", vmID, doomed, err)
 	}
-	os.RemoveAll(d.vmDir(vmID)) // its captures' work directory, empty between captures
+	// Its captures' work directory (empty between captures) and tracking
+	// record: a VM made again under its id starts afresh.
+	os.RemoveAll(d.vmDir(vmID))
+	os.Remove(d.trackingPath(vmID))
 	return diskfile.SyncDir(d.VMDir)
 }
 
