@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lifeboat-dr/lifeboat/agent/driver/qemu"
 )
 
 func TestConfigFileFillsWhatNeitherFlagsNorEnvironmentSet(t *testing.T) {
@@ -53,5 +55,41 @@ func TestRunReadsItsSettingsFromTheConfigFile(t *testing.T) {
 	err := run(t.Context(), []string{"run", "--config", path}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "not registered in "+stateDir) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// A qemu recovery host's QEMU arguments come from the config file as a
+// JSON list or as shell words, and its VM directory defaults to one in the
+// state directory.
+func TestQEMURecoverySettingsComeFromTheConfigFileAsListsOrShellWords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.json")
+	body := `{"qemu_args": ["-m", "2048", "-append", "console=ttyS0 quiet"], "qemu_net_args": "-nic bridge,br=br0", "qemu_binary": "/opt/qemu/bin/qemu-system-x86_64"}`
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	vmDir := fs.String("qemu-vm-dir", "", "")
+	binary := fs.String("qemu-binary", qemu.DefaultBinary, "")
+	args := fs.String("qemu-args", "", "")
+	netArgs := fs.String("qemu-net-args", "", "")
+	if err := applyConfigFile(fs, path, func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	q := &qemu.Driver{Binary: *binary}
+	if err := configureRecovery(q, "/var/lib/lifeboat", *vmDir, *args, *netArgs); err != nil {
+		t.Fatal(err)
+	}
+	if q.VMDir != "/var/lib/lifeboat/qemu-vms" || q.Binary != "/opt/qemu/bin/qemu-system-x86_64" ||
+		strings.Join(q.MachineArgs, "|") != "-m|2048|-append|console=ttyS0 quiet" || strings.Join(q.NetArgs, "|") != "-nic|bridge,br=br0" {
+		t.Fatalf("driver %+v", q)
+	}
+	if err := os.WriteFile(path, []byte(`{"qemu_args": 7}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, path, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "shell words or a list") {
+		t.Fatalf("qemu_args of a number: %v", err)
+	}
+	if err := configureRecovery(q, "/s", "", `-append 'open`, ""); err == nil || !strings.Contains(err.Error(), "--qemu-args") {
+		t.Fatalf("unbalanced quotes: %v", err)
 	}
 }

@@ -24,9 +24,13 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	driverName := fs.String("driver", envOr(getenv, "LIFEBOAT_AGENT_DRIVER", filedisk.Name), "the hypervisor driver: filedisk or qemu (LIFEBOAT_AGENT_DRIVER)")
 	vmRoot := fs.String("vm-root", envOr(getenv, "LIFEBOAT_AGENT_VM_ROOT", ""), "filedisk: the directory whose subdirectories are VMs (LIFEBOAT_AGENT_VM_ROOT)")
 	qmpDir := fs.String("qmp-dir", envOr(getenv, "LIFEBOAT_AGENT_QMP_DIR", ""), "qemu: the directory of the VMs' QMP monitors, one NAME.qmp unix socket per VM (LIFEBOAT_AGENT_QMP_DIR)")
+	qemuVMDir := fs.String("qemu-vm-dir", envOr(getenv, "LIFEBOAT_AGENT_QEMU_VM_DIR", ""), "qemu: where the VMs that failovers make on this host live, one directory each (default STATE-DIR/qemu-vms) (LIFEBOAT_AGENT_QEMU_VM_DIR)")
+	qemuBinary := fs.String("qemu-binary", envOr(getenv, "LIFEBOAT_AGENT_QEMU_BINARY", qemu.DefaultBinary), "qemu: the QEMU that starts those VMs (LIFEBOAT_AGENT_QEMU_BINARY)")
+	qemuArgs := fs.String("qemu-args", envOr(getenv, "LIFEBOAT_AGENT_QEMU_ARGS", ""), "qemu: the machine arguments of every VM it starts, as shell words or a JSON list (default \"-machine q35 -m 1024 -smp 1 -accel kvm\", tcg without a usable /dev/kvm) (LIFEBOAT_AGENT_QEMU_ARGS)")
+	qemuNetArgs := fs.String("qemu-net-args", envOr(getenv, "LIFEBOAT_AGENT_QEMU_NET_ARGS", ""), "qemu: their network, as shell words or a JSON list (default \"-nic user,model=virtio-net-pci\"); a test failover's VM gets -nic none instead (LIFEBOAT_AGENT_QEMU_NET_ARGS)")
 	maxTasks := fs.Int("max-tasks", envInt(getenv, "LIFEBOAT_AGENT_MAX_TASKS", runner.DefaultMaxTasks()), "how many tasks run at once; default two per core, at least 4 (LIFEBOAT_AGENT_MAX_TASKS)")
 	storageConc := fs.Int("storage-concurrency", envInt(getenv, "LIFEBOAT_AGENT_STORAGE_CONCURRENCY", 8), "Azure Blob targets: page writes in flight per disk (LIFEBOAT_AGENT_STORAGE_CONCURRENCY)")
-	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, qmp_dir, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
+	configFile := fs.String("config", envOr(getenv, "LIFEBOAT_AGENT_CONFIG", ""), "a JSON file with any of: state_dir, driver, vm_root, qmp_dir, qemu_vm_dir, qemu_binary, qemu_args, qemu_net_args, max_tasks, storage_concurrency, freeze_command, thaw_command, start_command, stop_command, log_format, log_level; flags and environment win over it (LIFEBOAT_AGENT_CONFIG)")
 	freeze := fs.String("freeze-command", envOr(getenv, "LIFEBOAT_AGENT_FREEZE_COMMAND", ""), "filedisk: command that quiesces a VM before an app-consistent point (run with LIFEBOAT_VM_ID and LIFEBOAT_VM_DIR set; exit 0 = frozen)")
 	thaw := fs.String("thaw-command", envOr(getenv, "LIFEBOAT_AGENT_THAW_COMMAND", ""), "filedisk: command that resumes the VM after it (always run after a freeze)")
 	start := fs.String("start-command", envOr(getenv, "LIFEBOAT_AGENT_START_COMMAND", ""), "filedisk: command that starts a VM (failover; run with LIFEBOAT_VM_ID, LIFEBOAT_VM_DIR and LIFEBOAT_ISOLATED=1 for a test failover)")
@@ -79,7 +83,10 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		// Captures' NBD sockets and fleecing overlays go under the state
 		// directory (qemu-captures/VM), which needs room for the disks of
 		// the VM being captured.
-		q := &qemu.Driver{QMPDir: sockets, WorkDir: filepath.Join(stateAbs, "qemu-captures"), StateDir: stateAbs, Log: log}
+		q := &qemu.Driver{QMPDir: sockets, WorkDir: filepath.Join(stateAbs, "qemu-captures"), StateDir: stateAbs, Log: log, Binary: *qemuBinary}
+		if err := configureRecovery(q, stateAbs, *qemuVMDir, *qemuArgs, *qemuNetArgs); err != nil {
+			return err
+		}
 		defer q.Close()
 		drv = q
 	default:
@@ -105,4 +112,28 @@ func envInt(getenv func(string) string, name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// configureRecovery sets up the qemu driver as a recovery host: where the
+// VMs it makes live, and the QEMU arguments it starts them with.
+func configureRecovery(q *qemu.Driver, stateDir, vmDir, machine, net string) error {
+	if vmDir == "" {
+		vmDir = filepath.Join(stateDir, "qemu-vms")
+	}
+	abs, err := filepath.Abs(vmDir)
+	if err != nil {
+		return err
+	}
+	q.VMDir = abs
+	if machine != "" {
+		if q.MachineArgs, err = qemu.ParseArgs(machine); err != nil {
+			return fmt.Errorf("--qemu-args: %w", err)
+		}
+	}
+	if net != "" {
+		if q.NetArgs, err = qemu.ParseArgs(net); err != nil {
+			return fmt.Errorf("--qemu-net-args: %w", err)
+		}
+	}
+	return nil
 }

@@ -152,13 +152,13 @@ func findPoint(points []replica.Point, pointID string) (int, error) {
 }
 
 // diskNames names each replica disk on the recovery host as its source
-// file was named (disk0.img → disk0), so the recovered VM looks like the
+// file was named (disk0.img or disk0.qcow2 → disk0), so the recovered VM looks like the
 // protected one. A disk the payload does not list, or whose name would be
 // hidden or taken by another disk, is named by its replica id.
 func diskNames(sources []agentproto.ReplicaDisk, ids []string) map[string]string {
 	byID := map[string]string{}
 	for _, d := range sources {
-		byID[d.ReplicaID] = strings.TrimSuffix(filepath.Base(d.Path), ".img")
+		byID[d.ReplicaID] = imageStem(filepath.Base(d.Path))
 	}
 	names := map[string]string{}
 	taken := map[string]bool{}
@@ -174,6 +174,18 @@ func diskNames(sources []agentproto.ReplicaDisk, ids []string) map[string]string
 		names[id] = name
 	}
 	return names
+}
+
+// imageStem is a disk image's file name without its format's extension
+// (disk0.img, disk0.qcow2, disk0.raw → disk0): the recovered disk is raw
+// whatever the source's format was.
+func imageStem(name string) string {
+	for _, ext := range []string{".img", ".qcow2", ".raw"} {
+		if stem, ok := strings.CutSuffix(name, ext); ok {
+			return stem
+		}
+	}
+	return name
 }
 
 // readProgress counts what the driver reads of a point's disks and

@@ -225,9 +225,10 @@ func TestDiskNamesFollowTheSourceFilesAndFallBackToReplicaIDs(t *testing.T) {
 		{ReplicaID: "b", Path: "/other/web/disk0.img"}, // the same name from elsewhere
 		{ReplicaID: "c", Path: "/vms/web/.hidden.img"},
 		{ReplicaID: "d", Path: "/vms/web/a.img"}, // another disk's replica id
+		{ReplicaID: "f", Path: "/var/lib/qemu/web/data.qcow2"},
 	}
-	got := diskNames(sources, []string{"a", "b", "c", "d", "e"})
-	want := map[string]string{"a": "disk0", "b": "b", "c": "c", "d": "d", "e": "e"}
+	got := diskNames(sources, []string{"a", "b", "c", "d", "e", "f"})
+	want := map[string]string{"a": "disk0", "b": "b", "c": "c", "d": "d", "e": "e", "f": "data"}
 	for id, name := range want {
 		if got[id] != name {
 			t.Fatalf("names %v, want %v", got, want)

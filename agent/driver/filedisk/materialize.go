@@ -14,9 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/diskfile"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -104,10 +103,10 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
 		}
 	}
-	if err := d.swapIn(tmp, final, nonce, replacing); err != nil {
+	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.Root, materializePrefix+"old-"+nonce), replacing); err != nil {
 		return driver.Materialized{}, err
 	}
-	if err := syncDir(d.Root); err != nil {
+	if err := diskfile.SyncDir(d.Root); err != nil {
 		return driver.Materialized{}, err
 	}
 	vm, err := d.readVMWithID(final, spec.Name)
@@ -170,11 +169,11 @@ func (d *Driver) writeVM(ctx context.Context, dir string, spec driver.Materializ
 		if !safeName(disk.Name) {
 			return written, fmt.Errorf("disk name %q cannot be a file name", disk.Name)
 		}
-		n, err := writeSparse(ctx, filepath.Join(dir, disk.Name+".img"), disk.Data, disk.SizeBytes)
+		n, err := diskfile.WriteSparse(ctx, filepath.Join(dir, disk.Name+".img"), disk.Data, disk.SizeBytes)
 		written += n
-		var re *readError
+		var re *diskfile.ReadError
 		if errors.As(err, &re) {
-			return written, fmt.Errorf("read the image of disk %s: %w", disk.Name, re.err)
+			return written, fmt.Errorf("read the image of disk %s: %w", disk.Name, re)
 		}
 		if err != nil {
 			return written, fmt.Errorf("write disk %s: %w", disk.Name, d.hostError(spec, err))
@@ -182,10 +181,10 @@ func (d *Driver) writeVM(ctx context.Context, dir string, spec driver.Materializ
 	}
 	meta, _ := json.Marshal(vmMeta{ID: spec.ID, Lifeboat: &origin{SourceVMID: spec.SourceVMID, PointID: spec.PointID, Test: spec.Test,
 		MaterializedAt: time.Now().UTC()}})
-	if err := writeSynced(filepath.Join(dir, "vm.json"), meta); err != nil {
+	if err := diskfile.WriteSynced(filepath.Join(dir, "vm.json"), meta); err != nil {
 		return written, d.hostError(spec, err)
 	}
-	return written, d.hostError(spec, syncDir(dir))
+	return written, d.hostError(spec, diskfile.SyncDir(dir))
 }
 
 // hostError says so when the VM root is full: freeing space is the
@@ -201,36 +200,6 @@ func (d *Driver) hostError(spec driver.MaterializeSpec, err error) error {
 	return &agentproto.TaskError{Code: agentproto.CodeRecoveryHostFull, Message: fmt.Sprintf(
 		"the VM root %s has no room for the disks of VM %s (%d bytes, less their runs of zeros): %v. Nothing of the VM was left behind; free space on this host or choose another recovery host, then restart the job",
 		d.Root, spec.Name, total, err)}
-}
-
-// swapIn puts the written VM directory tmp in place at final. A VM it
-// replaces is exchanged with it in one step (RENAME_EXCHANGE), so a crash
-// leaves one of the two whole under the VM's name, and the old one in tmp
-// for the caller to remove. A filesystem without exchange gets two
-// renames: a crash between them leaves both hidden, Recover removes them,
-// and the materialize, run again, writes the VM anew. Without a VM to
-// replace it is a plain rename, which fails rather than replace a
-// directory that appeared meanwhile.
-func (d *Driver) swapIn(tmp, final, nonce string, replacing bool) error {
-	if !replacing {
-		if err := os.Rename(tmp, final); err != nil {
-			return fmt.Errorf("put the new VM in place at %s: %w", final, err)
-		}
-		return nil
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
-		return fmt.Errorf("put the new VM in place of %s: %w", final, err)
-	}
-	old := filepath.Join(d.Root, materializePrefix+"old-"+nonce)
-	if err := os.Rename(final, old); err != nil {
-		return err
-	}
-	defer os.RemoveAll(old)
-	return os.Rename(tmp, final)
 }
 
 func (d *Driver) readVMWithID(dir, name string) (agentproto.VM, error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/diskfile"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -44,13 +45,13 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 	}
 	// The rename must be on disk before the files go: after a crash the VM
 	// is either whole or hidden.
-	if err := syncDir(d.Root); err != nil {
+	if err := diskfile.SyncDir(d.Root); err != nil {
 		return fmt.Errorf("remove VM %s: %w", vmID, err)
 	}
 	if err := os.RemoveAll(doomed); err != nil {
 		return fmt.Errorf("remove VM %s: its directory is hidden as %s but its files could not all be deleted: %w", vmID, doomed, err)
 	}
-	return syncDir(d.Root)
+	return diskfile.SyncDir(d.Root)
 }
 
 // sweepRemoved deletes what removals cut short left. A failure is only

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/diskfile"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -109,7 +110,7 @@ func (r cancelReader) ReadAt(p []byte, off int64) (int, error) {
 // leaves the disks between two versions; run again, it writes what still
 // differs, and only that, and the disks are the image's.
 func TestAWriteBackCutPartWayEndsTheSameWhenRunAgain(t *testing.T) {
-	const chunk = 4 << 20 // what writeBackDisk reads at a time
+	const chunk = 4 << 20 // what diskfile.WriteBack reads at a time
 	root := t.TempDir()
 	d := &Driver{Root: root}
 	original := make([]byte, 3*chunk)
@@ -156,7 +157,7 @@ func TestAWriteBackCutPartWayEndsTheSameWhenRunAgain(t *testing.T) {
 	cut := good()
 	cut[0].Data = cutReader{data: image, cut: chunk + chunk/2}
 	made, err := d.WriteBack(t.Context(), "app", cut)
-	var re *readError
+	var re *diskfile.ReadError
 	if !errors.As(err, &re) || !errors.Is(err, errCut) || made.BytesWritten != 2*4096 {
 		t.Fatalf("a write back whose image fails: wrote %d bytes: %v", made.BytesWritten, err)
 	}

@@ -60,8 +60,10 @@ const SocketSuffix = ".qmp"
 // returns, and Shutdown asks it to power the guest off; otherwise the
 // capture is crash-consistent and says why, and Shutdown uses ACPI.
 //
-// Not built yet: everything of a recovery host (Materialize, WriteBack,
-// Remove).
+// On a recovery host the driver also makes VMs (recovery.go): image
+// files under VMDir plus a QEMU command line (launch.go) that Start runs;
+// while such a VM runs it is listed from its monitor like any other, and
+// while it does not, from its record, Off.
 type Driver struct {
 	// QMPDir holds the NAME.qmp sockets.
 	QMPDir string
@@ -74,6 +76,18 @@ type Driver struct {
 	Log      *slog.Logger
 	// DialTimeout bounds connecting to a monitor; 0: 5 s.
 	DialTimeout time.Duration
+
+	// VMDir holds the VMs the driver makes (failovers onto this host);
+	// empty: it makes none.
+	VMDir string
+	// Binary is the QEMU that starts them; empty: DefaultBinary in PATH.
+	Binary string
+	// MachineArgs are the QEMU arguments of every VM it starts (machine,
+	// memory, CPUs, accelerator, firmware, ...); nil: DefaultMachineArgs.
+	MachineArgs []string
+	// NetArgs are their network, unless isolated (-nic none); nil:
+	// DefaultNetArgs.
+	NetArgs []string
 
 	mu       sync.Mutex
 	monitors map[string]*qmp.Monitor // VM id → open connection
@@ -210,9 +224,16 @@ func (d *Driver) Check(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	made, err := d.madeVMs()
+	if err != nil {
+		return "", err
+	}
 	var bad []string
 	disks := 0
 	for _, id := range ids {
+		if mv := made[id]; mv != nil && qemuPID(mv.dir) == 0 {
+			continue // a VM a failover made, off: its socket is a leftover
+		}
 		m, err := d.monitor(ctx, id)
 		if err != nil {
 			bad = append(bad, err.Error())
@@ -228,7 +249,11 @@ func (d *Driver) Check(ctx context.Context) (string, error) {
 	if len(bad) > 0 {
 		return "", fmt.Errorf("%d of %d QMP socket(s) in %s unusable: %s", len(bad), len(ids), d.QMPDir, strings.Join(bad, "; "))
 	}
-	return fmt.Sprintf("%d QMP socket(s) in %s, %d VM(s) answering, %d disk(s)", len(ids), d.QMPDir, len(ids), disks), nil
+	msg := fmt.Sprintf("%d QMP socket(s) in %s, %d VM(s) answering, %d disk(s)", len(ids), d.QMPDir, len(ids), disks)
+	if d.VMDir != "" {
+		msg += fmt.Sprintf("; %d VM(s) made by failovers in %s", len(made), d.VMDir)
+	}
+	return msg, nil
 }
 
 // Recover connects to every VM's monitor, which recovers each (see
@@ -236,6 +261,9 @@ func (d *Driver) Check(ctx context.Context) (string, error) {
 // first does.
 func (d *Driver) Recover(ctx context.Context) error {
 	if err := os.MkdirAll(d.WorkDir, 0o700); err != nil {
+		return err
+	}
+	if err := d.recoverVMDir(); err != nil {
 		return err
 	}
 	ids, err := d.vmIDs()
@@ -270,15 +298,24 @@ func powerState(s VMStatus) string {
 }
 
 // Inventory lists every VM whose monitor answers, with its disks (each
-// by its image file) and power state, sorted by id. A VM whose monitor
-// does not answer is logged and left out.
+// by its image file) and power state, and every VM under VMDir whose
+// monitor does not (Off, or Unknown while its QEMU runs), sorted by id. A
+// VM whose monitor does not answer and that the driver did not make is
+// logged and left out.
 func (d *Driver) Inventory(ctx context.Context) ([]agentproto.VM, error) {
 	ids, err := d.vmIDs()
 	if err != nil {
 		return nil, err
 	}
+	made, err := d.madeVMs()
+	if err != nil {
+		return nil, err
+	}
 	vms := []agentproto.VM{}
 	for _, id := range ids {
+		if mv := made[id]; mv != nil {
+			continue // below
+		}
 		vm, err := d.vm(ctx, id)
 		if err != nil {
 			d.logger().Warn("VM skipped: its monitor does not answer", "vm", id, slog.Any("error", err))
@@ -286,6 +323,10 @@ func (d *Driver) Inventory(ctx context.Context) ([]agentproto.VM, error) {
 		}
 		vms = append(vms, vm)
 	}
+	for _, mv := range made {
+		vms = append(vms, d.listMade(ctx, mv))
+	}
+	sortVMs(vms)
 	return vms, nil
 }
 
@@ -355,6 +396,9 @@ func (d *Driver) CheckVM(ctx context.Context, vmID string, disks []driver.DiskRe
 func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 	m, err := d.monitor(ctx, vmID)
 	if err != nil {
+		if state, ok := d.offline(ctx, vmID); ok && state == agentproto.PowerOff {
+			return state, nil // a VM the driver made, whose QEMU is not running
+		}
 		return agentproto.PowerUnknown, err
 	}
 	st, err := Status(ctx, m)
@@ -364,7 +408,8 @@ func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 	return powerState(st), nil
 }
 
-// Shutdown asks the guest to power off, through its guest agent when it
+// Shutdown asks the guest to power off (its QEMU kept, in state
+// shutdown: keepAfterPowerOff), through its guest agent when it
 // answers, else through ACPI (system_powerdown; see powerdown), and
 // waits, at most timeout, for QEMU's SHUTDOWN event, a status of
 // shutdown, or QEMU's exit (its monitor closes, and the socket no longer
@@ -373,6 +418,9 @@ func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duration) error {
 	m, err := d.monitor(ctx, vmID)
 	if err != nil {
+		if state, ok := d.offline(ctx, vmID); ok && state == agentproto.PowerOff {
+			return nil // a VM the driver made, whose QEMU is not running
+		}
 		return err
 	}
 	st, err := Status(ctx, m)
@@ -386,6 +434,7 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 	defer stop()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	d.keepAfterPowerOff(ctx, vmID, m)
 	how, err := d.powerdown(ctx, vmID, m)
 	if err != nil {
 		return err
@@ -428,15 +477,23 @@ func (d *Driver) exited(ctx context.Context, vmID string) bool {
 	return err != nil
 }
 
-// Start lets a VM's guest run: cont for a VM that is paused or was
-// started with -S (prelaunch). A QEMU that exited cannot be started again
-// from its monitor (there is none); nor can the driver start a guest
-// without its network (an isolated start), which only a VM it made would
-// need, and it makes none yet.
+// Start powers a VM on. A VM the driver made (under VMDir) gets a new
+// QEMU unless its guest runs (startMade). Any other VM's guest is let run:
+// cont for a VM that is paused or was started with -S (prelaunch), a
+// reset then cont for one whose guest powered off (QEMU kept by
+// -no-shutdown); a QEMU that exited cannot be started again from its
+// monitor (there is none),
+// nor can the driver take the network away from a QEMU it did not start
+// (an isolated start).
 func (d *Driver) Start(ctx context.Context, vmID string, opts driver.StartOptions) error {
+	if mv, err := d.made(vmID); err != nil {
+		return err
+	} else if mv != nil {
+		return d.startMade(ctx, mv, opts)
+	}
 	if opts.Isolated {
 		return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf(
-			"VM %s: the qemu driver cannot start a VM isolated from the network (test failover onto qemu is not built yet; use a filedisk recovery host)", vmID)}
+			"VM %s: its QEMU was started outside Lifeboat, so the qemu driver cannot start it isolated from the network; a test failover makes its own VM (give the agent --qemu-vm-dir)", vmID)}
 	}
 	m, err := d.monitor(ctx, vmID)
 	if err != nil {
@@ -451,34 +508,16 @@ func (d *Driver) Start(ctx context.Context, vmID string, opts driver.StartOption
 		return nil
 	}
 	if st.Status == "shutdown" {
-		return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf(
-			"VM %s: its guest powered off; the qemu driver does not restart it (start its QEMU on the host)", vmID)}
+		// Its guest powered off and QEMU stayed (-no-shutdown): a reset
+		// boots it again, as a power button would.
+		if err := d.resetAfterPowerOff(ctx, vmID, m); err != nil {
+			return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s: its guest powered off and a reset failed: %v; start it on the host", vmID, err)}
+		}
 	}
 	if err := m.Execute(ctx, "cont", nil, nil); err != nil {
 		return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s (%s): %v", vmID, st.Status, err)}
 	}
 	return nil
-}
-
-// notBuilt is the error of what a recovery host does.
-func notBuilt(what string) error {
-	return &agentproto.TaskError{Code: agentproto.CodeTargetNotSupported, Message: what +
-		" is not built yet for qemu; use a filedisk recovery host"}
-}
-
-// Materialize implements driver.Driver: not built yet.
-func (d *Driver) Materialize(context.Context, driver.MaterializeSpec) (driver.Materialized, error) {
-	return driver.Materialized{}, notBuilt("materializing a VM")
-}
-
-// WriteBack implements driver.Driver: not built yet.
-func (d *Driver) WriteBack(context.Context, string, []driver.MaterializeDisk) (driver.Materialized, error) {
-	return driver.Materialized{}, notBuilt("writing back into a VM (failback)")
-}
-
-// Remove implements driver.Driver: not built yet.
-func (d *Driver) Remove(context.Context, string, time.Duration) error {
-	return notBuilt("removing a materialized VM")
 }
 
 // Capture freezes the bitmaps of the requested disks with fleecing, in

@@ -85,9 +85,10 @@ func TestTheDriverListsEachSocketsVMWithItsDisksAndPowerState(t *testing.T) {
 	if ps, _ := d.PowerState(ctx, "vm1"); ps != agentproto.PowerRunning {
 		t.Fatalf("a paused VM is %q, want Running (it holds its guest)", ps)
 	}
+	// Without a VM directory the driver makes no VMs, and says how to.
 	var te *agentproto.TaskError
 	if _, err := d.Materialize(ctx, driver.MaterializeSpec{}); !errors.As(err, &te) || te.Code != agentproto.CodeTargetNotSupported ||
-		!strings.Contains(te.Message, "use a filedisk recovery host") {
+		!strings.Contains(te.Message, "--qemu-vm-dir") {
 		t.Fatalf("Materialize: %v", err)
 	}
 }

@@ -7,8 +7,9 @@
 // over NBD as they were at that instant while the guest writes on.
 //
 // Driver (driver.go) is the driver.Driver over a directory of QMP
-// sockets. App-consistent freezes through the guest agent, materialize,
-// write-back and instant failover are still to do.
+// sockets; on a recovery host it also makes VMs of raw images and starts
+// each in a QEMU of its own (recovery.go, launch.go). Instant failover's
+// side of the driver is still to do.
 package qemu
 
 import (
