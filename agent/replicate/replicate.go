@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -116,13 +117,21 @@ func copyChanges(ctx context.Context, r replica.Store, replicaID string, src Sou
 		return res, &agentproto.TaskError{Code: agentproto.CodeDiskResized, Message: fmt.Sprintf("source disk %s shrank to %d bytes from %d; a replica cannot shrink: disable protection and enable it again", src.Name, src.Size, size)}
 	case src.Size > size:
 		// The disk grew: so does its replica, and the new part is sent as
-		// any change is (a fresh area of zeros sends nothing).
+		// any change is (a fresh area of zeros sends nothing). It is
+		// compared whether or not the driver reports it changed: what a
+		// grown volume holds there need not be zeros.
 		if err := r.Resize(replicaID, src.Size); err != nil {
 			return res, TargetError(err)
 		}
+		if src.Changed != nil {
+			src.Changed = append(slices.Clone(src.Changed), blocks.Extent{Offset: size, Length: src.Size - size})
+		}
 	}
 	if src.Changed != nil {
-		ps := pieces(src.Changed, src.Size)
+		// In order, whole blocks, none overlapping: both copies below
+		// rely on it.
+		src.Changed = pieces(src.Changed, src.Size)
+		ps := src.Changed
 		if limit := opts.ResyncLimitPercent; limit == 0 || extentBytes(ps)*100 < int64(limit)*src.Size {
 			return copyTracked(ctx, r, replicaID, src, ps, opts)
 		}

@@ -413,3 +413,37 @@ func TestATrackedCopyOverManyBatchesWritesEveryChangedBlock(t *testing.T) {
 		t.Fatal("the replica is not the disk")
 	}
 }
+
+// Extents reported out of order, over the resync limit (the two-pass
+// copy): every reported change is compared and sent.
+func TestUnorderedExtentsOverTheLimitAreAllCompared(t *testing.T) {
+	const MiB = 1 << 20
+	data := make([]byte, 16*MiB)
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", int64(len(data)))
+	ctx := context.Background()
+	copy(data[10*MiB:], bytes.Repeat([]byte{1}, 4096))
+	copy(data[1*MiB:], bytes.Repeat([]byte{2}, 4096))
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: int64(len(data)),
+		Changed: []blocks.Extent{{Offset: 10 * MiB, Length: MiB}, {Offset: 1 * MiB, Length: 4096}}}, Options{ResyncLimitPercent: 5})
+	if err != nil || res.Sent != 8192 {
+		t.Fatalf("sent %d, %v; want both 4 KiB changes", res.Sent, err)
+	}
+}
+
+// A disk that grew: the new area is compared though the driver did not
+// report it (a grown volume need not read as zeros there).
+func TestTheAreaADiskGrewByIsComparedEvenWhenNotReported(t *testing.T) {
+	const MiB = 1 << 20
+	data := make([]byte, 8*MiB)
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", 4*MiB)
+	ctx := context.Background()
+	copy(data[6*MiB:], bytes.Repeat([]byte{3}, 4096))
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: int64(len(data)), Changed: []blocks.Extent{}}, Options{})
+	if err != nil || res.Sent != 4096 {
+		t.Fatalf("sent %d, %v; want the 4 KiB in the grown area", res.Sent, err)
+	}
+}

@@ -183,6 +183,9 @@ func (d *Driver) monitor(ctx context.Context, vmID string) (*qmp.Monitor, error)
 // is on another connection, which ended: its frozen bitmaps are merged
 // back too, so no write is lost.
 func (d *Driver) recoverVM(ctx context.Context, vmID string, m *qmp.Monitor) error {
+	// First, whatever else fails: a guest frozen by a dead capture waits
+	// for nothing else.
+	d.thawLeftFrozen(ctx, vmID)
 	if err := os.MkdirAll(d.vmDir(vmID), 0o700); err != nil {
 		return err
 	}
@@ -200,7 +203,6 @@ func (d *Driver) recoverVM(ctx context.Context, vmID string, m *qmp.Monitor) err
 	if _, err := Recover(ctx, m, disks, d.vmDir(vmID)); err != nil {
 		return fmt.Errorf("VM %s: %w", vmID, err)
 	}
-	d.thawLeftFrozen(ctx, vmID)
 	return nil
 }
 
@@ -544,6 +546,15 @@ func (d *Driver) Capture(ctx context.Context, req driver.CaptureRequest) (_ driv
 	}
 	f, err := Freeze(ctx, m, disks, opts)
 	if err != nil {
+		// The transaction may have run even so (an answer lost, a
+		// timeout): the next connection's recovery removes what it
+		// left and merges the bitmaps back before any other capture.
+		d.mu.Lock()
+		if d.monitors[req.VMID] == m {
+			m.Close()
+			delete(d.monitors, req.VMID)
+		}
+		d.mu.Unlock()
 		return nil, err
 	}
 	c.f = f
@@ -586,12 +597,9 @@ type capture struct {
 	f     *Frozen
 	disks []driver.CapturedDisk
 	note  string
-	app   bool // the guest's filesystems were frozen at the transaction
-	// thawFailed: they may still be; the monitor's next connection
-	// thaws them (recoverVM).
-	thawFailed bool
-	once       sync.Once
-	err        error
+	app   bool // the guest's filesystems were frozen from before the transaction to after it
+	once  sync.Once
+	err   error
 }
 
 func (c *capture) Disks() []driver.CapturedDisk { return c.disks }
@@ -614,10 +622,9 @@ func (c *capture) Release(ack bool) error {
 		defer func() {
 			c.d.mu.Lock()
 			delete(c.d.busy, c.vmID)
-			if (c.err != nil || c.thawFailed) && c.d.monitors[c.vmID] == c.m {
-				// The bitmaps may be as Freeze left them, the guest
-				// frozen: the next connection's recovery merges them
-				// back and thaws it.
+			if c.err != nil && c.d.monitors[c.vmID] == c.m {
+				// The bitmaps may be as Freeze left them: the next
+				// connection's recovery merges them back.
 				c.m.Close()
 				delete(c.d.monitors, c.vmID)
 			}

@@ -1,8 +1,10 @@
 package qemu
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -113,6 +115,21 @@ func (g *agentGuest) freezeStatus(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// agentThaw thaws the guest as another tool would.
+func (g *agentGuest) agentThaw(t *testing.T) {
+	t.Helper()
+	c, err := g.agent(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.FSThaw(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // agentProxy puts a socket at vm1.qga that forwards to the guest's agent
@@ -295,7 +312,9 @@ func TestAGuestLeftFrozenByAnAgentThatStoppedIsThawedWhenTheDriverConnects(t *te
 	if err := os.Symlink(g.GuestAgentSocket, filepath.Join(g.qmpDir, "vm1"+GuestAgentSuffix)); err != nil {
 		t.Fatal(err)
 	}
-	// An agent froze the guest and died before its thaw.
+	// An agent froze the guest and died before its thaw: its marker says
+	// the freeze was its own.
+	g.d.markFrozen("vm1", true)
 	c, err := g.agent(t)
 	if err != nil {
 		t.Fatal(err)
@@ -315,6 +334,48 @@ func TestAGuestLeftFrozenByAnAgentThatStoppedIsThawedWhenTheDriverConnects(t *te
 	if s := g.freezeStatus(t); s != qga.Thawed {
 		t.Fatalf("status %q after Recover, want thawed", s)
 	}
+	if _, err := os.Stat(g.d.frozenMarker("vm1")); err == nil {
+		t.Fatal("the freeze marker is still there after the thaw")
+	}
+}
+
+// A freeze that is not this agent's (no marker: an operator's, a backup
+// tool's) is left to whoever made it.
+func TestAGuestFrozenBySomeoneElseIsLeftFrozen(t *testing.T) {
+	g := startAgentGuest(t, true)
+	if err := os.Symlink(g.GuestAgentSocket, filepath.Join(g.qmpDir, "vm1"+GuestAgentSuffix)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.agent(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if n, err := c.FSFreeze(ctx); err != nil || n != 1 {
+		t.Fatalf("FSFreeze: %d %v", n, err)
+	}
+	c.Close()
+	if err := g.d.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := g.freezeStatus(t); s != qga.Frozen {
+		t.Fatalf("status %q after Recover: another tool's freeze was thawed", s)
+	}
+	// And a capture asked to be app-consistent says why it is not.
+	capt, err := g.d.Capture(ctx, driver.CaptureRequest{VMID: "vm1", Disks: []driver.DiskRef{g.ref}, AppConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAllDisk(t, capt)
+	if res := capt.ReadDone(); res.Consistency != replica.ConsistencyCrash || !strings.Contains(res.Note, "did not freeze") {
+		t.Fatalf("result %+v, want crash saying the freeze failed", res)
+	}
+	capt.Release(false)
+	if s := g.freezeStatus(t); s != qga.Frozen {
+		t.Fatalf("status %q after the capture: another tool's freeze was thawed", s)
+	}
+	g.agentThaw(t)
 }
 
 func TestShutdownThroughTheGuestAgentStopsTheGuestWithEveryAcknowledgedRecordOnItsDisk(t *testing.T) {
@@ -341,7 +402,7 @@ func TestShutdownThroughTheGuestAgentStopsTheGuestWithEveryAcknowledgedRecordOnI
 	}
 }
 
-func TestAGuestThatCouldNotBeThawedAfterItsCaptureIsThawedOnTheNextConnection(t *testing.T) {
+func TestAGuestWhoseThawGotNoAnswerGetsACrashPointAndIsThawedOnceItsAgentAnswers(t *testing.T) {
 	g := startAgentGuest(t, true)
 	g.proxyCut(t, true)
 	ctx := context.Background()
@@ -353,21 +414,125 @@ func TestAGuestThatCouldNotBeThawedAfterItsCaptureIsThawedOnTheNextConnection(t 
 		t.Fatalf("status %q: the thaw was not cut", s)
 	}
 	readAllDisk(t, c)
-	// The data was read as frozen at the transaction.
-	if res := c.ReadDone(); res.Consistency != replica.ConsistencyApp {
-		t.Fatalf("result %+v, want app", res)
+	// Whether the freeze held to the end is not known: not app.
+	if res := c.ReadDone(); res.Consistency != replica.ConsistencyCrash || !strings.Contains(res.Note, "did not answer the thaw") {
+		t.Fatalf("result %+v, want crash saying the thaw got no answer", res)
 	}
 	if err := c.Release(true); err != nil {
 		t.Fatal(err)
 	}
-	// The agent is back; the driver's next call connects anew and thaws.
+	// The agent is back: the driver, trying in the background, thaws it.
 	if err := os.Symlink(g.GuestAgentSocket, filepath.Join(g.qmpDir, "vm1"+GuestAgentSuffix)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.d.PowerState(ctx, "vm1"); err != nil {
+	deadline := time.Now().Add(4 * agentThawRetry)
+	for g.freezeStatus(t) != qga.Thawed {
+		if time.Now().After(deadline) {
+			t.Fatalf("still frozen %v after the guest agent answers again", 4*agentThawRetry)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A freeze slower than the driver waits for (a guest flushing much data):
+// the capture goes on crash-consistent at once, and the guest, frozen
+// once its agent finishes the freeze, is thawed in the background. The
+// fake agent does one command at a time, as qemu-ga behind its port does.
+func TestAFreezeThatOutlastsItsTimeoutIsThawedWhenItCompletes(t *testing.T) {
+	dir, err := os.MkdirTemp("", "lbqga")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if s := g.freezeStatus(t); s != qga.Thawed {
-		t.Fatalf("status %q after the driver connected again, want thawed", s)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, "vm1"+GuestAgentSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var cur net.Conn
+	frozen, thaws := false, 0
+	lines := make(chan []byte, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			cur = c
+			mu.Unlock()
+			go func() {
+				r := bufio.NewReader(c)
+				for {
+					b, err := r.ReadBytes('\n')
+					if err != nil {
+						return
+					}
+					lines <- b
+				}
+			}()
+		}
+	}()
+	reply := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		cur.Write([]byte(s + "\n"))
+	}
+	go func() {
+		for line := range lines {
+			var req struct {
+				Execute   string         `json:"execute"`
+				Arguments map[string]any `json:"arguments"`
+			}
+			json.Unmarshal(bytes.TrimLeft(line, "\xff"), &req)
+			switch req.Execute {
+			case "guest-sync-delimited":
+				b, _ := json.Marshal(map[string]any{"return": req.Arguments["id"]})
+				reply("\xff" + string(b))
+			case "guest-ping":
+				reply(`{"return":{}}`)
+			case "guest-fsfreeze-freeze":
+				time.Sleep(agentFreezeTimeout + 8*time.Second) // longer than any thaw right after the timeout would wait
+				mu.Lock()
+				frozen = true
+				mu.Unlock()
+				reply(`{"return":1}`)
+			case "guest-fsfreeze-status":
+				mu.Lock()
+				st := map[bool]string{true: "frozen", false: "thawed"}[frozen]
+				mu.Unlock()
+				reply(`{"return":"` + st + `"}`)
+			case "guest-fsfreeze-thaw":
+				mu.Lock()
+				frozen = false
+				thaws++
+				mu.Unlock()
+				reply(`{"return":1}`)
+			}
+		}
+	}()
+	d := &Driver{QMPDir: dir, StateDir: t.TempDir()}
+	start := time.Now()
+	q, note := d.quiesce(context.Background(), "vm1")
+	if q != nil || !strings.Contains(note, "did not answer the freeze") {
+		t.Fatalf("quiesce: %v, %q", q, note)
+	}
+	if took := time.Since(start); took > agentFreezeTimeout+agentAnswerTimeout+time.Second {
+		t.Fatalf("the capture waited %v for the freeze", took)
+	}
+	deadline := time.Now().Add(8*time.Second + 3*agentThawRetry + agentThawTimeout)
+	for {
+		mu.Lock()
+		f, n := frozen, thaws
+		mu.Unlock()
+		_, marked := os.Stat(d.frozenMarker("vm1"))
+		if !f && n > 0 && marked != nil {
+			return // frozen at the end of the freeze, thawed since, marker gone
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("frozen %v %v after the freeze's start (marker: %v)", f, time.Since(start), marked == nil)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

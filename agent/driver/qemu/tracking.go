@@ -213,6 +213,10 @@ type Frozen struct {
 // ErrReleased is returned by calls on a Frozen that was released.
 var ErrReleased = errors.New("qemu: the frozen bitmaps were released")
 
+// transactionTimeout bounds the capture's QMP transaction, which QEMU
+// runs at once (it only starts jobs and swaps bitmaps).
+const transactionTimeout = 30 * time.Second
+
 // FreezeOptions tune a Freeze.
 type FreezeOptions struct {
 	// Dir holds the capture's temporary files: the NBD socket and the
@@ -290,7 +294,13 @@ func Freeze(ctx context.Context, m *qmp.Monitor, disks []Disk, opts FreezeOption
 		}
 	}
 	transaction := func() error {
-		if err := m.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
+		// Not cut short by the caller: QEMU runs a transaction it was
+		// sent whatever happens to the caller, and what it starts must
+		// be known to be torn down. Bounded all the same (the guest may
+		// be frozen meanwhile).
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), transactionTimeout)
+		defer cancel()
+		if err := m.Execute(tctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
 			return err
 		}
 		f.at = time.Now()
