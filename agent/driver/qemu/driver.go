@@ -397,7 +397,8 @@ func (d *Driver) PowerState(ctx context.Context, vmID string) (string, error) {
 	return powerState(st), nil
 }
 
-// Shutdown asks the guest to power off, through its guest agent when it
+// Shutdown asks the guest to power off (its QEMU kept, in state
+// shutdown: keepAfterPowerOff), through its guest agent when it
 // answers, else through ACPI (system_powerdown; see powerdown), and
 // waits, at most timeout, for QEMU's SHUTDOWN event, a status of
 // shutdown, or QEMU's exit (its monitor closes, and the socket no longer
@@ -422,6 +423,7 @@ func (d *Driver) Shutdown(ctx context.Context, vmID string, timeout time.Duratio
 	defer stop()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	d.keepAfterPowerOff(ctx, vmID, m)
 	how, err := d.powerdown(ctx, vmID, m)
 	if err != nil {
 		return err
@@ -497,7 +499,7 @@ func (d *Driver) Start(ctx context.Context, vmID string, opts driver.StartOption
 	if st.Status == "shutdown" {
 		// Its guest powered off and QEMU stayed (-no-shutdown): a reset
 		// boots it again, as a power button would.
-		if err := m.Execute(ctx, "system_reset", nil, nil); err != nil {
+		if err := d.resetAfterPowerOff(ctx, vmID, m); err != nil {
 			return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s: its guest powered off and a reset failed: %v; start it on the host", vmID, err)}
 		}
 	}

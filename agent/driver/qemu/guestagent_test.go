@@ -20,6 +20,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
 	"github.com/lifeboat-dr/lifeboat/agent/qga"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // agentGuest is a real guest writing records on d0, a qcow2 disk with a
@@ -390,7 +391,15 @@ func TestShutdownThroughTheGuestAgentStopsTheGuestWithEveryAcknowledgedRecordOnI
 	if cmds := p.commands(); !strings.Contains(strings.Join(cmds, " "), "guest-shutdown") {
 		t.Fatalf("the driver sent the guest agent %q, no guest-shutdown", cmds)
 	}
-	if err := g.Wait(time.Minute); err != nil {
+	// Its QEMU stays, in state shutdown (keepAfterPowerOff): the test
+	// quits it to read the disk.
+	if err := g.WaitLine(guesttest.DoneLine, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := g.d.PowerState(context.Background(), "vm1"); err != nil || ps != agentproto.PowerOff {
+		t.Fatalf("PowerState after the shutdown: %q, %v", ps, err)
+	}
+	if err := g.Stop(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(g.Serial(), guesttest.DoneLine) {
