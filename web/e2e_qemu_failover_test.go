@@ -77,60 +77,8 @@ func killQEMUsUnder(vmDir string) {
 // acknowledged before its shutdown is on the recovered disk, and the
 // recovered guest boots.
 func TestAPlannedFailoverOfARealGuestOntoAQEMURecoveryHostKeepsEveryAcknowledgedRecordAndBoots(t *testing.T) {
-	in := qemutest.RequireGuest(t)
-	_, agentBin := binaries(t)
-	v := newE2EVault(t)
-
-	// The recovered guest boots the same kernel with a workload that
-	// writes nothing: its disk stays the point.
-	initrd, err := in.Initramfs("while [ ! -e /stop ]; do sleep 1; done")
-	if err != nil {
-		t.Fatal(err)
-	}
-	initrdPath := filepath.Join(t.TempDir(), "initramfs.cpio")
-	if err := os.WriteFile(initrdPath, initrd, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	machine, _ := json.Marshal([]string{"-machine", "pc", "-accel", "tcg", "-m", "256", "-no-reboot",
-		"-kernel", in.Kernel, "-initrd", initrdPath, "-append", "console=ttyS0 quiet panic=-1"})
-
-	srcQMP, drQMP, drVMs := shortDir(t, "lbsq"), shortDir(t, "lbdq"), t.TempDir()
-	t.Cleanup(func() { killQEMUsUnder(drVMs) })
-	guest := qemutest.StartGuest(t, qemutest.GuestOptions{Size: 256 << 20,
-		QEMUArgs: []string{"-qmp", "unix:" + filepath.Join(srcQMP, "guest.qmp") + ",server=on,wait=off"}})
-
-	srcState := registerShort(t, v, "Primary", "kvm-src")
-	drState := registerShort(t, v, "Recovery", "kvm-dr")
-	s := &recoverySite{v: v, dir: t.TempDir(), drState: drState}
-	s.src = startProc(t, agentBin, "run", "--state-dir", srcState, "--driver", "qemu", "--qmp-dir", srcQMP)
-	s.dr = startProc(t, agentBin, "run", "--state-dir", drState, "--driver", "qemu", "--qmp-dir", drQMP,
-		"--qemu-vm-dir", drVMs, "--qemu-args", string(machine))
-	var hosts struct {
-		Items []struct{ ID, Name, State string }
-	}
-	eventually(t, "both hosts are connected", func() bool {
-		v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
-		n := 0
-		for _, h := range hosts.Items {
-			if h.State == "Connected" {
-				n++
-			}
-		}
-		return n == 2
-	}, v.proc, s.src, s.dr)
-	for _, h := range hosts.Items {
-		if h.Name == "kvm-src" {
-			s.srcHostID = h.ID
-		} else {
-			s.drHostID = h.ID
-		}
-	}
-	var policy, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &policy)
-	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": s.dir})
-	v.do(http.MethodPost, "/api/v1/targets", body, &target)
-	s.policyID, s.targetID = policy.ID, target.ID
-
+	s, guest, drVMs := newQEMUSites(t, 256<<20)
+	v := s.v
 	vm := s.protect(t, "guest")
 
 	// A test failover first: guest-test boots on the recovery host with no
@@ -218,4 +166,69 @@ func TestAPlannedFailoverOfARealGuestOntoAQEMURecoveryHostKeepsEveryAcknowledged
 		v.do(http.MethodGet, "/api/v1/vms/"+recoveredID, nil, &got)
 		return got.PowerState == agentproto.PowerRunning
 	}, s.dr)
+}
+
+// newQEMUSites is a vault with two qemu hosts: kvm-src, whose QMP
+// directory holds the real guest (a disk of size bytes, writing records),
+// and kvm-dr, a recovery host whose VMs boot the guest's kernel with a
+// workload that writes nothing (their disks stay the point); a policy of
+// 30-second cycles and a directory target.
+func newQEMUSites(t *testing.T, size int64) (s *recoverySite, guest *qemutest.Guest, drVMs string) {
+	t.Helper()
+	in := qemutest.RequireGuest(t)
+	_, agentBin := binaries(t)
+	v := newE2EVault(t)
+
+	// The recovered guest boots the same kernel with a workload that
+	// writes nothing: its disk stays the point.
+	initrd, err := in.Initramfs("while [ ! -e /stop ]; do sleep 1; done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrdPath := filepath.Join(t.TempDir(), "initramfs.cpio")
+	if err := os.WriteFile(initrdPath, initrd, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	machine, _ := json.Marshal([]string{"-machine", "pc", "-accel", "tcg", "-m", "256", "-no-reboot",
+		"-kernel", in.Kernel, "-initrd", initrdPath, "-append", "console=ttyS0 quiet panic=-1"})
+
+	srcQMP, drQMP := shortDir(t, "lbsq"), shortDir(t, "lbdq")
+	guest = qemutest.StartGuest(t, qemutest.GuestOptions{Size: size,
+		QEMUArgs: []string{"-qmp", "unix:" + filepath.Join(srcQMP, "guest.qmp") + ",server=on,wait=off"}})
+
+	srcState := registerShort(t, v, "Primary", "kvm-src")
+	drState := registerShort(t, v, "Recovery", "kvm-dr")
+	drVMs = t.TempDir()
+	t.Cleanup(func() { killQEMUsUnder(drVMs) })
+	s = &recoverySite{v: v, dir: t.TempDir(), drState: drState}
+	s.src = startProc(t, agentBin, "run", "--state-dir", srcState, "--driver", "qemu", "--qmp-dir", srcQMP)
+	s.dr = startProc(t, agentBin, "run", "--state-dir", drState, "--driver", "qemu", "--qmp-dir", drQMP,
+		"--qemu-vm-dir", drVMs, "--qemu-args", string(machine))
+	var hosts struct {
+		Items []struct{ ID, Name, State string }
+	}
+	eventually(t, "both hosts are connected", func() bool {
+		v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
+		n := 0
+		for _, h := range hosts.Items {
+			if h.State == "Connected" {
+				n++
+			}
+		}
+		return n == 2
+	}, v.proc, s.src, s.dr)
+	for _, h := range hosts.Items {
+		if h.Name == "kvm-src" {
+			s.srcHostID = h.ID
+		} else {
+			s.drHostID = h.ID
+		}
+	}
+	var policy, target struct{ ID string }
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &policy)
+	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": s.dir})
+	v.do(http.MethodPost, "/api/v1/targets", body, &target)
+	s.policyID, s.targetID = policy.ID, target.ID
+
+	return s, guest, drVMs
 }

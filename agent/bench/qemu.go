@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/driver"
 	"github.com/lifeboat-dr/lifeboat/agent/driver/filedisk"
 	"github.com/lifeboat-dr/lifeboat/agent/driver/qemu"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
@@ -28,6 +30,9 @@ import (
 // than what changed, and its time follows the churn, not the disk size.
 //
 //	BENCH_QEMU_GIB  the disk, GiB (default 8; half of it data)
+//
+// Then the last point is failed over onto a qemu recovery host (the test
+// guest's kernel booting from it), fully materialized and instantly.
 //
 // Both disks hold the same bytes: a raw image for filedisk and a qcow2
 // copy of it attached to a QEMU (qemu-system-x86_64 -S: no guest runs,
@@ -96,7 +101,107 @@ func benchQEMU(dir string) error {
 			return fmt.Errorf("%s: qemu sent %d bytes and filedisk %d of the %d written: a cycle is wrong", label, qc.sent, fc.sent, changed)
 		}
 	}
-	return nil
+	return b.instant()
+}
+
+// instant: a failover of the last point onto a qemu recovery host, the
+// real test guest's kernel and initramfs booting from it: full
+// materialization (the disk written, then the VM started) beside instant
+// failover (the VM started on the point, the disk copied while it runs),
+// each to the guest's first line on its console.
+func (b *qemuBench) instant() error {
+	in, err := guesttest.Find()
+	if err != nil {
+		fmt.Printf("\ninstant failover: skipped, %v\n", err)
+		return nil
+	}
+	initrd, err := in.Initramfs("while [ ! -e /stop ]; do sleep 1; done")
+	if err != nil {
+		return err
+	}
+	initrdPath := filepath.Join(b.dir, "guest-initramfs.cpio")
+	if err := os.WriteFile(initrdPath, initrd, 0o644); err != nil {
+		return err
+	}
+	sockets, err := os.MkdirTemp("", "lbqr")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockets)
+	rd := &qemu.Driver{QMPDir: sockets, WorkDir: filepath.Join(sockets, "w"), StateDir: filepath.Join(b.dir, "recovery-state"),
+		VMDir: filepath.Join(b.dir, "recovery-vms"), MachineArgs: []string{"-machine", "pc", "-accel", "tcg", "-m", "256",
+			"-no-reboot", "-kernel", in.Kernel, "-initrd", initrdPath, "-append", "console=ttyS0 quiet panic=-1"}}
+	defer rd.Close()
+	point := fmt.Sprintf("p%d", b.points)
+	spec := func(name string) (driver.MaterializeSpec, func(), error) {
+		pr, size, err := b.qr.OpenPoint(point, "d0")
+		if err != nil {
+			return driver.MaterializeSpec{}, nil, err
+		}
+		return driver.MaterializeSpec{ID: name, Name: name, SourceVMID: "vm1", PointID: point,
+			Disks: []driver.MaterializeDisk{{Name: "d0", SizeBytes: size, Data: pr}}}, func() { pr.Close() }, nil
+	}
+	booted := func(name string, within time.Duration) error {
+		deadline := time.Now().Add(within)
+		for {
+			out, _ := os.ReadFile(filepath.Join(rd.VMDir, name, "serial.log"))
+			if bytes.Contains(out, []byte(guesttest.ReadyLine)) {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("VM %s did not boot in %v:\n%s", name, within, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	ctx := context.Background()
+	fmt.Printf("\nFailover of that disk's last point (%d GiB) onto a qemu recovery host, to the guest's first console line\n", b.size>>30)
+	fmt.Printf("%-34s %9s  %s\n", "failover", "seconds", "")
+	dropCaches()
+	full, done, err := spec("bench-full")
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := rd.Materialize(ctx, full); err != nil {
+		return err
+	}
+	written := time.Since(start)
+	if err := rd.Start(ctx, "bench-full", driver.StartOptions{Isolated: true}); err != nil {
+		return err
+	}
+	if err := booted("bench-full", 2*time.Minute); err != nil {
+		return err
+	}
+	fullBoot := time.Since(start)
+	done()
+	fmt.Printf("%-34s %9.2f  (disk written in %.2f s)\n", "full materialization, guest up", fullBoot.Seconds(), written.Seconds())
+	if err := rd.Remove(ctx, "bench-full", 10*time.Second); err != nil {
+		return err
+	}
+	dropCaches()
+	inst, done, err := spec("bench-instant")
+	if err != nil {
+		return err
+	}
+	defer done()
+	start = time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := rd.MaterializeInstant(ctx, inst, driver.StartOptions{Isolated: true}, nil)
+		errc <- err
+	}()
+	if err := booted("bench-instant", 2*time.Minute); err != nil {
+		return err
+	}
+	instantBoot := time.Since(start)
+	if err := <-errc; err != nil {
+		return err
+	}
+	hydrated := time.Since(start)
+	fmt.Printf("%-34s %9.2f  %.2f × the full materialization's (the guest boots from the point while its disk is copied)\n", "instant failover, guest up", instantBoot.Seconds(), instantBoot.Seconds()/fullBoot.Seconds())
+	fmt.Printf("%-34s %9.2f  %.2f × the full materialization's write\n", "instant failover, disk copied", hydrated.Seconds(), hydrated.Seconds()/written.Seconds())
+	return rd.Remove(ctx, "bench-instant", 10*time.Second)
 }
 
 func mibs(n int64) float64 { return float64(n) / mib }

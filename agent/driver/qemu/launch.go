@@ -50,6 +50,10 @@ type Drive struct {
 	// NodeName, when set, names the drive's block node (for block jobs on
 	// it); otherwise QEMU names it.
 	NodeName string
+	// StopOnReadError pauses the guest on a read error instead of failing
+	// its read: an overlay whose backing (an instant failover's NBD
+	// export) is away for a while.
+	StopOnReadError bool
 }
 
 // LaunchSpec is a QEMU to start for a VM of this host.
@@ -117,6 +121,9 @@ func (d *Driver) LaunchArgs(spec LaunchSpec) ([]string, error) {
 		opt := "file=" + optValue(dr.File) + ",format=" + format + ",if=virtio,cache=" + cacheMode(dr.File)
 		if dr.NodeName != "" {
 			opt += ",node-name=" + dr.NodeName
+		}
+		if dr.StopOnReadError {
+			opt += ",rerror=stop"
 		}
 		args = append(args, "-drive", opt)
 	}

@@ -56,6 +56,9 @@ type vmRecord struct {
 	Name     string       `json:"name"`
 	Lifeboat *origin      `json:"lifeboat"`
 	Disks    []recordDisk `json:"disks"`
+	// Hydrating: the disks are overlays whose data is still partly on the
+	// recovery point (an instant failover's copy runs; instant.go).
+	Hydrating bool `json:"hydrating,omitempty"`
 }
 
 // origin is what a made VM was made of.
@@ -259,23 +262,7 @@ func (d *Driver) recoverVMDir() error {
 // name, disks and origin, all synced) and appears by rename, whole or not
 // at all. It does not start the VM (Start does).
 func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (driver.Materialized, error) {
-	if d.VMDir == "" {
-		return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeTargetNotSupported, Message: "this qemu agent has no VM directory for recovered VMs; run it with --qemu-vm-dir"}
-	}
-	if !safeName(spec.Name) || !safeName(spec.ID) {
-		return driver.Materialized{}, fmt.Errorf("VM name %q or id %q cannot be a VM directory and socket name", spec.Name, spec.ID)
-	}
-	if spec.SourceVMID == "" || spec.PointID == "" {
-		return driver.Materialized{}, fmt.Errorf("VM %s: a materialized VM must say its source VM and recovery point", spec.ID)
-	}
-	if err := d.checkSocketPath(spec.ID); err != nil {
-		return driver.Materialized{}, err
-	}
-	if err := os.MkdirAll(d.VMDir, 0o750); err != nil {
-		return driver.Materialized{}, err
-	}
-	final := filepath.Join(d.VMDir, spec.Name)
-	old, done, err := d.checkExisting(ctx, final, spec)
+	final, old, done, err := d.prepareMaterialize(ctx, spec)
 	if err != nil || done != nil {
 		return deref(done), err
 	}
@@ -309,6 +296,30 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 		return driver.Materialized{}, err
 	}
 	return driver.Materialized{VM: mv.offlineVM(), BytesWritten: written}, nil
+}
+
+// prepareMaterialize checks a spec and what its VM's name and id hold on
+// this host (checkExisting): the VM's directory, the VM it replaces, or
+// the VM made of the same point before.
+func (d *Driver) prepareMaterialize(ctx context.Context, spec driver.MaterializeSpec) (final string, old *madeVM, done *driver.Materialized, err error) {
+	if d.VMDir == "" {
+		return "", nil, nil, &agentproto.TaskError{Code: agentproto.CodeTargetNotSupported, Message: "this qemu agent has no VM directory for recovered VMs; run it with --qemu-vm-dir"}
+	}
+	if !safeName(spec.Name) || !safeName(spec.ID) {
+		return "", nil, nil, fmt.Errorf("VM name %q or id %q cannot be a VM directory and socket name", spec.Name, spec.ID)
+	}
+	if spec.SourceVMID == "" || spec.PointID == "" {
+		return "", nil, nil, fmt.Errorf("VM %s: a materialized VM must say its source VM and recovery point", spec.ID)
+	}
+	if err := d.checkSocketPath(spec.ID); err != nil {
+		return "", nil, nil, err
+	}
+	if err := os.MkdirAll(d.VMDir, 0o750); err != nil {
+		return "", nil, nil, err
+	}
+	final = filepath.Join(d.VMDir, spec.Name)
+	old, done, err = d.checkExisting(ctx, final, spec)
+	return final, old, done, err
 }
 
 func deref(m *driver.Materialized) driver.Materialized {

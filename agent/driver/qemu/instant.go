@@ -1,0 +1,238 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
+	"github.com/lifeboat-dr/lifeboat/agent/internal/diskfile"
+	"github.com/lifeboat-dr/lifeboat/agent/nbd"
+	"github.com/lifeboat-dr/lifeboat/agent/qmp"
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+// Instant failover on a recovery host (hydrate.go has the mechanism):
+//
+//	VMDIR/NAME/DISK.qcow2   each disk, an overlay whose backing is the
+//	                        recovery point's disk served over NBD at
+//	                        QMPDIR/ID.nbd by the agent, until hydrated
+//	VMDIR/NAME/vm.json      says "hydrating" until every disk is local
+//
+// MaterializeInstant serves the point's disks, makes the overlays, starts
+// the VM on them (paused until a block-stream job copies each disk), lets
+// it run, and returns when the copies are done: the VM then runs from its
+// own qcow2 disks (whose dirty bitmaps survive restarts, for a re-protect).
+// A run cut short (the agent stops, the task is cancelled) leaves the VM
+// running and hydrating: a guest that reads a block not yet copied while
+// no agent serves it waits (rerror=stop pauses it) until the task runs
+// again, serves the point again and lets it go on.
+
+// hydrateReconnect is how long QEMU holds the guest's reads while the
+// agent's NBD server is away (an agent restart) before they fail.
+const hydrateReconnect = 60 * time.Second
+
+// nbdSuffix ends the name of a hydrating VM's NBD socket in QMPDir.
+const nbdSuffix = ".nbd"
+
+func (d *Driver) nbdSocket(vmID string) string { return filepath.Join(d.QMPDir, vmID+nbdSuffix) }
+
+// diskNode names the block node of a made VM's i-th disk.
+func diskNode(i int) string { return "lbdisk" + strconv.Itoa(i) }
+
+var _ driver.InstantMaterializer = (*Driver)(nil)
+
+// MaterializeInstant implements driver.InstantMaterializer.
+func (d *Driver) MaterializeInstant(ctx context.Context, spec driver.MaterializeSpec, opts driver.StartOptions, started func(agentproto.VM)) (driver.Materialized, error) {
+	final, old, done, err := d.prepareMaterialize(ctx, spec)
+	if err != nil {
+		return driver.Materialized{}, err
+	}
+	if done != nil {
+		mv, err := readRecord(final)
+		if err != nil {
+			return driver.Materialized{}, err
+		}
+		if !mv.rec.Hydrating {
+			return *done, nil // made of this point and hydrated before
+		}
+		return d.hydrate(ctx, mv, spec, opts, started)
+	}
+	srv, err := d.serve(spec)
+	if err != nil {
+		return driver.Materialized{}, err
+	}
+	defer srv.stop()
+	nonce := newNonce()
+	tmp := filepath.Join(d.VMDir, materializePrefix+nonce)
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return driver.Materialized{}, d.hostError(spec, err)
+	}
+	defer os.RemoveAll(tmp)
+	rec := vmRecord{ID: spec.ID, Name: spec.Name, Hydrating: true, Lifeboat: &origin{SourceVMID: spec.SourceVMID,
+		PointID: spec.PointID, Test: spec.Test, MaterializedAt: time.Now().UTC()}}
+	for _, disk := range spec.Disks {
+		if !safeName(disk.Name) {
+			return driver.Materialized{}, fmt.Errorf("disk name %q cannot be a file name", disk.Name)
+		}
+		file := disk.Name + ".qcow2"
+		if err := CreateOverlay(ctx, filepath.Join(tmp, file), NBDBacking(srv.socket, disk.Name, hydrateReconnect)); err != nil {
+			return driver.Materialized{}, d.hostError(spec, err)
+		}
+		rec.Disks = append(rec.Disks, recordDisk{Name: disk.Name, File: file, Format: "qcow2"})
+	}
+	if err := writeRecord(tmp, rec); err != nil {
+		return driver.Materialized{}, d.hostError(spec, err)
+	}
+	if err := diskfile.SyncDir(tmp); err != nil {
+		return driver.Materialized{}, d.hostError(spec, err)
+	}
+	if old != nil {
+		if err := d.stopQEMU(ctx, old.rec.ID, old.dir, replaceShutdownTimeout, true); err != nil {
+			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
+		}
+	}
+	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.VMDir, materializePrefix+"old-"+nonce), old != nil); err != nil {
+		return driver.Materialized{}, err
+	}
+	if err := diskfile.SyncDir(d.VMDir); err != nil {
+		return driver.Materialized{}, err
+	}
+	mv, err := readRecord(final)
+	if err != nil {
+		return driver.Materialized{}, err
+	}
+	return d.hydrateWith(ctx, mv, srv, opts, started)
+}
+
+// hydrate goes on with a VM made for an instant failover before: it
+// serves the point again and lets the VM's copies run to their end.
+func (d *Driver) hydrate(ctx context.Context, mv *madeVM, spec driver.MaterializeSpec, opts driver.StartOptions, started func(agentproto.VM)) (driver.Materialized, error) {
+	srv, err := d.serve(spec)
+	if err != nil {
+		return driver.Materialized{}, err
+	}
+	defer srv.stop()
+	return d.hydrateWith(ctx, mv, srv, opts, started)
+}
+
+// hydrateWith starts the VM on its overlays unless its QEMU runs, starts
+// (or finds) a copy job per disk, lets the guest run, waits for the
+// copies and records the VM as hydrated.
+func (d *Driver) hydrateWith(ctx context.Context, mv *madeVM, srv *pointServer, opts driver.StartOptions, started func(agentproto.VM)) (driver.Materialized, error) {
+	id := mv.rec.ID
+	m, err := d.monitor(ctx, id)
+	if err != nil || qemuPID(mv.dir) == 0 {
+		if err := d.stopQEMU(ctx, id, mv.dir, 0, true); err != nil {
+			return driver.Materialized{}, err
+		}
+		drives := mv.drives()
+		for i := range drives {
+			drives[i].NodeName, drives[i].StopOnReadError = diskNode(i), true
+		}
+		if err := d.Launch(ctx, LaunchSpec{ID: id, Name: mv.rec.Name, Dir: mv.dir, Drives: drives,
+			Isolated: opts.Isolated || mv.rec.Lifeboat.Test, Paused: true}); err != nil {
+			return driver.Materialized{}, err
+		}
+		if m, err = d.monitor(ctx, id); err != nil {
+			return driver.Materialized{}, err
+		}
+	}
+	var copies []*Hydration
+	for i := range mv.rec.Disks {
+		h, err := d.startCopy(ctx, m, diskNode(i))
+		if err != nil {
+			return driver.Materialized{}, fmt.Errorf("VM %s: %w", id, err)
+		}
+		if h != nil {
+			copies = append(copies, h)
+		}
+	}
+	// Running (or paused by a read the last agent could not serve):
+	// the guest goes on now that its disks are served.
+	if st, err := Status(ctx, m); err == nil && !st.Running && st.Status != "shutdown" {
+		if err := m.Execute(ctx, "cont", nil, nil); err != nil {
+			return driver.Materialized{}, &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s (%s): %v", id, st.Status, err)}
+		}
+	}
+	if started != nil {
+		started(d.listMade(ctx, mv))
+	}
+	for _, h := range copies {
+		if err := h.Wait(ctx, 2*time.Second, nil); err != nil {
+			return driver.Materialized{}, fmt.Errorf("VM %s runs, but copying its disk %s from the recovery point failed (run the task again to go on): %w", id, h.Node, err)
+		}
+	}
+	mv.rec.Hydrating = false
+	if err := writeRecord(mv.dir, mv.rec); err != nil {
+		return driver.Materialized{}, err
+	}
+	if err := diskfile.SyncDir(mv.dir); err != nil {
+		return driver.Materialized{}, err
+	}
+	return driver.Materialized{VM: d.listMade(ctx, mv), BytesWritten: srv.size}, nil
+}
+
+// startCopy starts the copy of a disk's backing into it, or finds the
+// one that runs; nil when the disk has no backing left (copied before).
+func (d *Driver) startCopy(ctx context.Context, m *qmp.Monitor, node string) (*Hydration, error) {
+	h := AttachHydration(m, node, "")
+	if _, running, err := h.Progress(ctx); err != nil {
+		return nil, err
+	} else if running {
+		return h, nil
+	}
+	backing, err := Backing(ctx, m, node)
+	if err != nil || backing == "" {
+		return nil, err
+	}
+	return Hydrate(ctx, m, node, HydrateOptions{})
+}
+
+// pointServer is the NBD server of a point's disks for one VM.
+type pointServer struct {
+	srv    *nbd.Server
+	socket string
+	size   int64 // of all disks
+	done   chan struct{}
+}
+
+// serve serves each of spec's disks, named by its name, at the VM's NBD
+// socket.
+func (d *Driver) serve(spec driver.MaterializeSpec) (*pointServer, error) {
+	ps := &pointServer{socket: d.nbdSocket(spec.ID), done: make(chan struct{})}
+	var exports []nbd.Export
+	for _, disk := range spec.Disks {
+		exports = append(exports, nbd.Export{Name: disk.Name, Data: disk.Data, Size: disk.SizeBytes})
+		ps.size += disk.SizeBytes
+	}
+	srv, err := nbd.NewServer(d.logger(), exports...)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(ps.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.Listen("unix", ps.socket)
+	if err != nil {
+		return nil, fmt.Errorf("serve the recovery point's disks at %s: %w", ps.socket, err)
+	}
+	ps.srv = srv
+	go func() {
+		defer close(ps.done)
+		srv.Serve(l)
+	}()
+	return ps, nil
+}
+
+// stop ends the server once no read of it runs: the readers may close.
+func (ps *pointServer) stop() {
+	ps.srv.Close()
+	<-ps.done
+	os.Remove(ps.socket)
+}
