@@ -19,20 +19,27 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
 )
 
-// readReplicaPoint reads a disk at a recovery point straight from the
-// directory target, as a recovery would.
-func readReplicaPoint(t *testing.T, targetDir, vmID, pointID, diskID string) []byte {
+// openReplicaPoint opens a disk at a recovery point straight from the
+// directory target, as a recovery would, until the test ends.
+func openReplicaPoint(t *testing.T, targetDir, vmID, pointID, diskID string) (io.ReaderAt, int64) {
 	t.Helper()
-	r, err := dirtarget.Open(targetDir, vmID)
+	r, err := dirtarget.OpenExisting(targetDir, vmID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	pr, size, err := r.ReadPoint(pointID, diskID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pr.Close()
+	t.Cleanup(func() { pr.Close() })
+	return pr, size
+}
+
+// readReplicaPoint reads a disk at a recovery point whole.
+func readReplicaPoint(t *testing.T, targetDir, vmID, pointID, diskID string) []byte {
+	t.Helper()
+	pr, size := openReplicaPoint(t, targetDir, vmID, pointID, diskID)
 	b, err := io.ReadAll(io.NewSectionReader(pr, 0, size))
 	if err != nil {
 		t.Fatal(err)

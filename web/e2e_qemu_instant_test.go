@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp/qemutest"
 )
 
@@ -20,16 +19,7 @@ import (
 // target to a raw image (sparse: chunks of zeros are skipped).
 func writePointImage(t *testing.T, targetDir, vmID, pointID, diskID, out string) {
 	t.Helper()
-	r, err := dirtarget.OpenExisting(targetDir, vmID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	pr, size, err := r.ReadPoint(pointID, diskID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
+	pr, size := openReplicaPoint(t, targetDir, vmID, pointID, diskID)
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)

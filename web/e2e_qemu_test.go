@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp"
 	"github.com/lifeboat-dr/lifeboat/agent/qmp/qemutest"
 	"github.com/lifeboat-dr/lifeboat/models"
@@ -41,16 +40,7 @@ func qemuDiskAt(b []byte, off int64, writes []qemuWrite) {
 // directory target is the disk after the writes.
 func assertQEMUPoint(t *testing.T, targetDir, vmID, pointID, diskID string, size int64, writes []qemuWrite) {
 	t.Helper()
-	r, err := dirtarget.OpenExisting(targetDir, vmID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	pr, got, err := r.ReadPoint(pointID, diskID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
+	pr, got := openReplicaPoint(t, targetDir, vmID, pointID, diskID)
 	if got != size {
 		t.Fatalf("point %s: disk of %d bytes, want %d", pointID, got, size)
 	}

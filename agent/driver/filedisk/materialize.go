@@ -2,8 +2,6 @@ package filedisk
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +82,7 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 	if err != nil || done != nil {
 		return deref(done), err
 	}
-	nonce := newNonce()
+	nonce := diskfile.Nonce()
 	tmp := filepath.Join(d.Root, materializePrefix+nonce)
 	if err := os.Mkdir(tmp, 0o750); err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
@@ -100,7 +98,7 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 	// so), so the root is not scanned again to find it.
 	if replacing {
 		if err := d.shutdownDir(ctx, spec.ID, final, replaceShutdownTimeout); err != nil {
-			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
+			return driver.Materialized{}, diskfile.Prefixed("VM "+spec.ID+" is not replaced", err)
 		}
 	}
 	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.Root, materializePrefix+"old-"+nonce), replacing); err != nil {
@@ -209,23 +207,6 @@ func (d *Driver) readVMWithID(dir, name string) (agentproto.VM, error) {
 	}
 	vm.ID = d.stableID(dir, name)
 	return vm, nil
-}
-
-// prefixed puts what was not done before an error, keeping the code of a
-// *agentproto.TaskError (which the runner reports on its own, without
-// the words wrapped around it).
-func prefixed(prefix string, err error) error {
-	var te *agentproto.TaskError
-	if errors.As(err, &te) {
-		return &agentproto.TaskError{Code: te.Code, Message: prefix + ": " + te.Message, Recoverable: te.Recoverable}
-	}
-	return fmt.Errorf("%s: %w", prefix, err)
-}
-
-func newNonce() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // safeName is a name that is one path element and not hidden.

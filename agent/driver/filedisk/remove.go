@@ -37,9 +37,9 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 			vmID, dir, why)}
 	}
 	if err := d.shutdownDir(ctx, vmID, dir, timeout); err != nil {
-		return prefixed("VM "+vmID+" is not removed", err)
+		return diskfile.Prefixed("VM "+vmID+" is not removed", err)
 	}
-	doomed := filepath.Join(d.Root, removePrefix+newNonce())
+	doomed := filepath.Join(d.Root, removePrefix+diskfile.Nonce())
 	if err := os.Rename(dir, doomed); err != nil {
 		return fmt.Errorf("remove VM %s: %w", vmID, err)
 	}

@@ -68,7 +68,7 @@ func (d *Driver) MaterializeInstant(ctx context.Context, spec driver.Materialize
 		return driver.Materialized{}, err
 	}
 	defer srv.stop()
-	nonce := newNonce()
+	nonce := diskfile.Nonce()
 	tmp := filepath.Join(d.VMDir, materializePrefix+nonce)
 	if err := os.Mkdir(tmp, 0o750); err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
@@ -92,18 +92,7 @@ func (d *Driver) MaterializeInstant(ctx context.Context, spec driver.Materialize
 	if err := diskfile.SyncDir(tmp); err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
 	}
-	if old != nil {
-		if err := d.stopQEMU(ctx, old.rec.ID, old.dir, replaceShutdownTimeout, true); err != nil {
-			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
-		}
-	}
-	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.VMDir, materializePrefix+"old-"+nonce), old != nil); err != nil {
-		return driver.Materialized{}, err
-	}
-	if err := diskfile.SyncDir(d.VMDir); err != nil {
-		return driver.Materialized{}, err
-	}
-	mv, err := readRecord(final)
+	mv, err := d.swapIn(ctx, spec, tmp, final, nonce, old)
 	if err != nil {
 		return driver.Materialized{}, err
 	}

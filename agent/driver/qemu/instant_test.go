@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,17 +13,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/internal/guesttest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
-
-// slowReader is a recovery point on slow storage: every read waits.
-type slowReader struct {
-	r     io.ReaderAt
-	delay time.Duration
-}
-
-func (s slowReader) ReadAt(p []byte, off int64) (int, error) {
-	time.Sleep(s.delay)
-	return s.r.ReadAt(p, off)
-}
 
 // instantPoint is a 1 GiB sparse disk image of the guest's records, with
 // a marker in its last block, read slowly.
@@ -45,7 +33,7 @@ func instantPoint(t *testing.T) (path string, spec driver.MaterializeSpec) {
 	}
 	f.WriteAt([]byte("the last block of the point"), size-4096)
 	spec = driver.MaterializeSpec{ID: "vm-recovered", Name: "web", SourceVMID: "vm_1", PointID: "p1",
-		Disks: []driver.MaterializeDisk{{Name: "disk0", SizeBytes: size, Data: slowReader{f, 3 * time.Millisecond}}}}
+		Disks: []driver.MaterializeDisk{{Name: "disk0", SizeBytes: size, Data: hyLatent{f, 3 * time.Millisecond}}}}
 	return path, spec
 }
 

@@ -2,9 +2,7 @@ package qemu
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,7 +265,7 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 		return deref(done), err
 	}
 	d.warnIfSmall(spec)
-	nonce := newNonce()
+	nonce := diskfile.Nonce()
 	tmp := filepath.Join(d.VMDir, materializePrefix+nonce)
 	if err := os.Mkdir(tmp, 0o750); err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
@@ -278,24 +276,29 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 	if err != nil {
 		return driver.Materialized{}, err
 	}
-	// The VM it replaces runs until its successor is written, so a failed
-	// write leaves it as it was.
-	if old != nil {
-		if err := d.stopQEMU(ctx, old.rec.ID, old.dir, replaceShutdownTimeout, true); err != nil {
-			return driver.Materialized{}, prefixed("VM "+spec.ID+" is not replaced", err)
-		}
-	}
-	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.VMDir, materializePrefix+"old-"+nonce), old != nil); err != nil {
-		return driver.Materialized{}, err
-	}
-	if err := diskfile.SyncDir(d.VMDir); err != nil {
-		return driver.Materialized{}, err
-	}
-	mv, err := readRecord(final)
+	mv, err := d.swapIn(ctx, spec, tmp, final, nonce, old)
 	if err != nil {
 		return driver.Materialized{}, err
 	}
 	return driver.Materialized{VM: mv.offlineVM(), BytesWritten: written}, nil
+}
+
+// swapIn puts a VM written in tmp in place at final, stopping the VM it
+// replaces first (old, which ran until its successor was written, so a
+// failed write left it as it was), and returns it as made.
+func (d *Driver) swapIn(ctx context.Context, spec driver.MaterializeSpec, tmp, final, nonce string, old *madeVM) (*madeVM, error) {
+	if old != nil {
+		if err := d.stopQEMU(ctx, old.rec.ID, old.dir, replaceShutdownTimeout, true); err != nil {
+			return nil, diskfile.Prefixed("VM "+spec.ID+" is not replaced", err)
+		}
+	}
+	if err := diskfile.SwapIn(tmp, final, filepath.Join(d.VMDir, materializePrefix+"old-"+nonce), old != nil); err != nil {
+		return nil, err
+	}
+	if err := diskfile.SyncDir(d.VMDir); err != nil {
+		return nil, err
+	}
+	return readRecord(final)
 }
 
 // prepareMaterialize checks a spec and what its VM's name and id hold on
@@ -461,9 +464,9 @@ func (d *Driver) Remove(ctx context.Context, vmID string, timeout time.Duration)
 		return nil // removed before: a rerun, or someone did it on the host
 	}
 	if err := d.stopQEMU(ctx, vmID, mv.dir, timeout, false); err != nil {
-		return prefixed("VM "+vmID+" is not removed", err)
+		return diskfile.Prefixed("VM "+vmID+" is not removed", err)
 	}
-	doomed := filepath.Join(d.VMDir, removePrefix+newNonce())
+	doomed := filepath.Join(d.VMDir, removePrefix+diskfile.Nonce())
 	if err := os.Rename(mv.dir, doomed); err != nil {
 		return fmt.Errorf("remove VM %s: %w", vmID, err)
 	}
@@ -597,22 +600,6 @@ func (d *Driver) startMade(ctx context.Context, mv *madeVM, opts driver.StartOpt
 // sortVMs sorts an inventory by id.
 func sortVMs(vms []agentproto.VM) {
 	sort.Slice(vms, func(i, j int) bool { return vms[i].ID < vms[j].ID })
-}
-
-// prefixed puts what was not done before an error, keeping the code of a
-// *agentproto.TaskError.
-func prefixed(prefix string, err error) error {
-	var te *agentproto.TaskError
-	if errors.As(err, &te) {
-		return &agentproto.TaskError{Code: te.Code, Message: prefix + ": " + te.Message, Recoverable: te.Recoverable}
-	}
-	return fmt.Errorf("%s: %w", prefix, err)
-}
-
-func newNonce() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // safeName is a name that is one path element, not hidden, and fits in a

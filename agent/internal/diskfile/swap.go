@@ -1,11 +1,15 @@
 package diskfile
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // SwapIn puts the written VM directory tmp in place at final. A VM it
@@ -36,4 +40,22 @@ func SwapIn(tmp, final, old string, replacing bool) error {
 	}
 	defer os.RemoveAll(old)
 	return os.Rename(tmp, final)
+}
+
+// Nonce names one hidden work directory: random, short.
+func Nonce() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Prefixed puts what was not done before an error, keeping the code of a
+// *agentproto.TaskError (which the runner reports on its own, without
+// the words wrapped around it).
+func Prefixed(prefix string, err error) error {
+	var te *agentproto.TaskError
+	if errors.As(err, &te) {
+		return &agentproto.TaskError{Code: te.Code, Message: prefix + ": " + te.Message, Recoverable: te.Recoverable}
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
 }
