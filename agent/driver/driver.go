@@ -93,6 +93,12 @@ type InstantMaterializer interface {
 	MaterializeInstant(ctx context.Context, spec MaterializeSpec, opts StartOptions, started func(agentproto.VM)) (Materialized, error)
 }
 
+// ErrCancelled is the cause (context.Cause) of a task's context when the
+// vault cancelled the task, as against the agent stopping or a later
+// attempt taking over: a driver undoes then what it would otherwise leave
+// for the task's next run to go on with.
+var ErrCancelled = errors.New("cancelled by the vault")
+
 // ErrVMNotFound is wrapped by the errors of a driver's calls that name a
 // VM the host does not have.
 var ErrVMNotFound = errors.New("no such VM on this host")

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/lifeboat-dr/lifeboat/agent/client"
+	"github.com/lifeboat-dr/lifeboat/agent/driver"
 	"github.com/lifeboat-dr/lifeboat/agent/state"
 	"github.com/lifeboat-dr/lifeboat/agent/tasks"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
@@ -37,7 +38,7 @@ type taskRun struct {
 }
 
 var (
-	errCancelledByVault = errors.New("cancelled by the vault")
+	errCancelledByVault = driver.ErrCancelled
 	errSuperseded       = errors.New("superseded by a later attempt")
 )
 

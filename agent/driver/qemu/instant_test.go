@@ -117,7 +117,7 @@ func TestAnInstantlyMaterializedGuestBootsBeforeItsDiskIsCopiedAndEndsWithItsOwn
 	if r.m.VM.PowerState != agentproto.PowerRunning || len(r.m.VM.Disks) != 1 || r.m.VM.Disks[0].Path != disk {
 		t.Fatalf("made %+v", r.m.VM)
 	}
-	if _, err := os.Stat(d.nbdSocket("vm-recovered")); err == nil {
+	if _, err := os.Stat(d.nbdSocket("vm-recovered", "p1")); err == nil {
 		t.Fatal("the point is still served")
 	}
 	again, err := d.MaterializeInstant(ctx, spec, driver.StartOptions{}, nil)
@@ -170,4 +170,40 @@ func TestAnInstantMaterializeCutShortGoesOnWhenRunAgain(t *testing.T) {
 		t.Fatalf("the VM still depends on the point: %s", b)
 	}
 	sameImage(t, disk, point)
+}
+
+// A run the vault cancelled once the VM ran stops and deletes it: the
+// failover did not happen, and its VM must not run beside the source.
+func TestAnInstantMaterializeTheVaultCancelsDeletesTheVMItStarted(t *testing.T) {
+	d := recoveryDriver(t, guestMachine(t)...)
+	_, spec := instantPoint(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.MaterializeInstant(ctx, spec, driver.StartOptions{}, func(agentproto.VM) { close(started) })
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case err := <-errc:
+		t.Fatalf("MaterializeInstant: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the VM did not start")
+	}
+	pid := qemuPID(filepath.Join(d.VMDir, "web"))
+	cancel(driver.ErrCancelled)
+	err := <-errc
+	if err == nil || !strings.Contains(err.Error(), "stopped and deleted") {
+		t.Fatalf("a cancelled instant materialize: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.VMDir, "web")); !os.IsNotExist(err) {
+		t.Fatalf("the VM's directory is still there: %v", err)
+	}
+	if pid == 0 || alive(pid) {
+		t.Fatalf("its QEMU (pid %d) still runs", pid)
+	}
+	if vms, err := d.Inventory(context.Background()); err != nil || len(vms) != 0 {
+		t.Fatalf("inventory %+v, %v; want none", vms, err)
+	}
 }

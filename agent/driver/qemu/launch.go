@@ -50,10 +50,11 @@ type Drive struct {
 	// NodeName, when set, names the drive's block node (for block jobs on
 	// it); otherwise QEMU names it.
 	NodeName string
-	// StopOnReadError pauses the guest on a read error instead of failing
-	// its read: an overlay whose backing (an instant failover's NBD
-	// export) is away for a while.
-	StopOnReadError bool
+	// StopOnError pauses the guest on an I/O error instead of failing its
+	// read or write: an overlay whose backing (an instant failover's NBD
+	// export) is away for a while, where a write smaller than a cluster
+	// reads the backing too.
+	StopOnError bool
 }
 
 // LaunchSpec is a QEMU to start for a VM of this host.
@@ -122,8 +123,8 @@ func (d *Driver) LaunchArgs(spec LaunchSpec) ([]string, error) {
 		if dr.NodeName != "" {
 			opt += ",node-name=" + dr.NodeName
 		}
-		if dr.StopOnReadError {
-			opt += ",rerror=stop"
+		if dr.StopOnError {
+			opt += ",rerror=stop,werror=stop"
 		}
 		args = append(args, "-drive", opt)
 	}
@@ -149,7 +150,8 @@ func cacheMode(file string) string {
 // checkSocketPath refuses a VM id whose monitor's path would be too long
 // for a unix socket (108 bytes with its terminating NUL).
 func (d *Driver) checkSocketPath(id string) error {
-	if p := d.guestAgentSocket(id); len(p) >= 108 {
+	// The longest of the VM's sockets: an instant failover's NBD one.
+	if p := d.nbdSocket(id, ""); len(p) >= 108 {
 		return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf(
 			"VM %s: its monitor's socket path %s is longer than a unix socket allows (107 bytes); give the agent a shorter --qmp-dir", id, p)}
 	}

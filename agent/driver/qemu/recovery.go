@@ -411,7 +411,7 @@ func writeRecord(dir string, rec vmRecord) error {
 	if err != nil {
 		return err
 	}
-	return diskfile.WriteSynced(filepath.Join(dir, recordFile), b)
+	return diskfile.ReplaceSynced(filepath.Join(dir, recordFile), b)
 }
 
 // hostError says so when VMDir is full: freeing space is the operator's
@@ -587,8 +587,22 @@ func (d *Driver) startMade(ctx context.Context, mv *madeVM, opts driver.StartOpt
 				return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s (%s): %v", id, st.Status, err)}
 			}
 			return nil
+		case mv.rec.Hydrating:
+			// Its QEMU holds the copy of its disks from the recovery
+			// point: the guest boots again in it.
+			if err := d.resetAfterPowerOff(ctx, id, m); err != nil {
+				return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s: %v", id, err)}
+			}
+			if err := m.Execute(ctx, "cont", nil, nil); err != nil {
+				return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf("VM %s: %v", id, err)}
+			}
+			return nil
 		}
 		// Its guest powered off: a new QEMU boots it afresh.
+	}
+	if mv.rec.Hydrating {
+		return &agentproto.TaskError{Code: agentproto.CodeVMStartFailed, Message: fmt.Sprintf(
+			"VM %s was started by an instant failover and its disks are still partly on recovery point %s (its copy did not finish), so it cannot start on its own; restart the failover job, whose run serves the point again and finishes the copy", id, mv.rec.Lifeboat.PointID)}
 	}
 	if err := d.stopQEMU(ctx, id, mv.dir, 0, true); err != nil {
 		return err

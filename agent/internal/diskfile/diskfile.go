@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // BlockSize is the granularity of holes and of the blocks a write back
@@ -84,6 +85,22 @@ func WriteSynced(path string, data []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// ReplaceSynced replaces path with data whole or not at all (a synced
+// temporary file renamed over it, then the directory synced): a crash
+// leaves the old content or the new, never a torn file.
+func ReplaceSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := WriteSynced(tmp, data); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
 }
 
 // SyncDir syncs a directory: the names created, renamed or removed in it
