@@ -632,3 +632,14 @@ func TestTheVaultDeletesTheContainerAnAgentEmptied(t *testing.T) {
 		}
 	})
 }
+
+// Resynchronizing a VM that is not protected is a conflict that says so,
+// not a missing object.
+func TestResynchronizingAnUnprotectedVMSaysItIsNotProtected(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		_, host, _ := protectedVM(t, h)
+		other := mustVMs(t, h, host.ID, "web", "db")["db"]
+		_, err := h.s.StartResync(t.Context(), alice, other.ID)
+		wantConflict(t, err, "not_protected")
+	})
+}

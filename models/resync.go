@@ -93,10 +93,11 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 	now := s.Now()
 	var job Job
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		var p Protection
-		if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+		w, err := protectionOf(tx, vmID) // an unprotected VM: not_protected
+		if err != nil {
 			return err
 		}
+		p := w.Protection
 		if p.State != StateProtected && p.State != StateResyncRequired {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be resynchronized; wait for it to be Protected", p.State)}
 		}
