@@ -46,3 +46,12 @@ func TestAnOperatorMayCancelRecoveryJobsOnly(t *testing.T) {
 		t.Fatalf("an Operator's cancel of a test failover: %d", status)
 	}
 }
+
+// Resynchronize on a VM that is not protected is a 409 naming why, not a
+// 404 (the VM exists).
+func TestResyncOfAnUnprotectedVMIsAConflictNotANotFound(t *testing.T) {
+	tv := newTestVault(t, "")
+	s := seedInventory(t, tv, nil)
+	status, raw := tv.apiRaw(http.MethodPost, "/api/v1/vms/"+s.unprotectedVM+"/resync", tv.apiToken(models.RoleContributor), nil)
+	wantAPIError(t, "resync of an unprotected VM", status, raw, http.StatusConflict, "not_protected")
+}
