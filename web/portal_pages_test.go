@@ -320,3 +320,15 @@ func TestNewTokenIsShownOnceWithAWarningAndListedWithoutItsSecret(t *testing.T) 
 		t.Fatal("the token's owner no longer sees it")
 	}
 }
+
+// Pages behind a login are never cached (a shared browser's back button
+// after a logout, a proxy); the login page may be.
+func TestLoggedInPagesAreNotCached(t *testing.T) {
+	tv := newTestVault(t, "")
+	p := tv.login(models.RoleReader)
+	for _, path := range []string{"/", "/vms", "/jobs"} {
+		if resp, _ := p.get(path); resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s: %d, Cache-Control %q; want no-store", path, resp.StatusCode, resp.Header.Get("Cache-Control"))
+		}
+	}
+}

@@ -26,12 +26,21 @@ type router struct {
 }
 
 // page adds a portal route: CSRF-checked, and role-checked unless public.
+// A page behind a login is never cached (a shared browser's back button,
+// a proxy): Cache-Control no-store, as the API sends.
 func (r router) page(method, path string, h echo.HandlerFunc, role string) {
 	mw := []echo.MiddlewareFunc{r.csrf}
 	if role != public {
-		mw = append(mw, handlers.Require(role))
+		mw = append(mw, handlers.Require(role), noStore)
 	}
 	r.e.Add(method, path, h, mw...)
+}
+
+func noStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set("Cache-Control", "no-store")
+		return next(c)
+	}
 }
 
 // api adds a JSON API route under /api/v1, role-checked unless public.
