@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -21,8 +22,16 @@ type JobAcceptedJSON struct {
 // directory and VM root.
 const minFreeBytes = 1 << 30
 
+// RegistrationKeyInputJSON is the body of POST
+// /api/v1/sites/{id}/registration-key, which may be empty.
+type RegistrationKeyInputJSON struct {
+	// ExpiresInHours is how long the key is valid: 1 to 120 hours, 120
+	// when left out.
+	ExpiresInHours int `json:"expires_in_hours"`
+}
+
 // newRegistrationKey makes a registration key file for a site.
-func (h *Handlers) newRegistrationKey(c echo.Context, siteID string) (*agentproto.RegistrationKey, error) {
+func (h *Handlers) newRegistrationKey(c echo.Context, siteID string, lifetime time.Duration) (*agentproto.RegistrationKey, error) {
 	ctx := c.Request().Context()
 	site, err := h.store.GetSite(ctx, siteID)
 	if err != nil {
@@ -31,7 +40,7 @@ func (h *Handlers) newRegistrationKey(c echo.Context, siteID string) (*agentprot
 	if h.vaultURL == "" || h.caFingerprint == "" {
 		return nil, &Problem{Status: http.StatusServiceUnavailable, Code: "agents_disabled", Message: "this vault was started without an agent endpoint"}
 	}
-	k, secret, err := h.store.CreateRegistrationKey(ctx, actor(c), site.ID)
+	k, secret, err := h.store.CreateRegistrationKey(ctx, actor(c), site.ID, lifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +50,11 @@ func (h *Handlers) newRegistrationKey(c echo.Context, siteID string) (*agentprot
 
 // APICreateRegistrationKey answers POST /api/v1/sites/{id}/registration-key.
 func (h *Handlers) APICreateRegistrationKey(c echo.Context) error {
-	key, err := h.newRegistrationKey(c, c.Param("id"))
+	var in RegistrationKeyInputJSON
+	if err := decodeOptionalJSON(c, &in); err != nil {
+		return err
+	}
+	key, err := h.newRegistrationKey(c, c.Param("id"), time.Duration(in.ExpiresInHours)*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -54,7 +67,7 @@ var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // CreateRegistrationKey handles POST /sites/{id}/registration-key: the key
 // file downloads at once; the vault keeps only a hash of its secret.
 func (h *Handlers) CreateRegistrationKey(c echo.Context) error {
-	key, err := h.newRegistrationKey(c, c.Param("id"))
+	key, err := h.newRegistrationKey(c, c.Param("id"), 0)
 	if err != nil {
 		return err
 	}

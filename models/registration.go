@@ -24,10 +24,20 @@ func (e *RegistrationError) Error() string { return e.Detail }
 
 // CreateRegistrationKey makes a one-time key for one agent to join site; the
 // secret is returned once and only its hash is kept.
-func (s *Store) CreateRegistrationKey(ctx context.Context, a Actor, siteID string) (*RegistrationKey, string, error) {
+//
+// lifetime is how long the key is valid, at most RegistrationKeyLifetime;
+// 0 is that.
+func (s *Store) CreateRegistrationKey(ctx context.Context, a Actor, siteID string, lifetime time.Duration) (*RegistrationKey, string, error) {
+	if lifetime == 0 {
+		lifetime = RegistrationKeyLifetime
+	}
+	if lifetime < time.Hour || lifetime > RegistrationKeyLifetime {
+		return nil, "", &ValidationError{Fields: []FieldError{{Field: "expires_in_hours", Reason: fmt.Sprintf(
+			"must be from 1 to %d hours", int(RegistrationKeyLifetime/time.Hour))}}}
+	}
 	secret, hash := newSecret("lbr_")
 	k := &RegistrationKey{ID: NewID(prefixRegistrationKey), SiteID: siteID, SecretHash: hash,
-		ExpiresAt: s.Now().Add(RegistrationKeyLifetime), CreatedBy: a.Username}
+		ExpiresAt: s.Now().Add(lifetime), CreatedBy: a.Username}
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var site Site
 		if err := tx.First(&site, "id = ?", siteID).Error; err != nil {

@@ -300,3 +300,21 @@ func TestPortalRunsAHostCheckAndShowsItsResultOnTheJobPage(t *testing.T) {
 		t.Fatal("an ended job's page still refreshes or offers to cancel")
 	}
 }
+
+// The registration key's body is read like any other: garbage is refused,
+// and the key may be made to expire sooner than 5 days, not later.
+func TestARegistrationKeyBodyIsValidatedAndMayShortenItsLife(t *testing.T) {
+	tv := newTestVault(t, "")
+	siteID, token := newAgentSite(t, tv)
+	path := "/api/v1/sites/" + siteID + "/registration-key"
+	status, raw := tv.apiRaw(http.MethodPost, path, token, "garbage{")
+	wantAPIError(t, "a body that is not JSON", status, raw, http.StatusBadRequest, "invalid_json")
+	for _, hours := range []int{-1, 121} {
+		status, raw := tv.apiRaw(http.MethodPost, path, token, map[string]int{"expires_in_hours": hours})
+		wantAPIError(t, fmt.Sprintf("expires_in_hours %d", hours), status, raw, http.StatusBadRequest, "validation_failed", "expires_in_hours")
+	}
+	var key agentproto.RegistrationKey
+	if status := tv.api(http.MethodPost, path, token, map[string]int{"expires_in_hours": 2}, &key); status != http.StatusCreated || !key.ExpiresAt.Equal(tv.Clock.T.Add(2*time.Hour)) {
+		t.Fatalf("a 2-hour key: %d, expires %v", status, key.ExpiresAt)
+	}
+}

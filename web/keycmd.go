@@ -68,7 +68,7 @@ func registrationKeyCommand(ctx context.Context, args []string, getenv func(stri
 	if err != nil {
 		return fmt.Errorf("site %q: %w (add --create-site to create it)", *site, err)
 	}
-	k, secret, err := store.CreateRegistrationKey(ctx, a, st.ID)
+	k, secret, err := store.CreateRegistrationKey(ctx, a, st.ID, 0)
 	if err != nil {
 		return err
 	}
