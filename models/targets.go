@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"gorm.io/gorm"
 )
@@ -64,16 +65,41 @@ func validateTarget(in *TargetInput, creating bool) error {
 		in.Path = ""
 	case TargetDirectory:
 		in.Path = strings.TrimSpace(in.Path)
-		if !filepath.IsAbs(in.Path) {
+		switch {
+		case strings.IndexFunc(in.Path, unicode.IsControl) >= 0:
+			v.Add("path", "must not hold control characters (a NUL, a newline, a tab)")
+		case !filepath.IsAbs(in.Path):
 			v.Add("path", "must be an absolute directory path on the hosts, such as /srv/lifeboat/replicas")
-		} else {
+		default:
 			in.Path = filepath.Clean(in.Path)
+			if sys := systemPath(in.Path); sys != "" {
+				v.Add("path", "is %s, a system directory of the hosts; give a directory of its own for replicas, such as /srv/lifeboat/replicas", sys)
+			}
 		}
 		in.AccountURL, in.Container, in.CredentialKind, in.Credential = "", "", "", ""
 	default:
 		v.Add("kind", "must be %q or %q", TargetAzureBlob, TargetDirectory)
 	}
 	return v.Err()
+}
+
+// systemDirs are the directories of a Linux host whose tree a replica
+// target must not be in (or be): the root, the system's own, and the
+// kernel's virtual filesystems.
+var systemDirs = []string{"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+	"/run", "/sbin", "/sys", "/usr"}
+
+// systemPath says which system directory path is or is under, or "".
+func systemPath(path string) string {
+	if path == "/" {
+		return "the root directory"
+	}
+	for _, d := range systemDirs {
+		if path == d || strings.HasPrefix(path, d+"/") {
+			return d
+		}
+	}
+	return ""
 }
 
 // validateAccountURL wants https; plain http only to a loopback address, which

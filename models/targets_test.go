@@ -144,6 +144,24 @@ func TestTargetValidation(t *testing.T) {
 			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "replicas"}
 		}, []string{"path"}},
 		{"directory without path", func(in *models.TargetInput) { *in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory} }, []string{"path"}},
+		{"the root directory", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/"}
+		}, []string{"path"}},
+		{"a system directory", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/etc"}
+		}, []string{"path"}},
+		{"under a kernel filesystem", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/proc/self"}
+		}, []string{"path"}},
+		{"a system directory reached by ..", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/../usr/lib"}
+		}, []string{"path"}},
+		{"a NUL in the path", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/rep\x00licas"}
+		}, []string{"path"}},
+		{"a newline in the path", func(in *models.TargetInput) {
+			*in = models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/rep\nlicas"}
+		}, []string{"path"}},
 	}
 	eachBackend(t, func(t *testing.T, h *harness) {
 		for i, c := range cases {
