@@ -5,6 +5,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/views"
 )
 
@@ -26,7 +27,14 @@ func (h *Handlers) AlertsPage(c echo.Context) error {
 			r.Object, r.ObjectHref = "the host's page", "/hosts/"+a.ObjectID
 		}
 		if a.AcknowledgedBy != "" {
-			r.Acknowledged = "by " + a.AcknowledgedBy + " at " + views.FormatTime(a.AcknowledgedAt)
+			r.Acknowledged = "acknowledged by " + a.AcknowledgedBy + " at " + views.FormatTime(a.AcknowledgedAt)
+		}
+		switch {
+		case a.State != models.AlertResolved:
+		case a.ResolvedBy == models.ResolvedBySystem:
+			r.Resolved = "resolved by the vault at " + views.FormatTime(a.ResolvedAt) + ": its condition ended"
+		case a.ResolvedBy != "":
+			r.Resolved = "resolved by " + a.ResolvedBy + " at " + views.FormatTime(a.ResolvedAt)
 		}
 		rows = append(rows, r)
 	}

@@ -22,8 +22,11 @@ type AlertJSON struct {
 	AcknowledgedBy string     `json:"acknowledged_by"`
 	AcknowledgedAt *time.Time `json:"acknowledged_at"`
 	ResolvedAt     *time.Time `json:"resolved_at"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	// ResolvedBy is the user who resolved it, or "system" when the vault
+	// did (its condition ended); empty while it is open.
+	ResolvedBy string    `json:"resolved_by"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // AlertToJSON is the alert as the API and the alert webhook show it.
@@ -32,7 +35,7 @@ func AlertToJSON(a models.Alert) AlertJSON { return alertJSON(a) }
 func alertJSON(a models.Alert) AlertJSON {
 	return AlertJSON{ID: a.ID, Kind: a.Kind, Severity: a.Severity, ObjectKind: a.ObjectKind, ObjectID: a.ObjectID,
 		Message: a.Message, State: a.State, AcknowledgedBy: a.AcknowledgedBy, AcknowledgedAt: a.AcknowledgedAt,
-		ResolvedAt: a.ResolvedAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+		ResolvedAt: a.ResolvedAt, ResolvedBy: a.ResolvedBy, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 }
 
 // AuditEventJSON is one audited change. Details is the JSON object the

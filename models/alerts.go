@@ -53,11 +53,14 @@ func raiseAlert(tx *gorm.DB, kind, severity, objectKind, objectID, message strin
 		Message: truncate(message, 2000), State: AlertActive}).Error
 }
 
+// ResolvedBySystem is an alert's ResolvedBy when the vault resolved it.
+const ResolvedBySystem = "system"
+
 // resolveAlerts resolves the open alerts of these kinds about an object:
 // the condition is over.
 func resolveAlerts(tx *gorm.DB, now time.Time, objectID string, kinds ...string) error {
 	return tx.Model(&Alert{}).Where("kind IN ? AND object_id = ? AND state <> ?", kinds, objectID, AlertResolved).
-		Updates(map[string]any{"state": AlertResolved, "resolved_at": now}).Error
+		Updates(map[string]any{"state": AlertResolved, "resolved_at": now, "resolved_by": ResolvedBySystem}).Error
 }
 
 // vmAlert raises an alert about the VM of a protection, naming it.
@@ -91,7 +94,7 @@ func (s *Store) ResolveAlert(ctx context.Context, a Actor, id string) (*Alert, e
 		if al.State == AlertResolved {
 			return nil, &ConflictError{Code: "alert_resolved", Message: "the alert is resolved already"}
 		}
-		return map[string]any{"state": AlertResolved, "resolved_at": now}, nil
+		return map[string]any{"state": AlertResolved, "resolved_at": now, "resolved_by": a.Username}, nil
 	})
 }
 

@@ -65,10 +65,57 @@ func TestCriticalHealthAndAStaleRPORaiseAlertsThatResolveThemselves(t *testing.T
 		if n := len(openAlerts(t, h, models.AlertProtectionCritical)) + len(openAlerts(t, h, models.AlertRPOExceeded)); n != 0 {
 			t.Fatalf("%d alerts left open for an unprotected VM", n)
 		}
+		// The vault resolved it, not alice, who only acknowledged it.
+		if got := alertByID(t, h, crit[0].ID); got.ResolvedBy != models.ResolvedBySystem || got.AcknowledgedBy != "alice" {
+			t.Fatalf("an alert whose condition ended: resolved by %q, acknowledged by %q", got.ResolvedBy, got.AcknowledgedBy)
+		}
 		_, err = h.s.ResolveAlert(t.Context(), alice, crit[0].ID)
 		wantConflict(t, err, "alert_resolved")
 		if _, err := h.s.ResolveAlert(t.Context(), alice, "alert_missing"); !errors.Is(err, models.ErrNotFound) {
 			t.Fatalf("resolve an unknown alert: %v", err)
+		}
+	})
+}
+
+func alertByID(t *testing.T, h *harness, id string) models.Alert {
+	t.Helper()
+	all, _, err := h.s.ListAlerts(t.Context(), models.AlertFilter{}, models.Page{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range all {
+		if a.ID == id {
+			return a
+		}
+	}
+	t.Fatalf("no alert %s", id)
+	return models.Alert{}
+}
+
+// An alert resolved by hand says by whom.
+func TestAnAlertResolvedByHandSaysByWhom(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		site := mustSite(t, h, "s")
+		host := mustHost(t, h, site.ID, "hv", models.HostConnected)
+		h.advance(time.Hour)
+		if _, err := h.s.MarkSilentHostsDisconnected(t.Context(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		var open []models.Alert
+		all, _, _ := h.s.ListAlerts(t.Context(), models.AlertFilter{}, models.Page{Limit: 100})
+		for _, a := range all {
+			if a.ObjectID == host.ID && a.State != models.AlertResolved {
+				open = append(open, a)
+			}
+		}
+		if len(open) == 0 {
+			t.Fatal("no alert about the silent host")
+		}
+		if _, err := h.s.ResolveAlert(t.Context(), alice, open[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := alertByID(t, h, open[0].ID); got.ResolvedBy != "alice" || got.ResolvedAt == nil {
+			t.Fatalf("resolved by hand: by %q at %v", got.ResolvedBy, got.ResolvedAt)
 		}
 	})
 }

@@ -480,6 +480,9 @@ type Alert struct {
 	AcknowledgedBy string `gorm:"size:100"`
 	AcknowledgedAt *time.Time
 	ResolvedAt     *time.Time
+	// ResolvedBy is who resolved it: a user's name, or ResolvedBySystem
+	// when the vault did, its condition over.
+	ResolvedBy string `gorm:"size:100"`
 	// Delivery to the configured webhook and email: when it succeeded, or
 	// how many attempts failed, the last error, and when to try again.
 	DeliveredAt      *time.Time

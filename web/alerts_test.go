@@ -14,6 +14,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/models/storetest"
 )
@@ -165,7 +166,8 @@ func TestOperatorsAcknowledgeAndResolveAlertsInTheAPIAndThePortal(t *testing.T) 
 	if status := tv.api(http.MethodPost, "/api/v1/alerts/"+alerts[0].ID+"/acknowledge", operator, nil, &problem); status != http.StatusConflict || problem.Error.Code != "alert_not_active" {
 		t.Fatalf("acknowledge twice: %d %+v", status, problem)
 	}
-	if status := tv.api(http.MethodPost, "/api/v1/alerts/"+alerts[0].ID+"/resolve", operator, nil, &got); status != http.StatusOK || got["state"] != models.AlertResolved {
+	if status := tv.api(http.MethodPost, "/api/v1/alerts/"+alerts[0].ID+"/resolve", operator, nil, &got); status != http.StatusOK || got["state"] != models.AlertResolved ||
+		got["resolved_by"] == "" || got["resolved_by"] == models.ResolvedBySystem {
 		t.Fatalf("resolve: %d %v", status, got)
 	}
 	// The portal: the other alert is listed as active, and resolved there.
@@ -182,5 +184,39 @@ func TestOperatorsAcknowledgeAndResolveAlertsInTheAPIAndThePortal(t *testing.T) 
 	_, doc = p.get("/alerts?state=Active")
 	if testid(doc, "alerts-empty").Length() != 1 {
 		t.Fatal("the resolved alert is still listed as active")
+	}
+}
+
+// An alert the vault resolved (its condition ended) says so, in the API
+// and the portal, and does not read as resolved by whoever acknowledged it.
+func TestAnAlertWhoseConditionEndedReadsAsResolvedByTheVault(t *testing.T) {
+	tv := newTestVault(t, "")
+	ctx := t.Context()
+	site := &models.Site{Name: "s"}
+	tv.Store.CreateSite(ctx, models.Actor{Username: "t"}, site)
+	host := &models.Host{SiteID: site.ID, Name: "hv1", State: models.HostConnected}
+	if err := tv.Store.CreateHost(ctx, models.Actor{Username: "t"}, host); err != nil {
+		t.Fatal(err)
+	}
+	tv.Clock.T = tv.Clock.T.Add(time.Hour)
+	tv.Store.MarkSilentHostsDisconnected(ctx, time.Minute)
+	alerts, _, _ := tv.Store.ListAlerts(ctx, models.AlertFilter{}, models.Page{Limit: 10})
+	if len(alerts) != 1 {
+		t.Fatalf("alerts: %+v", alerts)
+	}
+	if _, err := tv.Store.AcknowledgeAlert(ctx, models.Actor{Username: "admin"}, alerts[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tv.Store.Heartbeat(ctx, host.ID, "test", agentproto.ProtocolVersion, "filedisk", nil); err != nil { // the host is back
+		t.Fatal(err)
+	}
+	var list struct{ Items []map[string]any }
+	if status := tv.api(http.MethodGet, "/api/v1/alerts", tv.apiToken(models.RoleReader), nil, &list); status != http.StatusOK ||
+		len(list.Items) != 1 || list.Items[0]["state"] != models.AlertResolved || list.Items[0]["resolved_by"] != models.ResolvedBySystem {
+		t.Fatalf("the alert after the host came back: %d %v", status, list.Items)
+	}
+	_, doc := tv.login(models.RoleReader).get("/alerts?state=Resolved")
+	if by := testid(doc, "alert-resolved-by").Text(); !strings.Contains(by, "resolved by the vault") || strings.Contains(by, "admin") {
+		t.Fatalf("the alerts page says %q", by)
 	}
 }
