@@ -1,8 +1,10 @@
 # Lifeboat. `make run` and `make test` are all a fresh machine needs.
 GO        ?= go
 BIN       := bin
-DATA_DIR  ?= ./data
-LISTEN    ?= 127.0.0.1:8443
+# make run's data directory and address: DATA_DIR=... LISTEN=... on the
+# command line, or the vault's own LIFEBOAT_DATA_DIR and LIFEBOAT_LISTEN.
+DATA_DIR  ?= $(or $(LIFEBOAT_DATA_DIR),./data)
+LISTEN    ?= $(or $(LIFEBOAT_LISTEN),127.0.0.1:8443)
 # Tests touch SQLite through cgo and run servers in goroutines: -race where they meet.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 

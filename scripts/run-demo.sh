@@ -5,8 +5,8 @@
 # host in a second site to test failover and fail over to. Ctrl-C stops all.
 set -euo pipefail
 
-DATA_DIR=${DATA_DIR:-./data}
-LISTEN=${LISTEN:-127.0.0.1:8443}
+DATA_DIR=${DATA_DIR:-${LIFEBOAT_DATA_DIR:-./data}}
+LISTEN=${LISTEN:-${LIFEBOAT_LISTEN:-127.0.0.1:8443}}
 BIN=${BIN:-bin}
 VM_ROOT="$DATA_DIR/demo/vms"
 AGENT_DIR="$DATA_DIR/demo/agent"

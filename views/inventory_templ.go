@@ -510,7 +510,7 @@ func SitePage(p Page, f SiteForm, hosts []HostRow, formError string) templ.Compo
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 33, "<button type=\"submit\" data-testid=\"registration-key\">Download a registration key</button></form><p class=\"muted\">A key registers one host into this site within 5 days: on the host, run <code>lifeboat-agent register --key-file KEY.json --state-dir /var/lib/lifeboat-agent</code>, then <code>lifeboat-agent run --state-dir /var/lib/lifeboat-agent</code>. The key holds a secret: hand it over like a password.</p>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 33, "<button type=\"submit\" data-testid=\"registration-key\">Download a registration key</button></form><p class=\"muted\">A key registers one host into this site within 5 days: on the host, run <code>lifeboat-agent register --key-file KEY.json --state-dir /var/lib/lifeboat-agent</code>, then <code>lifeboat-agent run --state-dir /var/lib/lifeboat-agent --driver filedisk --vm-root /srv/vms</code> (the directory of its VMs; for QEMU VMs, <code>--driver qemu --qmp-dir /run/lifeboat/qmp</code>). The key holds a secret: hand it over like a password.</p>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

@@ -274,6 +274,10 @@ func TestPortalRunsAHostCheckAndShowsItsResultOnTheJobPage(t *testing.T) {
 	if testid(doc, "registration-key").Length() != 1 || texts(testid(doc, "host-name"))[0] != "hv1" {
 		t.Fatal("the site page offers no registration key or misses its host")
 	}
+	// The command it shows runs an agent that finds VMs: it names them.
+	if text := doc.Find("main").Text(); !strings.Contains(text, "--driver filedisk --vm-root") || !strings.Contains(text, "--driver qemu --qmp-dir") {
+		t.Fatalf("the site page's agent command names no VMs:\n%s", text)
+	}
 	resp, _ = p.post("/sites/"+siteID+"/registration-key", nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
 		t.Fatalf("registration key download: %d %q", resp.StatusCode, resp.Header.Get("Content-Disposition"))
