@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -106,7 +107,7 @@ func (h *Handlers) PoliciesPage(c echo.Context) error {
 
 // NewPolicyPage shows GET /policies/new.
 func (h *Handlers) NewPolicyPage(c echo.Context) error {
-	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "New policy", "policies"), policyForm(models.DefaultPolicy())))
+	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "New policy", "policies"), policyForm(models.DefaultPolicy()), ""))
 }
 
 // PolicyPage shows GET /policies/{id}: the policy in its edit form.
@@ -115,7 +116,7 @@ func (h *Handlers) PolicyPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), policyForm(*p)))
+	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), policyForm(*p), ""))
 }
 
 // CreatePolicy handles POST /policies.
@@ -131,7 +132,7 @@ func (h *Handlers) CreatePolicy(c echo.Context) error {
 			return err
 		}
 	}
-	return render(c, http.StatusBadRequest, views.PolicyFormPage(h.page(c, "New policy", "policies"), f))
+	return render(c, http.StatusBadRequest, views.PolicyFormPage(h.page(c, "New policy", "policies"), f, ""))
 }
 
 // UpdatePolicy handles POST /policies/{id}.
@@ -151,7 +152,7 @@ func (h *Handlers) UpdatePolicy(c echo.Context) error {
 			return err
 		}
 	}
-	return render(c, http.StatusBadRequest, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), f))
+	return render(c, http.StatusBadRequest, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), f, ""))
 }
 
 // DeletePolicy handles POST /policies/{id}/delete.
@@ -161,7 +162,12 @@ func (h *Handlers) DeletePolicy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.store.DeletePolicy(ctx, actor(c), p.ID); err != nil {
+	err = h.store.DeletePolicy(ctx, actor(c), p.ID)
+	var conflict *models.ConflictError
+	if errors.As(err, &conflict) {
+		return render(c, http.StatusConflict, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), policyForm(*p), "The policy was not deleted: "+conflict.Message+"."))
+	}
+	if err != nil {
 		return err
 	}
 	return h.redirectWithFlash(c, "/policies", fmt.Sprintf("Policy %q deleted.", p.Name))

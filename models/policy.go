@@ -180,7 +180,16 @@ func (s *Store) DeletePolicy(ctx context.Context, a Actor, id string) error {
 			return err
 		}
 		if used > 0 {
-			return &ConflictError{Code: "policy_in_use", Message: fmt.Sprintf("policy %q protects %d VM(s); move them to another policy or disable their protection first", p.Name, used)}
+			var names []string
+			if err := tx.Model(&VM{}).Joins("JOIN protections ON protections.vm_id = vms.id").
+				Where("protections.policy_id = ?", id).Order("vms.name").Limit(10).Pluck("vms.name", &names).Error; err != nil {
+				return err
+			}
+			list := strings.Join(names, ", ")
+			if int(used) > len(names) {
+				list += fmt.Sprintf(" and %d more", int(used)-len(names))
+			}
+			return &ConflictError{Code: "policy_in_use", Message: fmt.Sprintf("policy %q protects %d VM(s) (%s); move them to another policy or disable their protection first", p.Name, used, list)}
 		}
 		if err := tx.Delete(&p).Error; err != nil {
 			return err

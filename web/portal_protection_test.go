@@ -100,3 +100,30 @@ func TestTheOriginalVMsPageSaysWhichVMItWasFailedOverTo(t *testing.T) {
 		}
 	})
 }
+
+// Deleting a policy that protects VMs is refused on the policy's page,
+// naming them, not with a bare error page.
+func TestDeletingAPolicyInUseSaysWhichVMsUseIt(t *testing.T) {
+	tv := newTestVault(t, "")
+	s := seedInventory(t, tv, nil)
+	ctx := context.Background()
+	policy := models.DefaultPolicy()
+	policy.Name = "Gold"
+	tv.Store.CreatePolicy(ctx, models.SystemActor, &policy)
+	target, err := tv.Store.CreateTarget(ctx, models.SystemActor, models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/replicas"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tv.Store.EnableProtection(ctx, models.SystemActor, s.unprotectedVM, policy.ID, target.ID); err != nil {
+		t.Fatal(err)
+	}
+	p := tv.login("Contributor")
+	resp, doc := p.post("/policies/"+policy.ID+"/delete", nil)
+	msg := testid(doc, "form-error").Text()
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(msg, "db") || !strings.Contains(msg, "not deleted") || testid(doc, "policy-form").Length() != 1 {
+		t.Fatalf("delete a policy in use: %d %q", resp.StatusCode, msg)
+	}
+	if _, err := tv.Store.GetPolicy(ctx, policy.ID); err != nil {
+		t.Fatalf("the policy is gone: %v", err)
+	}
+}
