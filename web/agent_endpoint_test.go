@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -320,5 +321,26 @@ func TestARegistrationKeyBodyIsValidatedAndMayShortenItsLife(t *testing.T) {
 	var key agentproto.RegistrationKey
 	if status := tv.api(http.MethodPost, path, token, map[string]int{"expires_in_hours": 2}, &key); status != http.StatusCreated || !key.ExpiresAt.Equal(tv.Clock.T.Add(2*time.Hour)) {
 		t.Fatalf("a 2-hour key: %d, expires %v", status, key.ExpiresAt)
+	}
+}
+
+// An agent that drops its long poll (it stops, its connection breaks) is
+// not an error of the vault: nothing is logged at ERROR, and no 500.
+func TestAnAgentThatDropsItsLongPollIsNotLoggedAsAnError(t *testing.T) {
+	tv := newTestVault(t, "")
+	siteID, token := newAgentSite(t, tv)
+	a := tv.mustRegister(token, siteID, "hv1")
+	b, _ := json.Marshal(agentproto.PollRequest{Agent: testAgentInfo, Free: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tv.URL+agentproto.PathPoll, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := a.client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the poll answered (%d) within 100 ms; it should have been held", resp.StatusCode)
+	}
+	time.Sleep(500 * time.Millisecond) // the vault's poll wait (300 ms) ends
+	if logs := tv.logs.String(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "status=500") {
+		t.Fatalf("a dropped poll was logged as an error:\n%s", logs)
 	}
 }
