@@ -734,7 +734,7 @@ func materialized(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) 
 		r.PointID = pl.PointID
 	}
 	if t.StepID != "" {
-		msg := fmt.Sprintf("%s made from recovery point %s: %d bytes written in %.1f s", pl.VMName, r.PointID, r.BytesWritten, r.Seconds)
+		msg := fmt.Sprintf("%s made from recovery point %s: %s (%d bytes) written in %.1f s", pl.VMName, r.PointID, agentproto.FormatBytes(r.BytesWritten), r.BytesWritten, r.Seconds)
 		if r.Started {
 			msg += "; started"
 			if r.Isolated {

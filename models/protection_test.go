@@ -474,7 +474,7 @@ func TestTheResynchronizeButtonStartsAtOnceOutsideTheWindow(t *testing.T) {
 		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateProtected || p.Health != models.HealthNormal {
 			t.Fatalf("after the resync: %s %s", p.State, p.Health)
 		}
-		if got, _ := h.s.GetJob(t.Context(), job.ID); got.State != models.JobSucceeded || !strings.Contains(got.Steps[0].Message, "4096 bytes") ||
+		if got, _ := h.s.GetJob(t.Context(), job.ID); got.State != models.JobSucceeded || !strings.Contains(got.Steps[0].Message, "sent 4.0 KiB of blocks") ||
 			!strings.Contains(got.Steps[0].Message, "new recovery point") {
 			t.Fatalf("the resync job says %q", got.Steps[0].Message)
 		}

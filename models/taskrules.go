@@ -145,8 +145,8 @@ func resyncSucceeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result strin
 	}
 	var r agentproto.ReplicateResult
 	if json.Unmarshal([]byte(result), &r) == nil && t.StepID != "" {
-		msg := fmt.Sprintf("sent %d bytes of blocks that differed from the source; %d block(s) had been changed by the storage; new recovery point %s",
-			r.BytesSent, r.Repaired, r.Time.UTC().Format(time.RFC3339))
+		msg := fmt.Sprintf("sent %s of blocks that differed from the source; %d block(s) had been changed by the storage; new recovery point %s",
+			agentproto.FormatBytes(r.BytesSent), r.Repaired, r.Time.UTC().Format(time.RFC3339))
 		return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error
 	}
 	return nil

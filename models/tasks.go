@@ -286,7 +286,7 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 			msg = p.Step + ": " + p.Message
 		}
 		if p.BytesTotal > 0 {
-			msg += fmt.Sprintf(" (%d of %d bytes)", p.BytesDone, p.BytesTotal)
+			msg += fmt.Sprintf(" (%s of %s)", agentproto.FormatBytes(p.BytesDone), agentproto.FormatBytes(p.BytesTotal))
 		}
 		return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"progress": percent, "message": truncate(msg, 2000)}).Error
 	})

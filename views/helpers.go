@@ -1,6 +1,8 @@
 package views
 
 import (
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+
 	"fmt"
 	"net/http"
 	"strings"
@@ -30,19 +32,8 @@ func FormatTime(t *time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
-// FormatBytes shows a size in binary units.
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// FormatBytes shows a size in binary units (agentproto.FormatBytes).
+func FormatBytes(n int64) string { return agentproto.FormatBytes(n) }
 
 // FormatSeconds shows a duration such as an RPO.
 func FormatSeconds(s int64) string {

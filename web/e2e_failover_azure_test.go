@@ -138,7 +138,7 @@ func TestRecoveryOnAnAzureBlobTargetWithRealAgents(t *testing.T) {
 	if got := fileBytes(t, filepath.Join(s.srcRoot, "app", "disk0.img")); !bytes.Equal(got, onRecovery) {
 		t.Fatal("the original VM lacks the write made on the recovery side")
 	}
-	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf(": %d bytes written", 64<<10)) {
+	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf("(%d bytes) written", 64<<10)) {
 		t.Fatalf("failback wrote other than the 64 KiB that differ: %q", msg)
 	}
 	if job := s.run(t, "/api/v1/vms/"+recoveredID+"/failover/commit", nil); job.State != "Succeeded" {

@@ -353,7 +353,7 @@ func TestRecoveryOnADirectoryTargetWithRealAgents(t *testing.T) {
 	if got := fileBytes(t, filepath.Join(s.srcRoot, "app", "disk0.img")); !bytes.Equal(got, onRecovery) {
 		t.Fatal("the original VM lacks the writes made on the recovery side")
 	}
-	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf(": %d bytes written", 64<<10+4096)) {
+	if msg := job.Steps[len(job.Steps)-1].Message; !strings.Contains(msg, fmt.Sprintf("(%d bytes) written", 64<<10+4096)) {
 		t.Fatalf("failback wrote other than the 68 KiB that differ: %q", msg)
 	}
 	if _, err := os.Stat(filepath.Join(s.srcRoot, "app", "running")); err != nil {

@@ -407,8 +407,8 @@ func (s *recoverySite) protect(names []string, target string) ([]string, time.Du
 	return ids, time.Since(start), nil
 }
 
-// materializeRE reads a failover's last step: "... N bytes written in S s".
-var materializeRE = regexp.MustCompile(`: (\d+) bytes written in ([0-9.]+) s`)
+// materializeRE reads a failover's last step: "... 68 KiB (N bytes) written in S s".
+var materializeRE = regexp.MustCompile(`\((\d+) bytes\) written in ([0-9.]+) s`)
 
 // planResult is what a plan's run measured.
 type planResult struct {
