@@ -514,13 +514,26 @@ func TestAnAzureResyncReadsTheReplicaBackOnlyAfterAVerifyFoundItChanged(t *testi
 		if checks() {
 			t.Fatal("an Azure resync with no sign of a changed replica downloads it")
 		}
-		// A verify finds blocks the storage changed: the next resync checks.
+		// A verify that finds every block right says which point it read
+		// and how much of it.
 		points, _, _ := h.s.ListRecoveryPoints(t.Context(), vm.ID, models.Page{Limit: 1})
+		clean, err := h.s.StartVerify(t.Context(), alice, vm.ID, points[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := leaseOne(t, h, host.ID, agentproto.TaskVerify)
+		b, _ := json.Marshal(agentproto.VerifyResult{PointID: points[0].ID, BlocksChecked: 2560})
+		complete(t, h, host.ID, ok, models.TaskOutcome{Result: string(b)})
+		if got, _ := h.s.GetJob(t.Context(), clean.ID); got.State != models.JobSucceeded ||
+			!strings.Contains(got.Steps[0].Message, points[0].ID) || !strings.Contains(got.Steps[0].Message, "all 2560 blocks (10.0 MiB)") {
+			t.Fatalf("a clean verify: %s %q", got.State, got.Steps[0].Message)
+		}
+		// A verify finds blocks the storage changed: the next resync checks.
 		if _, err := h.s.StartVerify(t.Context(), alice, vm.ID, points[0].ID); err != nil {
 			t.Fatal(err)
 		}
 		verify := leaseOne(t, h, host.ID, agentproto.TaskVerify)
-		b, _ := json.Marshal(agentproto.VerifyResult{PointID: points[0].ID, BlocksChecked: 10, Mismatches: []agentproto.Mismatch{{Disk: "d", Offset: 4096}}})
+		b, _ = json.Marshal(agentproto.VerifyResult{PointID: points[0].ID, BlocksChecked: 10, Mismatches: []agentproto.Mismatch{{Disk: "d", Offset: 4096}}})
 		complete(t, h, host.ID, verify, models.TaskOutcome{Result: string(b)})
 		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.State != models.StateResyncRequired || p.LastErrorCode != "replica_mismatch" {
 			t.Fatalf("after a mismatch: %s %s", p.State, p.LastErrorCode)

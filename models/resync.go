@@ -59,6 +59,23 @@ func (s *Store) StartVerify(ctx context.Context, a Actor, vmID, pointID string) 
 	return &job, nil
 }
 
+// verified says in the verify job's step which point was checked and how
+// much of it: a success says what it proved.
+func verified(_ *Store, tx *gorm.DB, _ time.Time, t *Task, result string) error {
+	var r agentproto.VerifyResult
+	if t.StepID == "" || json.Unmarshal([]byte(result), &r) != nil || r.PointID == "" {
+		return nil
+	}
+	msg := fmt.Sprintf("recovery point %s read back: all %d blocks (%s) match their recorded hashes",
+		r.PointID, r.BlocksChecked, agentproto.FormatBytes(r.BlocksChecked*4096))
+	var point RecoveryPoint
+	if tx.First(&point, "id = ?", r.PointID).Error == nil {
+		msg = fmt.Sprintf("%s read back: all %d blocks (%s) match their recorded hashes", describePoint(&point, ""),
+			r.BlocksChecked, agentproto.FormatBytes(r.BlocksChecked*4096))
+	}
+	return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error
+}
+
 // verifyOutcome turns a verify result with mismatches into a failure that
 // says where, and marks the VM for resynchronization.
 func (s *Store) verifyOutcome(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) (TaskOutcome, error) {

@@ -51,7 +51,7 @@ func ruleFor(t *Task) taskRule {
 	case agentproto.TaskResync:
 		return taskRule{succeeded: resyncSucceeded, retrying: protectionRetrying, failed: resyncFailed}
 	case agentproto.TaskVerify:
-		return taskRule{retries: MaxTaskAttempts}
+		return taskRule{retries: MaxTaskAttempts, succeeded: verified}
 	case agentproto.TaskMaterialize:
 		return taskRule{retries: MaxTaskAttempts, succeeded: materialized, failed: recoveryStepFailed}
 	case agentproto.TaskShutdownVM:
