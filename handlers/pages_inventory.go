@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -86,7 +88,21 @@ func (h *Handlers) sitePage(c echo.Context, status int, site *models.Site, f vie
 	for _, host := range hosts {
 		rows = append(rows, hostRow(host))
 	}
-	return render(c, status, views.SitePage(h.page(c, "Site "+site.Name, "sites"), f, rows, formError))
+	return render(c, status, views.SitePage(h.page(c, "Site "+site.Name, "sites"), f, rows, formError, loopbackWarning(h.vaultURL)))
+}
+
+// loopbackWarning warns when the vault's address in registration keys is
+// a loopback one: only an agent on the vault's own machine reaches it.
+func loopbackWarning(vaultURL string) string {
+	u, err := url.Parse(vaultURL)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	ip := net.ParseIP(u.Hostname())
+	if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return ""
+	}
+	return fmt.Sprintf("Keys give agents the vault's address %s, which only an agent on this machine can reach. For hosts elsewhere, start the vault with --public-url https://NAME:PORT (an address they reach) and download the key again.", vaultURL)
 }
 
 // SitePage shows GET /sites/{id}.

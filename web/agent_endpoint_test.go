@@ -275,6 +275,9 @@ func TestPortalRunsAHostCheckAndShowsItsResultOnTheJobPage(t *testing.T) {
 	if testid(doc, "registration-key").Length() != 1 || texts(testid(doc, "host-name"))[0] != "hv1" {
 		t.Fatal("the site page offers no registration key or misses its host")
 	}
+	if testid(doc, "registration-key-warning").Length() != 0 {
+		t.Fatal("the site page warns about a vault address hosts can reach")
+	}
 	// The command it shows runs an agent that finds VMs: it names them.
 	if text := doc.Find("main").Text(); !strings.Contains(text, "--driver filedisk --vm-root") || !strings.Contains(text, "--driver qemu --qmp-dir") {
 		t.Fatalf("the site page's agent command names no VMs:\n%s", text)
