@@ -1,14 +1,17 @@
 package handlers
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -24,9 +27,17 @@ func decodeJSON(c echo.Context, dst any) error {
 	if mt, _, _ := mime.ParseMediaType(ct); mt != echo.MIMEApplicationJSON {
 		return &Problem{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "send the body as JSON with Content-Type: application/json"}
 	}
-	dec := json.NewDecoder(c.Request().Body)
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return jsonProblem(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
+		var pe *time.ParseError
+		if errors.As(err, &pe) {
+			return badTime(body, dst)
+		}
 		return jsonProblem(err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
@@ -37,6 +48,33 @@ func decodeJSON(c echo.Context, dst any) error {
 		return &Problem{Status: http.StatusBadRequest, Code: "invalid_json", Message: "the body must hold a single JSON object"}
 	}
 	return nil
+}
+
+// badTime names the field of dst whose time in body cannot be read: the
+// JSON decoder says only that a time could not be parsed.
+func badTime(body []byte, dst any) *Problem {
+	reason := "must be a time in RFC 3339, such as 2026-12-06T18:30:00Z"
+	field := ""
+	var raw map[string]json.RawMessage
+	t := reflect.TypeOf(dst)
+	if json.Unmarshal(body, &raw) == nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		for i := range t.Elem().NumField() {
+			f := t.Elem().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if v, ok := raw[name]; ok && (f.Type == reflect.TypeFor[time.Time]() || f.Type == reflect.TypeFor[*time.Time]()) {
+				if json.Unmarshal(v, new(*time.Time)) != nil {
+					field = name
+					break
+				}
+			}
+		}
+	}
+	if field == "" {
+		return &Problem{Status: http.StatusBadRequest, Code: "validation_failed", Message: "a time " + reason}
+	}
+	return &Problem{Status: http.StatusBadRequest, Code: "validation_failed",
+		Message: fmt.Sprintf("field %q %s", field, reason),
+		Details: map[string]any{"fields": []models.FieldError{{Field: field, Reason: reason}}}}
 }
 
 func jsonProblem(err error) *Problem {

@@ -540,3 +540,11 @@ func mustFirstSite(t *testing.T, av *apiVault) string {
 	}
 	return sites[0].ID
 }
+
+// A time that cannot be read names its field, as any other bad value does.
+func TestABadTimeValueNamesItsField(t *testing.T) {
+	tv := newTestVault(t, "")
+	status, raw := tv.apiRaw(http.MethodPost, "/api/v1/policies", tv.apiToken(models.RoleContributor),
+		`{"name":"p","copy_frequency_seconds":300,"retention_hours":24,"app_consistent_frequency_hours":4,"initial_replication_start":"tomorrow"}`)
+	wantAPIError(t, "a policy with a bad time", status, raw, http.StatusBadRequest, "validation_failed", "initial_replication_start")
+}
