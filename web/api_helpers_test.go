@@ -273,6 +273,9 @@ func bodyFor(path string) string {
 	if strings.HasPrefix(path, "/recovery-plans/") && strings.HasSuffix(path, "/run") {
 		return `{"operation":"test_failover"}`
 	}
+	if strings.HasSuffix(path, "/registration-key") {
+		return `{"expires_in_hours":24}`
+	}
 	if strings.HasPrefix(path, "/vms/") {
 		if _, rest, ok := strings.Cut(strings.TrimPrefix(path, "/vms/"), "/"); ok {
 			if body, ok := recoveryBodies["/"+rest]; ok {
