@@ -37,7 +37,9 @@ type BandwidthJSON struct {
 }
 
 // PolicyInputJSON is the body of create and update. Fields left out take
-// the defaults of a new policy.
+// the defaults of a new policy (on update: keep their values). A new
+// policy's app_consistent_frequency_hours defaults to 4, or to 0 (off)
+// when its retention is 4 hours or less, where 4 could not be.
 type PolicyInputJSON struct {
 	Name                        string         `json:"name"`
 	CopyFrequencySeconds        *int           `json:"copy_frequency_seconds"`
@@ -110,6 +112,11 @@ func (h *Handlers) APICreatePolicy(c echo.Context) error {
 	}
 	p := models.DefaultPolicy()
 	in.apply(&p)
+	if in.AppConsistentFrequencyHours == nil && p.AppConsistentFrequencyHours >= p.RetentionHours {
+		// The default cannot be (it must be below the retention): off,
+		// rather than an error about a field the client did not send.
+		p.AppConsistentFrequencyHours = 0
+	}
 	if err := h.store.CreatePolicy(c.Request().Context(), actor(c), &p); err != nil {
 		return err
 	}

@@ -548,3 +548,21 @@ func TestABadTimeValueNamesItsField(t *testing.T) {
 		`{"name":"p","copy_frequency_seconds":300,"retention_hours":24,"app_consistent_frequency_hours":4,"initial_replication_start":"tomorrow"}`)
 	wantAPIError(t, "a policy with a bad time", status, raw, http.StatusBadRequest, "validation_failed", "initial_replication_start")
 }
+
+// A new policy whose retention leaves no room for the default
+// app-consistent frequency gets none, rather than an error about a field
+// the client did not send.
+func TestANewPolicyWithAShortRetentionGetsTheDefaultThatFits(t *testing.T) {
+	tv := newTestVault(t, "")
+	var got struct {
+		AppConsistentFrequencyHours int `json:"app_consistent_frequency_hours"`
+		RetentionHours              int `json:"retention_hours"`
+	}
+	if status := tv.api(http.MethodPost, "/api/v1/policies", tv.apiToken(models.RoleContributor), map[string]any{"name": "short", "retention_hours": 2}, &got); status != http.StatusCreated ||
+		got.RetentionHours != 2 || got.AppConsistentFrequencyHours != 0 {
+		t.Fatalf("a 2-hour policy without app_consistent_frequency_hours: %d %+v", status, got)
+	}
+	// Asked for, it is still checked.
+	status, raw := tv.apiRaw(http.MethodPost, "/api/v1/policies", tv.apiToken(models.RoleContributor), map[string]any{"name": "short2", "retention_hours": 2, "app_consistent_frequency_hours": 4})
+	wantAPIError(t, "app-consistent every 4 h with a 2-hour retention", status, raw, http.StatusBadRequest, "validation_failed", "app_consistent_frequency_hours")
+}
