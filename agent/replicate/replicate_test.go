@@ -447,3 +447,57 @@ func TestTheAreaADiskGrewByIsComparedEvenWhenNotReported(t *testing.T) {
 		t.Fatalf("sent %d, %v; want the 4 KiB in the grown area", res.Sent, err)
 	}
 }
+
+// cutReader fails every read after the first n: a source that went away
+// mid-copy (a capture's export gone, the agent's disk unreadable).
+type cutReader struct {
+	r io.ReaderAt
+	n atomic.Int64
+}
+
+func (c *cutReader) ReadAt(b []byte, off int64) (int, error) {
+	if c.n.Add(-1) < 0 {
+		return 0, errors.New("the export went away")
+	}
+	return c.r.ReadAt(b, off)
+}
+
+// A tracked copy cut part-way (some batches written, the rest not) fails
+// recoverably, and the same extents copied again make the replica the
+// disk, byte for byte.
+func TestATrackedCopyCutPartWayEndsTheSameWhenRunAgain(t *testing.T) {
+	const MiB = 1 << 20
+	size := int64(100 * MiB)
+	data := make([]byte, size)
+	rand.Read(data)
+	r, _ := dirtarget.Open(filepath.Join(t.TempDir(), "target"), "vm")
+	defer r.Close()
+	r.CreateDisk("d", size)
+	ctx := context.Background()
+	if _, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	var changed []blocks.Extent
+	for off := int64(0); off < size; off += 2 * MiB {
+		rand.Read(data[off : off+MiB])
+		changed = append(changed, blocks.Extent{Offset: off, Length: MiB})
+	}
+	cut := &cutReader{r: bytes.NewReader(data)}
+	cut.n.Store(40) // past the first 32 MiB batch, short of the 50 MiB changed
+	res, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: cut, Size: size, Changed: changed}, Options{})
+	var te *agentproto.TaskError
+	if !errors.As(err, &te) || te.Code != agentproto.CodeDiskUnreadable || !te.Recoverable || res.Sent == 0 || res.Sent >= 50*MiB {
+		t.Fatalf("the cut copy: sent %d, %v; want a recoverable disk_unreadable after part of it was written", res.Sent, err)
+	}
+	// What the cut copy wrote stands; the rerun sends the rest, exactly.
+	again, err := Copy(ctx, r, "d", Source{Name: "mem", Reader: bytes.NewReader(data), Size: size, Changed: changed}, Options{})
+	if err != nil || again.Sent != 50*MiB-res.Sent {
+		t.Fatalf("run again: sent %d, %v; want the %d the cut copy did not", again.Sent, err, 50*MiB-res.Sent)
+	}
+	if _, err := replicatest.Point(r, "p", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(replicatest.ReadPoint(t, r, "p", "d"), data) {
+		t.Fatal("after a cut copy and its rerun the replica is not the disk")
+	}
+}

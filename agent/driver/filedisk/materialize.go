@@ -82,9 +82,8 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 	if err != nil || done != nil {
 		return deref(done), err
 	}
-	nonce := diskfile.Nonce()
-	tmp := filepath.Join(d.Root, materializePrefix+nonce)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
+	tmp, nonce, err := diskfile.HiddenDir(d.Root, materializePrefix)
+	if err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
 	}
 	// After a failure, and after an exchange (which leaves the old VM here).

@@ -118,6 +118,22 @@ func (g *agentGuest) freezeStatus(t *testing.T) string {
 	return s
 }
 
+// freezeAsAnotherClient freezes the guest's filesystem through its
+// guest agent on a connection of its own, then leaves.
+func (g *agentGuest) freezeAsAnotherClient(t *testing.T) {
+	t.Helper()
+	c, err := g.agent(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if n, err := c.FSFreeze(ctx); err != nil || n != 1 {
+		t.Fatalf("FSFreeze: %d %v", n, err)
+	}
+}
+
 // agentThaw thaws the guest as another tool would.
 func (g *agentGuest) agentThaw(t *testing.T) {
 	t.Helper()
@@ -316,16 +332,9 @@ func TestAGuestLeftFrozenByAnAgentThatStoppedIsThawedWhenTheDriverConnects(t *te
 	// An agent froze the guest and died before its thaw: its marker says
 	// the freeze was its own.
 	g.d.markFrozen("vm1", true)
-	c, err := g.agent(t)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g.freezeAsAnotherClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if n, err := c.FSFreeze(ctx); err != nil || n != 1 {
-		t.Fatalf("FSFreeze: %d %v", n, err)
-	}
-	c.Close()
 	if s := g.freezeStatus(t); s != qga.Frozen {
 		t.Fatalf("status %q after the freeze", s)
 	}
@@ -347,16 +356,9 @@ func TestAGuestFrozenBySomeoneElseIsLeftFrozen(t *testing.T) {
 	if err := os.Symlink(g.GuestAgentSocket, filepath.Join(g.qmpDir, "vm1"+GuestAgentSuffix)); err != nil {
 		t.Fatal(err)
 	}
-	c, err := g.agent(t)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g.freezeAsAnotherClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if n, err := c.FSFreeze(ctx); err != nil || n != 1 {
-		t.Fatalf("FSFreeze: %d %v", n, err)
-	}
-	c.Close()
 	if err := g.d.Recover(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -89,9 +89,8 @@ func (d *Driver) MaterializeInstant(ctx context.Context, spec driver.Materialize
 		return driver.Materialized{}, err
 	}
 	defer srv.stop()
-	nonce := diskfile.Nonce()
-	tmp := filepath.Join(d.VMDir, materializePrefix+nonce)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
+	tmp, nonce, err := diskfile.HiddenDir(d.VMDir, materializePrefix)
+	if err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
 	}
 	defer os.RemoveAll(tmp)

@@ -126,26 +126,14 @@ func TestAnInstantlyMaterializedGuestBootsBeforeItsDiskIsCopiedAndEndsWithItsOwn
 	}
 }
 
-// A copy cut short (the task cancelled, the agent stopping) leaves the
-// VM running; the task run again serves the point again and finishes the
-// copy, and the disk is the point.
+// A copy cut short by the agent stopping leaves the VM running; the task
+// run again by the restarted agent serves the point again and finishes
+// the copy, and the disk is the point.
 func TestAnInstantMaterializeCutShortGoesOnWhenRunAgain(t *testing.T) {
 	d := recoveryDriver(t, guestMachine(t)...)
 	point, spec := instantPoint(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		_, err := d.MaterializeInstant(ctx, spec, driver.StartOptions{}, func(agentproto.VM) { close(started) })
-		errc <- err
-	}()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("MaterializeInstant: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the VM did not start")
-	}
+	errc := startInstant(t, ctx, d, spec)
 	time.Sleep(2 * time.Second)
 	cancel()
 	if err := <-errc; err == nil {
@@ -158,7 +146,15 @@ func TestAnInstantMaterializeCutShortGoesOnWhenRunAgain(t *testing.T) {
 	if ps, err := d.PowerState(context.Background(), "vm-recovered"); err != nil || ps != agentproto.PowerRunning {
 		t.Fatalf("after the cut the VM is %q, %v; want it running", ps, err)
 	}
-	m, err := d.MaterializeInstant(context.Background(), spec, driver.StartOptions{}, nil)
+	// The task runs again in a restarted agent: a new driver over the
+	// same directories finds the copy and goes on with it.
+	d.Close()
+	again := &Driver{QMPDir: d.QMPDir, WorkDir: d.WorkDir, StateDir: d.StateDir, VMDir: d.VMDir, MachineArgs: d.MachineArgs}
+	defer again.Close()
+	if err := again.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := again.MaterializeInstant(context.Background(), spec, driver.StartOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,19 +174,7 @@ func TestAnInstantMaterializeTheVaultCancelsDeletesTheVMItStarted(t *testing.T) 
 	d := recoveryDriver(t, guestMachine(t)...)
 	_, spec := instantPoint(t)
 	ctx, cancel := context.WithCancelCause(context.Background())
-	started := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		_, err := d.MaterializeInstant(ctx, spec, driver.StartOptions{}, func(agentproto.VM) { close(started) })
-		errc <- err
-	}()
-	select {
-	case <-started:
-	case err := <-errc:
-		t.Fatalf("MaterializeInstant: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the VM did not start")
-	}
+	errc := startInstant(t, ctx, d, spec)
 	pid := qemuPID(filepath.Join(d.VMDir, "web"))
 	cancel(driver.ErrCancelled)
 	err := <-errc
@@ -206,4 +190,24 @@ func TestAnInstantMaterializeTheVaultCancelsDeletesTheVMItStarted(t *testing.T) 
 	if vms, err := d.Inventory(context.Background()); err != nil || len(vms) != 0 {
 		t.Fatalf("inventory %+v, %v; want none", vms, err)
 	}
+}
+
+// startInstant runs MaterializeInstant in the background until ctx ends
+// and returns, once the VM runs, where its error will come.
+func startInstant(t *testing.T, ctx context.Context, d *Driver, spec driver.MaterializeSpec) <-chan error {
+	t.Helper()
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.MaterializeInstant(ctx, spec, driver.StartOptions{}, func(agentproto.VM) { close(started) })
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case err := <-errc:
+		t.Fatalf("MaterializeInstant: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the VM did not start")
+	}
+	return errc
 }

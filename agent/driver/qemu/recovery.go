@@ -265,9 +265,8 @@ func (d *Driver) Materialize(ctx context.Context, spec driver.MaterializeSpec) (
 		return deref(done), err
 	}
 	d.warnIfSmall(spec)
-	nonce := diskfile.Nonce()
-	tmp := filepath.Join(d.VMDir, materializePrefix+nonce)
-	if err := os.Mkdir(tmp, 0o750); err != nil {
+	tmp, nonce, err := diskfile.HiddenDir(d.VMDir, materializePrefix)
+	if err != nil {
 		return driver.Materialized{}, d.hostError(spec, err)
 	}
 	// After a failure, and after an exchange (which leaves the old VM here).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,14 @@ func SwapIn(tmp, final, old string, replacing bool) error {
 	}
 	defer os.RemoveAll(old)
 	return os.Rename(tmp, final)
+}
+
+// HiddenDir makes a new hidden directory root/prefix+NONCE for a VM being
+// written, and returns it with its nonce (SwapIn's old name uses it too).
+func HiddenDir(root, prefix string) (dir, nonce string, err error) {
+	nonce = Nonce()
+	dir = filepath.Join(root, prefix+nonce)
+	return dir, nonce, os.Mkdir(dir, 0o750)
 }
 
 // Nonce names one hidden work directory: random, short.
