@@ -5,6 +5,7 @@ package qemutest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,10 @@ func (vm *VM) start(t testing.TB) {
 	go func() { vm.Cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(vm.Socket); err == nil {
+		// The socket file appears at bind, a moment before QEMU listens
+		// (a connection then is refused): wait until one is taken.
+		if c, err := net.DialTimeout("unix", vm.Socket, time.Second); err == nil {
+			c.Close()
 			return
 		}
 		select {
