@@ -239,8 +239,34 @@ func (h *Handlers) VMPage(c echo.Context) error {
 	return render(c, http.StatusOK, views.VMPage(h.page(c, "VM "+vm.Name, "vms"), v))
 }
 
+// protectionChoices lists the policies and targets to enable protection
+// with.
+func (h *Handlers) protectionChoices(c echo.Context, v *views.VMView) error {
+	ctx := c.Request().Context()
+	policies, _, err := h.store.ListPolicies(ctx, models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, pol := range policies {
+		v.Policies = append(v.Policies, views.Option{Value: pol.ID, Label: pol.Name})
+	}
+	targets, _, err := h.store.ListTargets(ctx, models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		where := t.Path
+		if t.Kind == models.TargetAzureBlob {
+			where = "Azure Blob " + t.AccountURL
+		}
+		v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + where + ")"})
+	}
+	return nil
+}
+
 // fillProtection adds the VM's replication and points, or the choices to
-// enable protection.
+// enable protection (also to enable it again after a failed Enable
+// protection job).
 func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 	ctx := c.Request().Context()
 	p, err := h.store.GetProtection(ctx, v.VM.ID)
@@ -251,28 +277,18 @@ func (h *Handlers) fillProtection(c echo.Context, v *views.VMView) error {
 				return nil
 			}
 		}
-		policies, _, err := h.store.ListPolicies(ctx, models.Page{Limit: optionLimit})
-		if err != nil {
-			return err
-		}
-		for _, pol := range policies {
-			v.Policies = append(v.Policies, views.Option{Value: pol.ID, Label: pol.Name})
-		}
-		targets, _, err := h.store.ListTargets(ctx, models.Page{Limit: optionLimit})
-		if err != nil {
-			return err
-		}
-		for _, t := range targets {
-			where := t.Path
-			if t.Kind == models.TargetAzureBlob {
-				where = "Azure Blob " + t.AccountURL
-			}
-			v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + where + ")"})
-		}
-		return nil
+		return h.protectionChoices(c, v)
 	}
 	if err != nil {
 		return err
+	}
+	if stalled, err := h.store.EnableStalled(ctx, v.VM.ID); err != nil {
+		return err
+	} else if stalled {
+		v.EnableRetry = &views.EnableRetryView{PolicyID: p.PolicyID, TargetID: p.TargetID}
+		if err := h.protectionChoices(c, v); err != nil {
+			return err
+		}
 	}
 	v.BytesSent = p.BytesSent
 	switch {

@@ -87,7 +87,7 @@ func replicaLocation(t Target, key string) string {
 // checkLocationFree refuses a protection of vm to target when another
 // protection already keeps its replicas at that place (two targets may
 // name one directory).
-func checkLocationFree(tx *gorm.DB, target Target, key string) error {
+func checkLocationFree(tx *gorm.DB, target Target, key, exceptProtectionID string) error {
 	if target.Kind != TargetDirectory {
 		return nil // a container per VM id: no other VM can have it
 	}
@@ -96,7 +96,7 @@ func checkLocationFree(tx *gorm.DB, target Target, key string) error {
 	}
 	err := tx.Table("protections").Select("protections.id, protections.replica_key, protections.legacy_replica_key, targets.path, vms.name AS vm_name").
 		Joins("JOIN targets ON targets.id = protections.target_id").Joins("JOIN vms ON vms.id = protections.vm_id").
-		Where("targets.kind = ?", TargetDirectory).Find(&others).Error
+		Where("targets.kind = ? AND protections.id <> ?", TargetDirectory, exceptProtectionID).Find(&others).Error
 	if err != nil {
 		return err
 	}

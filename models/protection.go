@@ -60,6 +60,14 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		if err := tx.Where("vm_id = ?", vm.ID).Limit(1).Find(&existing).Error; err != nil {
 			return err
 		}
+		if len(existing) > 0 && enabling(existing[0].State) {
+			created, err := s.retryEnable(tx, now, a, vm, host, existing[0], policy, target)
+			if err != nil {
+				return err
+			}
+			job = *created
+			return nil
+		}
 		if len(existing) > 0 && existing[0].State == StateDisablingProtection {
 			return &ConflictError{Code: "already_protected", Message: "the VM's replica data is being deleted; wait for its Disable protection job to end (or disable again, keeping the data) before protecting it again"}
 		}
@@ -80,7 +88,7 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		}
 		// The replicas are named by the vault's VM id: VMs of one name on
 		// two hosts never share them.
-		if err := checkLocationFree(tx, target, vm.ID); err != nil {
+		if err := checkLocationFree(tx, target, vm.ID, ""); err != nil {
 			return err
 		}
 		p := Protection{ID: NewID(prefixProtection), VMID: vm.ID, PolicyID: policy.ID, TargetID: target.ID, ReplicaKey: vm.ID,
@@ -88,54 +96,138 @@ func (s *Store) EnableProtection(ctx context.Context, a Actor, vmID, policyID, t
 		if err := tx.Create(&p).Error; err != nil {
 			return err
 		}
-		for _, d := range vm.Disks {
-			rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SourcePath: d.Path, SizeBytes: d.SizeBytes}
-			if err := tx.Create(&rd).Error; err != nil {
-				return err
-			}
-		}
-		w, err := loadWork(tx, p.ID)
+		created, err := startEnableJob(tx, now, s.loc(), a, vm, host, p, policy)
 		if err != nil {
 			return err
 		}
-		payload := w.Payload
-		payload.MinFreeBytes, payload.BandwidthMbps = 1<<30, BandwidthAt(policy, now, s.loc())
-		job = Job{ID: NewID(prefixJob), Type: JobEnableProtection, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
-			TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
-		if err := tx.Omit("Steps").Create(&job).Error; err != nil {
-			return err
-		}
-		kinds := []string{agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, ""}
-		for i, name := range []string{stepPrerequisites, stepCreate, stepInitial, stepFinalize} {
-			step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: i + 1, Name: name, State: JobNotStarted}
-			if err := tx.Create(&step).Error; err != nil {
-				return err
-			}
-			job.Steps = append(job.Steps, step)
-			if kinds[i] == "" {
-				continue
-			}
-			pl := payload
-			if kinds[i] == agentproto.TaskReplicate {
-				pl.PointID = NewID(prefixRecoveryPoint)
-			}
-			b, _ := json.Marshal(pl)
-			state := TaskWaiting
-			if i == 0 {
-				state = TaskQueued
-				step.Message = "waiting for the host's agent to pick it up"
-			}
-			task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: host.ID, ProtectionID: p.ID, Kind: kinds[i], Payload: string(b), State: state}
-			if err := tx.Create(&task).Error; err != nil {
-				return err
-			}
-		}
+		job = *created
 		return s.audit(tx, a, "protection.enable", "vm", vm.ID, vm.Name, map[string]string{"policy": policy.Name, "target": target.Name})
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &job, nil
+}
+
+// startEnableJob records the protection's replica disks (one per disk the
+// VM has now) and starts its "Enable protection" job: prerequisites check,
+// create replication, initial replication, finalize.
+func startEnableJob(tx *gorm.DB, now time.Time, loc *time.Location, a Actor, vm VM, host Host, p Protection, policy Policy) (*Job, error) {
+	for _, d := range vm.Disks {
+		rd := ReplicaDisk{ID: NewID(prefixReplicaDisk), ProtectionID: p.ID, DiskID: d.ID, Name: d.ID, SourcePath: d.Path, SizeBytes: d.SizeBytes}
+		if err := tx.Create(&rd).Error; err != nil {
+			return nil, err
+		}
+	}
+	w, err := loadWork(tx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	payload := w.Payload
+	payload.MinFreeBytes, payload.BandwidthMbps = 1<<30, BandwidthAt(policy, now, loc)
+	job := Job{ID: NewID(prefixJob), Type: JobEnableProtection, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
+		TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
+	if err := tx.Omit("Steps").Create(&job).Error; err != nil {
+		return nil, err
+	}
+	kinds := []string{agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica, agentproto.TaskReplicate, ""}
+	for i, name := range []string{stepPrerequisites, stepCreate, stepInitial, stepFinalize} {
+		step := JobStep{ID: NewID(prefixJobStep), JobID: job.ID, Seq: i + 1, Name: name, State: JobNotStarted}
+		if err := tx.Create(&step).Error; err != nil {
+			return nil, err
+		}
+		job.Steps = append(job.Steps, step)
+		if kinds[i] == "" {
+			continue
+		}
+		pl := payload
+		if kinds[i] == agentproto.TaskReplicate {
+			pl.PointID = NewID(prefixRecoveryPoint)
+		}
+		b, _ := json.Marshal(pl)
+		state := TaskWaiting
+		if i == 0 {
+			state = TaskQueued
+			step.Message = "waiting for the host's agent to pick it up"
+		}
+		task := Task{ID: NewID(prefixTask), JobID: job.ID, StepID: step.ID, HostID: host.ID, ProtectionID: p.ID, Kind: kinds[i], Payload: string(b), State: state}
+		if err := tx.Create(&task).Error; err != nil {
+			return nil, err
+		}
+	}
+	return &job, nil
+}
+
+// retryEnable runs enabling protection again for a VM whose Enable
+// protection job ended without protecting it (failed or cancelled): the
+// VM would otherwise sit in EnablingProtection, Critical, with no way on
+// but disabling first. The same target keeps the replica made so far (the
+// initial copy compares what is there); another target is taken only if
+// nothing was written to the first one yet, since the vault will not
+// leave a partial replica behind unasked.
+func (s *Store) retryEnable(tx *gorm.DB, now time.Time, a Actor, vm VM, host Host, p Protection, policy Policy, target Target) (*Job, error) {
+	var running []Task
+	if err := tx.Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Limit(1).Find(&running).Error; err != nil {
+		return nil, err
+	}
+	if len(running) > 0 {
+		return nil, &ConflictError{Code: "already_protected", Message: fmt.Sprintf(
+			"protection is being enabled (job %s is running); wait for it to end, or cancel it, then enable again", running[0].JobID)}
+	}
+	if target.ID != p.TargetID {
+		var wrote []Task
+		if err := tx.Where("protection_id = ? AND kind IN ? AND attempts > 0", p.ID,
+			[]string{agentproto.TaskCreateReplica, agentproto.TaskReplicate}).Limit(1).Find(&wrote).Error; err != nil {
+			return nil, err
+		}
+		if len(wrote) > 0 {
+			var old Target
+			tx.First(&old, "id = ?", p.TargetID)
+			return nil, &ConflictError{Code: "partial_replica", Message: fmt.Sprintf(
+				"enabling protection had begun writing this VM's replica to target %s; retry with that target, or disable protection (choosing whether to delete the partial replica) and then enable it to target %s", old.Name, target.Name)}
+		}
+		if err := checkLocationFree(tx, target, p.replicaKey(), p.ID); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"policy_id": policy.ID, "target_id": target.ID,
+		"state": StateEnablingProtection, "health": HealthNormal, "health_reasons": "[]", "last_error_code": "", "last_error_message": "", "next_retry_at": nil,
+		"first_failure_at": nil, "failures": 0}).Error; err != nil {
+		return nil, err
+	}
+	// The VM's disks may have changed since: the replica disks are made
+	// again from what it has now (no point holds them yet).
+	if err := tx.Where("protection_id = ?", p.ID).Delete(&ReplicaDisk{}).Error; err != nil {
+		return nil, err
+	}
+	if err := resolveAlerts(tx, now, vm.ID, AlertProtectionCritical); err != nil {
+		return nil, err
+	}
+	p.PolicyID, p.TargetID = policy.ID, target.ID
+	return startEnableJob(tx, now, s.loc(), a, vm, host, p, policy)
+}
+
+// enabling: the protection's Enable protection job has not ended it yet
+// (before or during the initial copy).
+func enabling(state string) bool {
+	return state == StateEnablingProtection || state == StateInitialReplication
+}
+
+// EnableStalled says whether a VM's protection is stuck enabling: its
+// Enable protection job ended (failed or cancelled) and nothing of it
+// runs, so enabling again (retry, or another policy or target) is the way
+// on.
+func (s *Store) EnableStalled(ctx context.Context, vmID string) (bool, error) {
+	var p Protection
+	if err := s.db.WithContext(ctx).First(&p, "vm_id = ?", vmID).Error; err != nil {
+		return false, err
+	}
+	if !enabling(p.State) {
+		return false, nil
+	}
+	var n int64
+	err := s.db.WithContext(ctx).Model(&Task{}).Where("protection_id = ? AND state IN ?", p.ID, []string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
+	return n == 0, err
 }
 
 // JobDisableProtection is the job that deletes a VM's replica data when

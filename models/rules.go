@@ -13,7 +13,7 @@ import (
 var protectionTransitions = map[string][]string{
 	StateUnprotected:         {StateEnablingProtection},
 	StateEnablingProtection:  {StateInitialReplication, StateUnprotected, StateDisablingProtection},
-	StateInitialReplication:  {StateProtected, StateResyncRequired, StateDisablingProtection},
+	StateInitialReplication:  {StateProtected, StateResyncRequired, StateDisablingProtection, StateEnablingProtection}, // the last: a retry after a failed initial copy
 	StateProtected:           {StateResyncRequired, StateFailingOver, StateDisablingProtection},
 	StateResyncRequired:      {StateResynchronizing, StateProtected, StateDisablingProtection},
 	StateResynchronizing:     {StateProtected, StateResyncRequired, StateDisablingProtection},

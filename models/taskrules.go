@@ -98,7 +98,7 @@ func enableFailed(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome) er
 	if o.ErrorCode == agentproto.CodeCancelled {
 		return nil
 	}
-	reason := fmt.Sprintf("enabling protection failed (%s): %s; fix the cause, then disable protection and enable it again", o.ErrorCode, o.Message)
+	reason := fmt.Sprintf("enabling protection failed (%s): %s; fix the cause, then retry from the VM page (Retry enable protection), with the same or another target", o.ErrorCode, o.Message)
 	if err := setHealth(tx, t.ProtectionID, HealthCritical, []string{reason},
 		map[string]any{"last_error_code": o.ErrorCode, "last_error_message": truncate(o.Message, 2000)}); err != nil {
 		return err

@@ -127,3 +127,55 @@ func TestDeletingAPolicyInUseSaysWhichVMsUseIt(t *testing.T) {
 		t.Fatalf("the policy is gone: %v", err)
 	}
 }
+
+// A failed Enable protection used to leave the VM stuck: EnablingProtection,
+// Critical, "enable protection again", and no form to do it. The page now
+// says why it failed and offers the form, with the choices preselected.
+func TestAFailedEnableProtectionOffersRetryOnTheVMPage(t *testing.T) {
+	tv := newTestVault(t, "")
+	s := seedInventory(t, tv, nil)
+	ctx := context.Background()
+	policy := models.DefaultPolicy()
+	policy.Name = "Gold"
+	tv.Store.CreatePolicy(ctx, models.SystemActor, &policy)
+	first, _ := tv.Store.CreateTarget(ctx, models.SystemActor, models.TargetInput{Name: "typo", Kind: models.TargetDirectory, Path: "/srv/replicsa"})
+	second, _ := tv.Store.CreateTarget(ctx, models.SystemActor, models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/srv/replicas"})
+	p := tv.login("Contributor")
+	resp, _ := p.post("/vms/"+s.unprotectedVM+"/protection", url.Values{"policy_id": {policy.ID}, "target_id": {first.ID}})
+	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") {
+		t.Fatalf("enable: %s", resp.Request.URL.Path)
+	}
+	_, doc := p.get("/vms/" + s.unprotectedVM)
+	if testid(doc, "enable-retry-section").Length() != 0 {
+		t.Fatal("retry offered while the job runs")
+	}
+	tasks, err := tv.Store.LeaseTasks(ctx, s.host, 1, time.Minute)
+	if err != nil || len(tasks) != 1 {
+		t.Fatalf("lease: %v %v", tasks, err)
+	}
+	if err := tv.Store.CompleteTask(ctx, s.host, tasks[0].ID, models.TaskOutcome{ErrorCode: agentproto.CodeTargetUnavailable,
+		Message: "the target directory /srv/replicsa does not exist"}); err != nil {
+		t.Fatal(err)
+	}
+	_, doc = p.get("/vms/" + s.unprotectedVM)
+	if !strings.Contains(testid(doc, "enable-retry-error").Text(), "/srv/replicsa does not exist") || testid(doc, "enable-retry-section").Length() != 1 {
+		html, _ := doc.Find("main").Html()
+		t.Fatalf("the failed enable is not explained with a way on:\n%s", html)
+	}
+	if sel, _ := doc.Find(`[data-testid="enable-retry-form"] select[name="target_id"] option[selected]`).Attr("value"); sel != first.ID {
+		t.Fatalf("preselected target %q, want the failed attempt's %q", sel, first.ID)
+	}
+	resp, doc = p.post("/vms/"+s.unprotectedVM+"/protection", url.Values{"policy_id": {policy.ID}, "target_id": {second.ID}})
+	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") || testid(doc, "job-title").Text() != models.JobEnableProtection {
+		t.Fatalf("retry: %s %d", resp.Request.URL.Path, resp.StatusCode)
+	}
+	prot, _ := tv.Store.GetProtection(ctx, s.unprotectedVM)
+	if prot.TargetID != second.ID || prot.Health != models.HealthNormal {
+		t.Fatalf("after the retry: target %s health %s", prot.TargetID, prot.Health)
+	}
+	// A Reader sees why, but no form.
+	_, doc = tv.login("Reader").get("/vms/" + s.unprotectedVM)
+	if testid(doc, "enable-retry-form").Length() != 0 {
+		t.Fatal("a Reader was offered the retry form")
+	}
+}
