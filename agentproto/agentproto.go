@@ -223,6 +223,10 @@ type ReplicationPayload struct {
 	Target           struct {
 		Kind string `json:"kind"`           // "directory" or "azure_blob"
 		Path string `json:"path,omitempty"` // directory: where the VMs' replicas are
+		// MustExist, directory: the path must be there already (the
+		// target does not allow creating it); a host without it fails the
+		// protection check. Absent from an older vault: created as before.
+		MustExist bool `json:"must_exist,omitempty"`
 		// azure_blob: the VM's container; the agent asks the vault for a
 		// SAS to reach it (TaskStorageCredentialsPath).
 		ContainerURL string `json:"container_url,omitempty"`

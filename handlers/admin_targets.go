@@ -20,7 +20,7 @@ func targetLocation(t models.Target) string {
 
 func targetForm(t models.Target) views.TargetForm {
 	return views.TargetForm{ID: t.ID, Name: t.Name, Kind: t.Kind, AccountURL: t.AccountURL, Container: t.Container,
-		CredentialKind: t.CredentialKind, HasCredential: len(t.CredentialSealed) > 0, Path: t.Path, Errors: views.FormErrors{}}
+		CredentialKind: t.CredentialKind, HasCredential: len(t.CredentialSealed) > 0, Path: t.Path, CreatePath: t.CreatePath, Errors: views.FormErrors{}}
 }
 
 // readTargetForm reads the posted form. The credential goes only into the
@@ -29,13 +29,13 @@ func readTargetForm(c echo.Context) (models.TargetInput, views.TargetForm) {
 	in := models.TargetInput{
 		Name: c.FormValue("name"), Kind: c.FormValue("kind"), AccountURL: c.FormValue("account_url"),
 		Container: c.FormValue("container"), CredentialKind: c.FormValue("credential_kind"),
-		Credential: c.FormValue("credential"), Path: c.FormValue("path"),
+		Credential: c.FormValue("credential"), Path: c.FormValue("path"), CreatePath: c.FormValue("create_path") == "on",
 	}
 	if in.CredentialKind != models.CredentialSAS {
 		in.CredentialKind = models.CredentialAccountKey
 	}
 	f := views.TargetForm{Name: in.Name, Kind: in.Kind, AccountURL: in.AccountURL, Container: in.Container,
-		CredentialKind: in.CredentialKind, Path: in.Path, Errors: views.FormErrors{}}
+		CredentialKind: in.CredentialKind, Path: in.Path, CreatePath: in.CreatePath, Errors: views.FormErrors{}}
 	return in, f
 }
 
@@ -59,6 +59,9 @@ func (h *Handlers) TargetsPage(c echo.Context) error {
 // NewTargetPage shows GET /targets/new.
 func (h *Handlers) NewTargetPage(c echo.Context) error {
 	f := views.TargetForm{Kind: models.TargetDirectory, CredentialKind: models.CredentialAccountKey, Errors: views.FormErrors{}}
+	if k := c.QueryParam("kind"); k == models.TargetAzureBlob || k == models.TargetDirectory {
+		f.Kind = k // the kind links, for a browser without JavaScript
+	}
 	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "New storage target", "targets"), f, ""))
 }
 
@@ -81,7 +84,11 @@ func (h *Handlers) TargetPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "Target "+t.Name, "targets"), targetForm(*t), ""))
+	f := targetForm(*t)
+	if k := c.QueryParam("kind"); k == models.TargetAzureBlob || k == models.TargetDirectory {
+		f.Kind = k // the kind links, for a browser without JavaScript
+	}
+	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "Target "+t.Name, "targets"), f, ""))
 }
 
 // UpdateTarget handles POST /targets/{id}.

@@ -12,16 +12,19 @@ import (
 // TargetJSON is replica storage in the API. The credential is write-only:
 // an answer says which kind is stored and that there is one, never its value.
 type TargetJSON struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`
-	Kind           string    `json:"kind"`
-	AccountURL     string    `json:"account_url,omitempty"`
-	Container      string    `json:"container,omitempty"`
-	CredentialKind string    `json:"credential_kind,omitempty"`
-	HasCredential  bool      `json:"has_credential"`
-	Path           string    `json:"path,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	Kind           string `json:"kind"`
+	AccountURL     string `json:"account_url,omitempty"`
+	Container      string `json:"container,omitempty"`
+	CredentialKind string `json:"credential_kind,omitempty"`
+	HasCredential  bool   `json:"has_credential"`
+	Path           string `json:"path,omitempty"`
+	// CreatePath: a host that lacks the directory may create it; off, the
+	// protection check fails there (a typo, a share not mounted).
+	CreatePath bool      `json:"create_path"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // TargetInputJSON is the body of create and update. An azure_blob target
@@ -34,18 +37,19 @@ type TargetInputJSON struct {
 	AccountKey string `json:"account_key"`
 	SAS        string `json:"sas"`
 	Path       string `json:"path"`
+	CreatePath bool   `json:"create_path"`
 }
 
 func targetJSON(t models.Target) TargetJSON {
 	return TargetJSON{ID: t.ID, Name: t.Name, Kind: t.Kind, AccountURL: t.AccountURL, Container: t.Container,
-		CredentialKind: t.CredentialKind, HasCredential: len(t.CredentialSealed) > 0, Path: t.Path,
+		CredentialKind: t.CredentialKind, HasCredential: len(t.CredentialSealed) > 0, Path: t.Path, CreatePath: t.CreatePath,
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 }
 
 // toInput converts the body; storedKind is the credential kind already
 // stored ("" when creating), kept when the body gives no credential.
 func (in TargetInputJSON) toInput(storedKind string) (models.TargetInput, error) {
-	out := models.TargetInput{Name: in.Name, Kind: in.Kind, AccountURL: in.AccountURL, Container: in.Container, Path: in.Path}
+	out := models.TargetInput{Name: in.Name, Kind: in.Kind, AccountURL: in.AccountURL, Container: in.Container, Path: in.Path, CreatePath: in.CreatePath}
 	switch {
 	case in.AccountKey != "" && in.SAS != "":
 		return out, models.Invalid("sas", "give either account_key or sas, not both")

@@ -47,6 +47,7 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 	pl := agentproto.ReplicationPayload{ProtectionID: p.ID, VMID: w.VM.ExternalID, VMName: w.VM.Name,
 		ReplicaKey: p.ReplicaKey, LegacyReplicaKey: p.LegacyReplicaKey, RetentionHours: w.Policy.RetentionHours}
 	pl.Target.Kind, pl.Target.Path = w.Target.Kind, w.Target.Path
+	pl.Target.MustExist = w.Target.Kind == TargetDirectory && !w.Target.CreatePath
 	if w.Target.Kind == TargetAzureBlob {
 		pl.Target.ContainerURL = VMContainerURL(&w.Target, p.replicaKey())
 	}

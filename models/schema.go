@@ -132,8 +132,13 @@ type Target struct {
 	CredentialKind   string `gorm:"size:20"`
 	CredentialSealed []byte
 	Path             string `gorm:"size:1000"`
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	// CreatePath: a directory target's path may be created on a host that
+	// lacks it. Off by default, so that a typo or a share not mounted
+	// fails the protection check instead of silently filling the host's
+	// own disk.
+	CreatePath bool `gorm:"not null;default:false"`
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Protection states (DESIGN.md §3).

@@ -25,6 +25,7 @@ type TargetInput struct {
 	CredentialKind string
 	Credential     string
 	Path           string
+	CreatePath     bool // directory: create the path on a host that lacks it
 }
 
 var containerPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
@@ -152,6 +153,7 @@ func (s *Store) TargetCredential(t *Target) (string, error) {
 
 func (s *Store) applyTarget(t *Target, in TargetInput) error {
 	t.Name, t.Kind, t.AccountURL, t.Container, t.Path = in.Name, in.Kind, in.AccountURL, in.Container, in.Path
+	t.CreatePath = in.Kind == TargetDirectory && in.CreatePath
 	if in.Kind != TargetAzureBlob {
 		t.CredentialKind, t.CredentialSealed = "", nil
 		return nil
@@ -207,12 +209,21 @@ func (s *Store) UpdateTarget(ctx context.Context, a Actor, id string, in TargetI
 		if err := uniqueName(tx, &Target{}, t.ID, in.Name, "target"); err != nil {
 			return err
 		}
-		if in.Kind != t.Kind {
-			if n, err := countProtections(tx, "target_id", t.ID); err != nil || n > 0 {
-				if err != nil {
-					return err
+		if in.Kind != t.Kind || in.Path != t.Path || in.AccountURL != t.AccountURL || in.Container != t.Container {
+			// The VMs protected to it keep their replicas where they are: a
+			// new location would show one place while they write another.
+			names, err := protectedVMNames(tx, t.ID)
+			if err != nil {
+				return err
+			}
+			if len(names) > 0 {
+				what := "location"
+				if in.Kind != t.Kind {
+					what = "kind"
 				}
-				return &ConflictError{Code: "target_in_use", Message: "the kind of a target in use cannot change; create a new target instead"}
+				return &ConflictError{Code: "target_in_use", Message: fmt.Sprintf(
+					"the %s of target %q cannot change while it holds the replicas of %s (they stay at %s); create a new target for the new location and protect the VMs to it, or disable their protection first",
+					what, t.Name, strings.Join(names, ", "), targetWhere(t))}
 			}
 		}
 		if err := s.applyTarget(&t, in); err != nil {
@@ -250,6 +261,32 @@ func (s *Store) DeleteTarget(ctx context.Context, a Actor, id string) error {
 	})
 }
 
+// protectedVMNames names the VMs protected to a target, at most ten (and
+// how many more).
+func protectedVMNames(tx *gorm.DB, targetID string) ([]string, error) {
+	var names []string
+	if err := tx.Table("protections").Select("vms.name").Joins("JOIN vms ON vms.id = protections.vm_id").
+		Where("protections.target_id = ?", targetID).Order("vms.name").Limit(11).Pluck("vms.name", &names).Error; err != nil {
+		return nil, err
+	}
+	if len(names) > 10 {
+		n, err := countProtections(tx, "target_id", targetID)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names[:10], fmt.Sprintf("%d more", n-10))
+	}
+	return names, nil
+}
+
+// targetWhere is where a target keeps replicas, for messages.
+func targetWhere(t Target) string {
+	if t.Kind == TargetAzureBlob {
+		return t.AccountURL + "/" + t.Container + "-*"
+	}
+	return t.Path
+}
+
 func countProtections(tx *gorm.DB, column, id string) (int64, error) {
 	var n int64
 	err := tx.Model(&Protection{}).Where(column+" = ?", id).Count(&n).Error
@@ -258,5 +295,6 @@ func countProtections(tx *gorm.DB, column, id string) (int64, error) {
 
 // targetAuditDetails describes a target for the audit log, without its secret.
 func targetAuditDetails(t *Target) map[string]string {
-	return map[string]string{"kind": t.Kind, "account_url": t.AccountURL, "container": t.Container, "credential_kind": t.CredentialKind, "path": t.Path}
+	return map[string]string{"kind": t.Kind, "account_url": t.AccountURL, "container": t.Container, "credential_kind": t.CredentialKind, "path": t.Path,
+		"create_path": fmt.Sprint(t.CreatePath)}
 }

@@ -235,9 +235,12 @@ func TestTargetInUse(t *testing.T) {
 		wantNoAudit(t, h, "target.delete")
 		wantNoAudit(t, h, "target.update")
 
-		// The same kind may still change while in use.
-		if _, err := h.s.UpdateTarget(ctx, alice, tg.ID, models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/mnt/other"}); err != nil {
-			t.Errorf("update path of a target in use: %v", err)
+		// Nor may its path: the VMs would go on writing to the old one.
+		_, err = h.s.UpdateTarget(ctx, alice, tg.ID, models.TargetInput{Name: "nas", Kind: models.TargetDirectory, Path: "/mnt/other"})
+		wantConflict(t, err, "target_in_use")
+		// Its name and its create-the-path choice may change.
+		if _, err := h.s.UpdateTarget(ctx, alice, tg.ID, models.TargetInput{Name: "nas 2", Kind: models.TargetDirectory, Path: tg.Path, CreatePath: true}); err != nil {
+			t.Errorf("rename a target in use: %v", err)
 		}
 	})
 }

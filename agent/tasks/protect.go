@@ -34,7 +34,7 @@ func (ts *Tasks) protectionCheck(ctx context.Context, t agentproto.Task, rep Rep
 	case "azure_blob":
 		add("Target container "+p.Target.ContainerURL, ts.checkBlobTarget(ctx, t, p), "reachable with the SAS the vault issued")
 	default:
-		add("Target directory "+p.Target.Path, checkWritable(p.Target.Path), "writable")
+		add("Target directory "+p.Target.Path, checkWritable(p.Target.Path, !p.Target.MustExist), "writable")
 		space := freeSpace(p.Target.Path, p.MinFreeBytes)
 		add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
 	}
@@ -68,7 +68,21 @@ func (ts *Tasks) checkBlobTarget(ctx context.Context, t agentproto.Task, p agent
 	return r.(interface{ Check() error }).Check()
 }
 
-func checkWritable(dir string) error {
+// checkWritable checks that dir is a directory this agent can write in.
+// Unless create is set it must exist already: a typo, or a share that is
+// not mounted, must not become a directory on the host's own disk.
+func checkWritable(dir string, create bool) error {
+	if !create {
+		st, err := os.Stat(dir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("does not exist on this host: mount the share or correct the target's path; if the directory should be made here, edit the target and choose \"Create the directory on the hosts\"")
+		case err != nil:
+			return fmt.Errorf("cannot be read: %w", err)
+		case !st.IsDir():
+			return fmt.Errorf("is not a directory")
+		}
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("cannot be created: %w", err)
 	}

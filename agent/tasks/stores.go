@@ -73,6 +73,10 @@ func (ts *Tasks) open(ctx context.Context, t agentproto.Task, p agentproto.Repli
 			}
 		}
 		if mode == openCreate {
+			if _, err := os.Stat(p.Target.Path); p.Target.MustExist && err != nil {
+				return nil, &agentproto.TaskError{Code: agentproto.CodeTargetUnavailable, Recoverable: true, Message: fmt.Sprintf(
+					"the target directory %s is not there (%v), and the target does not allow creating it: is the share mounted? The task is retried", p.Target.Path, err)}
+			}
 			r, err := dirtarget.Open(p.Target.Path, key)
 			if err != nil {
 				return nil, replicate.TargetError(err)

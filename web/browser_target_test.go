@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// openBrowser starts headless Chromium for one test, its life bounded by
+// a watchdog (chromedp ties the browser to the first call's context, so a
+// timeout on that context would end the browser too).
+func openBrowser(t *testing.T, exe string, limit time.Duration) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox,
+		chromedp.WindowSize(1280, 1000),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("ignore-certificate-errors", true), // the vault's own CA
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	watchdog := time.AfterFunc(limit, cancel)
+	t.Cleanup(func() { watchdog.Stop(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// runJS runs a statement in the page, for its effect.
+func runJS(statement string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void]("(() => { " + statement + "; return {}; })()")
+}
+
+// The target form shows only the fields of the chosen kind, and switching
+// the kind switches them in place (no reload); a path typed before the
+// switch is not kept with an Azure target.
+func TestBrowserTargetFormShowsTheFieldsOfTheChosenKind(t *testing.T) {
+	exe := chromiumPath(t)
+	v := startVault(t, t.TempDir(), "--admin-password", "browser-test-password")
+	ctx := openBrowser(t, exe, 90*time.Second)
+
+	visible := func(testid string) string {
+		return `(() => { const e = document.querySelector('[data-testid="` + testid + `"]'); return !!e && e.offsetParent !== null; })()`
+	}
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(v.URL+"/targets/new"),
+		chromedp.WaitVisible(`[data-testid="login-form"]`),
+		chromedp.SendKeys(`input[name="username"]`, "admin"),
+		chromedp.SendKeys(`input[name="password"]`, "browser-test-password"),
+		chromedp.Click(`[data-testid="login-submit"]`),
+		chromedp.WaitVisible(`[data-testid="target-form"]`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirShown, err1 := chromedp.Run(ctx, chromedp.Evaluate[bool](visible("directory-fields")))
+	azureShown, err2 := chromedp.Run(ctx, chromedp.Evaluate[bool](visible("azure-fields")))
+	linksShown, err3 := chromedp.Run(ctx, chromedp.Evaluate[bool](visible("target-kind-links")))
+	if err1 != nil || err2 != nil || err3 != nil || !dirShown || azureShown || linksShown {
+		t.Fatalf("new target form (directory by default): directory fields shown %v, Azure fields shown %v, no-script kind links shown %v (%v %v %v)", dirShown, azureShown, linksShown, err1, err2, err3)
+	}
+	// Choose Azure as a user does: the page stays (the marker survives),
+	// the fields switch.
+	err = chromedp.Do(ctx,
+		runJS(`window.__stay = true`),
+		chromedp.SetValue(`select[name="kind"]`, "azure_blob"),
+		runJS(`document.querySelector('select[name="kind"]').dispatchEvent(new Event("change", {bubbles: true}))`),
+		chromedp.WaitVisible(`[data-testid="azure-fields"]`),
+		chromedp.WaitNotVisible(`[data-testid="directory-fields"]`),
+	)
+	if err != nil {
+		t.Fatalf("switching to Azure: %v", err)
+	}
+	if stayed, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__stay === true`)); err != nil || !stayed {
+		t.Fatalf("the page reloaded to switch the fields (%v)", err)
+	}
+	// A path typed before the switch is not sent with an Azure target.
+	err = chromedp.Do(ctx,
+		chromedp.SetValue(`select[name="kind"]`, "directory"),
+		runJS(`document.querySelector('select[name="kind"]').dispatchEvent(new Event("change", {bubbles: true}))`),
+		chromedp.WaitVisible(`[data-testid="directory-fields"]`),
+		chromedp.SendKeys(`input[name="path"]`, "/srv/typed-before-the-switch"),
+		chromedp.SetValue(`select[name="kind"]`, "azure_blob"),
+		runJS(`document.querySelector('select[name="kind"]').dispatchEvent(new Event("change", {bubbles: true}))`),
+		chromedp.WaitVisible(`[data-testid="azure-fields"]`),
+		chromedp.SendKeys(`input[name="name"]`, "blob"),
+		chromedp.SendKeys(`input[name="account_url"]`, "https://acct.blob.core.windows.net"),
+		chromedp.SendKeys(`input[name="container"]`, "lifeboat"),
+		chromedp.SendKeys(`input[name="credential"]`, "c2VjcmV0LWFjY291bnQta2V5LTEyMzQ1Njc4OTA="),
+		chromedp.Click(`[data-testid="target-save"]`),
+		chromedp.WaitVisible(`[data-testid="targets-table"]`),
+	)
+	if err != nil {
+		html, _ := chromedp.Run(ctx, chromedp.OuterHTML("main"))
+		t.Fatalf("saving the Azure target: %v\n%s", err, html)
+	}
+	kind, err := chromedp.Run(ctx, chromedp.Text(`[data-testid="target-kind"]`))
+	if err != nil || kind != "Azure Blob storage" {
+		t.Fatalf("listed kind %q (%v)", kind, err)
+	}
+	// Its page opens with the Azure fields only.
+	err = chromedp.Do(ctx,
+		chromedp.Click(`[data-testid="target-name"]`),
+		chromedp.WaitVisible(`[data-testid="azure-fields"]`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](visible("directory-fields"))); err != nil || shown {
+		t.Fatalf("the Azure target's page shows the directory fields (%v)", err)
+	}
+	if html, _ := chromedp.Run(ctx, chromedp.OuterHTML("main")); strings.Contains(html, "typed-before-the-switch") {
+		t.Fatal("the hidden directory path was saved with the Azure target")
+	}
+}
