@@ -40,13 +40,13 @@ func (h *Handlers) APIIssueToken(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	keys := throttleKeys(c.RealIP(), in.Username)
-	if err := h.logins.check(keys...); err != nil {
-		return err
+	if p := h.logins.check(c.RealIP(), in.Username); p != nil {
+		retryAfter(c.Response().Header(), p)
+		return p
 	}
 	u, err := h.store.Authenticate(ctx, in.Username, in.Password)
 	if errors.Is(err, models.ErrBadCredentials) {
-		h.logins.fail(keys...)
+		h.logins.fail(c.RealIP(), in.Username)
 		h.log.WarnContext(ctx, "API login failed", "username", in.Username, "remote_addr", c.RealIP())
 		return apiError(http.StatusUnauthorized, "bad_credentials", "wrong username or password")
 	}

@@ -20,11 +20,6 @@ func safeNext(next string) string {
 	return next
 }
 
-// throttleKeys are what failed logins are counted under.
-func throttleKeys(ip, username string) []string {
-	return []string{"ip:" + ip, "user:" + strings.ToLower(strings.TrimSpace(username))}
-}
-
 // LoginPage shows GET /login.
 func (h *Handlers) LoginPage(c echo.Context) error {
 	if CurrentUser(c) != nil {
@@ -37,14 +32,14 @@ func (h *Handlers) LoginPage(c echo.Context) error {
 func (h *Handlers) Login(c echo.Context) error {
 	ctx := c.Request().Context()
 	username, password := c.FormValue("username"), c.FormValue("password")
-	keys := throttleKeys(c.RealIP(), username)
-	if err := h.logins.check(keys...); err != nil {
-		v := views.LoginView{Username: username, Next: c.FormValue("next"), Error: err.(*Problem).Message}
+	if p := h.logins.check(c.RealIP(), username); p != nil {
+		retryAfter(c.Response().Header(), p)
+		v := views.LoginView{Username: username, Next: c.FormValue("next"), Error: p.Message}
 		return render(c, http.StatusTooManyRequests, views.LoginPage(h.page(c, "Log in", ""), v))
 	}
 	u, err := h.store.Authenticate(ctx, username, password)
 	if errors.Is(err, models.ErrBadCredentials) {
-		h.logins.fail(keys...)
+		h.logins.fail(c.RealIP(), username)
 		h.log.WarnContext(ctx, "login failed", "username", username, "remote_addr", c.RealIP())
 		v := views.LoginView{Username: username, Next: c.FormValue("next"), Error: "Wrong username or password."}
 		return render(c, http.StatusUnauthorized, views.LoginPage(h.page(c, "Log in", ""), v))

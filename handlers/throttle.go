@@ -2,49 +2,83 @@ package handlers
 
 import (
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// Failed logins are limited per client address and per username, so that
-// passwords cannot be guessed at network speed. Successful logins are never
-// slowed down.
+// Failed logins are limited so that passwords cannot be guessed at network
+// speed, in ways that cannot be turned against the account's owner:
+//
+//   - per user name AND client address together: 10 failures in 15 min
+//     lock that pair only. A stranger's failures never lock the user out
+//     from their own address, and one address's failures never lock out
+//     the other users behind it (a NAT, a proxy).
+//   - a vault-wide budget of failures (a burst of 60, then one a second):
+//     guessing from many addresses at once is slowed for everyone, for
+//     seconds, instead of running unchecked.
+//
+// Successful logins are never counted. Refusals carry Retry-After.
 const (
 	loginFailureLimit  = 10
 	loginFailureWindow = 15 * time.Minute
+	globalFailureBurst = 60
+	globalFailureRate  = 1 // per second, sustained
 	throttleMaxKeys    = 100000
 )
 
-// loginThrottle counts recent failed logins by key.
+// loginThrottle counts recent failed logins.
 type loginThrottle struct {
 	mu       sync.Mutex
-	failures map[string][]time.Time
+	failures map[string][]time.Time // by user and address
+	global   *rate.Limiter
 	now      func() time.Time
 }
 
 func newLoginThrottle(now func() time.Time) *loginThrottle {
-	return &loginThrottle{failures: map[string][]time.Time{}, now: now}
+	return &loginThrottle{failures: map[string][]time.Time{}, global: rate.NewLimiter(globalFailureRate, globalFailureBurst), now: now}
 }
 
-// check refuses when any key has too many recent failures.
-func (t *loginThrottle) check(keys ...string) error {
+// throttleKey is what a login's failures are counted under: the user name
+// (as it is looked up) and the client address, together.
+func throttleKey(ip, username string) string {
+	return strings.ToLower(strings.TrimSpace(username)) + "\x00" + ip
+}
+
+// throttled is the refusal of a login attempt, with when to try again.
+func throttled(wait time.Duration, message string) *Problem {
+	secs := int(math.Ceil(wait.Seconds()))
+	return &Problem{Status: http.StatusTooManyRequests, Code: "too_many_login_attempts", Message: message,
+		Details: map[string]any{"retry_after_seconds": max(secs, 1)}}
+}
+
+// check refuses an attempt for the pair that failed too often, or while
+// the vault-wide budget is spent.
+func (t *loginThrottle) check(ip, username string) *Problem {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	for _, k := range keys {
-		recent := t.recent(k, now)
-		if len(recent) >= loginFailureLimit {
-			wait := recent[0].Add(loginFailureWindow).Sub(now).Round(time.Minute)
-			return &Problem{Status: http.StatusTooManyRequests, Code: "too_many_login_attempts",
-				Message: fmt.Sprintf("too many failed logins from this address or for this user; try again in %v, or ask an Owner to reset the password", max(wait, time.Minute))}
-		}
+	if recent := t.recent(throttleKey(ip, username), now); len(recent) >= loginFailureLimit {
+		wait := recent[len(recent)-loginFailureLimit].Add(loginFailureWindow).Sub(now)
+		return throttled(wait, fmt.Sprintf("too many failed logins for this user from this address; try again in %v, or ask an Owner to reset the password",
+			max(wait.Round(time.Minute), time.Minute)))
+	}
+	if r := t.global.TokensAt(now); r < 1 {
+		wait := time.Duration((1 - r) / globalFailureRate * float64(time.Second))
+		return throttled(wait, fmt.Sprintf("the vault is receiving many failed logins (password guessing?) and slows every login down; try again in %v",
+			max(wait.Round(time.Second), time.Second)))
 	}
 	return nil
 }
 
-// fail records a failed login under each key.
-func (t *loginThrottle) fail(keys ...string) {
+// fail records a failed login of the pair, and spends from the vault-wide
+// budget.
+func (t *loginThrottle) fail(ip, username string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -55,9 +89,9 @@ func (t *loginThrottle) fail(keys ...string) {
 			}
 		}
 	}
-	for _, k := range keys {
-		t.failures[k] = append(t.recent(k, now), now)
-	}
+	k := throttleKey(ip, username)
+	t.failures[k] = append(t.recent(k, now), now)
+	t.global.AllowN(now, 1)
 }
 
 // recent drops failures older than the window and returns the rest.
@@ -74,4 +108,11 @@ func (t *loginThrottle) recent(key string, now time.Time) []time.Time {
 	}
 	t.failures[key] = list
 	return list
+}
+
+// retryAfter sets the Retry-After header of a throttled answer.
+func retryAfter(h http.Header, p *Problem) {
+	if s, ok := p.Details["retry_after_seconds"].(int); ok {
+		h.Set("Retry-After", strconv.Itoa(s))
+	}
 }
