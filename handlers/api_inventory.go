@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -138,9 +139,27 @@ func (h *Handlers) APIListVMs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := onlyQuery(c, "site_id", "host_id", "health", "cursor", "limit"); err != nil {
+		return err
+	}
 	f := models.VMFilter{SiteID: c.QueryParam("site_id"), HostID: c.QueryParam("host_id"), Health: c.QueryParam("health")}
 	if err := oneOf("health", f.Health, VMHealthFilters); err != nil {
 		return err
+	}
+	ctx := c.Request().Context()
+	if f.SiteID != "" {
+		if _, err := h.store.GetSite(ctx, f.SiteID); errors.Is(err, models.ErrNotFound) {
+			return invalidQuery("site_id", fmt.Sprintf("no site %q: take the id from GET /api/v1/sites", f.SiteID))
+		} else if err != nil {
+			return err
+		}
+	}
+	if f.HostID != "" {
+		if _, err := h.store.GetHost(ctx, f.HostID); errors.Is(err, models.ErrNotFound) {
+			return invalidQuery("host_id", fmt.Sprintf("no host %q: take the id from GET /api/v1/hosts", f.HostID))
+		} else if err != nil {
+			return err
+		}
 	}
 	items, next, err := h.store.ListVMs(c.Request().Context(), f, page)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -132,10 +134,27 @@ func pageParams(c echo.Context) (models.Page, error) {
 		}
 		p.Limit = n
 	}
-	if len(p.Cursor) > 100 {
-		return p, invalidQuery("cursor", "is not a cursor this vault gave out")
+	// A cursor is the id of the last item of a page; anything else would
+	// silently give some other page (ids compare as strings).
+	if p.Cursor != "" && !cursorPattern.MatchString(p.Cursor) {
+		return p, invalidQuery("cursor", "is not a cursor this vault gave out: pass the next_cursor of the previous page as it is, or leave it out for the first page")
 	}
 	return p, nil
+}
+
+// cursorPattern is the form of the vault's ids (models.NewID): a kind
+// prefix and a lower-case ULID.
+var cursorPattern = regexp.MustCompile(`^[a-z]{2,8}_[0-9a-z]{26}$`)
+
+// onlyQuery refuses query parameters a list does not take: a misspelt
+// filter must not silently list everything.
+func onlyQuery(c echo.Context, allowed ...string) error {
+	for k := range c.QueryParams() {
+		if !slices.Contains(allowed, k) {
+			return invalidQuery(k, "is not a parameter of this list; it takes "+strings.Join(allowed, ", "))
+		}
+	}
+	return nil
 }
 
 func invalidQuery(field, reason string) error {
