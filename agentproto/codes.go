@@ -34,6 +34,7 @@ const (
 	CodePointNotFound        = "point_not_found"
 	CodeDiskRemoved          = "disk_removed"
 	CodeInconsistentPoints   = "inconsistent_points"
+	CodeAppConsistencyMissed = "app_consistency_missed"
 	CodeReplicaShared        = "replica_shared"
 	CodeAgentUpgradeRequired = "agent_upgrade_required"
 	CodeReplicaClaimed       = "replica_location_claimed"

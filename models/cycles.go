@@ -21,8 +21,11 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	if err := json.Unmarshal([]byte(result), &r); err != nil || r.PointID == "" {
 		return fmt.Errorf("the agent's replication result cannot be read: %v", err)
 	}
+	var pl agentproto.ReplicationPayload
+	payloadOK := json.Unmarshal([]byte(t.Payload), &pl) == nil
 	point := RecoveryPoint{ID: r.PointID, ProtectionID: t.ProtectionID, Time: r.Time.UTC(), ReadStartedAt: utcPtr(r.ReadStartedAt),
-		Consistency: truthfulConsistency(r.Consistency), Capture: truncate(r.Capture, 20), CaptureNote: truncate(r.CaptureNote, 1000), SizeBytes: r.SizeBytes}
+		Consistency: truthfulConsistency(r.Consistency), Capture: truncate(r.Capture, 20), CaptureNote: truncate(r.CaptureNote, 1000), SizeBytes: r.SizeBytes,
+		AppAsked: pl.AppConsistent}
 	if err := tx.Create(&point).Error; err != nil {
 		return err
 	}
@@ -47,8 +50,7 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	}
 	// Every disk the cycle was given is copied now, whether or not the
 	// agent listed its size.
-	var pl agentproto.ReplicationPayload
-	if json.Unmarshal([]byte(t.Payload), &pl) == nil {
+	if payloadOK {
 		var names []string
 		for _, d := range pl.Disks {
 			names = append(names, d.ReplicaID)
@@ -176,6 +178,21 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 		}
 		h.Reasons = append(h.Reasons, reason)
 	}
+	// A host that went silent runs no cycle: its VMs may look fine by
+	// their RPO for a while, but nothing protects their new writes.
+	var host Host
+	err := tx.Model(&Host{}).Joins("JOIN vms ON vms.host_id = hosts.id").Where("vms.id = ?", p.VMID).Select("hosts.*").First(&host).Error
+	switch {
+	case err == nil && host.State == HostDisconnected:
+		since := "it connected"
+		if host.LastHeartbeat != nil {
+			since = host.LastHeartbeat.UTC().Format(time.RFC3339)
+		}
+		warn(fmt.Sprintf("its host %s is disconnected (no heartbeat since %s): no cycle runs until its agent is back; the recovery points made so far can still be recovered (%s)",
+			host.Name, since, agentproto.CodeHostDisconnected))
+	case err != nil && err != gorm.ErrRecordNotFound:
+		return h, err
+	}
 	var removed []ReplicaDisk
 	if err := tx.Where("protection_id = ? AND removed_at IS NOT NULL", p.ID).Order("source_path").Find(&removed).Error; err != nil {
 		return h, err
@@ -184,8 +201,25 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 		warn(fmt.Sprintf("disk %s was removed from the VM at %s and is no longer replicated; the recovery points made before keep it until retention removes them (%s)",
 			rd.SourcePath, rd.RemovedAt.UTC().Format(time.RFC3339), agentproto.CodeDiskRemoved))
 	}
+	// The policy asks for app-consistent points, and the last point made
+	// when one was due is not: the host cannot quiesce this VM.
+	if policy.AppConsistentFrequencyHours > 0 {
+		var asked RecoveryPoint
+		err := tx.Where("protection_id = ? AND app_asked = ?", p.ID, true).Order("time DESC").First(&asked).Error
+		switch {
+		case err == nil && asked.Consistency != ConsistencyApp:
+			why := asked.CaptureNote
+			if why == "" {
+				why = "the agent did not say why"
+			}
+			warn(fmt.Sprintf("the policy asks for an app-consistent point every %d h, but the point of %s that was to be one is %s (%s); give the host's agent a --freeze-command (filedisk) or run qemu-guest-agent in the guest (qemu), or turn app-consistent points off in the policy (%s)",
+				policy.AppConsistentFrequencyHours, asked.Time.UTC().Format(time.RFC3339), asked.Consistency, why, agentproto.CodeAppConsistencyMissed))
+		case err != nil && err != gorm.ErrRecordNotFound:
+			return h, err
+		}
+	}
 	var newest RecoveryPoint
-	err := tx.Where("protection_id = ?", p.ID).Order("time DESC").First(&newest).Error
+	err = tx.Where("protection_id = ?", p.ID).Order("time DESC").First(&newest).Error
 	switch {
 	case err == nil && newest.Consistency == ConsistencyInconsistent:
 		why := newest.CaptureNote

@@ -37,7 +37,11 @@ func complete(t *testing.T, h *harness, hostID string, task models.Task, o model
 func cycleResult(task models.Task, at time.Time, pruned ...string) models.TaskOutcome {
 	var p agentproto.ReplicationPayload
 	json.Unmarshal([]byte(task.Payload), &p)
-	b, _ := json.Marshal(agentproto.ReplicateResult{PointID: p.PointID, Time: at, Consistency: "crash", SizeBytes: 1 << 30, BytesSent: 4096, Pruned: pruned})
+	consistency := "crash"
+	if p.AppConsistent {
+		consistency = "app" // an agent that quiesces when asked
+	}
+	b, _ := json.Marshal(agentproto.ReplicateResult{PointID: p.PointID, Time: at, Consistency: consistency, SizeBytes: 1 << 30, BytesSent: 4096, Pruned: pruned})
 	return models.TaskOutcome{Result: string(b)}
 }
 

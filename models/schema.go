@@ -251,10 +251,14 @@ type RecoveryPoint struct {
 	Consistency   string `gorm:"size:20;not null"`
 	Capture       string `gorm:"size:20"`   // how: freeze, reflink, powered_off, unchanged, live
 	CaptureNote   string `gorm:"size:1000"` // why it is less consistent than asked
-	SizeBytes     int64  `gorm:"not null"`
-	Manifest      string `gorm:"size:500"`
-	Snapshots     string `gorm:"type:text"` // JSON: disk id → snapshot id
-	CreatedAt     time.Time
+	// AppAsked: the cycle asked the agent for an app-consistent point (the
+	// policy's app frequency was due). Such a point that is not app says
+	// the host cannot quiesce the VM: the VM is Warning until one is.
+	AppAsked  bool   `gorm:"not null;default:false"`
+	SizeBytes int64  `gorm:"not null"`
+	Manifest  string `gorm:"size:500"`
+	Snapshots string `gorm:"type:text"` // JSON: disk id → snapshot id
+	CreatedAt time.Time
 }
 
 // Job states (DESIGN.md §1).
