@@ -20,7 +20,9 @@ func loginFrom(t *testing.T, tv *testVault, from, username, password string) (in
 	t.Helper()
 	tr := tv.srv.Client().Transport.(*http.Transport).Clone()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) { return d.DialContext(ctx, network, addr) }
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}
 	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	defer tr.CloseIdleConnections()
 	body, _ := json.Marshal(map[string]string{"username": username, "password": password})
