@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,27 @@ func TestAVMOfADisconnectedHostIsWarning(t *testing.T) {
 		}
 		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.Health != models.HealthNormal {
 			t.Fatalf("after the host came back: %s %s", p.Health, p.HealthReasons)
+		}
+	})
+}
+
+// A verify that finds a changed block names the disk by its file, as
+// Resynchronize and the VM page do, not by the replica's id.
+func TestAVerifyMismatchNamesTheDiskByItsFile(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, initial := replicating(t, h)
+		verify, err := h.s.StartVerify(t.Context(), alice, vm.ID, initial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		task := leaseOne(t, h, host.ID, agentproto.TaskVerify)
+		pl := payloadOf(t, task)
+		b, _ := json.Marshal(agentproto.VerifyResult{PointID: initial, BlocksChecked: 10, Mismatches: []agentproto.Mismatch{{Disk: pl.Disks[0].ReplicaID, Offset: 8192}}})
+		complete(t, h, host.ID, task, models.TaskOutcome{Result: string(b)})
+		job := wantJob(t, h, verify.ID, models.JobFailed)
+		file := filepath.Base(pl.Disks[0].Path)
+		if !strings.Contains(job.ErrorMessage, "disk "+file+" at offset 8192") || strings.Contains(job.ErrorMessage, pl.Disks[0].ReplicaID) {
+			t.Fatalf("mismatch message %q, want the disk named %s", job.ErrorMessage, file)
 		}
 	})
 }

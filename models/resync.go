@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"gorm.io/gorm"
@@ -83,13 +84,27 @@ func (s *Store) verifyOutcome(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome
 	if err := json.Unmarshal([]byte(o.Result), &r); err != nil || len(r.Mismatches) == 0 {
 		return o, nil
 	}
+	// Disks are named by their file, as Resynchronize and the VM page
+	// name them, not by the replica's id.
+	var disks []ReplicaDisk
+	if err := tx.Where("protection_id = ?", t.ProtectionID).Find(&disks).Error; err != nil {
+		return o, err
+	}
+	fileOf := map[string]string{}
+	for _, d := range disks {
+		fileOf[d.Name] = filepath.Base(d.SourcePath)
+	}
 	where := ""
 	for i, m := range r.Mismatches {
 		if i == 5 {
 			where += fmt.Sprintf(" and %d more", len(r.Mismatches)-5)
 			break
 		}
-		where += fmt.Sprintf(" disk %s at offset %d;", m.Disk, m.Offset)
+		name := m.Disk
+		if f := fileOf[m.Disk]; f != "" {
+			name = f
+		}
+		where += fmt.Sprintf(" disk %s at offset %d;", name, m.Offset)
 	}
 	o.ErrorCode, o.Recoverable = agentproto.CodeReplicaMismatch, false
 	o.Message = fmt.Sprintf("%d of %d blocks of the recovery point differ from their recorded hashes:%s the storage changed them; resynchronize the VM", len(r.Mismatches), r.BlocksChecked, where)

@@ -24,6 +24,28 @@ func badgeClass(v string) string {
 	return "neutral"
 }
 
+// stateLabels names the states whose API spelling is not words.
+var stateLabels = map[string]string{
+	"EnablingProtection":  "Enabling protection",
+	"InitialReplication":  "Initial replication",
+	"ResyncRequired":      "Resynchronization required",
+	"FailingOver":         "Failing over",
+	"FailedOver":          "Failed over",
+	"Reprotecting":        "Re-protecting",
+	"DisablingProtection": "Disabling protection",
+	"NotStarted":          "Not started",
+	"InProgress":          "In progress",
+	"WaitingForInput":     "Waiting for input",
+}
+
+// StateLabel names a protection, job, host or health state for people.
+func StateLabel(v string) string {
+	if l, ok := stateLabels[v]; ok {
+		return l
+	}
+	return v
+}
+
 // FormatTime shows a time in UTC, or a dash.
 func FormatTime(t *time.Time) string {
 	if t == nil || t.IsZero() {

@@ -287,7 +287,7 @@ func TestPortalRunsAHostCheckAndShowsItsResultOnTheJobPage(t *testing.T) {
 		t.Fatalf("registration key download: %d %q", resp.StatusCode, resp.Header.Get("Content-Disposition"))
 	}
 	resp, doc = p.post("/hosts/"+a.HostID+"/check", nil)
-	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") || !strings.Contains(testid(doc, "job-state").Text(), "InProgress") {
+	if !strings.HasPrefix(resp.Request.URL.Path, "/jobs/") || !strings.Contains(testid(doc, "job-state").Text(), "In progress") {
 		t.Fatalf("after starting the check: %s %q", resp.Request.URL.Path, testid(doc, "job-state").Text())
 	}
 	if _, ok := doc.Find(`meta[http-equiv="refresh"]`).Attr("content"); !ok {
