@@ -509,5 +509,6 @@ func allModels() []any {
 		&Protection{}, &ReplicaDisk{}, &RecoveryPoint{}, &Job{}, &JobStep{}, &Task{},
 		&RecoveryPlan{}, &PlanGroup{}, &PlanGroupVM{}, &PlanAction{},
 		&User{}, &APIToken{}, &Session{}, &AuditEvent{}, &Alert{}, &ContainerCleanup{},
+		&RPOHistory{},
 	}
 }

@@ -220,13 +220,19 @@ func publicURL(addr *net.TCPAddr) string {
 	return "https://" + addr.String()
 }
 
-// housekeeping purges expired sessions and tokens every hour.
+// housekeeping purges expired sessions and tokens every hour, and folds
+// and prunes the RPO history.
 func (v *vault) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		if err := v.store.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("purge expired sessions", slog.Any("error", err))
+		}
+		if folded, deleted, err := v.store.CompactRPOHistory(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("fold and prune the RPO history", slog.Any("error", err))
+		} else if folded+deleted > 0 {
+			v.log.Debug("RPO history folded by the hour and pruned", "folded", folded, "deleted", deleted)
 		}
 		select {
 		case <-ctx.Done():
@@ -260,6 +266,9 @@ func (v *vault) watchAgents(ctx context.Context) {
 		}
 		for _, t := range queued {
 			v.handlers.WakeHost(t.HostID)
+		}
+		if _, err := v.store.SampleRPO(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("sample the RPO history", slog.Any("error", err))
 		}
 		woken, err := v.store.AdvancePlans(ctx)
 		if err != nil && ctx.Err() == nil {
