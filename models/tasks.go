@@ -277,7 +277,8 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 		}
 		cancel = t.CancelRequest
 		// A run that reports is alive: earlier expiries no longer count.
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0}).Error; err != nil {
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0,
+			"progress_bytes_done": max(p.BytesDone, 0), "progress_bytes_total": max(p.BytesTotal, 0)}).Error; err != nil {
 			return err
 		}
 		percent := min(max(p.Percent, 0), 100)
@@ -550,6 +551,9 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		s.leaseExpiries.Add(int64(n))
+	}
 	return n, err
 }
 

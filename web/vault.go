@@ -86,7 +86,8 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 	v.agentSettings = handlers.AgentSettings{Heartbeat: cfg.AgentHeartbeat, PollWait: cfg.AgentPollWait,
 		Progress: handlers.DefaultAgentSettings.Progress, Lease: cfg.TaskLease}
 	h := handlers.New(handlers.Deps{Store: store, Logger: log, SecureCookies: true, CA: agentCA{ca},
-		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint})
+		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint,
+		Metrics: handlers.MetricsAccess{Mode: cfg.Metrics, TokenSHA256: cfg.MetricsTokenSHA256}})
 	v.handlers = h
 	v.echo = newEcho(h, log)
 	return v, nil
@@ -182,7 +183,7 @@ func (v *vault) Serve(ctx context.Context) error {
 		v.handlers.SetVaultURL(publicURL(ln.Addr().(*net.TCPAddr)))
 	}
 	fmt.Fprintf(v.stdout, "Lifeboat vault is serving %s (log in as an Owner; health at %s/healthz)\n", url, url)
-	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir)
+	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir, "metrics", v.cfg.Metrics)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
