@@ -137,6 +137,8 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 			}
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
 			updates["state"], updates["lease_expires_at"], updates["attempts"] = t.State, until, t.Attempts
+			// A new run has sent nothing yet: the last run's progress is no backlog.
+			updates["progress_bytes_done"], updates["progress_bytes_total"] = 0, 0
 			if t.Failures > 0 {
 				// A retry reads the disks the VM has now, not those it had
 				// when it first failed.
