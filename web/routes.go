@@ -164,6 +164,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/protection", h.APIEnableProtection, contributor)
 	r.api(del, "/vms/:id/protection", h.APIDisableProtection, contributor)
 	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
+	r.api(get, "/vms/:id/rpo-history", h.APIRPOHistory, reader)
 	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
 	r.api(post, "/vms/:id/resync", h.APIResync, contributor)
 	r.api(post, "/vms/:id/test-failover", h.APITestFailover, operator)
