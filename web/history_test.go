@@ -153,3 +153,26 @@ func TestTheAPIGivesTheRPOHistoryAndRefusesAnUnknownRange(t *testing.T) {
 		t.Fatalf("the answer does not match its schema: %v", err)
 	}
 }
+
+func TestTheDashboardShowsTheFleetsRPOAgainstPolicyAndLinksTheWorst(t *testing.T) {
+	tv := newTestVault(t, "")
+	vmID, hostID := protectWithHistory(t, tv)
+	p := tv.login(models.RoleReader)
+	_, doc := p.get("/")
+	if testid(doc, "rpo-no-point").Text() != "1" || testid(doc, "rpo-within").Text() != "0" || testid(doc, "rpo-worst").Length() != 0 {
+		t.Fatalf("before the first point: %q", testid(doc, "card-rpo").Text())
+	}
+	runCycles(t, tv, hostID, 1)
+	_, doc = p.get("/")
+	if testid(doc, "rpo-within").Text() != "1" || testid(doc, "rpo-over").Text() != "0" || testid(doc, "rpo-worst-over").Length() != 0 {
+		t.Fatalf("right after a cycle: %q", testid(doc, "card-rpo").Text())
+	}
+	tv.Clock.T = tv.Clock.T.Add(11 * time.Minute) // no cycle: above twice the 5-minute copy frequency
+	_, doc = p.get("/")
+	row := testid(doc, "rpo-worst-row")
+	if testid(doc, "rpo-within").Text() != "0" || testid(doc, "rpo-over").Text() != "1" || row.Length() != 1 ||
+		row.Find("a").AttrOr("href", "") != "/vms/"+vmID || row.Find(`[data-testid="rpo-worst-over"]`).Length() != 1 || !strings.Contains(row.Text(), "11m0s") {
+		html, _ := testid(doc, "card-rpo").Html()
+		t.Fatalf("11 minutes without a cycle:\n%s", html)
+	}
+}
