@@ -136,7 +136,8 @@ func (s *Store) SampleRPO(ctx context.Context) (int, error) {
 // CompactRPOHistory folds the raw rows of every hour that ended more than
 // RawHistoryKept ago into one row per VM and hour, and deletes the hourly
 // rows older than HourlyHistoryKept. The cut is on an hour boundary, so an
-// hour is always folded whole, in one pass.
+// hour is always folded whole, in one pass (and a row's time is before the
+// cut exactly when its hour is: the time index serves).
 func (s *Store) CompactRPOHistory(ctx context.Context) (folded, deleted int64, err error) {
 	now := s.Now()
 	cut := now.Add(-RawHistoryKept).Truncate(time.Hour)
@@ -150,7 +151,7 @@ func (s *Store) CompactRPOHistory(ctx context.Context) (folded, deleted int64, e
 		}
 		if err := tx.Model(&RPOHistory{}).
 			Select("vm_id, hour, MAX(max_rpo_seconds) AS max_rpo, SUM(transfer_seconds) AS transfer, SUM(cycles) AS cycles, SUM(bytes_sent) AS bytes").
-			Where("hourly = ? AND hour < ?", false, cut).Group("vm_id, hour").Scan(&buckets).Error; err != nil {
+			Where("hourly = ? AND time < ?", false, cut).Group("vm_id, hour").Scan(&buckets).Error; err != nil {
 			return err
 		}
 		rows := make([]RPOHistory, 0, len(buckets))
@@ -164,7 +165,7 @@ func (s *Store) CompactRPOHistory(ctx context.Context) (folded, deleted int64, e
 				return err
 			}
 		}
-		raw := tx.Where("hourly = ? AND hour < ?", false, cut).Delete(&RPOHistory{})
+		raw := tx.Where("hourly = ? AND time < ?", false, cut).Delete(&RPOHistory{})
 		if raw.Error != nil {
 			return raw.Error
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/lifeboat-dr/lifeboat/handlers"
+	"github.com/lifeboat-dr/lifeboat/models"
 )
 
 // parseMetrics reads a scrape with the Prometheus text parser.
@@ -236,5 +237,40 @@ func TestTheRPOGaugeOfAProtectedVMMovesAfterACycle(t *testing.T) {
 	}
 	if _, ok := metricValue(second, "lifeboat_task_lease_expiries_total", nil); !ok {
 		t.Fatal("no lease expiry counter")
+	}
+}
+
+func TestRequestDurationsAreLabelledByTheRoutePatternNeverTheURL(t *testing.T) {
+	tv := newTestVault(t, "")
+	token := tv.apiToken(models.RoleReader)
+	for _, id := range []string{"vm_one", "vm_two", "vm_three"} {
+		if status := tv.api(http.MethodGet, "/api/v1/vms/"+id, token, nil, nil); status != http.StatusNotFound {
+			t.Fatalf("GET an unknown VM: %d", status)
+		}
+	}
+	tv.api(http.MethodGet, "/no/such/page/"+strings.Repeat("x", 20), "", nil, nil)
+	resp, err := tv.srv.Client().Get(tv.URL + "/metrics") // the test server is on loopback
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	families := parseMetrics(t, resp.Body)
+	var routes []string
+	count := map[string]uint64{}
+	for _, m := range families["lifeboat_http_request_duration_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		routes = append(routes, labels["route"])
+		count[labels["route"]+" "+labels["method"]+" "+labels["code"]] += m.GetHistogram().GetSampleCount()
+	}
+	if got := count["/api/v1/vms/:id GET 4xx"]; got != 3 {
+		t.Fatalf("the three 404s on /api/v1/vms/:id: %d in %v", got, count)
+	}
+	for _, r := range routes {
+		if strings.Contains(r, "vm_") || strings.Contains(r, "xxxx") {
+			t.Fatalf("a raw URL as a route label: %q (all: %v)", r, routes)
+		}
 	}
 }
