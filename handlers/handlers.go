@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/metrics"
 	"github.com/lifeboat-dr/lifeboat/models"
 )
 
@@ -28,6 +29,9 @@ type Handlers struct {
 	wakeups       *wakeups
 	vaultURL      string // what agents connect to
 	caFingerprint string // what agents pin
+
+	metrics       *metrics.Metrics
+	metricsAccess MetricsAccess
 }
 
 // Deps are what New needs.
@@ -42,6 +46,8 @@ type Deps struct {
 	Agent         AgentSettings
 	VaultURL      string
 	CAFingerprint string
+	// Metrics is who may scrape /metrics; the zero value is loopback only.
+	Metrics MetricsAccess
 }
 
 // New makes the handlers.
@@ -52,8 +58,12 @@ func New(d Deps) *Handlers {
 	if d.Agent == (AgentSettings{}) {
 		d.Agent = DefaultAgentSettings
 	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
-		ca: d.CA, agent: d.Agent, wakeups: newWakeups(), vaultURL: d.VaultURL, caFingerprint: d.CAFingerprint}
+		ca: d.CA, agent: d.Agent, wakeups: newWakeups(), vaultURL: d.VaultURL, caFingerprint: d.CAFingerprint,
+		metrics: metrics.New(d.Store, d.Logger), metricsAccess: d.Metrics}
 }
 
 // SetVaultURL sets the address written into registration keys, when it is

@@ -80,6 +80,11 @@ func (h *Handlers) DashboardPage(c echo.Context) error {
 		JobsInProgress: d.JobsInProgress, JobsFailed24h: d.JobsFailed24h, JobsWaiting: d.JobsWaitingInput,
 		HostsConnected: d.HostsConnected, HostsDisconnected: d.HostsDisconnected, ActiveAlerts: d.ActiveAlerts,
 		Sites: d.Sites, Policies: d.Policies, Targets: d.Targets, VMsWithoutDrill: d.VMsWithoutDrill,
+		RPOWithin: d.RPO.Within, RPOOver: d.RPO.Over, RPONoPoint: d.RPO.NoPoint,
+	}
+	for _, r := range d.RPO.Worst {
+		v.WorstRPO = append(v.WorstRPO, views.RPORow{VMID: r.VMID, Name: r.Name, Over: r.Over(),
+			RPO: views.FormatSeconds(int64(r.RPOSeconds)), Threshold: views.FormatSeconds(int64(r.ThresholdSeconds))})
 	}
 	return render(c, http.StatusOK, views.DashboardPage(h.page(c, "Dashboard", "dashboard"), v))
 }

@@ -72,6 +72,10 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	if err := resolveAlerts(tx, now, p.VMID, AlertProtectionCritical, AlertRPOExceeded); err != nil {
 		return err
 	}
+	row := historyRow(p.VMID, now, point.Time, p.LastRecoveryPointAt, r.BytesSent, r.TransferSeconds)
+	if err := tx.Create(&row).Error; err != nil {
+		return err
+	}
 	if err := tx.Model(&Protection{}).Where("id = ?", t.ProtectionID).Updates(map[string]any{
 		"last_recovery_point_at": point.Time, "last_cycle_at": now, "bytes_sent": gorm.Expr("bytes_sent + ?", r.BytesSent),
 		"last_cycle_bytes": r.BytesSent, "last_cycle_seconds": r.TransferSeconds,

@@ -1,7 +1,9 @@
 package models
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 )
 
@@ -21,7 +23,30 @@ type Dashboard struct {
 	// VMsWithoutDrill are the protected VMs without a successful test
 	// failover (cleaned up) in DrillInterval.
 	VMsWithoutDrill int64
+	// RPO is the fleet's RPO against its policies.
+	RPO FleetRPO
 }
+
+// FleetRPO counts the replicating VMs within their RPO threshold (twice
+// their policy's copy frequency, the health rule) and over it, and names
+// the worst, by RPO over threshold.
+type FleetRPO struct {
+	Within, Over int64
+	NoPoint      int64 // replicating, but the initial copy has made no point yet
+	Worst        []RPOStanding
+}
+
+// RPOStanding is one VM's RPO against its threshold.
+type RPOStanding struct {
+	VMID, Name                   string
+	RPOSeconds, ThresholdSeconds float64
+}
+
+// Over says whether the VM is over its threshold.
+func (r RPOStanding) Over() bool { return r.RPOSeconds > r.ThresholdSeconds }
+
+// WorstShown is how many VMs the dashboard names as the worst.
+const WorstShown = 5
 
 // DrillInterval is how often a VM's recovery should be proven by a test
 // failover: the dashboard counts the VMs that went longer.
@@ -70,5 +95,48 @@ func (s *Store) Dashboard(ctx context.Context) (*Dashboard, error) {
 		protected += r.N
 	}
 	d.VMsUnprotected = d.VMsTotal - protected
+	var err error
+	if d.RPO, err = s.fleetRPO(ctx); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// fleetRPO reads every replicating VM's RPO in one query.
+func (s *Store) fleetRPO(ctx context.Context) (FleetRPO, error) {
+	now := s.Now()
+	var rows []struct {
+		VMID, Name           string
+		CopyFrequencySeconds int
+		LastRecoveryPointAt  *time.Time
+	}
+	var f FleetRPO
+	if err := s.db.WithContext(ctx).Table("protections AS p").
+		Select("p.vm_id, v.name, pol.copy_frequency_seconds, p.last_recovery_point_at").
+		Joins("JOIN vms AS v ON v.id = p.vm_id").Joins("JOIN policies AS pol ON pol.id = p.policy_id").
+		Where("p.state IN ?", replicatingStates).Scan(&rows).Error; err != nil {
+		return f, translateError(err)
+	}
+	var all []RPOStanding
+	for _, r := range rows {
+		if r.LastRecoveryPointAt == nil {
+			f.NoPoint++
+			continue
+		}
+		st := RPOStanding{VMID: r.VMID, Name: r.Name, RPOSeconds: max(now.Sub(*r.LastRecoveryPointAt).Seconds(), 0), ThresholdSeconds: float64(2 * r.CopyFrequencySeconds)}
+		if st.Over() {
+			f.Over++
+		} else {
+			f.Within++
+		}
+		all = append(all, st)
+	}
+	slices.SortFunc(all, func(a, b RPOStanding) int {
+		if c := cmp.Compare(b.RPOSeconds/max(b.ThresholdSeconds, 1), a.RPOSeconds/max(a.ThresholdSeconds, 1)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	f.Worst = all[:min(len(all), WorstShown)]
+	return f, nil
 }

@@ -53,11 +53,22 @@ func TestDashboardCounts(t *testing.T) {
 			}
 		}
 
+		// a is a minute behind, d twenty (over twice Gold's 5 minutes), b
+		// has no point yet.
+		for vm, age := range map[string]time.Duration{on1["a"].ID: time.Minute, on2["d"].ID: 20 * time.Minute} {
+			if err := h.rawDB(t).Model(&models.Protection{}).Where("vm_id = ?", vm).Update("last_recovery_point_at", h.clock.T.Add(-age)).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+
 		d, err := h.s.Dashboard(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := models.Dashboard{
+			RPO: models.FleetRPO{Within: 1, Over: 1, NoPoint: 1, Worst: []models.RPOStanding{
+				{VMID: on2["d"].ID, Name: on2["d"].Name, RPOSeconds: 1200, ThresholdSeconds: 600},
+				{VMID: on1["a"].ID, Name: on1["a"].Name, RPOSeconds: 60, ThresholdSeconds: 600}}},
 			VMsTotal: 5, VMsUnprotected: 2,
 			JobsInProgress: 2, JobsFailed24h: 1, JobsWaitingInput: 1,
 			HostsConnected: 2, HostsDisconnected: 1, ActiveAlerts: 2,

@@ -45,4 +45,5 @@ const (
 	prefixAudit           = "aud"
 	prefixAlert           = "alert"
 	prefixCleanup         = "cleanup"
+	prefixHistory         = "rpoh"
 )

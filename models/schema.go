@@ -351,6 +351,11 @@ type Task struct {
 	ErrorMessage   string `gorm:"size:2000"`
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+
+	// What the running attempt said it has sent of how much (its last
+	// progress report): a copy's backlog is the difference.
+	ProgressBytesDone  int64 `gorm:"not null;default:0"`
+	ProgressBytesTotal int64 `gorm:"not null;default:0"`
 }
 
 // RecoveryPlan fails over many VMs in ordered groups.
@@ -509,5 +514,6 @@ func allModels() []any {
 		&Protection{}, &ReplicaDisk{}, &RecoveryPoint{}, &Job{}, &JobStep{}, &Task{},
 		&RecoveryPlan{}, &PlanGroup{}, &PlanGroupVM{}, &PlanAction{},
 		&User{}, &APIToken{}, &Session{}, &AuditEvent{}, &Alert{}, &ContainerCleanup{},
+		&RPOHistory{},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -31,6 +32,10 @@ type Store struct {
 	bcryptCost int
 	dummyOnce  sync.Once
 	dummy      []byte
+
+	// leaseExpiries counts the task leases ReapExpiredLeases found run out,
+	// for monitoring.
+	leaseExpiries atomic.Int64
 }
 
 // Options configure Open.

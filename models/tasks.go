@@ -137,6 +137,8 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 			}
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
 			updates["state"], updates["lease_expires_at"], updates["attempts"] = t.State, until, t.Attempts
+			// A new run has sent nothing yet: the last run's progress is no backlog.
+			updates["progress_bytes_done"], updates["progress_bytes_total"] = 0, 0
 			if t.Failures > 0 {
 				// A retry reads the disks the VM has now, not those it had
 				// when it first failed.
@@ -277,7 +279,8 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 		}
 		cancel = t.CancelRequest
 		// A run that reports is alive: earlier expiries no longer count.
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0}).Error; err != nil {
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0,
+			"progress_bytes_done": max(p.BytesDone, 0), "progress_bytes_total": max(p.BytesTotal, 0)}).Error; err != nil {
 			return err
 		}
 		percent := min(max(p.Percent, 0), 100)
@@ -550,6 +553,9 @@ func (s *Store) ReapExpiredLeases(ctx context.Context) (int, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		s.leaseExpiries.Add(int64(n))
+	}
 	return n, err
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +46,9 @@ type config struct {
 	AgentPollWait  time.Duration
 	TaskLease      time.Duration
 	Alerts         alertChannels
+	// Metrics is who may scrape /metrics: loopback (default), token, off.
+	Metrics            string
+	MetricsTokenSHA256 []byte
 }
 
 // configError names the setting that is wrong and what is wrong with it.
@@ -88,6 +93,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&smtpTo, "smtp-to", env("LIFEBOAT_SMTP_TO", ""), "comma-separated addresses that get alert emails (LIFEBOAT_SMTP_TO)")
 	fs.StringVar(&c.Alerts.SMTPUsername, "smtp-username", env("LIFEBOAT_SMTP_USERNAME", ""), "user for SMTP authentication, if the server wants it (LIFEBOAT_SMTP_USERNAME); the password only from LIFEBOAT_SMTP_PASSWORD")
 	c.Alerts.SMTPPassword = getenv("LIFEBOAT_SMTP_PASSWORD")
+	fs.StringVar(&c.Metrics, "metrics", env("LIFEBOAT_METRICS", "loopback"), "who may scrape /metrics: loopback (clients on this machine, no token), token (any client sending the scrape token) or off (LIFEBOAT_METRICS)")
+	var tokenHash string
+	fs.StringVar(&tokenHash, "metrics-token-sha256", env("LIFEBOAT_METRICS_TOKEN_SHA256", ""), "hex SHA-256 of the scrape token for --metrics=token, e.g. from: printf %s \"$TOKEN\" | sha256sum (LIFEBOAT_METRICS_TOKEN_SHA256)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -115,6 +123,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, &configError{"time-zone", "LIFEBOAT_TIME_ZONE", fmt.Sprintf("%q is not a time zone name such as Europe/Paris or UTC", zone)}
 	}
 	c.TimeZone = loc
+	if tokenHash != "" {
+		b, err := hex.DecodeString(strings.TrimSpace(tokenHash))
+		if err != nil || len(b) != sha256.Size {
+			return nil, &configError{"metrics-token-sha256", "LIFEBOAT_METRICS_TOKEN_SHA256", "is not a SHA-256 in hex (64 characters); make it with: printf %s \"$TOKEN\" | sha256sum"}
+		}
+		c.MetricsTokenSHA256 = b
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -183,6 +198,18 @@ func (c *config) validate() error {
 	}
 	if c.TaskLease < 2*time.Second || c.TaskLease > time.Hour {
 		return &configError{"task-lease", "LIFEBOAT_TASK_LEASE", "must be between 2s and 1h"}
+	}
+	switch c.Metrics {
+	case "loopback", "off":
+		if c.MetricsTokenSHA256 != nil {
+			return &configError{"metrics-token-sha256", "LIFEBOAT_METRICS_TOKEN_SHA256", fmt.Sprintf("a scrape token is only used with --metrics=token, not %s; set both, or neither", c.Metrics)}
+		}
+	case "token":
+		if c.MetricsTokenSHA256 == nil {
+			return &configError{"metrics", "LIFEBOAT_METRICS", "token needs --metrics-token-sha256, the SHA-256 of the scrape token"}
+		}
+	default:
+		return &configError{"metrics", "LIFEBOAT_METRICS", fmt.Sprintf("%q is not loopback, token or off", c.Metrics)}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -27,6 +27,7 @@ func newEcho(h *handlers.Handlers, log *slog.Logger) *echo.Echo {
 	e.Use(
 		middleware.RequestID(),
 		requestLogger(log),
+		h.ObserveRequests,
 		recoverer(log),
 		middleware.SecureWithConfig(middleware.SecureConfig{
 			XSSProtection:         "0",

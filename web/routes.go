@@ -55,6 +55,9 @@ func (r router) api(method, path string, h echo.HandlerFunc, role string) {
 // addRoutes lists every route of the vault, with the least role it needs.
 func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	e.GET("/healthz", h.Healthz)
+	// Prometheus: not a portal page nor the API; its own access rule
+	// (loopback only, or a scrape token: --metrics).
+	e.GET("/metrics", h.Metrics)
 	e.StaticFS("/static", static.Files)
 	r := router{e: e, csrf: csrf}
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
@@ -161,6 +164,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/protection", h.APIEnableProtection, contributor)
 	r.api(del, "/vms/:id/protection", h.APIDisableProtection, contributor)
 	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
+	r.api(get, "/vms/:id/rpo-history", h.APIRPOHistory, reader)
 	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
 	r.api(post, "/vms/:id/resync", h.APIResync, contributor)
 	r.api(post, "/vms/:id/test-failover", h.APITestFailover, operator)

@@ -86,7 +86,8 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 	v.agentSettings = handlers.AgentSettings{Heartbeat: cfg.AgentHeartbeat, PollWait: cfg.AgentPollWait,
 		Progress: handlers.DefaultAgentSettings.Progress, Lease: cfg.TaskLease}
 	h := handlers.New(handlers.Deps{Store: store, Logger: log, SecureCookies: true, CA: agentCA{ca},
-		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint})
+		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint,
+		Metrics: handlers.MetricsAccess{Mode: cfg.Metrics, TokenSHA256: cfg.MetricsTokenSHA256}})
 	v.handlers = h
 	v.echo = newEcho(h, log)
 	return v, nil
@@ -182,7 +183,7 @@ func (v *vault) Serve(ctx context.Context) error {
 		v.handlers.SetVaultURL(publicURL(ln.Addr().(*net.TCPAddr)))
 	}
 	fmt.Fprintf(v.stdout, "Lifeboat vault is serving %s (log in as an Owner; health at %s/healthz)\n", url, url)
-	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir)
+	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir, "metrics", v.cfg.Metrics)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
@@ -220,13 +221,19 @@ func publicURL(addr *net.TCPAddr) string {
 	return "https://" + addr.String()
 }
 
-// housekeeping purges expired sessions and tokens every hour.
+// housekeeping purges expired sessions and tokens every hour, and folds
+// and prunes the RPO history.
 func (v *vault) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
 		if err := v.store.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("purge expired sessions", slog.Any("error", err))
+		}
+		if folded, deleted, err := v.store.CompactRPOHistory(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("fold and prune the RPO history", slog.Any("error", err))
+		} else if folded+deleted > 0 {
+			v.log.Debug("RPO history folded by the hour and pruned", "folded", folded, "deleted", deleted)
 		}
 		select {
 		case <-ctx.Done():
@@ -243,6 +250,7 @@ func (v *vault) watchAgents(ctx context.Context) {
 	every := min(v.agentSettings.Heartbeat, 5*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var sampled time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -260,6 +268,13 @@ func (v *vault) watchAgents(ctx context.Context) {
 		}
 		for _, t := range queued {
 			v.handlers.WakeHost(t.HostID)
+		}
+		if time.Since(sampled) >= time.Minute {
+			// Samples are 5 minutes apart; looking once a minute is enough.
+			sampled = time.Now()
+			if _, err := v.store.SampleRPO(ctx); err != nil && ctx.Err() == nil {
+				v.log.Warn("sample the RPO history", slog.Any("error", err))
+			}
 		}
 		woken, err := v.store.AdvancePlans(ctx)
 		if err != nil && ctx.Err() == nil {
