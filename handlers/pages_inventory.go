@@ -231,7 +231,7 @@ func (h *Handlers) VMPage(c echo.Context) error {
 		v.RPO = h.now().Sub(*vm.LastRecoveryPointAt).Truncate(time.Second).String()
 	}
 	for _, d := range vm.Disks {
-		v.Disks = append(v.Disks, views.DiskRow{Path: d.Path, Size: d.SizeBytes, Format: d.Format})
+		v.Disks = append(v.Disks, views.DiskRow{ID: d.ID, Path: d.Path, Size: d.SizeBytes, Format: d.Format})
 	}
 	if err := h.fillProtection(c, &v); err != nil {
 		return err
@@ -411,7 +411,7 @@ func (h *Handlers) fillDiskReplication(c echo.Context, v *views.VMView) error {
 	}
 	for _, rd := range replicas {
 		if rd.RemovedAt != nil {
-			v.Disks = append(v.Disks, views.DiskRow{Path: rd.SourcePath, Size: rd.SizeBytes, Removed: true,
+			v.Disks = append(v.Disks, views.DiskRow{ID: rd.DiskID, Path: rd.SourcePath, Size: rd.SizeBytes, Removed: true,
 				Replication: "removed from the VM " + views.FormatTime(rd.RemovedAt) + "; no longer replicated, earlier points hold it"})
 		}
 	}

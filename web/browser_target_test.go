@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 // openBrowser starts headless Chromium for one test, its life bounded by
 // a watchdog (chromedp ties the browser to the first call's context, so a
 // timeout on that context would end the browser too).
-func openBrowser(t *testing.T, exe string, limit time.Duration) context.Context {
+func openBrowser(t *testing.T, exe string, limit time.Duration, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
@@ -26,6 +27,7 @@ func openBrowser(t *testing.T, exe string, limit time.Duration) context.Context 
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("ignore-certificate-errors", true), // the vault's own CA
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	watchdog := time.AfterFunc(limit, cancel)
@@ -118,5 +120,39 @@ func TestBrowserTargetFormShowsTheFieldsOfTheChosenKind(t *testing.T) {
 	}
 	if html, _ := chromedp.Run(ctx, chromedp.OuterHTML("main")); strings.Contains(html, "typed-before-the-switch") {
 		t.Fatal("the hidden directory path was saved with the Azure target")
+	}
+}
+
+// Times read in the viewer's time zone (the browser's), with the UTC time
+// on hover; the page itself writes UTC, which is what shows without
+// JavaScript.
+func TestBrowserShowsTimesInTheViewersTimeZone(t *testing.T) {
+	exe := chromiumPath(t)
+	v := startVault(t, t.TempDir(), "--admin-password", "browser-test-password")
+	ctx := openBrowser(t, exe, 90*time.Second, chromedp.Env("TZ=Asia/Tokyo"))
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(v.URL+"/users"),
+		chromedp.WaitVisible(`[data-testid="login-form"]`),
+		chromedp.SendKeys(`input[name="username"]`, "admin"),
+		chromedp.SendKeys(`input[name="password"]`, "browser-test-password"),
+		chromedp.Click(`[data-testid="login-submit"]`),
+		chromedp.WaitVisible(`[data-testid="user-created"] time`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown, err1 := chromedp.Run(ctx, chromedp.Text(`[data-testid="user-created"]`))
+	utc, err2 := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('[data-testid="user-created"] time').title`))
+	iso, err3 := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('[data-testid="user-created"] time').dateTime`))
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.Fatal(err1, err2, err3)
+	}
+	at, err := time.Parse(time.RFC3339, iso)
+	if err != nil || !strings.HasSuffix(utc, " UTC") {
+		t.Fatalf("time element: datetime %q title %q (%v)", iso, utc, err)
+	}
+	tokyo := at.In(time.FixedZone("JST", 9*3600))
+	if !strings.Contains(shown, "GMT+9") || !strings.Contains(shown, fmt.Sprintf("%02d:%02d", tokyo.Hour(), tokyo.Minute())) {
+		t.Fatalf("the creation time shows as %q, want Tokyo's %s (UTC %s)", shown, tokyo.Format("15:04"), utc)
 	}
 }
