@@ -97,7 +97,10 @@ func (h *Handlers) APIListAudit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	f := models.AuditFilter{ObjectID: c.QueryParam("object_id"), Action: c.QueryParam("action")}
+	if err := onlyQuery(c, "object_id", "object_kind", "action", "actor", "cursor", "limit"); err != nil {
+		return err
+	}
+	f := auditFilter(c)
 	items, next, err := h.store.ListAudit(c.Request().Context(), f, page)
 	if err != nil {
 		return err

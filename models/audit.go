@@ -40,10 +40,12 @@ func (s *Store) audit(tx *gorm.DB, a Actor, action, kind, id, name string, detai
 	return tx.Create(&ev).Error
 }
 
-// AuditFilter selects audit events.
+// AuditFilter selects audit events; empty fields select all.
 type AuditFilter struct {
-	ObjectID string
-	Action   string
+	ObjectID   string
+	ObjectKind string
+	Action     string
+	Actor      string // the user name, or "system"
 }
 
 // ListAudit lists audit events, newest first.
@@ -52,10 +54,37 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]AuditEv
 	if f.ObjectID != "" {
 		q = q.Where("object_id = ?", f.ObjectID)
 	}
+	if f.ObjectKind != "" {
+		q = q.Where("object_kind = ?", f.ObjectKind)
+	}
 	if f.Action != "" {
 		q = q.Where("action = ?", f.Action)
+	}
+	if f.Actor != "" {
+		q = q.Where("actor = ?", f.Actor)
 	}
 	var out []AuditEvent
 	next, err := paginate(q, p, true, &out)
 	return out, next, err
+}
+
+// AuditChoices are the values the audit log's filters can take: the users,
+// actions and object kinds that occur in it.
+type AuditChoices struct {
+	Actors, Actions, Kinds []string
+}
+
+// ListAuditChoices reads the filters' choices from the log.
+func (s *Store) ListAuditChoices(ctx context.Context) (AuditChoices, error) {
+	var c AuditChoices
+	db := s.db.WithContext(ctx).Model(&AuditEvent{})
+	for _, col := range []struct {
+		name string
+		out  *[]string
+	}{{"actor", &c.Actors}, {"action", &c.Actions}, {"object_kind", &c.Kinds}} {
+		if err := db.Session(&gorm.Session{}).Distinct(col.name).Order(col.name).Limit(500).Pluck(col.name, col.out).Error; err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }

@@ -71,5 +71,6 @@ var navItems = []struct {
 	{"policies", "Replication policies", "/policies", "Reader"},
 	{"targets", "Storage targets", "/targets", "Reader"},
 	{"plans", "Recovery plans", "/recovery-plans", "Reader"},
+	{"audit", "Audit log", "/audit", "Contributor"},
 	{"users", "Users", "/users", "Owner"},
 }

@@ -80,6 +80,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/hosts/:id/delete", h.DeleteHost, contributor)
 
 	r.page(get, "/alerts", h.AlertsPage, reader)
+	r.page(get, "/audit", h.AuditPage, contributor)
 	r.page(post, "/alerts/:id/acknowledge", h.AcknowledgeAlert, operator)
 	r.page(post, "/alerts/:id/resolve", h.ResolveAlert, operator)
 
