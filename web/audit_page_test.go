@@ -51,7 +51,7 @@ func TestTheAuditPageFiltersByUserActionAndObjectAndLinksEach(t *testing.T) {
 		t.Fatalf("the target's events: %d, link %q", testid(doc, "audit-row").Length(), href)
 	}
 	// The filters offer what the log holds.
-	if doc.Find(`[data-testid="audit-filter-actor"] option[value="` + alice + `"]`).Length() != 1 {
+	if doc.Find(`[data-testid="audit-filter-actor"] option[value="`+alice+`"]`).Length() != 1 {
 		t.Fatal("the user filter does not offer alice")
 	}
 	// A misspelt filter is refused, not ignored.
@@ -65,7 +65,9 @@ func TestTheAuditPageFiltersByUserActionAndObjectAndLinksEach(t *testing.T) {
 		}
 	}
 	// The API takes the same filters.
-	var list struct{ Items []struct{ Action, Actor string } }
+	var list struct {
+		Items []struct{ Action, Actor string }
+	}
 	if status := tv.api(http.MethodGet, "/api/v1/audit?actor="+alice, tv.apiToken("Contributor"), nil, &list); status != http.StatusOK ||
 		len(list.Items) != 1 || list.Items[0].Action != "policy.create" {
 		t.Fatalf("API audit by actor: %d %+v", status, list.Items)
