@@ -334,14 +334,23 @@ type Task struct {
 	// counted from FirstFailureAt over Failures failed runs).
 	NotBefore      *time.Time `gorm:"index"`
 	FirstFailureAt *time.Time
-	Failures       int    `gorm:"not null;default:0"`
-	Expiries       int    `gorm:"not null;default:0"` // leases that ran out
-	CancelRequest  bool   `gorm:"not null;default:false"`
-	Result         string `gorm:"type:text"`
-	ErrorCode      string `gorm:"size:80"`
-	ErrorMessage   string `gorm:"size:2000"`
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	Failures       int  `gorm:"not null;default:0"`
+	Expiries       int  `gorm:"not null;default:0"` // leases that ran out
+	CancelRequest  bool `gorm:"not null;default:false"`
+	// The run's last progress report, and its speed through the bytes it
+	// reports, averaged over the reports (progress.go).
+	ProgressPercent int    `gorm:"not null;default:0"`
+	ProgressMessage string `gorm:"size:500;not null;default:''"`
+	BytesDone       int64  `gorm:"not null;default:0"`
+	BytesTotal      int64  `gorm:"not null;default:0"`
+	ProgressAt      *time.Time
+	ProgressReports int     `gorm:"not null;default:0"` // reports since the count began (a new run, a restart)
+	BytesPerSecond  float64 `gorm:"not null;default:0"`
+	Result          string  `gorm:"type:text"`
+	ErrorCode       string  `gorm:"size:80"`
+	ErrorMessage    string  `gorm:"size:2000"`
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // RecoveryPlan fails over many VMs in ordered groups.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -277,13 +278,15 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 		}
 		cancel = t.CancelRequest
 		// A run that reports is alive: earlier expiries no longer count.
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0}).Error; err != nil {
-			return err
-		}
 		percent := min(max(p.Percent, 0), 100)
 		msg := p.Message
 		if p.Step != "" {
 			msg = p.Step + ": " + p.Message
+		}
+		update := map[string]any{"lease_expires_at": until, "expiries": 0, "progress_percent": percent, "progress_message": truncate(msg, 500)}
+		maps.Copy(update, nextRate(t, p, s.Now()))
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(update).Error; err != nil {
+			return err
 		}
 		if p.BytesTotal > 0 {
 			msg += fmt.Sprintf(" (%s of %s)", agentproto.FormatBytes(p.BytesDone), agentproto.FormatBytes(p.BytesTotal))
