@@ -21,6 +21,7 @@ type Handlers struct {
 	// secureCookies is false only in tests over plain HTTP.
 	secureCookies bool
 	logins        *loginThrottle
+	streams       *liveStreams // open live pages per session (events.go)
 
 	// The agent endpoint and registration keys.
 	ca            AgentCA
@@ -52,8 +53,10 @@ func New(d Deps) *Handlers {
 	if d.Agent == (AgentSettings{}) {
 		d.Agent = DefaultAgentSettings
 	}
-	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
+	h := &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
 		ca: d.CA, agent: d.Agent, wakeups: newWakeups(), vaultURL: d.VaultURL, caFingerprint: d.CAFingerprint}
+	h.streams = newLiveStreams()
+	return h
 }
 
 // SetVaultURL sets the address written into registration keys, when it is
