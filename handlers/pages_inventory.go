@@ -489,7 +489,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v.Copy = copyProgress(tasks, h.now())
+	v.Copy = copyProgress(tasks)
 	for _, t := range tasks {
 		if t.Kind != agentproto.TaskCheckPrerequisites || t.Result == "" {
 			continue

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"errors"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -12,12 +11,12 @@ import (
 
 // copyProgress says how the copy among a job's tasks goes, once its speed
 // is known ("" before: an estimate from one report would be a guess).
-func copyProgress(tasks []models.Task, now time.Time) string {
+func copyProgress(tasks []models.Task) string {
 	for _, t := range tasks {
 		if t.State != models.TaskLeased {
 			continue
 		}
-		if speed, left, ok := t.Estimate(now); ok {
+		if speed, left, ok := t.Estimate(); ok {
 			return views.FormatCopy(t.BytesDone, t.BytesTotal, speed, left)
 		}
 	}
@@ -34,7 +33,7 @@ func (h *Handlers) fillRunningCopy(c echo.Context, v *views.VMView) error {
 	if err != nil {
 		return err
 	}
-	switch speed, left, ok := t.Estimate(h.now()); {
+	switch speed, left, ok := t.Estimate(); {
 	case ok:
 		v.Copy = views.FormatCopy(t.BytesDone, t.BytesTotal, speed, left)
 	case t.BytesTotal > 0:

@@ -8,45 +8,43 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// rateWindow is how far back the speed of a run looks: an average over
-// the reports, each weighed by how recent it is, so one slow or fast
-// report moves it little and a lasting change of speed shows in a few.
-const rateWindow = 15 * time.Second
-
-// staleProgress is how old a last report can be before its speed says
-// nothing about now (agents report every few seconds while they run).
-const staleProgress = 30 * time.Second
+// speedWindow is how far back a run's speed looks: an average of the
+// speeds between reports, each weighed by how recent it is, so one slow or
+// fast stretch moves it little and a lasting change shows in a few.
+// Agents count bytes in batches (16 MiB or more), so most reports of a
+// slow copy repeat the last count: only a report that moves it measures.
+const speedWindow = 30 * time.Second
 
 // nextRate is the task's byte count and speed after a report. The count
-// starts again when the bytes go back or their total changes (another run
-// of the task) or the last report is stale; a speed needs two reports of
-// the same count.
+// starts again with another run, or when the bytes go back or their total
+// changes.
 func nextRate(t *Task, p TaskProgress, now time.Time) map[string]any {
-	restart := t.ProgressAt == nil || p.BytesDone < t.BytesDone || p.BytesTotal != t.BytesTotal || now.Sub(*t.ProgressAt) > staleProgress
-	out := map[string]any{"bytes_done": p.BytesDone, "bytes_total": p.BytesTotal, "progress_at": now}
-	if restart || p.BytesTotal <= 0 {
-		out["progress_reports"], out["bytes_per_second"] = 1, 0.0
-		return out
+	attempt := p.Attempt
+	if attempt == 0 {
+		attempt = t.Attempts // an agent that does not say: the run leased now
 	}
-	dt := now.Sub(*t.ProgressAt).Seconds()
-	if dt <= 0 {
-		out["progress_at"] = *t.ProgressAt // the same instant: add the bytes, not a speed
-		return out
+	restart := t.BytesAt == nil || attempt != t.ProgressAttempt || p.BytesDone < t.BytesDone || p.BytesTotal != t.BytesTotal
+	switch {
+	case restart || p.BytesTotal <= 0:
+		return map[string]any{"progress_attempt": attempt, "bytes_done": p.BytesDone, "bytes_total": p.BytesTotal, "bytes_at": now,
+			"speed_samples": 0, "bytes_per_second": 0.0}
+	case p.BytesDone == t.BytesDone || !now.After(*t.BytesAt):
+		return nil
 	}
+	dt := now.Sub(*t.BytesAt).Seconds()
 	speed := float64(p.BytesDone-t.BytesDone) / dt
-	if t.ProgressReports >= 2 {
-		weight := 1 - math.Exp(-dt/rateWindow.Seconds())
+	if t.SpeedSamples > 0 {
+		weight := 1 - math.Exp(-dt/speedWindow.Seconds())
 		speed = t.BytesPerSecond + weight*(speed-t.BytesPerSecond)
 	}
-	out["progress_reports"], out["bytes_per_second"] = t.ProgressReports+1, speed
-	return out
+	return map[string]any{"bytes_done": p.BytesDone, "bytes_at": now, "speed_samples": t.SpeedSamples + 1, "bytes_per_second": speed}
 }
 
 // Estimate is how fast a run goes through its bytes and how long the rest
-// takes at that speed; ok is false until two reports of the run have come,
-// when the last is stale, or when nothing moves.
-func (t Task) Estimate(now time.Time) (bytesPerSecond float64, remaining time.Duration, ok bool) {
-	if t.ProgressReports < 2 || t.ProgressAt == nil || now.Sub(*t.ProgressAt) > staleProgress || t.BytesPerSecond <= 0 || t.BytesTotal <= 0 {
+// takes at that speed; ok is false until two reports of the run have
+// counted different bytes.
+func (t Task) Estimate() (bytesPerSecond float64, remaining time.Duration, ok bool) {
+	if t.SpeedSamples < 1 || t.BytesPerSecond <= 0 || t.BytesTotal <= 0 {
 		return 0, 0, false
 	}
 	left := float64(max(t.BytesTotal-t.BytesDone, 0)) / t.BytesPerSecond

@@ -338,17 +338,18 @@ type Task struct {
 	Expiries       int  `gorm:"not null;default:0"` // leases that ran out
 	CancelRequest  bool `gorm:"not null;default:false"`
 	// The run's last progress report, and its speed through the bytes it
-	// reports, averaged over the reports (progress.go).
-	ProgressPercent int    `gorm:"not null;default:0"`
-	ProgressMessage string `gorm:"size:500;not null;default:''"`
-	BytesDone       int64  `gorm:"not null;default:0"`
-	BytesTotal      int64  `gorm:"not null;default:0"`
-	ProgressAt      *time.Time
-	ProgressReports int     `gorm:"not null;default:0"` // reports since the count began (a new run, a restart)
-	BytesPerSecond  float64 `gorm:"not null;default:0"`
-	Result          string  `gorm:"type:text"`
-	ErrorCode       string  `gorm:"size:80"`
-	ErrorMessage    string  `gorm:"size:2000"`
+	// reports, averaged over the reports that moved them (progress.go).
+	ProgressPercent int        `gorm:"not null;default:0"`
+	ProgressMessage string     `gorm:"size:500;not null;default:''"`
+	ProgressAttempt int        `gorm:"not null;default:0"` // the run the byte count is of
+	BytesDone       int64      `gorm:"not null;default:0"`
+	BytesTotal      int64      `gorm:"not null;default:0"`
+	BytesAt         *time.Time // when BytesDone was reached
+	SpeedSamples    int        `gorm:"not null;default:0"`
+	BytesPerSecond  float64    `gorm:"not null;default:0"`
+	Result          string     `gorm:"type:text"`
+	ErrorCode       string     `gorm:"size:80"`
+	ErrorMessage    string     `gorm:"size:2000"`
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 }
