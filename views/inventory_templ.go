@@ -2090,7 +2090,7 @@ func VMPage(p Page, v VMView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			} else {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 189, "<table data-testid=\"disks-table\"><thead><tr><th>Path</th><th>Size</th><th>Format</th><th>Replication</th></tr></thead> <tbody>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 189, "<table data-testid=\"disks-table\" data-live=\"disks-table\"><thead><tr><th>Path</th><th>Size</th><th>Format</th><th>Replication</th></tr></thead> <tbody>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

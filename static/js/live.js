@@ -6,9 +6,9 @@
 // "page" event is the whole page rendered again; its data-live elements
 // that differ replace the open page's, so nothing reloads and a form being
 // filled in keeps what was typed. When the page's shape changes (another
-// set of forms or sections, say a job that ended), the page's main part is
-// replaced as a whole, unless the user has typed into it: then a notice
-// offers a reload instead.
+// set of forms or sections, say a VM that became protected), the page's
+// main part is replaced as a whole, unless the user has typed into it:
+// then its live parts still follow, and a notice offers a reload.
 "use strict";
 (() => {
   const main = document.querySelector("main");
@@ -56,12 +56,9 @@
       return;
     }
     document.title = doc.title;
-    if (shape(next) !== shape(main)) {
-      if (typed) {
-        notice("This page has changed since it loaded.", true);
-      } else {
-        main.replaceChildren(...Array.from(next.childNodes, (n) => document.importNode(n, true)));
-      }
+    const reshaped = shape(next) !== shape(main);
+    if (reshaped && !typed) {
+      main.replaceChildren(...Array.from(next.childNodes, (n) => document.importNode(n, true)));
       return;
     }
     next.querySelectorAll("[data-live]").forEach((fresh) => {
@@ -70,6 +67,9 @@
         old.replaceWith(document.importNode(fresh, true));
       }
     });
+    if (reshaped) {
+      notice("This page has changed since it loaded.", true);
+    }
   };
 
   const stream = new EventSource("/events" + location.pathname + location.search);
