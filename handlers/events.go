@@ -3,13 +3,17 @@ package handlers
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
 )
 
 // Live pages. A page whose data changes while it is open (a job, a VM, and
@@ -131,9 +135,14 @@ func (h *Handlers) liveLoop(c echo.Context, page echo.HandlerFunc, changes <-cha
 		rendered = time.Now()
 		body, err := capturePage(c, page)
 		if err != nil {
-			// Gone (deleted) or failing: the script stops following.
-			h.log.DebugContext(ctx, "live page ends", "path", c.Request().URL.Path, "error", err)
-			_ = writeEvent(w, "end", []byte(err.Error()))
+			// Gone (deleted) or failing: the script stops following, and
+			// says so. The cause stays in the log.
+			level := slog.LevelWarn
+			if errors.Is(err, models.ErrNotFound) {
+				level = slog.LevelDebug
+			}
+			h.log.Log(ctx, level, "live page ends", "path", c.Request().URL.Path, slog.Any("error", err))
+			_ = writeEvent(w, "end", []byte("the page cannot be shown any more"))
 			return nil
 		}
 		if sum := sha256.Sum256(body); sum != last {

@@ -87,46 +87,47 @@ func (s *liveStream) nextPage(wait time.Duration) *goquery.Document {
 // the task: sooner than the periodic refresh, so the change itself woke
 // it. Each page sent is the job page, with its live parts marked.
 func TestLiveJobStreamSendsThePageAgainWhenTheAgentReports(t *testing.T) {
-	tv := newTestVault(t, "")
-	siteID, token := newAgentSite(t, tv)
-	a := tv.mustRegister(token, siteID, "hv1")
-	var accepted struct {
-		JobID string `json:"job_id"`
-	}
-	if status := tv.api(http.MethodPost, "/api/v1/hosts/"+a.HostID+"/check", token, nil, &accepted); status != http.StatusAccepted {
-		t.Fatalf("start check: %d", status)
-	}
-	s := openLive(t, tv.login("Reader"), "/events/jobs/"+accepted.JobID)
-	if s.resp.StatusCode != http.StatusOK || !strings.HasPrefix(s.resp.Header.Get("Content-Type"), "text/event-stream") ||
-		s.resp.Header.Get("Cache-Control") != "no-store" {
-		t.Fatalf("stream answer: %d %v", s.resp.StatusCode, s.resp.Header)
-	}
-	doc := s.nextPage(5 * time.Second)
-	if got := testid(doc, "job-state").Text(); !strings.Contains(got, "InProgress") || doc.Find(`[data-live="job-steps"]`).Length() != 1 {
-		t.Fatalf("the first page: state %q, live steps %d", got, doc.Find(`[data-live="job-steps"]`).Length())
-	}
-
-	task := a.poll(1).Tasks[0]
-	reported := time.Now()
-	a.call(agentproto.TaskProgressPath(task.ID), agentproto.Progress{Step: "free space", Percent: 40, Message: "state dir ok"}, nil)
-	for {
-		// The lease (the task leased by the poll) may come first.
-		doc = s.nextPage(4 * time.Second)
-		if strings.Contains(testid(doc, "step-message").Text(), "state dir ok") {
-			break
+	forEachBackend(t, func(t *testing.T, tv *testVault) {
+		siteID, token := newAgentSite(t, tv)
+		a := tv.mustRegister(token, siteID, "hv1")
+		var accepted struct {
+			JobID string `json:"job_id"`
 		}
-	}
-	if took := time.Since(reported); took > 4*time.Second {
-		t.Fatalf("the progress showed after %v: the periodic refresh, not the change", took)
-	}
-	if got := testid(doc, "step-progress").Text(); !strings.Contains(got, "40 %") {
-		t.Errorf("step progress %q", got)
-	}
-	a.call(agentproto.TaskResultPath(task.ID), agentproto.Result{Result: []byte(`{"checks":[]}`)}, nil)
-	doc = s.nextPage(4 * time.Second)
-	if got := testid(doc, "job-state").Text(); !strings.Contains(got, "Succeeded") {
-		t.Fatalf("after the result: %q", got)
-	}
+		if status := tv.api(http.MethodPost, "/api/v1/hosts/"+a.HostID+"/check", token, nil, &accepted); status != http.StatusAccepted {
+			t.Fatalf("start check: %d", status)
+		}
+		s := openLive(t, tv.login("Reader"), "/events/jobs/"+accepted.JobID)
+		if s.resp.StatusCode != http.StatusOK || !strings.HasPrefix(s.resp.Header.Get("Content-Type"), "text/event-stream") ||
+			s.resp.Header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("stream answer: %d %v", s.resp.StatusCode, s.resp.Header)
+		}
+		doc := s.nextPage(5 * time.Second)
+		if got := testid(doc, "job-state").Text(); !strings.Contains(got, "InProgress") || doc.Find(`[data-live="job-steps"]`).Length() != 1 {
+			t.Fatalf("the first page: state %q, live steps %d", got, doc.Find(`[data-live="job-steps"]`).Length())
+		}
+
+		task := a.poll(1).Tasks[0]
+		reported := time.Now()
+		a.call(agentproto.TaskProgressPath(task.ID), agentproto.Progress{Step: "free space", Percent: 40, Message: "state dir ok"}, nil)
+		for {
+			// The lease (the task leased by the poll) may come first.
+			doc = s.nextPage(4 * time.Second)
+			if strings.Contains(testid(doc, "step-message").Text(), "state dir ok") {
+				break
+			}
+		}
+		if took := time.Since(reported); took > 4*time.Second {
+			t.Fatalf("the progress showed after %v: the periodic refresh, not the change", took)
+		}
+		if got := testid(doc, "step-progress").Text(); !strings.Contains(got, "40 %") {
+			t.Errorf("step progress %q", got)
+		}
+		a.call(agentproto.TaskResultPath(task.ID), agentproto.Result{Result: []byte(`{"checks":[]}`)}, nil)
+		doc = s.nextPage(4 * time.Second)
+		if got := testid(doc, "job-state").Text(); !strings.Contains(got, "Succeeded") {
+			t.Fatalf("after the result: %q", got)
+		}
+	})
 }
 
 // A live stream is for a logged-in user: anonymous callers are sent to
@@ -171,4 +172,40 @@ func TestLiveStreamsNeedALoginAKnownObjectAndAFreePlace(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// A VM page's stream shows what the host's inventory changes (the power
+// state) as soon as it is reported, sooner than the periodic refresh.
+func TestLiveVMStreamShowsAPowerChangeAsSoonAsTheHostReportsIt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, tv *testVault) {
+		siteID, token := newAgentSite(t, tv)
+		a := tv.mustRegister(token, siteID, "hv1")
+		report := func(power string) {
+			t.Helper()
+			inv := agentproto.Inventory{VMs: []agentproto.VM{{ID: "web", Name: "web", PowerState: power,
+				Disks: []agentproto.Disk{{Path: "/vms/web/disk0.img", SizeBytes: 1 << 20, Format: "raw"}}}}}
+			if status, problem := a.call(agentproto.PathInventory, inv, nil); status != http.StatusOK {
+				t.Fatalf("inventory: %d %+v", status, problem)
+			}
+		}
+		report("Running")
+		var vms struct{ Items []struct{ ID string } }
+		tv.api(http.MethodGet, "/api/v1/vms?host_id="+a.HostID, token, nil, &vms)
+		if len(vms.Items) != 1 {
+			t.Fatalf("VMs: %+v", vms)
+		}
+		s := openLive(t, tv.login("Reader"), "/events/vms/"+vms.Items[0].ID)
+		if got := testid(s.nextPage(5*time.Second), "vm-power").Text(); got != "Running" {
+			t.Fatalf("the first page: power %q", got)
+		}
+		reported := time.Now()
+		report("Off")
+		doc := s.nextPage(4 * time.Second)
+		if got := testid(doc, "vm-power").Text(); got != "Off" {
+			t.Fatalf("after the host reported the VM off: power %q", got)
+		}
+		if took := time.Since(reported); took > 4*time.Second {
+			t.Fatalf("the change showed after %v: the periodic refresh, not the change", took)
+		}
+	})
 }
