@@ -209,3 +209,21 @@ func TestLiveVMStreamShowsAPowerChangeAsSoonAsTheHostReportsIt(t *testing.T) {
 		}
 	})
 }
+
+// The dashboard's stream counts a new job as soon as it starts.
+func TestLiveDashboardCountsANewJobAsSoonAsItStarts(t *testing.T) {
+	tv := newTestVault(t, "")
+	siteID, token := newAgentSite(t, tv)
+	a := tv.mustRegister(token, siteID, "hv1")
+	s := openLive(t, tv.login("Reader"), "/events/")
+	if got := testid(s.nextPage(5*time.Second), "jobs-in-progress").Text(); got != "0" {
+		t.Fatalf("the first page: %q jobs in progress", got)
+	}
+	if status := tv.api(http.MethodPost, "/api/v1/hosts/"+a.HostID+"/check", token, nil, nil); status != http.StatusAccepted {
+		t.Fatalf("start check: %d", status)
+	}
+	doc := s.nextPage(4 * time.Second) // before the periodic refresh
+	if got := testid(doc, "jobs-in-progress").Text(); got != "1" {
+		t.Fatalf("after a job started: %q jobs in progress", got)
+	}
+}

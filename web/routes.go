@@ -137,6 +137,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/users/:id/delete", h.DeleteUser, owner)
 
 	// Live pages' event streams (handlers/events.go): each renders its page.
+	r.page(get, "/events/", h.Live(h.DashboardPage), reader)
 	r.page(get, "/events/hosts/:id", h.Live(h.HostPage), reader)
 	r.page(get, "/events/vms", h.Live(h.VMsPage), reader)
 	r.page(get, "/events/vms/:id", h.Live(h.VMPage), reader)
