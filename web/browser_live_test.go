@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
@@ -174,5 +175,84 @@ func TestBrowserJobAndVMPagesUpdateLiveWithoutReloading(t *testing.T) {
 	waitText(t, vmTab, "vm-rpo", "the RPO moves with time", 20*time.Second, func(s string) bool { return s != rpo && s != "" }, v.proc, agent)
 	if now, _ := chromedp.Run(vmTab, chromedp.Evaluate[string](liveText("vm-copy"))); now != "" {
 		t.Errorf("the VM page still shows a copy after it ended: %q", now)
+	}
+}
+
+// A running job's page reloads itself only where JavaScript cannot update
+// it: in a tab with scripts off it is fetched again every few seconds (the
+// meta refresh in noscript), in a tab with them on it stays the document
+// it was and follows its stream. The vault's request log counts the
+// fetches.
+func TestBrowserJobPageReloadsItselfOnlyWithoutJavaScript(t *testing.T) {
+	exe := chromiumPath(t)
+	t.Parallel()
+	v := newE2EVault(t)
+	registerHost(t, v, "Primary", "hv-quiet") // no agent runs: the host's check stays in progress
+	var hosts struct{ Items []struct{ ID string } }
+	v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
+	if len(hosts.Items) != 1 {
+		t.Fatalf("hosts: %+v", hosts)
+	}
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/hosts/"+hosts.Items[0].ID+"/check", nil, &accepted); status != http.StatusAccepted {
+		t.Fatalf("start a host check: %d", status)
+	}
+	jobPage := v.url() + "/jobs/" + accepted.JobID
+	fetches := func() int { return strings.Count(v.proc.out.String(), "path=/jobs/"+accepted.JobID+" ") }
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("ignore-certificate-errors", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	withJS, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	watchdog := time.AfterFunc(2*time.Minute, cancel)
+	defer watchdog.Stop()
+	err := chromedp.Do(withJS,
+		chromedp.Navigate(jobPage),
+		chromedp.WaitVisible(`[data-testid="login-form"]`),
+		chromedp.SendKeys(`input[name="username"]`, "admin"),
+		chromedp.SendKeys(`input[name="password"]`, "end-to-end-password"),
+		chromedp.Click(`[data-testid="login-submit"]`),
+		chromedp.WaitVisible(`[data-testid="job-title"]`),
+		markLoaded,
+	)
+	if err != nil {
+		t.Fatalf("log in: %v", err)
+	}
+	before := fetches()
+	time.Sleep(7 * time.Second) // two refresh periods
+	if marked, err := chromedp.Run(withJS, chromedp.Evaluate[bool](stillLoaded)); err != nil || !marked {
+		t.Fatalf("the job page reloaded although JavaScript runs (mark %v, %v)", marked, err)
+	}
+	if n := fetches() - before; n != 0 {
+		t.Fatalf("the job page was fetched %d more times while JavaScript ran", n)
+	}
+
+	noJS, cancelNoJS := chromedp.NewContext(withJS) // a tab of the same session
+	defer cancelNoJS()
+	if _, err := chromedp.Call(noJS, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(noJS, chromedp.Navigate(jobPage), chromedp.WaitVisible(`[data-testid="job-title"]`)); err != nil {
+		t.Fatalf("open the job page without JavaScript: %v", err)
+	}
+	before = fetches()
+	time.Sleep(7 * time.Second)
+	if n := fetches() - before; n < 2 {
+		t.Fatalf("without JavaScript the running job's page was fetched %d times in 7 s, want a reload every 3 s\n%s", n, v.proc.out.String())
 	}
 }
