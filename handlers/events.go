@@ -134,6 +134,9 @@ func (h *Handlers) liveLoop(c echo.Context, page echo.HandlerFunc, changes <-cha
 		}
 		rendered = time.Now()
 		body, err := capturePage(c, page)
+		if ctx.Err() != nil {
+			return nil // the client went during the render
+		}
 		if err != nil {
 			// Gone (deleted) or failing: the script stops following, and
 			// says so. The cause stays in the log.
