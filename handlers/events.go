@@ -68,7 +68,7 @@ func (l *liveStreams) release(session [32]byte) {
 	}
 }
 
-// Live serves the event stream of the page page renders.
+// Live serves the event stream of the page that the handler page renders.
 func (h *Handlers) Live(page echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		session := liveSession(c)
