@@ -22,6 +22,7 @@ type Handlers struct {
 	// secureCookies is false only in tests over plain HTTP.
 	secureCookies bool
 	logins        *loginThrottle
+	streams       *liveStreams // open live pages per session (events.go)
 
 	// The agent endpoint and registration keys.
 	ca            AgentCA
@@ -61,9 +62,11 @@ func New(d Deps) *Handlers {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
+	h := &Handlers{store: d.Store, log: d.Logger, now: d.Now, secureCookies: d.SecureCookies, logins: newLoginThrottle(d.Now),
 		ca: d.CA, agent: d.Agent, wakeups: newWakeups(), vaultURL: d.VaultURL, caFingerprint: d.CAFingerprint,
 		metrics: metrics.New(d.Store, d.Logger), metricsAccess: d.Metrics}
+	h.streams = newLiveStreams()
+	return h
 }
 
 // SetVaultURL sets the address written into registration keys, when it is

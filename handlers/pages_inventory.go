@@ -239,6 +239,9 @@ func (h *Handlers) VMPage(c echo.Context) error {
 	if v.History, err = h.vmHistoryView(ctx, c, vm.ID); err != nil {
 		return err
 	}
+	if err := h.fillRunningCopy(c, &v); err != nil {
+		return err
+	}
 	return render(c, http.StatusOK, views.VMPage(h.page(c, "VM "+vm.Name, "vms"), v))
 }
 
@@ -505,6 +508,7 @@ func (h *Handlers) JobPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	v.Copy = copyProgress(tasks)
 	for _, t := range tasks {
 		if t.Kind != agentproto.TaskCheckPrerequisites || t.Result == "" {
 			continue

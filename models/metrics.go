@@ -70,9 +70,9 @@ func (s *Store) Metrics(ctx context.Context) (*MetricsSnapshot, error) {
 		VMID    string
 		Backlog int64
 	}
-	if err := db.Table("tasks AS t").Select("p.vm_id, SUM(t.progress_bytes_total - t.progress_bytes_done) AS backlog").
+	if err := db.Table("tasks AS t").Select("p.vm_id, SUM(t.bytes_total - t.bytes_done) AS backlog").
 		Joins("JOIN protections AS p ON p.id = t.protection_id").
-		Where("t.state = ? AND t.kind IN ? AND t.progress_bytes_total > t.progress_bytes_done", TaskLeased,
+		Where("t.state = ? AND t.kind IN ? AND t.bytes_total > t.bytes_done", TaskLeased,
 			[]string{agentproto.TaskReplicate, agentproto.TaskResync}).
 		Group("p.vm_id").Scan(&backlogs).Error; err != nil {
 		return nil, translateError(err)

@@ -343,19 +343,24 @@ type Task struct {
 	// counted from FirstFailureAt over Failures failed runs).
 	NotBefore      *time.Time `gorm:"index"`
 	FirstFailureAt *time.Time
-	Failures       int    `gorm:"not null;default:0"`
-	Expiries       int    `gorm:"not null;default:0"` // leases that ran out
-	CancelRequest  bool   `gorm:"not null;default:false"`
-	Result         string `gorm:"type:text"`
-	ErrorCode      string `gorm:"size:80"`
-	ErrorMessage   string `gorm:"size:2000"`
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-
-	// What the running attempt said it has sent of how much (its last
-	// progress report): a copy's backlog is the difference.
-	ProgressBytesDone  int64 `gorm:"not null;default:0"`
-	ProgressBytesTotal int64 `gorm:"not null;default:0"`
+	Failures       int  `gorm:"not null;default:0"`
+	Expiries       int  `gorm:"not null;default:0"` // leases that ran out
+	CancelRequest  bool `gorm:"not null;default:false"`
+	// The run's last progress report, and its speed through the bytes it
+	// reports, averaged over the reports that moved them (progress.go).
+	ProgressPercent int        `gorm:"not null;default:0"`
+	ProgressMessage string     `gorm:"size:500;not null;default:''"`
+	ProgressAttempt int        `gorm:"not null;default:0"` // the run the byte count is of
+	BytesDone       int64      `gorm:"not null;default:0"`
+	BytesTotal      int64      `gorm:"not null;default:0"`
+	BytesAt         *time.Time // when BytesDone was reached
+	SpeedSamples    int        `gorm:"not null;default:0"`
+	BytesPerSecond  float64    `gorm:"not null;default:0"`
+	Result          string     `gorm:"type:text"`
+	ErrorCode       string     `gorm:"size:80"`
+	ErrorMessage    string     `gorm:"size:2000"`
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 // RecoveryPlan fails over many VMs in ordered groups.

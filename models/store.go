@@ -29,6 +29,8 @@ type Store struct {
 	kind   string // "sqlite" or "postgres"
 	zone   *time.Location
 
+	changes *Changes // live pages' signal (notify.go)
+
 	bcryptCost int
 	dummyOnce  sync.Once
 	dummy      []byte
@@ -85,7 +87,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Location == nil {
 		opts.Location = time.Local
 	}
-	s := &Store{sealer: opts.Sealer, now: opts.Now, log: opts.Logger, bcryptCost: opts.BcryptCost, zone: opts.Location}
+	s := &Store{sealer: opts.Sealer, now: opts.Now, log: opts.Logger, bcryptCost: opts.BcryptCost, zone: opts.Location,
+		changes: newChanges()}
 	var err error
 	if IsPostgres(opts.DSN) {
 		s.kind = "postgres"
@@ -114,6 +117,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := registerTransitionGuard(s.db); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := s.registerChangeSignal(s.db); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -193,6 +200,5 @@ func (s *Store) Now() time.Time { return s.now().UTC() }
 // tx runs fn in a transaction; a returned error rolls everything back, so a
 // failed write leaves nothing half-written.
 func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	err := s.db.WithContext(ctx).Transaction(fn)
-	return translateError(err)
+	return translateError(s.inTx(ctx, fn))
 }

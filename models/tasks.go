@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -138,7 +139,7 @@ func (s *Store) LeaseTasks(ctx context.Context, hostID string, max int, lease ti
 			t.State, t.LeaseExpiresAt, t.Attempts = TaskLeased, &until, t.Attempts+1
 			updates["state"], updates["lease_expires_at"], updates["attempts"] = t.State, until, t.Attempts
 			// A new run has sent nothing yet: the last run's progress is no backlog.
-			updates["progress_bytes_done"], updates["progress_bytes_total"] = 0, 0
+			updates["bytes_done"], updates["bytes_total"], updates["bytes_at"] = 0, 0, nil
 			if t.Failures > 0 {
 				// A retry reads the disks the VM has now, not those it had
 				// when it first failed.
@@ -279,14 +280,15 @@ func (s *Store) ReportProgress(ctx context.Context, hostID, taskID string, p Tas
 		}
 		cancel = t.CancelRequest
 		// A run that reports is alive: earlier expiries no longer count.
-		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(map[string]any{"lease_expires_at": until, "expiries": 0,
-			"progress_bytes_done": max(p.BytesDone, 0), "progress_bytes_total": max(p.BytesTotal, 0)}).Error; err != nil {
-			return err
-		}
 		percent := min(max(p.Percent, 0), 100)
 		msg := p.Message
 		if p.Step != "" {
 			msg = p.Step + ": " + p.Message
+		}
+		update := map[string]any{"lease_expires_at": until, "expiries": 0, "progress_percent": percent, "progress_message": truncate(msg, 500)}
+		maps.Copy(update, nextRate(t, p, s.Now()))
+		if err := tx.Model(&Task{}).Where("id = ?", t.ID).Updates(update).Error; err != nil {
+			return err
 		}
 		if p.BytesTotal > 0 {
 			msg += fmt.Sprintf(" (%s of %s)", agentproto.FormatBytes(p.BytesDone), agentproto.FormatBytes(p.BytesTotal))

@@ -230,7 +230,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 15, " <div class=\"cards\"><section class=\"card\" data-testid=\"card-vms\"><h2>Virtual machines</h2><dl><dt>Normal</dt><dd data-testid=\"vms-normal\"><a href=\"/vms?health=Normal\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 15, " <div class=\"cards\"><section class=\"card\" data-testid=\"card-vms\" data-live=\"card-vms\"><h2>Virtual machines</h2><dl><dt>Normal</dt><dd data-testid=\"vms-normal\"><a href=\"/vms?health=Normal\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -295,7 +295,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 20, "</dd></dl></section><section class=\"card\" data-testid=\"card-rpo\"><h2>RPO against policy</h2><dl><dt>Within the RPO</dt><dd data-testid=\"rpo-within\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 20, "</dd></dl></section><section class=\"card\" data-testid=\"card-rpo\" data-live=\"card-rpo\"><h2>RPO against policy</h2><dl><dt>Within the RPO</dt><dd data-testid=\"rpo-within\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -426,7 +426,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 35, "</section><section class=\"card\" data-testid=\"card-jobs\"><h2>Jobs</h2><dl><dt>In progress</dt><dd data-testid=\"jobs-in-progress\"><a href=\"/jobs?state=InProgress\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 35, "</section><section class=\"card\" data-testid=\"card-jobs\" data-live=\"card-jobs\"><h2>Jobs</h2><dl><dt>In progress</dt><dd data-testid=\"jobs-in-progress\"><a href=\"/jobs?state=InProgress\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -465,7 +465,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 38, "</a></dd></dl></section><section class=\"card\" data-testid=\"card-hosts\"><h2>Hosts</h2><dl><dt>Connected</dt><dd data-testid=\"hosts-connected\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 38, "</a></dd></dl></section><section class=\"card\" data-testid=\"card-hosts\" data-live=\"card-hosts\"><h2>Hosts</h2><dl><dt>Connected</dt><dd data-testid=\"hosts-connected\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -491,7 +491,7 @@ func DashboardPage(p Page, d DashboardView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 40, "</dd></dl><p><a href=\"/sites\">Sites and hosts →</a></p></section><section class=\"card\" data-testid=\"card-alerts\"><h2>Alerts</h2><dl><dt>Active</dt><dd data-testid=\"alerts-active\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 40, "</dd></dl><p><a href=\"/sites\">Sites and hosts →</a></p></section><section class=\"card\" data-testid=\"card-alerts\" data-live=\"card-alerts\"><h2>Alerts</h2><dl><dt>Active</dt><dd data-testid=\"alerts-active\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

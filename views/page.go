@@ -11,7 +11,8 @@ type Page struct {
 	Flash   string
 	Version string
 	// RefreshSeconds reloads the page while something runs (a job), so
-	// progress shows without JavaScript.
+	// progress shows without JavaScript; with it the page updates in place
+	// (data-live elements, static/js/live.js).
 	RefreshSeconds int
 }
 

@@ -17,9 +17,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agent/replica"
 )
 
-// waitJobPage waits on a job's page, which reloads itself every few
-// seconds while the job runs, until it shows the job ended, and returns
-// the state it shows.
+// waitJobPage waits on a job's page, which follows the job live (its
+// event stream), until it shows the job ended, and returns the state it
+// shows.
 func waitJobPage(t *testing.T, ctx context.Context, agent *proc) string {
 	t.Helper()
 	const ended = `(() => {
@@ -29,7 +29,7 @@ func waitJobPage(t *testing.T, ctx context.Context, agent *proc) string {
 	})()`
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
-		// An error is the page reloading under the script: look again.
+		// An error is the page changing under the script: look again.
 		if state, err := chromedp.Run(ctx, chromedp.Evaluate[string](ended)); err == nil && state != "" {
 			return state
 		}

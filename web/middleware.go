@@ -66,8 +66,10 @@ func requestLogger(log *slog.Logger) echo.MiddlewareFunc {
 				level = slog.LevelError
 			case v.Status >= 400:
 				level = slog.LevelWarn
-			case v.URIPath == "/healthz" || strings.HasPrefix(v.URIPath, "/static/") || strings.HasPrefix(v.URIPath, "/agent/"):
-				// Agents call every few seconds; their successes are noise.
+			case v.URIPath == "/healthz" || strings.HasPrefix(v.URIPath, "/static/") || strings.HasPrefix(v.URIPath, "/agent/"),
+				strings.HasPrefix(v.URIPath, "/events/"):
+				// Agents call every few seconds, and a live page's stream
+				// connects again every 40 s: their successes are noise.
 				level = slog.LevelDebug
 			}
 			attrs := []slog.Attr{

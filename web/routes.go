@@ -140,6 +140,14 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/users/:id", h.UpdateUser, owner)
 	r.page(post, "/users/:id/delete", h.DeleteUser, owner)
 
+	// Live pages' event streams (handlers/events.go): each renders its page.
+	r.page(get, "/events/", h.Live(h.DashboardPage), reader)
+	r.page(get, "/events/hosts/:id", h.Live(h.HostPage), reader)
+	r.page(get, "/events/vms", h.Live(h.VMsPage), reader)
+	r.page(get, "/events/vms/:id", h.Live(h.VMPage), reader)
+	r.page(get, "/events/jobs", h.Live(h.JobsPage), reader)
+	r.page(get, "/events/jobs/:id", h.Live(h.JobPage), reader)
+
 	r.page(get, "/account", h.AccountPage, reader)
 	r.page(post, "/account/password", h.ChangeOwnPassword, reader)
 	r.page(post, "/account/tokens", h.CreateOwnToken, reader)
