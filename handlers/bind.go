@@ -151,6 +151,9 @@ var cursorPattern = regexp.MustCompile(`^[a-z]{2,8}_[0-9a-z]{26}$`)
 func onlyQuery(c echo.Context, allowed ...string) error {
 	for k := range c.QueryParams() {
 		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return invalidQuery(k, "is not a parameter here: this call takes none")
+			}
 			return invalidQuery(k, "is not a parameter of this list; it takes "+strings.Join(allowed, ", "))
 		}
 	}

@@ -146,6 +146,7 @@ func components() []component {
 		{Name: "Drill", Type: reflect.TypeFor[DrillJSON]()},
 		{Name: "Failover", Type: reflect.TypeFor[FailoverJSON](), Notes: map[string]fieldNote{"kind": {Enum: enumOf(models.FailoverPlanned, models.FailoverUnplanned)}}},
 		{Name: "RPOHistory", Type: reflect.TypeFor[RPOHistoryJSON](), Doc: "A VM's RPO history over a range."},
+		{Name: "Capacity", Type: reflect.TypeFor[CapacityJSON](), Doc: "The capacity planner: each replicating VM's observed churn and the bandwidth it needs to keep its RPO, against its policy's limit; and each host's sum."},
 		{Name: "RPOHistoryPoint", Type: reflect.TypeFor[RPOHistoryPointJSON](), Notes: map[string]fieldNote{
 			"max_rpo_seconds": {Description: "The worst RPO of the span the row ends: for a cycle, the RPO just before its point landed; for an hour, the hour's."},
 			"rpo_seconds":     {Description: "The RPO at time (after the cycle's point landed)."},
@@ -490,7 +491,13 @@ func operations() []operation {
 			Notes: "A resolved alert answers 409 alert_resolved."},
 		operation{Method: get, Path: "/audit", ID: "listAudit", Tag: "Audit", Summary: "List audit events, newest first", Role: contributor, Status: 200, Answer: "AuditEventList",
 			Query: []*OpenAPIParameter{query("object_id", "Only events about this object.", &Schema{Type: "string"}),
-				query("action", "Only events of this action, such as policy.create.", &Schema{Type: "string"})}},
+				query("object_kind", "Only events about objects of this kind: vm, host, site, policy, target, recovery_plan, job, user, token.", &Schema{Type: "string"}),
+				query("action", "Only events of this action, such as policy.create.", &Schema{Type: "string"}),
+				query("actor", "Only events of this user (system: the vault itself).", &Schema{Type: "string"})},
+			Notes: "An unknown query parameter answers 400 validation_failed naming it."},
+		operation{Method: get, Path: "/capacity", ID: "getCapacity", Tag: "Capacity", Summary: "The capacity planner: bandwidth each VM needs to keep its RPO, against its policy's limit",
+			Role: reader, Status: 200, Answer: "Capacity",
+			Notes: "Measured from the delta cycles of the last 24 hours (initial copies and resyncs are not churn); a VM with fewer than 3 is measured: false."},
 	)
 	ops = append(ops, crud("/policies", "Policies", "Policy", "replication policy", "Policies", contributor, reader)...)
 	ops = append(ops, crud("/targets", "Targets", "Target", "replica target", "Targets", contributor, reader)...)

@@ -73,6 +73,7 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 		return err
 	}
 	row := historyRow(p.VMID, now, point.Time, p.LastRecoveryPointAt, r.BytesSent, r.TransferSeconds)
+	row.Baseline = p.LastRecoveryPointAt == nil || t.Kind == agentproto.TaskResync
 	if err := tx.Create(&row).Error; err != nil {
 		return err
 	}

@@ -35,8 +35,11 @@ type RPOHistory struct {
 	// the RPO just before its point landed; for an hourly row, the hour's.
 	MaxRPOSeconds float64 `gorm:"not null"`
 	// RPOSeconds is the RPO at Time (after the cycle's point landed).
-	RPOSeconds      float64 `gorm:"not null"`
-	Cycles          int     `gorm:"not null;default:0"`
+	RPOSeconds float64 `gorm:"not null"`
+	Cycles     int     `gorm:"not null;default:0"`
+	// Baseline: the cycle copied the VM whole (the initial replication)
+	// or compared all of it (a resync), so its bytes are not churn.
+	Baseline        bool    `gorm:"not null;default:false"`
 	BytesSent       int64   `gorm:"not null;default:0"`
 	TransferSeconds float64 `gorm:"not null;default:0"`
 }

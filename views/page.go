@@ -72,6 +72,7 @@ var navItems = []struct {
 	{"policies", "Replication policies", "/policies", "Reader"},
 	{"targets", "Storage targets", "/targets", "Reader"},
 	{"plans", "Recovery plans", "/recovery-plans", "Reader"},
+	{"capacity", "Capacity planner", "/capacity", "Reader"},
 	{"audit", "Audit log", "/audit", "Contributor"},
 	{"users", "Users", "/users", "Owner"},
 }

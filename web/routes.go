@@ -81,6 +81,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 
 	r.page(get, "/alerts", h.AlertsPage, reader)
 	r.page(get, "/audit", h.AuditPage, contributor)
+	r.page(get, "/capacity", h.CapacityPage, reader)
 	r.page(post, "/alerts/:id/acknowledge", h.AcknowledgeAlert, operator)
 	r.page(post, "/alerts/:id/resolve", h.ResolveAlert, operator)
 
@@ -191,6 +192,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/alerts/:id/acknowledge", h.APIAcknowledgeAlert, operator)
 	r.api(post, "/alerts/:id/resolve", h.APIResolveAlert, operator)
 	r.api(get, "/audit", h.APIListAudit, contributor)
+	r.api(get, "/capacity", h.APICapacity, reader)
 
 	r.api(get, "/policies", h.APIListPolicies, reader)
 	r.api(post, "/policies", h.APICreatePolicy, contributor)
