@@ -228,7 +228,7 @@ func (h *Handlers) VMPage(c echo.Context) error {
 	v := views.VMView{VM: vmRow(*vm), ExternalID: vm.ExternalID, SiteID: site.ID, SiteName: site.Name,
 		HealthReasons: vm.HealthReasons, RPO: "—", MissingSince: views.FormatTime(vm.MissingSince), Discovered: views.FormatTime(&vm.CreatedAt)}
 	if vm.LastRecoveryPointAt != nil {
-		v.RPO = h.now().Sub(*vm.LastRecoveryPointAt).Truncate(time.Second).String()
+		v.RPO = views.FormatDuration(h.now().Sub(*vm.LastRecoveryPointAt))
 	}
 	for _, d := range vm.Disks {
 		v.Disks = append(v.Disks, views.DiskRow{ID: d.ID, Path: d.Path, Size: d.SizeBytes, Format: d.Format})
@@ -428,7 +428,7 @@ func jobRow(j models.Job) views.JobRow {
 	r := views.JobRow{ID: j.ID, Type: j.Type, State: j.State, TargetKind: j.TargetKind, TargetID: j.TargetID, TargetName: j.TargetName,
 		Started: views.FormatTime(j.StartedAt), Ended: views.FormatTime(j.EndedAt), Duration: "—"}
 	if j.StartedAt != nil && j.EndedAt != nil {
-		r.Duration = j.EndedAt.Sub(*j.StartedAt).Truncate(time.Second).String()
+		r.Duration = views.FormatDuration(j.EndedAt.Sub(*j.StartedAt))
 	}
 	// A job's progress is its steps' average: done steps count in full.
 	if n := len(j.Steps); n > 0 {

@@ -62,7 +62,31 @@ func FormatSeconds(s int64) string {
 	if s < 0 {
 		return "—"
 	}
-	return (time.Duration(s) * time.Second).String()
+	return FormatDuration(time.Duration(s) * time.Second)
+}
+
+// FormatDuration shows a duration for people, to the two largest units:
+// "45 s", "5 min 30 s", "2 h 5 min", "3 d 4 h".
+func FormatDuration(d time.Duration) string {
+	if d < 0 {
+		return "—"
+	}
+	s := int64(d / time.Second)
+	two := func(a int64, ua string, b int64, ub string) string {
+		if b == 0 {
+			return fmt.Sprintf("%d %s", a, ua)
+		}
+		return fmt.Sprintf("%d %s %d %s", a, ua, b, ub)
+	}
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%d s", s)
+	case s < 3600:
+		return two(s/60, "min", s%60, "s")
+	case s < 86400:
+		return two(s/3600, "h", s%3600/60, "min")
+	}
+	return two(s/86400, "d", s%86400/3600, "h")
 }
 
 func joinReasons(r []string) string { return strings.Join(r, "; ") }

@@ -74,7 +74,7 @@ func rangeLabel(r string) string {
 }
 
 func secondsText(s float64) string {
-	return (time.Duration(s) * time.Second).Truncate(time.Second).String()
+	return FormatDuration(time.Duration(s) * time.Second)
 }
 
 // chartOf lays the history out. The RPO line rises to each cycle's worst

@@ -100,7 +100,7 @@ func TestTheVMPageDrawsTheRPOHistoryAfterCyclesWithARangeSwitch(t *testing.T) {
 	if testid(doc, "rpo-threshold").Length() != 1 {
 		t.Fatal("no line at the policy's RPO threshold")
 	}
-	if desc := testid(doc, "rpo-chart-desc").Text(); desc != "Worst RPO 5m0s, latest 0s, against a threshold of 10m0s; 4 cycles sent 11.0 MiB." {
+	if desc := testid(doc, "rpo-chart-desc").Text(); desc != "Worst RPO 5 min, latest 0 s, against a threshold of 10 min; 4 cycles sent 11.0 MiB." {
 		t.Fatalf("the chart's description: %q", desc)
 	}
 	if testid(doc, "rpo-history-range").Text() != "24 hours" || testid(doc, "rpo-history-7d").AttrOr("href", "") != "/vms/"+vmID+"?history=7d" {
@@ -171,7 +171,7 @@ func TestTheDashboardShowsTheFleetsRPOAgainstPolicyAndLinksTheWorst(t *testing.T
 	_, doc = p.get("/")
 	row := testid(doc, "rpo-worst-row")
 	if testid(doc, "rpo-within").Text() != "0" || testid(doc, "rpo-over").Text() != "1" || row.Length() != 1 ||
-		row.Find("a").AttrOr("href", "") != "/vms/"+vmID || row.Find(`[data-testid="rpo-worst-over"]`).Length() != 1 || !strings.Contains(row.Text(), "11m0s") {
+		row.Find("a").AttrOr("href", "") != "/vms/"+vmID || row.Find(`[data-testid="rpo-worst-over"]`).Length() != 1 || !strings.Contains(row.Text(), "11 min") {
 		html, _ := testid(doc, "card-rpo").Html()
 		t.Fatalf("11 minutes without a cycle:\n%s", html)
 	}

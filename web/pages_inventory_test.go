@@ -97,7 +97,7 @@ func TestSitesHostsAndVMsPagesShowTheInventory(t *testing.T) {
 		}
 		_, doc = p.get("/vms/" + s.protectedVM)
 		if testid(doc, "vm-title").Text() != "VM web" || !strings.Contains(testid(doc, "vm-health").Text(), "Warning") ||
-			!strings.Contains(testid(doc, "vm-health-reasons").Text(), "RPO above") || testid(doc, "vm-rpo").Text() != "1m30s" {
+			!strings.Contains(testid(doc, "vm-health-reasons").Text(), "RPO above") || testid(doc, "vm-rpo").Text() != "1 min 30 s" {
 			t.Fatalf("protected VM page: title %q health %q rpo %q", testid(doc, "vm-title").Text(), testid(doc, "vm-health").Text(), testid(doc, "vm-rpo").Text())
 		}
 		_, doc = p.get("/vms/" + s.unprotectedVM)
