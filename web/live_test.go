@@ -102,7 +102,7 @@ func TestLiveJobStreamSendsThePageAgainWhenTheAgentReports(t *testing.T) {
 			t.Fatalf("stream answer: %d %v", s.resp.StatusCode, s.resp.Header)
 		}
 		doc := s.nextPage(5 * time.Second)
-		if got := testid(doc, "job-state").Text(); !strings.Contains(got, "InProgress") || doc.Find(`[data-live="steps-table"]`).Length() != 1 {
+		if got := testid(doc, "job-state").Text(); !strings.Contains(got, "In progress") || doc.Find(`[data-live="steps-table"]`).Length() != 1 {
 			t.Fatalf("the first page: state %q, live steps %d", got, doc.Find(`[data-live="steps-table"]`).Length())
 		}
 
