@@ -77,24 +77,7 @@ func TestBrowserRunsATestFailoverAndItsCleanupFromTheVMPage(t *testing.T) {
 	vm := s.protect(t, "app")
 	point := s.points(t, vm.ID).Items[0].ID
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 1000),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("ignore-certificate-errors", true), // the vault's own CA
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	watchdog := time.AfterFunc(4*time.Minute, cancel) // not a timeout: see the policy browser test
-	defer watchdog.Stop()
+	ctx := openBrowser(t, exe, 4*time.Minute)
 
 	vmPage := s.v.url() + "/vms/" + vm.ID
 	err := chromedp.Do(ctx,

@@ -92,25 +92,7 @@ func TestBrowserJobAndVMPagesUpdateLiveWithoutReloading(t *testing.T) {
 		t.Fatalf("policy %q, target %q", policy.ID, target.ID)
 	}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-background-timer-throttling", true), // two tabs, both watched
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("ignore-certificate-errors", true), // the vault's own CA
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	vmTab, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	watchdog := time.AfterFunc(4*time.Minute, cancel) // not a timeout: see the policy browser test
-	defer watchdog.Stop()
+	vmTab := openBrowser(t, exe, 4*time.Minute)
 
 	vmPage := v.url() + "/vms/" + vmID
 	err := chromedp.Do(vmTab,
@@ -202,25 +184,7 @@ func TestBrowserJobPageReloadsItselfOnlyWithoutJavaScript(t *testing.T) {
 	jobPage := v.url() + "/jobs/" + accepted.JobID
 	fetches := func() int { return strings.Count(v.proc.out.String(), "path=/jobs/"+accepted.JobID+" ") }
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("ignore-certificate-errors", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	withJS, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	watchdog := time.AfterFunc(2*time.Minute, cancel)
-	defer watchdog.Stop()
+	withJS := openBrowser(t, exe, 2*time.Minute)
 	err := chromedp.Do(withJS,
 		chromedp.Navigate(jobPage),
 		chromedp.WaitVisible(`[data-testid="login-form"]`),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"strings"
@@ -34,27 +33,7 @@ func TestBrowserLogsInCreatesAPolicyAndFindsItInTheList(t *testing.T) {
 	exe := chromiumPath(t)
 	v := startVault(t, t.TempDir(), "--admin-password", "browser-test-password")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		// The vault's certificate comes from its own CA, which this
-		// throw-away browser profile does not know.
-		chromedp.Flag("ignore-certificate-errors", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	// A watchdog instead of a timeout on the context: chromedp ties the
-	// browser's life to the context of the first call.
-	watchdog := time.AfterFunc(90*time.Second, cancel)
-	defer watchdog.Stop()
+	ctx := openBrowser(t, exe, 90*time.Second)
 
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(v.URL+"/policies"), // not logged in: sent to the login page
