@@ -176,6 +176,9 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 		}
 		h.Reasons = append(h.Reasons, reason)
 	}
+	if p.PausedAt != nil {
+		warn(pausedReason(p))
+	}
 	var removed []ReplicaDisk
 	if err := tx.Where("protection_id = ? AND removed_at IS NOT NULL", p.ID).Order("source_path").Find(&removed).Error; err != nil {
 		return h, err
