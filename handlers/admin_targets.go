@@ -81,7 +81,11 @@ func (h *Handlers) TargetPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "Target "+t.Name, "targets"), targetForm(*t), ""))
+	f := targetForm(*t)
+	if f.UsedBy, err = h.targetUsedBy(c, t.ID); err != nil {
+		return err
+	}
+	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "Target "+t.Name, "targets"), f, ""))
 }
 
 // UpdateTarget handles POST /targets/{id}.

@@ -86,6 +86,11 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/vms/:id/protection/delete", h.DisableProtection, contributor)
 	r.page(post, "/vms/:id/recovery-points/:point/verify", h.VerifyRecoveryPoint, contributor)
 	r.page(post, "/vms/:id/resync", h.Resync, contributor)
+	r.page(post, "/vms/:id/pause", h.PauseReplication, contributor)
+	r.page(post, "/vms/:id/resume", h.ResumeReplication, contributor)
+	r.page(post, "/vms/:id/protection/policy", h.ChangeVMPolicy, contributor)
+	// A cycle now changes no configuration: an Operator takes a fresh point before a drill or a failover.
+	r.page(post, "/vms/:id/replicate-now", h.ReplicateNow, operator)
 	// Recovery is the Operator's job: failover and failback, no configuration.
 	r.page(post, "/vms/:id/test-failover", h.TestFailover, operator)
 	r.page(post, "/vms/:id/test-failover/cleanup", h.CleanupTestFailover, operator)
@@ -163,6 +168,10 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(get, "/vms/:id/recovery-points", h.APIListRecoveryPoints, reader)
 	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
 	r.api(post, "/vms/:id/resync", h.APIResync, contributor)
+	r.api(put, "/vms/:id/protection", h.APIUpdateProtection, contributor)
+	r.api(post, "/vms/:id/pause", h.APIPauseReplication, contributor)
+	r.api(post, "/vms/:id/resume", h.APIResumeReplication, contributor)
+	r.api(post, "/vms/:id/replicate-now", h.APIReplicateNow, operator)
 	r.api(post, "/vms/:id/test-failover", h.APITestFailover, operator)
 	r.api(post, "/vms/:id/test-failover/cleanup", h.APICleanupTestFailover, operator)
 	r.api(post, "/vms/:id/failover", h.APIFailover, operator)

@@ -1,0 +1,213 @@
+package handlers
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lifeboat-dr/lifeboat/models"
+	"github.com/lifeboat-dr/lifeboat/views"
+)
+
+// Changing a protection without starting over (issue 12): pause and
+// resume, Replicate now, and another policy. Moving a VM to another target
+// is not built (README).
+
+// ProtectionUpdateJSON is the body of PUT /api/v1/vms/{id}/protection, the
+// shape of the POST that enabled it: the policy to protect the VM under
+// from its next cycle. target_id may be left out; given, it must be the
+// VM's target (moving replicas to another target is not built).
+type ProtectionUpdateJSON struct {
+	PolicyID string `json:"policy_id"`
+	TargetID string `json:"target_id"`
+}
+
+// ReplicateNowJSON answers POST /api/v1/vms/{id}/replicate-now.
+type ReplicateNowJSON struct {
+	// PointID is the recovery point the cycle makes: it is listed under
+	// /vms/{id}/recovery-points once the cycle succeeds.
+	PointID string `json:"point_id"`
+	// AlreadyQueued: a cycle (or resync) was queued before this call and
+	// had not started; it is the one returned, and its point is captured
+	// after the call all the same.
+	AlreadyQueued bool `json:"already_queued"`
+}
+
+// placementJSON adds a protected VM's policy, target, replica location and
+// pause to its API object.
+func (out *VMJSON) addPlacement(pl *models.Placement) {
+	if pl == nil {
+		return
+	}
+	out.PolicyID, out.TargetID, out.ReplicaLocation = &pl.PolicyID, &pl.TargetID, &pl.ReplicaLocation
+	if pl.PausedAt != nil {
+		out.PausedAt, out.PausedBy = pl.PausedAt, &pl.PausedBy
+	}
+}
+
+// answerVM answers with the VM as GET /vms/{id} does.
+func (h *Handlers) answerVM(c echo.Context, status int) error {
+	vm, err := h.store.GetVM(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, vmJSON(h.now())(*vm))
+}
+
+// APIPauseReplication answers POST /api/v1/vms/{id}/pause with the VM.
+func (h *Handlers) APIPauseReplication(c echo.Context) error {
+	if err := h.store.PauseReplication(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return h.answerVM(c, http.StatusOK)
+}
+
+func (h *Handlers) resumeReplication(c echo.Context) (bool, error) {
+	t, err := h.store.ResumeReplication(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return false, err
+	}
+	if t != nil {
+		h.wakeups.wake(t.HostID)
+	}
+	return t != nil, nil
+}
+
+// APIResumeReplication answers POST /api/v1/vms/{id}/resume with the VM; a
+// cycle that came due while it was paused is queued at once.
+func (h *Handlers) APIResumeReplication(c echo.Context) error {
+	if _, err := h.resumeReplication(c); err != nil {
+		return err
+	}
+	return h.answerVM(c, http.StatusOK)
+}
+
+func (h *Handlers) replicateNow(c echo.Context) (*models.CycleRequest, error) {
+	r, err := h.store.ReplicateNow(c.Request().Context(), actor(c), c.Param("id"))
+	if err != nil {
+		return nil, err
+	}
+	h.wakeups.wake(r.Task.HostID)
+	return r, nil
+}
+
+// APIReplicateNow answers POST /api/v1/vms/{id}/replicate-now: 202 with the
+// point the cycle makes.
+func (h *Handlers) APIReplicateNow(c echo.Context) error {
+	r, err := h.replicateNow(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, ReplicateNowJSON{PointID: r.PointID, AlreadyQueued: r.Queued})
+}
+
+func (h *Handlers) changePolicy(c echo.Context, policyID, targetID string) (bool, error) {
+	if policyID == "" {
+		return false, &models.ValidationError{Fields: []models.FieldError{{Field: "policy_id", Reason: "is required: choose a replication policy"}}}
+	}
+	return h.store.ChangePolicy(c.Request().Context(), actor(c), c.Param("id"), policyID, targetID)
+}
+
+// APIUpdateProtection answers PUT /api/v1/vms/{id}/protection: the VM is
+// protected under another policy from its next cycle, with nothing copied
+// again; the answer is the VM.
+func (h *Handlers) APIUpdateProtection(c echo.Context) error {
+	var in ProtectionUpdateJSON
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	if _, err := h.changePolicy(c, in.PolicyID, in.TargetID); err != nil {
+		return err
+	}
+	return h.answerVM(c, http.StatusOK)
+}
+
+// PauseReplication handles the VM page's Pause replication button.
+func (h *Handlers) PauseReplication(c echo.Context) error {
+	if err := h.store.PauseReplication(c.Request().Context(), actor(c), c.Param("id")); err != nil {
+		return err
+	}
+	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Replication paused: no cycle starts until you resume it. A cycle already running finishes.")
+}
+
+// ResumeReplication handles the VM page's Resume replication button.
+func (h *Handlers) ResumeReplication(c echo.Context) error {
+	queued, err := h.resumeReplication(c)
+	if err != nil {
+		return err
+	}
+	msg := "Replication resumed: the next cycle runs at the policy's copy frequency."
+	if queued {
+		msg = "Replication resumed: a cycle was due and is queued now."
+	}
+	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), msg)
+}
+
+// ReplicateNow handles the VM page's Replicate now button.
+func (h *Handlers) ReplicateNow(c echo.Context) error {
+	r, err := h.replicateNow(c)
+	if err != nil {
+		return err
+	}
+	msg := "A replication cycle is queued; its recovery point " + r.PointID + " appears below when it ends."
+	if r.Queued {
+		msg = "A replication cycle was already queued and not started; its recovery point " + r.PointID + " appears below when it ends."
+	}
+	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), msg)
+}
+
+// ChangeVMPolicy handles the VM page's Change policy form.
+func (h *Handlers) ChangeVMPolicy(c echo.Context) error {
+	changed, err := h.changePolicy(c, c.FormValue("policy_id"), "")
+	if err != nil {
+		return err
+	}
+	msg := "The VM already uses that policy; nothing changed."
+	if changed {
+		msg = "Policy changed: it applies from the next cycle; the replicas and recovery points stay, nothing is copied again."
+	}
+	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), msg)
+}
+
+// fillPlacement adds a protected VM's policy, target, replica location and
+// pause to its page, and the policies it may change to.
+func (h *Handlers) fillPlacement(c echo.Context, v *views.VMView, pl *models.Placement) error {
+	if pl == nil {
+		return nil
+	}
+	v.Protection = views.VMProtectionView{PolicyID: pl.PolicyID, PolicyName: pl.PolicyName, TargetID: pl.TargetID, TargetName: pl.TargetName,
+		ReplicaLocation: pl.ReplicaLocation, Paused: pl.PausedAt != nil, PausedBy: pl.PausedBy, PausedAt: views.FormatTime(pl.PausedAt)}
+	policies, _, err := h.store.ListPolicies(c.Request().Context(), models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, pol := range policies {
+		v.Protection.Policies = append(v.Protection.Policies, views.Option{Value: pol.ID, Label: pol.Name})
+	}
+	return nil
+}
+
+// usedBy lists the VMs of a policy or a target for its page.
+func usedBy(refs []models.ProtectedVMRef, total int64) *views.UsedBy {
+	u := &views.UsedBy{Total: total}
+	for _, r := range refs {
+		u.VMs = append(u.VMs, views.UsedByVM{ID: r.ID, Name: r.Name, HostName: r.HostName, State: r.ProtectionState})
+	}
+	return u
+}
+
+func (h *Handlers) policyUsedBy(c echo.Context, policyID string) (*views.UsedBy, error) {
+	refs, total, err := h.store.VMsOfPolicy(c.Request().Context(), policyID)
+	if err != nil {
+		return nil, err
+	}
+	return usedBy(refs, total), nil
+}
+
+func (h *Handlers) targetUsedBy(c echo.Context, targetID string) (*views.UsedBy, error) {
+	refs, total, err := h.store.VMsOfTarget(c.Request().Context(), targetID)
+	if err != nil {
+		return nil, err
+	}
+	return usedBy(refs, total), nil
+}
