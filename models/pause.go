@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -132,4 +133,24 @@ func showPause(tx *gorm.DB, now time.Time, p Protection, policy Policy) error {
 		}
 	}
 	return setHealth(tx, p.ID, health, reasons, nil)
+}
+
+// keepPauseShown keeps a paused protection's health saying so, whatever
+// else sets it (a cycle or resync that fails while paused): at least
+// Warning, with the pause's reason.
+func keepPauseShown(tx *gorm.DB, protectionID, health string, reasons []string) (string, []string, error) {
+	var p Protection
+	if err := tx.Select("id", "paused_at", "paused_by").First(&p, "id = ?", protectionID).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return health, reasons, nil
+		}
+		return "", nil, err
+	}
+	if p.PausedAt == nil || slices.ContainsFunc(reasons, func(r string) bool { return strings.HasPrefix(r, pausedPrefix) }) {
+		return health, reasons, nil
+	}
+	if health == HealthNormal || health == "" {
+		health = HealthWarning
+	}
+	return health, append(slices.Clone(reasons), pausedReason(p)), nil
 }

@@ -203,3 +203,26 @@ func TestChangingThePolicyKeepsTheReplicasAndTheNextCycleFollowsTheNewPolicy(t *
 		}
 	})
 }
+
+func TestAPausedVMStillSaysSoWhenItsRunningCycleFails(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := replicatingVM(t, h)
+		h.advance(5 * time.Minute)
+		scheduled(t, h)
+		cycle := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		if err := h.s.PauseReplication(ctx, alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, cycle, models.TaskOutcome{ErrorCode: agentproto.CodeTargetUnavailable, Message: "NAS unreachable", Recoverable: true})
+		got, _ := h.s.GetVM(ctx, vm.ID)
+		all := strings.Join(got.HealthReasons, "\n")
+		if got.Health != models.HealthWarning || !strings.Contains(all, "NAS unreachable") || !strings.Contains(all, "replication paused by alice") {
+			t.Fatalf("a paused VM whose cycle failed: %s %q", got.Health, got.HealthReasons)
+		}
+		h.advance(time.Hour) // past the back-off: still no retry while paused
+		if q := scheduled(t, h); len(q) != 0 {
+			t.Fatalf("a paused VM's failed cycle was retried: %+v", q)
+		}
+	})
+}

@@ -75,6 +75,10 @@ func (r taskRule) attemptsLeft(t *Task) bool {
 
 // setHealth records a protection's health and its reasons.
 func setHealth(tx *gorm.DB, protectionID, health string, reasons []string, extra map[string]any) error {
+	health, reasons, err := keepPauseShown(tx, protectionID, health, reasons)
+	if err != nil {
+		return err
+	}
 	b, _ := json.Marshal(append([]string{}, reasons...))
 	updates := map[string]any{"health": health, "health_reasons": string(b)}
 	for k, v := range extra {
