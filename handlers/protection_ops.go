@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -125,7 +126,7 @@ func (h *Handlers) APIUpdateProtection(c echo.Context) error {
 // PauseReplication handles the VM page's Pause replication button.
 func (h *Handlers) PauseReplication(c echo.Context) error {
 	if err := h.store.PauseReplication(c.Request().Context(), actor(c), c.Param("id")); err != nil {
-		return err
+		return h.refusedOnVMPage(c, "Replication was not paused", err)
 	}
 	return h.redirectWithFlash(c, "/vms/"+c.Param("id"), "Replication paused: no cycle starts until you resume it. A cycle already running finishes.")
 }
@@ -134,7 +135,7 @@ func (h *Handlers) PauseReplication(c echo.Context) error {
 func (h *Handlers) ResumeReplication(c echo.Context) error {
 	queued, err := h.resumeReplication(c)
 	if err != nil {
-		return err
+		return h.refusedOnVMPage(c, "Replication was not resumed", err)
 	}
 	msg := "Replication resumed: the next cycle runs at the policy's copy frequency."
 	if queued {
@@ -147,7 +148,7 @@ func (h *Handlers) ResumeReplication(c echo.Context) error {
 func (h *Handlers) ReplicateNow(c echo.Context) error {
 	r, err := h.replicateNow(c)
 	if err != nil {
-		return err
+		return h.refusedOnVMPage(c, "No cycle was queued", err)
 	}
 	msg := "A replication cycle is queued; its recovery point " + r.PointID + " appears below when it ends."
 	if r.Queued {
@@ -160,7 +161,7 @@ func (h *Handlers) ReplicateNow(c echo.Context) error {
 func (h *Handlers) ChangeVMPolicy(c echo.Context) error {
 	changed, err := h.changePolicy(c, c.FormValue("policy_id"), "")
 	if err != nil {
-		return err
+		return h.refusedOnVMPage(c, "The policy was not changed", err)
 	}
 	msg := "The VM already uses that policy; nothing changed."
 	if changed {
@@ -210,4 +211,19 @@ func (h *Handlers) targetUsedBy(c echo.Context, targetID string) (*views.UsedBy,
 		return nil, err
 	}
 	return usedBy(refs, total), nil
+}
+
+// refusedOnVMPage shows a refusal the user can act on (a conflict with the
+// VM's state, an invalid field) on the VM's page rather than an error page;
+// other errors go to the error handler.
+func (h *Handlers) refusedOnVMPage(c echo.Context, what string, err error) error {
+	var conflict *models.ConflictError
+	var invalid *models.ValidationError
+	switch {
+	case errors.As(err, &conflict):
+		return h.redirectWithFlash(c, "/vms/"+c.Param("id"), what+": "+conflict.Message+".")
+	case errors.As(err, &invalid):
+		return h.redirectWithFlash(c, "/vms/"+c.Param("id"), what+": "+invalid.Error()+".")
+	}
+	return err
 }

@@ -76,6 +76,11 @@ func TestVMPageLinksItsPolicyAndTargetAndPausesResumesAndChangesPolicy(t *testin
 		if testid(doc, "resume-replication").Length() != 1 || testid(doc, "pause-replication").Length() != 0 || testid(doc, "replicate-now").Length() != 0 {
 			t.Fatal("a paused VM's page must offer Resume, and neither Pause nor Replicate now")
 		}
+		// Pausing again (a stale page) says why on the VM page, not an error page.
+		resp, doc = p.post("/vms/"+s.protectedVM+"/pause", nil)
+		if resp.Request.URL.Path != "/vms/"+s.protectedVM || !strings.Contains(testid(doc, "flash").Text(), "Replication was not paused: replication of VM web is already paused") {
+			t.Fatalf("pause twice: %s %q", resp.Request.URL.Path, testid(doc, "flash").Text())
+		}
 		// An Operator sees it paused but can neither pause nor resume.
 		_, doc = av.login("Operator").get("/vms/" + s.protectedVM)
 		if testid(doc, "vm-paused").Length() != 1 || testid(doc, "resume-replication").Length() != 0 {
