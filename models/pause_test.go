@@ -226,3 +226,36 @@ func TestAPausedVMStillSaysSoWhenItsRunningCycleFails(t *testing.T) {
 		}
 	})
 }
+
+func TestAPausedVMThatNeedsAResyncWaitsPastItsWindowAndKeepsBothReasons(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := replicatingVM(t, h) // resync window 18:30–06:00 UTC; the clock says 10:00
+		h.advance(6 * time.Minute)
+		scheduled(t, h)
+		cycle := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, cycle, models.TaskOutcome{ErrorCode: agentproto.CodeResyncRequired, Message: "60 % of disk d0 changed"})
+		if err := h.s.PauseReplication(ctx, alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := h.s.GetVM(ctx, vm.ID)
+		all := strings.Join(got.HealthReasons, "\n")
+		if got.ProtectionState != models.StateResyncRequired || !strings.Contains(all, "resynchronization required") || !strings.Contains(all, "replication paused by alice") {
+			t.Fatalf("paused while it needs a resync: %s %q", got.ProtectionState, got.HealthReasons)
+		}
+		h.advance(9 * time.Hour) // 19:06, inside the window
+		if q := scheduled(t, h); len(q) != 0 {
+			t.Fatalf("the window started a paused VM's resync: %+v", q)
+		}
+		if _, err := h.s.ResumeReplication(ctx, alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = h.s.GetVM(ctx, vm.ID)
+		if all := strings.Join(got.HealthReasons, "\n"); strings.Contains(all, "paused") || !strings.Contains(all, "resynchronization required") {
+			t.Fatalf("resumed: %q", got.HealthReasons)
+		}
+		if q := scheduled(t, h); len(q) != 1 || q[0].Kind != agentproto.TaskResync {
+			t.Fatalf("resumed inside the window, no resync: %+v", q)
+		}
+	})
+}
