@@ -174,6 +174,11 @@ const (
 	// at once on disks served from the recovery point while it copies
 	// them to local disks (MaterializePayload.Instant).
 	FeatureInstantFailover = "instant_failover"
+	// FeatureNewDiskCopiedWhole: a replicate task copies a disk marked New
+	// whole, whatever its driver's change tracking says (a disk's tracked
+	// changes count from its last capture, into another replica): what a
+	// move's seed into another target needs (2026-12-07).
+	FeatureNewDiskCopiedWhole = "new_disk_copied_whole"
 )
 
 // Task kinds.

@@ -1,0 +1,191 @@
+package models_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/models"
+)
+
+// movableVM is a replicating VM whose host's agent can seed a move.
+func movableVM(t *testing.T, h *harness) (models.VMSummary, *models.Host) {
+	t.Helper()
+	vm, host := replicatingVM(t, h)
+	if err := h.rawDB(t).Model(&models.Host{}).Where("id = ?", host.ID).
+		Update("features", strings.Join([]string{agentproto.FeatureReplicaKeys, agentproto.FeatureNewDiskCopiedWhole, agentproto.TaskProtectionCheck,
+			agentproto.TaskCreateReplica, agentproto.TaskReplicate, agentproto.TaskResync, agentproto.TaskDeleteReplica}, " ")).Error; err != nil {
+		t.Fatal(err)
+	}
+	return vm, host
+}
+
+func payloadOf(t *testing.T, task models.Task) agentproto.ReplicationPayload {
+	t.Helper()
+	var pl agentproto.ReplicationPayload
+	if err := json.Unmarshal([]byte(task.Payload), &pl); err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+func TestAMoveSeedsTheNewTargetWhileTheOldKeepsItsPointsThenSwitchesAndDeletesTheOld(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := movableVM(t, h)
+		before, _ := h.s.GetProtection(ctx, vm.ID)
+		nas2 := mustDirectoryTarget(t, h, "nas2")
+		job, err := h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaDelete)
+		if err != nil || len(job.Steps) != 4 {
+			t.Fatalf("start move: %+v %v", job, err)
+		}
+		wantAudit(t, h, "protection.move", vm.ID)
+		h.advance(10 * time.Minute)
+		if q := scheduled(t, h); len(q) != 0 {
+			t.Fatalf("a cycle beside the move: %+v", q)
+		}
+		for _, kind := range []string{agentproto.TaskProtectionCheck, agentproto.TaskCreateReplica} {
+			task := leaseOne(t, h, host.ID, kind)
+			if pl := payloadOf(t, task); pl.Target.Path != nas2.Path || !pl.Disks[0].New {
+				t.Fatalf("%s of the move: %+v, want the new target, disks new", kind, pl)
+			}
+			complete(t, h, host.ID, task, models.TaskOutcome{Result: "{}"})
+		}
+		seed := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		pl := payloadOf(t, seed)
+		if pl.Target.Path != nas2.Path || !pl.Disks[0].New || pl.ReplicaKey != before.ReplicaKey {
+			t.Fatalf("the seed: %+v", pl)
+		}
+		// While it seeds, the VM is on its old target with its old point.
+		if p, _ := h.s.GetProtection(ctx, vm.ID); p.TargetID != before.TargetID {
+			t.Fatal("switched before the seed ended")
+		}
+		if points, _ := listPoints(t, h, vm.ID); len(points) != 1 {
+			t.Fatalf("old points during the seed: %d", len(points))
+		}
+		complete(t, h, host.ID, seed, cycleResult(seed, h.clock.T))
+		after, _ := h.s.GetProtection(ctx, vm.ID)
+		points, _ := listPoints(t, h, vm.ID)
+		if after.TargetID != nas2.ID || after.State != models.StateProtected || after.Health != models.HealthNormal || len(points) != 1 || points[0].ID != pl.PointID {
+			t.Fatalf("after the seed: %+v, points %+v", after, points)
+		}
+		got, _ := h.s.GetVM(ctx, vm.ID)
+		if got.Placement.ReplicaLocation != "/srv/lifeboat/nas2/"+vm.ID {
+			t.Fatalf("replica location after the move: %q", got.Placement.ReplicaLocation)
+		}
+		del := leaseOne(t, h, host.ID, agentproto.TaskDeleteReplica)
+		if pl := payloadOf(t, del); pl.Target.Path != "/srv/lifeboat/nas" || pl.ReplicaKey != before.ReplicaKey {
+			t.Fatalf("the delete step: %+v, want the old target", pl)
+		}
+		complete(t, h, host.ID, del, models.TaskOutcome{Result: "{}"})
+		if j, _ := h.s.GetJob(ctx, job.ID); j.State != models.JobSucceeded {
+			t.Fatalf("move job: %+v", j)
+		}
+		if _, err := h.s.GetProtection(ctx, vm.ID); err != nil {
+			t.Fatalf("deleting the old replica ended the protection: %v", err)
+		}
+		// The next cycle is a delta on the new target.
+		h.advance(5 * time.Minute)
+		if q := scheduled(t, h); len(q) != 1 {
+			t.Fatalf("no cycle after the move: %+v", q)
+		}
+		next := payloadOf(t, leaseOne(t, h, host.ID, agentproto.TaskReplicate))
+		if next.Target.Path != nas2.Path || next.Disks[0].New {
+			t.Fatalf("the cycle after the move: %+v", next)
+		}
+	})
+}
+
+func TestAMoveThatFailsLeavesTheVMOnItsOldTargetAndChecksItIfTheSeedBegan(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := movableVM(t, h)
+		before, _ := h.s.GetProtection(ctx, vm.ID)
+		nas2 := mustDirectoryTarget(t, h, "nas2")
+
+		// Failed at the check: nothing else changes.
+		job, err := h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck),
+			models.TaskOutcome{ErrorCode: agentproto.CodePrerequisitesFailed, Message: "Target directory /srv/lifeboat/nas2: not writable"})
+		j, _ := h.s.GetJob(ctx, job.ID)
+		p, _ := h.s.GetProtection(ctx, vm.ID)
+		if j.State != models.JobFailed || p.TargetID != before.TargetID || p.Health != models.HealthNormal || p.State != models.StateProtected {
+			t.Fatalf("a move failed at its check: job %s, protection %+v", j.State, p)
+		}
+
+		// Failed during the seed: the old replica is resynchronized.
+		job, err = h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		seed := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		complete(t, h, host.ID, seed, models.TaskOutcome{ErrorCode: agentproto.CodeDiskResized, Message: "disk shrank"})
+		j, _ = h.s.GetJob(ctx, job.ID)
+		p, _ = h.s.GetProtection(ctx, vm.ID)
+		if j.State != models.JobFailed || p.TargetID != before.TargetID || p.State != models.StateResynchronizing {
+			t.Fatalf("a move failed in its seed: job %s, protection %s on %s", j.State, p.State, p.TargetID)
+		}
+		resync := leaseOne(t, h, host.ID, agentproto.TaskResync)
+		if pl := payloadOf(t, resync); pl.Target.Path != "/srv/lifeboat/nas" {
+			t.Fatalf("the resync after the failed move: %+v, want the old target", pl)
+		}
+		if points, _ := listPoints(t, h, vm.ID); len(points) != 1 {
+			t.Fatalf("the old points after a failed move: %d", len(points))
+		}
+	})
+}
+
+func TestAMoveIsRefusedUntilTheVMCanMove(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := movableVM(t, h)
+		p, _ := h.s.GetProtection(ctx, vm.ID)
+		nas2 := mustDirectoryTarget(t, h, "nas2")
+		fields := func(err error) string {
+			var v *models.ValidationError
+			if !errors.As(err, &v) {
+				t.Fatalf("error %v, want a validation error", err)
+			}
+			var names []string
+			for _, f := range v.Fields {
+				names = append(names, f.Field)
+			}
+			return strings.Join(names, ",")
+		}
+		if _, err := h.s.StartMove(ctx, alice, vm.ID, p.TargetID, models.OldReplicaKeep); fields(err) != "target_id" {
+			t.Fatal("a move to the VM's own target")
+		}
+		if _, err := h.s.StartMove(ctx, alice, vm.ID, "tgt_nope", "maybe"); fields(err) != "target_id,old_replica" {
+			t.Fatal("an unknown target and choice")
+		}
+		if err := h.s.PauseReplication(ctx, alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep)
+		wantConflict(t, err, "replication_paused")
+		h.s.ResumeReplication(ctx, alice, vm.ID)
+		h.advance(5 * time.Minute)
+		scheduled(t, h)
+		_, err = h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep)
+		wantConflict(t, err, "replication_busy")
+		leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		_, err = h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep)
+		wantConflict(t, err, "replication_busy")
+	})
+}
+
+func TestAMoveWaitsForAnAgentThatCopiesANewReplicaWhole(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, _ := replicatingVM(t, h) // its host has listed no features
+		_, err := h.s.StartMove(t.Context(), alice, vm.ID, mustDirectoryTarget(t, h, "nas2").ID, models.OldReplicaKeep)
+		wantConflict(t, err, agentproto.CodeAgentUpgradeRequired)
+	})
+}
