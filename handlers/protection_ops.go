@@ -11,8 +11,7 @@ import (
 )
 
 // Changing a protection without starting over (issue 12): pause and
-// resume, Replicate now, and another policy. Moving a VM to another target
-// is not built (README).
+// resume, Replicate now, another policy, and a move to another target.
 
 // ProtectionUpdateJSON is the body of PUT /api/v1/vms/{id}/protection, the
 // shape of the POST that enabled it: the policy to protect the VM under
@@ -21,6 +20,15 @@ import (
 type ProtectionUpdateJSON struct {
 	PolicyID string `json:"policy_id"`
 	TargetID string `json:"target_id"`
+}
+
+// MoveInputJSON is the body of POST /api/v1/vms/{id}/protection/move.
+type MoveInputJSON struct {
+	TargetID string `json:"target_id"`
+	// OldReplica is what becomes of the replicas and points on the old
+	// target once the new one is seeded: "delete" or "keep" (they stay
+	// there, no longer listed by the vault).
+	OldReplica string `json:"old_replica"`
 }
 
 // ReplicateNowJSON answers POST /api/v1/vms/{id}/replicate-now.
@@ -185,6 +193,18 @@ func (h *Handlers) fillPlacement(c echo.Context, v *views.VMView, pl *models.Pla
 	for _, pol := range policies {
 		v.Protection.Policies = append(v.Protection.Policies, views.Option{Value: pol.ID, Label: pol.Name})
 	}
+	if pl.TargetKind != models.TargetDirectory {
+		return nil // only directory targets move (models.StartMove)
+	}
+	targets, _, err := h.store.ListTargets(c.Request().Context(), models.Page{Limit: optionLimit})
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if t.ID != pl.TargetID && t.Kind == models.TargetDirectory {
+			v.Protection.MoveTargets = append(v.Protection.MoveTargets, views.Option{Value: t.ID, Label: t.Name + " (" + t.Path + ")"})
+		}
+	}
 	return nil
 }
 
@@ -226,4 +246,36 @@ func (h *Handlers) refusedOnVMPage(c echo.Context, what string, err error) error
 		return h.redirectWithFlash(c, "/vms/"+c.Param("id"), what+": "+invalid.Error()+".")
 	}
 	return err
+}
+
+func (h *Handlers) startMove(c echo.Context, in MoveInputJSON) (*models.Job, error) {
+	job, err := h.store.StartMove(c.Request().Context(), actor(c), c.Param("id"), in.TargetID, in.OldReplica)
+	if err != nil {
+		return nil, err
+	}
+	h.wakeVMHost(c)
+	return job, nil
+}
+
+// APIMoveProtection answers POST /api/v1/vms/{id}/protection/move: 202 with
+// the Move replica job.
+func (h *Handlers) APIMoveProtection(c echo.Context) error {
+	var in MoveInputJSON
+	if err := decodeJSON(c, &in); err != nil {
+		return err
+	}
+	job, err := h.startMove(c, in)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, JobAcceptedJSON{JobID: job.ID})
+}
+
+// MoveProtection handles the VM page's Move to another target form.
+func (h *Handlers) MoveProtection(c echo.Context) error {
+	job, err := h.startMove(c, MoveInputJSON{TargetID: c.FormValue("target_id"), OldReplica: c.FormValue("old_replica")})
+	if err != nil {
+		return h.refusedOnVMPage(c, "The VM was not moved", err)
+	}
+	return h.redirectWithFlash(c, "/jobs/"+job.ID, "Moving the replicas: the new target is seeded while the VM keeps its old target and points.")
 }

@@ -107,7 +107,7 @@ func (s *Store) ChangePolicy(ctx context.Context, a Actor, vmID, policyID, targe
 		p := w.Protection
 		if targetID != "" && targetID != p.TargetID {
 			return &ConflictError{Code: "target_change_not_supported", Message: fmt.Sprintf(
-				"VM %s replicates to target %s; moving its replicas to another target is not built yet. Leave target_id out (or give its current target) to change the policy alone; to use another target, disable protection keeping the data, then enable it to the new target (the VM is copied again)", w.VM.Name, w.Target.Name)}
+				"VM %s replicates to target %s; this call changes the policy alone: leave target_id out (or give its current target), and move the VM to another target with POST /api/v1/vms/{id}/protection/move (the VM page's Move form)", w.VM.Name, w.Target.Name)}
 		}
 		if p.State == StateDisablingProtection {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf(

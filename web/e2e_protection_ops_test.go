@@ -141,3 +141,109 @@ func TestAPolicyChangeOnAProtectedVMSendsNoFullCopyOnlyTheChangedBlocks(t *testi
 		t.Fatalf("resume: %d %+v", status, vm)
 	}
 }
+
+func TestAMovedVMIsSeededOnItsNewTargetThenReplicatesThereAndItsOldReplicaIsDeleted(t *testing.T) {
+	t.Parallel()
+	v := newE2EVault(t)
+	_, agentBin := binaries(t)
+	stateDir, _ := registeredAgent(t, v)
+	vmRoot := t.TempDir()
+	disk := filepath.Join(vmRoot, "app", "disk0.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755)
+	source := make([]byte, 8<<20)
+	rand.Read(source[:4<<20])
+	os.WriteFile(disk, source, 0o644)
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	var vms struct {
+		Items []struct {
+			ID    string
+			Disks []struct{ ID string }
+		}
+	}
+	eventually(t, "the VM is listed", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms", nil, &vms)
+		return len(vms.Items) == 1
+	}, v.proc, agent)
+	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
+	var policy, oldTarget, newTarget struct{ ID string }
+	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &policy)
+	oldDir, newDir := t.TempDir(), t.TempDir()
+	for dir, out := range map[string]*struct{ ID string }{oldDir: &oldTarget, newDir: &newTarget} {
+		body, _ := json.Marshal(map[string]string{"name": filepath.Base(dir), "kind": "directory", "path": dir})
+		v.do(http.MethodPost, "/api/v1/targets", body, out)
+	}
+	body, _ := json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": oldTarget.ID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	waitJob := func(what string) e2eJob {
+		var job e2eJob
+		eventually(t, what, func() bool {
+			v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
+			return job.ended()
+		}, v.proc, agent)
+		return job
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
+		t.Fatalf("enable protection: %d", status)
+	}
+	if job := waitJob("protection is enabled"); job.State != "Succeeded" {
+		t.Fatalf("enable protection: %+v", job)
+	}
+	var vm e2eVMProtection
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	initial := *vm.BytesSent
+
+	// A write before the move: the seed carries it.
+	copy(source[6<<20:], bytes.Repeat([]byte{0x11}, 50000))
+	os.WriteFile(disk, source, 0o644)
+	body, _ = json.Marshal(map[string]string{"target_id": newTarget.ID, "old_replica": "delete"})
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection/move", body, &accepted); status != http.StatusAccepted {
+		t.Fatalf("move: %d", status)
+	}
+	if job := waitJob("the move ends"); job.State != "Succeeded" || len(job.Steps) != 4 {
+		t.Fatalf("move: %+v\n%s", job, agent.out.String())
+	}
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	location := filepath.Join(newDir, vmID)
+	if *vm.TargetID != newTarget.ID || *vm.ReplicaLocation != location || vm.ProtectionState != "Protected" {
+		t.Fatalf("after the move: %+v", vm)
+	}
+	seedSent := *vm.BytesSent - initial
+	if seedSent < 4<<20 {
+		t.Fatalf("the seed sent %d bytes, less than the disk's data: the new target is not a whole copy", seedSent)
+	}
+	if _, err := os.Stat(filepath.Join(oldDir, vmID)); !os.IsNotExist(err) {
+		t.Fatalf("the old replica is still there: %v", err)
+	}
+	var points struct{ Items []struct{ ID string } }
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+	if len(points.Items) != 1 {
+		t.Fatalf("points after the move: %+v, want the seed alone", points.Items)
+	}
+	if got := readReplicaPoint(t, newDir, vmID, points.Items[0].ID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the seed's point differs from the source")
+	}
+
+	// The next cycle goes to the new target and sends only what changed.
+	copy(source[7<<20:], bytes.Repeat([]byte{0x22}, 30000))
+	os.WriteFile(disk, source, 0o644)
+	var now struct {
+		PointID string `json:"point_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/replicate-now", nil, &now); status != http.StatusAccepted {
+		t.Fatalf("replicate now: %d", status)
+	}
+	eventually(t, "the cycle after the move makes its point", func() bool {
+		v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &points)
+		return len(points.Items) == 2 && points.Items[0].ID == now.PointID
+	}, v.proc, agent)
+	before := *vm.BytesSent
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
+	if sent := *vm.BytesSent - before; sent <= 0 || sent > 256<<10 {
+		t.Fatalf("the cycle after the move sent %d bytes for 30000 changed", sent)
+	}
+	if got := readReplicaPoint(t, newDir, vmID, now.PointID, diskID); !bytes.Equal(got, source) {
+		t.Fatal("the point after the move differs from the source")
+	}
+}

@@ -116,6 +116,20 @@ func TestVMPageLinksItsPolicyAndTargetAndPausesResumesAndChangesPolicy(t *testin
 		if testid(doc, "used-by-empty").Length() != 1 || testid(doc, "used-by-vm").Length() != 0 {
 			t.Fatal("the old policy's page still lists the VM")
 		}
+		// Move: the form offers the other directory targets; this host's agent
+		// has not said it can seed one, and the page says so.
+		nas2, err := av.Store.CreateTarget(ctx, models.SystemActor, models.TargetInput{Name: "nas2", Kind: models.TargetDirectory, Path: "/srv/replicas2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, doc = p.get("/vms/" + s.protectedVM)
+		if v, _ := testid(doc, "move-target").Find("option").Attr("value"); testid(doc, "move-target").Find("option").Length() != 1 || v != nas2.ID {
+			t.Fatalf("move targets offered: %d (%q)", testid(doc, "move-target").Find("option").Length(), v)
+		}
+		resp, doc = p.post("/vms/"+s.protectedVM+"/protection/move", url.Values{"target_id": {nas2.ID}, "old_replica": {"keep"}})
+		if resp.Request.URL.Path != "/vms/"+s.protectedVM || !strings.Contains(testid(doc, "flash").Text(), "The VM was not moved: the agent of host hv1") {
+			t.Fatalf("move with an old agent: %s %q", resp.Request.URL.Path, testid(doc, "flash").Text())
+		}
 		var events []models.AuditEvent
 		av.raw.Where("object_id = ? AND action IN ?", s.protectedVM, []string{"protection.pause", "protection.resume", "protection.change_policy"}).Find(&events)
 		if len(events) != 3 {

@@ -89,6 +89,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.page(post, "/vms/:id/pause", h.PauseReplication, contributor)
 	r.page(post, "/vms/:id/resume", h.ResumeReplication, contributor)
 	r.page(post, "/vms/:id/protection/policy", h.ChangeVMPolicy, contributor)
+	r.page(post, "/vms/:id/protection/move", h.MoveProtection, contributor)
 	// A cycle now changes no configuration: an Operator takes a fresh point before a drill or a failover.
 	r.page(post, "/vms/:id/replicate-now", h.ReplicateNow, operator)
 	// Recovery is the Operator's job: failover and failback, no configuration.
@@ -169,6 +170,7 @@ func addRoutes(e *echo.Echo, h *handlers.Handlers, csrf echo.MiddlewareFunc) {
 	r.api(post, "/vms/:id/recovery-points/:point/verify", h.APIVerifyRecoveryPoint, contributor)
 	r.api(post, "/vms/:id/resync", h.APIResync, contributor)
 	r.api(put, "/vms/:id/protection", h.APIUpdateProtection, contributor)
+	r.api(post, "/vms/:id/protection/move", h.APIMoveProtection, contributor)
 	r.api(post, "/vms/:id/pause", h.APIPauseReplication, contributor)
 	r.api(post, "/vms/:id/resume", h.APIResumeReplication, contributor)
 	r.api(post, "/vms/:id/replicate-now", h.APIReplicateNow, operator)
