@@ -80,21 +80,38 @@ func TestAMoveSeedsTheNewTargetWhileTheOldKeepsItsPointsThenSwitchesAndDeletesTh
 		if pl := payloadOf(t, del); pl.Target.Path != "/srv/lifeboat/nas" || pl.ReplicaKey != before.ReplicaKey {
 			t.Fatalf("the delete step: %+v, want the old target", pl)
 		}
-		complete(t, h, host.ID, del, models.TaskOutcome{Result: "{}"})
+		// The old target is away: the deletion is retried, and cycles to the
+		// new target do not wait for it.
+		complete(t, h, host.ID, del, models.TaskOutcome{ErrorCode: agentproto.CodeTargetUnavailable, Message: "old NAS unmounted", Recoverable: true})
+		h.advance(5 * time.Minute)
+		if q := scheduled(t, h); len(q) != 1 {
+			t.Fatalf("a cycle waited for the old replica's deletion: %+v", q)
+		}
+		// The host runs both, one at a time.
+		ran := map[string]bool{}
+		for range 2 {
+			tasks, err := h.s.LeaseTasks(ctx, host.ID, 5, time.Minute)
+			if err != nil || len(tasks) != 1 {
+				t.Fatalf("lease: %+v %v", tasks, err)
+			}
+			o := models.TaskOutcome{Result: "{}"}
+			if tasks[0].Kind == agentproto.TaskReplicate {
+				if pl := payloadOf(t, tasks[0]); pl.Target.Path != nas2.Path || pl.Disks[0].New {
+					t.Fatalf("the cycle after the move: %+v", pl)
+				}
+				o = cycleResult(tasks[0], h.clock.T)
+			}
+			ran[tasks[0].Kind] = true
+			complete(t, h, host.ID, tasks[0], o)
+		}
+		if !ran[agentproto.TaskReplicate] || !ran[agentproto.TaskDeleteReplica] {
+			t.Fatalf("ran %v", ran)
+		}
 		if j, _ := h.s.GetJob(ctx, job.ID); j.State != models.JobSucceeded {
 			t.Fatalf("move job: %+v", j)
 		}
 		if _, err := h.s.GetProtection(ctx, vm.ID); err != nil {
 			t.Fatalf("deleting the old replica ended the protection: %v", err)
-		}
-		// The next cycle is a delta on the new target.
-		h.advance(5 * time.Minute)
-		if q := scheduled(t, h); len(q) != 1 {
-			t.Fatalf("no cycle after the move: %+v", q)
-		}
-		next := payloadOf(t, leaseOne(t, h, host.ID, agentproto.TaskReplicate))
-		if next.Target.Path != nas2.Path || next.Disks[0].New {
-			t.Fatalf("the cycle after the move: %+v", next)
 		}
 	})
 }

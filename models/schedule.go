@@ -196,11 +196,13 @@ func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
 func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
 	var n int64
 	// Side tasks do not count (a verify; a test failover's copy, its
-	// cleanup): a cycle queued beside one waits in LeaseTasks while it
-	// runs, and one waiting out its back-off, or for a recovery host that
-	// is away, must not hold cycles.
+	// cleanup; a finished move's deletion of the old replica): a cycle
+	// queued beside one waits in LeaseTasks while it runs, and one waiting
+	// out its back-off, or for a recovery host or an old target that is
+	// away, must not hold cycles. (Disabling protection deletes replicas
+	// too, but its VM is no longer Protected: nothing is scheduled.)
 	err := tx.Model(&Task{}).Where("protection_id = ? AND kind NOT IN ? AND state IN ?", protectionID,
-		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM},
+		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM, agentproto.TaskDeleteReplica},
 		[]string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
 	return n > 0, err
 }
