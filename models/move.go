@@ -183,6 +183,13 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 		return err
 	}
+	inUse, err := pointsInUse(tx, p.ID)
+	if err != nil {
+		return err
+	}
+	if p.State != StateProtected || len(inUse) > 0 {
+		return moveAbandoned(tx, now, t, p, len(inUse) > 0)
+	}
 	var from Target
 	if err := tx.First(&from, "id = ?", p.TargetID).Error; err != nil {
 		return err
@@ -214,6 +221,26 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 		msg += "; the next step deletes them"
 	}
 	return tx.Model(&JobStep{}).Where("id = ?", t.StepID).Update("message", msg).Error
+}
+
+// moveAbandoned ends a move whose seed succeeded when the VM can no
+// longer switch: a failover began meanwhile (its recovery reads the old
+// points), or a recovery task will read them. The VM stays on its old
+// target with its points; the new copy stays on the new target, unlisted,
+// and the old replica is not deleted.
+func moveAbandoned(tx *gorm.DB, now time.Time, t *Task, p Protection, recovering bool) error {
+	why := fmt.Sprintf("VM is %s now", p.State)
+	if recovering {
+		why = "a recovery reads the VM's points on the old target"
+	}
+	msg := "the new target was seeded, but the move was abandoned: the " + why + "; the VM stays on its old target with its points, and the copy on the new target is not used (move again later)"
+	if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobFailed, "message": msg}).Error; err != nil {
+		return err
+	}
+	if err := cancelLaterSteps(tx, t.JobID); err != nil {
+		return err
+	}
+	return settleJob(tx, now, t.JobID, "move_abandoned", msg, "move the VM again once the failover or recovery has ended")
 }
 
 // moveFailed: a step of a move failed or was cancelled; the VM stays on

@@ -206,3 +206,32 @@ func TestAMoveWaitsForAnAgentThatCopiesANewReplicaWhole(t *testing.T) {
 		wantConflict(t, err, agentproto.CodeAgentUpgradeRequired)
 	})
 }
+
+func TestAMoveWhoseVMBeganFailingOverDuringTheSeedIsAbandonedAndTheVMKeepsItsOldPoints(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := movableVM(t, h)
+		before, _ := h.s.GetProtection(ctx, vm.ID)
+		job, err := h.s.StartMove(ctx, alice, vm.ID, mustDirectoryTarget(t, h, "nas2").ID, models.OldReplicaDelete)
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		seed := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		// A failover starts while the agent seeds (its recovery reads the old points).
+		if err := h.rawDB(t).Model(&models.Protection{}).Where("id = ?", before.ID).Update("state", models.StateFailingOver).Error; err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, seed, cycleResult(seed, h.clock.T))
+		j, _ := h.s.GetJob(ctx, job.ID)
+		p, _ := h.s.GetProtection(ctx, vm.ID)
+		points, _ := listPoints(t, h, vm.ID)
+		if j.State != models.JobFailed || j.ErrorCode != "move_abandoned" || p.TargetID != before.TargetID || len(points) != 1 || points[0].ID == payloadOf(t, seed).PointID {
+			t.Fatalf("a seed that ended during a failover: job %s %s, target %s (was %s), points %+v", j.State, j.ErrorCode, p.TargetID, before.TargetID, points)
+		}
+		if tasks, _ := h.s.LeaseTasks(ctx, host.ID, 5, time.Minute); len(tasks) != 0 {
+			t.Fatalf("the old replica's deletion ran after an abandoned move: %+v", tasks)
+		}
+	})
+}
