@@ -205,7 +205,20 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 	if err := tx.Where("protection_id = ? AND removed_at IS NOT NULL", p.ID).Delete(&ReplicaDisk{}).Error; err != nil {
 		return err // removed disks live only in the old points
 	}
-	if err := tx.Model(&ReplicaDisk{}).Where("protection_id = ?", p.ID).Update("copied_at", now).Error; err != nil {
+	// The disks the seed copied are copied on the new target; one the VM
+	// gained since the move began is new there (the next cycle copies it).
+	var seeded agentproto.ReplicationPayload
+	if err := json.Unmarshal([]byte(t.Payload), &seeded); err != nil {
+		return fmt.Errorf("the move's seed payload cannot be read: %w", err)
+	}
+	names := []string{""}
+	for _, d := range seeded.Disks {
+		names = append(names, d.ReplicaID)
+	}
+	if err := tx.Model(&ReplicaDisk{}).Where("protection_id = ? AND name IN ?", p.ID, names).Update("copied_at", now).Error; err != nil {
+		return err
+	}
+	if err := tx.Model(&ReplicaDisk{}).Where("protection_id = ? AND name NOT IN ?", p.ID, names).Update("copied_at", nil).Error; err != nil {
 		return err
 	}
 	if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Update("target_id", to.ID).Error; err != nil {

@@ -235,3 +235,34 @@ func TestAMoveWhoseVMBeganFailingOverDuringTheSeedIsAbandonedAndTheVMKeepsItsOld
 		}
 	})
 }
+
+func TestADiskAddedDuringAMoveIsCopiedToTheNewTargetByTheNextCycle(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		ctx := t.Context()
+		vm, host := movableVM(t, h)
+		nas2 := mustDirectoryTarget(t, h, "nas2")
+		if _, err := h.s.StartMove(ctx, alice, vm.ID, nas2.ID, models.OldReplicaKeep); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck), models.TaskOutcome{Result: "{}"})
+		complete(t, h, host.ID, leaseOne(t, h, host.ID, agentproto.TaskCreateReplica), models.TaskOutcome{Result: "{}"})
+		seed := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+		err := h.s.ReportInventory(ctx, host.ID, []models.VMReport{{ExternalID: "web", Name: "vm web", PowerState: models.PowerRunning, Disks: []models.DiskReport{
+			{Path: "/var/lib/vms/web.qcow2", SizeBytes: 1 << 30, Format: "qcow2"}, {Path: "/var/lib/vms/web-b.qcow2", SizeBytes: 1 << 30, Format: "qcow2"}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		complete(t, h, host.ID, seed, cycleResult(seed, h.clock.T))
+		h.advance(5 * time.Minute)
+		scheduled(t, h)
+		next := payloadOf(t, leaseOne(t, h, host.ID, agentproto.TaskReplicate))
+		if len(next.Disks) != 2 || next.Target.Path != nas2.Path {
+			t.Fatalf("the cycle after the move: %+v", next)
+		}
+		for _, d := range next.Disks {
+			if d.New != strings.HasSuffix(d.Path, "web-b.qcow2") {
+				t.Fatalf("disk %s new=%v: only the disk added during the move is new on the new target", d.Path, d.New)
+			}
+		}
+	})
+}
