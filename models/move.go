@@ -21,10 +21,11 @@ import (
 // in the same transaction that records the seed's point, which is then its
 // only point: the old points are deleted from the old target by the job's
 // last step, or kept there, no longer listed, as the caller chose. A move
-// that fails leaves the VM on its old target, Normal; if the seed had
-// started, the old replica is resynchronized at once, since a driver that
-// tracks changes (qemu's dirty bitmaps) may have handed the seed the
-// changes the old replica lacks.
+// that fails leaves the VM on its old target, Normal, with nothing to
+// repair: the seed never acknowledges its capture (KeepTracking), so a
+// driver that tracks changes (qemu's dirty bitmaps) still counts them from
+// the old replica's last cycle, and the new replica's first cycle sends a
+// superset of what it lacks.
 //
 // Only directory targets move, either way: an Azure Blob target needs the
 // SAS signed for the task's target and its emptied container deleted,
@@ -72,7 +73,7 @@ func (s *Store) StartMove(ctx context.Context, a Actor, vmID, targetID, oldRepli
 		seed := movePayload(w, target)
 		seed.MinFreeBytes, seed.BandwidthMbps = 1<<30, BandwidthAt(w.Policy, now, s.loc())
 		check, _ := json.Marshal(seed)
-		seed.PointID = NewID(prefixRecoveryPoint)
+		seed.PointID, seed.KeepTracking = NewID(prefixRecoveryPoint), true
 		copyAll, _ := json.Marshal(seed)
 		old, _ := json.Marshal(w.Payload)
 		host, p := w.VM.HostID, w.Protection.ID
@@ -131,7 +132,7 @@ func checkMovable(tx *gorm.DB, w *protectionWork, to Target) error {
 		return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("the replicas of VM %s are still under their old name; its next cycle renames them, then move it", w.VM.Name)}
 	case p.TestFailover:
 		return &ConflictError{Code: "test_failover_exists", Message: fmt.Sprintf("VM %s has a test failover; clean it up before moving its replicas", w.VM.Name)}
-	case !slices.Contains(strings.Fields(w.Host.Features), agentproto.FeatureNewDiskCopiedWhole):
+	case !slices.Contains(strings.Fields(w.Host.Features), agentproto.FeatureMoveSeed):
 		return &ConflictError{Code: agentproto.CodeAgentUpgradeRequired, Message: fmt.Sprintf(
 			"the agent of host %s does not copy a new replica whole whatever its change tracking says; upgrade it to the vault's version, then move the VM", w.Host.Name)}
 	case len(w.Payload.Disks) == 0:
@@ -254,23 +255,4 @@ func moveAbandoned(tx *gorm.DB, now time.Time, t *Task, p Protection, recovering
 		return err
 	}
 	return settleJob(tx, now, t.JobID, "move_abandoned", msg, "move the VM again once the failover or recovery has ended")
-}
-
-// moveFailed: a step of a move failed or was cancelled; the VM stays on
-// its old target. A seed that had started may have taken the changes a
-// tracking driver kept for the old replica: that replica is compared
-// block by block now (a resync), unless a failover owns the VM.
-func moveFailed(s *Store, tx *gorm.DB, now time.Time, t *Task) error {
-	if t.Kind != agentproto.TaskReplicate || t.Attempts == 0 {
-		return nil
-	}
-	var p Protection
-	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
-		return err
-	}
-	if p.State != StateProtected || p.Health == HealthCritical {
-		return nil
-	}
-	_, err := s.startResync(tx, now, SystemActor, p, "a move to another target stopped after its copy began: the old replica is checked block by block")
-	return err
 }

@@ -132,7 +132,7 @@ func replicateFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcom
 	case JobReprotect:
 		return reprotectFailed(s, tx, now, t, o)
 	case JobMoveReplica:
-		return moveFailed(s, tx, now, t)
+		return nil // the VM stays on its old target, its tracking intact (move.go)
 	}
 	return enableFailed(s, tx, now, t, o)
 }

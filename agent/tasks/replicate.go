@@ -78,7 +78,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 			limit = 0 // a new disk's initial copy is not a sign of churn
 			// Its replica is empty: the driver's tracked changes count from
 			// the disk's last capture, into another replica (a move's seed),
-			// and would leave the rest out (FeatureNewDiskCopiedWhole).
+			// and would leave the rest out (FeatureMoveSeed).
 			src.Changed = nil
 		}
 		res, err := replicate.Copy(ctx, r, cd.ID, src, replicate.Options{Throttle: throttle, ResyncLimitPercent: limit,
@@ -99,7 +99,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	if err != nil {
 		return agentproto.ReplicateResult{}, replicate.TargetError(err)
 	}
-	acked = true
+	acked = !p.KeepTracking // a move's seed leaves the tracking to the old replica
 	took := time.Since(transferStart)
 	res := resultOf(point, sent, took, got.Note)
 	pruned, remaining, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour, p.KeepPoints...)
