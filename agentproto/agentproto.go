@@ -174,6 +174,12 @@ const (
 	// at once on disks served from the recovery point while it copies
 	// them to local disks (MaterializePayload.Instant).
 	FeatureInstantFailover = "instant_failover"
+	// FeatureMoveSeed: the agent can seed another target for a move: a
+	// replicate task copies a disk marked New whole, whatever its driver's
+	// change tracking says (tracked changes count from the disk's last
+	// capture, into another replica), and with KeepTracking leaves that
+	// tracking to the old replica (2026-12-07).
+	FeatureMoveSeed = "move_seed"
 )
 
 // Task kinds.
@@ -243,6 +249,13 @@ type ReplicationPayload struct {
 	// whose content no longer matches their stored hash (the storage changed
 	// them). Without it only the stored hashes are compared.
 	CheckReplica bool `json:"check_replica,omitempty"`
+	// KeepTracking, on a move's seed into another target: release the
+	// capture without acknowledging it to the driver, so its change
+	// tracking still describes the replica on the old target (which the VM
+	// keeps if the move does not finish); the new replica's first cycle
+	// then sends a superset of its changes, which is correct
+	// (FeatureMoveSeed).
+	KeepTracking bool `json:"keep_tracking,omitempty"`
 	// ResyncThresholdPercent, on a scheduled cycle: when a disk's changes
 	// since the last cycle reach this share of its size, the agent sends
 	// nothing more and ends with CodeResyncRequired; the vault then runs a

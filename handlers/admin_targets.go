@@ -88,6 +88,9 @@ func (h *Handlers) TargetPage(c echo.Context) error {
 	if k := c.QueryParam("kind"); k == models.TargetAzureBlob || k == models.TargetDirectory {
 		f.Kind = k // the kind links, for a browser without JavaScript
 	}
+	if f.UsedBy, err = h.targetUsedBy(c, t.ID); err != nil {
+		return err
+	}
 	return render(c, http.StatusOK, views.TargetFormPage(h.page(c, "Target "+t.Name, "targets"), f, ""))
 }
 

@@ -51,9 +51,18 @@ type VMJSON struct {
 	LastCycle         *CycleJSON `json:"last_cycle"` // null before the first cycle
 	// Recovery is the VM's test failover, last drill and failover; only
 	// GET /vms/{id} fills it in (null in lists and when unprotected).
-	Recovery  *RecoveryJSON `json:"recovery"`
-	CreatedAt time.Time     `json:"created_at"`
-	UpdatedAt time.Time     `json:"updated_at"`
+	Recovery *RecoveryJSON `json:"recovery"`
+	// The protection's policy and target, and the real place of its
+	// replicas (a directory, or the VM's Azure container URL); null when
+	// unprotected. PausedAt and PausedBy: replication is paused; null when
+	// it is not.
+	PolicyID        *string    `json:"policy_id"`
+	TargetID        *string    `json:"target_id"`
+	ReplicaLocation *string    `json:"replica_location"`
+	PausedAt        *time.Time `json:"paused_at"`
+	PausedBy        *string    `json:"paused_by"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
 }
 
 // CycleJSON is what the last successful replication cycle sent, and how fast.
@@ -97,6 +106,7 @@ func vmJSON(now time.Time) func(models.VMSummary) VMJSON {
 			rpo := max(int64(now.Sub(*v.LastRecoveryPointAt)/time.Second), 0)
 			out.RPOSeconds = &rpo
 		}
+		out.addPlacement(v.Placement)
 		return out
 	}
 }

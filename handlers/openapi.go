@@ -221,7 +221,7 @@ func protectionStates() []string {
 // BuildOpenAPI makes the document.
 func BuildOpenAPI() *OpenAPIDocument {
 	b := &schemaBuilder{names: map[reflect.Type]string{}}
-	comps := components()
+	comps := append(components(), protectionOpsComponents()...)
 	for _, c := range comps {
 		b.names[c.Type] = c.Name
 	}
@@ -510,5 +510,6 @@ func operations() []operation {
 		operation{Method: http.MethodDelete, Path: "/tokens/{id}", ID: "deleteToken", Tag: "Tokens", Summary: "Revoke one of the caller's tokens",
 			Role: reader, Status: 204, Notes: "Another user's token answers 404."},
 	)
+	ops = append(ops, protectionOpsOperations()...)
 	return ops
 }

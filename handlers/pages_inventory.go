@@ -242,6 +242,9 @@ func (h *Handlers) VMPage(c echo.Context) error {
 	if err := h.fillRunningCopy(c, &v); err != nil {
 		return err
 	}
+	if err := h.fillPlacement(c, &v, vm.Placement); err != nil {
+		return err
+	}
 	return render(c, http.StatusOK, views.VMPage(h.page(c, "VM "+vm.Name, "vms"), v))
 }
 

@@ -116,7 +116,11 @@ func (h *Handlers) PolicyPage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), policyForm(*p), ""))
+	f := policyForm(*p)
+	if f.UsedBy, err = h.policyUsedBy(c, p.ID); err != nil {
+		return err
+	}
+	return render(c, http.StatusOK, views.PolicyFormPage(h.page(c, "Policy "+p.Name, "policies"), f, ""))
 }
 
 // CreatePolicy handles POST /policies.

@@ -183,6 +183,9 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 		}
 		h.Reasons = append(h.Reasons, reason)
 	}
+	if p.PausedAt != nil {
+		warn(pausedReason(p))
+	}
 	// A host that went silent runs no cycle: its VMs may look fine by
 	// their RPO for a while, but nothing protects their new writes.
 	var host Host

@@ -1,7 +1,6 @@
 package models_test
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/agentproto"
@@ -89,13 +88,4 @@ func TestARetryAfterTheReplicaWasBegunKeepsItsTarget(t *testing.T) {
 		}
 		wantJob(t, h, retry.ID, models.JobInProgress)
 	})
-}
-
-func payloadOf(t *testing.T, task models.Task) agentproto.ReplicationPayload {
-	t.Helper()
-	var pl agentproto.ReplicationPayload
-	if err := json.Unmarshal([]byte(task.Payload), &pl); err != nil {
-		t.Fatal(err)
-	}
-	return pl
 }

@@ -166,6 +166,9 @@ type VMSummary struct {
 	BytesSent           *int64
 	LastCycleBytes      *int64
 	LastCycleSeconds    *float64
+	// Placement is the VM's policy, target and replica location (nil when
+	// unprotected); placement.go fills it in.
+	Placement *Placement
 }
 
 // VMFilter selects VMs. Health "Unprotected" selects VMs without protection.
@@ -223,6 +226,9 @@ func (s *Store) ListVMs(ctx context.Context, f VMFilter, p Page) ([]VMSummary, s
 	if err := s.loadDisks(ctx, out); err != nil {
 		return nil, "", err
 	}
+	if err := s.loadPlacements(ctx, out); err != nil {
+		return nil, "", err
+	}
 	return out, next, nil
 }
 
@@ -237,6 +243,9 @@ func (s *Store) GetVM(ctx context.Context, id string) (*VMSummary, error) {
 	}
 	out := []VMSummary{rows[0].summary()}
 	if err := s.loadDisks(ctx, out); err != nil {
+		return nil, err
+	}
+	if err := s.loadPlacements(ctx, out); err != nil {
 		return nil, err
 	}
 	return &out[0], nil

@@ -130,6 +130,9 @@ func (s *Store) StartResync(ctx context.Context, a Actor, vmID string) (*Job, er
 			return err
 		}
 		p := w.Protection
+		if p.PausedAt != nil {
+			return &ConflictError{Code: "replication_paused", Message: fmt.Sprintf("replication of VM %s is paused (by %s); resume it first", w.VM.Name, p.PausedBy)}
+		}
 		if p.State != StateProtected && p.State != StateResyncRequired {
 			return &ConflictError{Code: "invalid_protection_state", Message: fmt.Sprintf("a VM in state %s cannot be resynchronized; wait for it to be Protected", p.State)}
 		}

@@ -14,8 +14,8 @@ import (
 
 // ScheduleReplications queues a replication cycle for every protected VM
 // whose copy frequency has passed since its last cycle, whose retry time
-// (after failures) has come, and that has no task waiting or running; and
-// starts the resyncs whose window is open.
+// (after failures) has come, that is not paused, and that has no task
+// waiting or running; and starts the resyncs whose window is open.
 func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 	now := s.Now()
 	var queued []Task
@@ -41,45 +41,62 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 			if err := refreshHealth(tx, now, p, policy); err != nil {
 				return err
 			}
-			busy, err := replicationBusy(tx, p.ID)
+			if p.PausedAt != nil {
+				continue // paused (pause.go): its health says so; a running cycle finishes
+			}
+			t, err := s.queueCycle(tx, now, p, policy, false)
 			if err != nil {
 				return err
 			}
-			if busy || (p.NextRetryAt != nil && p.NextRetryAt.After(now)) {
-				continue
+			if t != nil {
+				queued = append(queued, *t)
 			}
-			if p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
-				continue
-			}
-			w, err := loadWork(tx, p.ID)
-			if err != nil {
-				return err
-			}
-			if len(w.Payload.Disks) == 0 {
-				continue // every disk was removed: nothing to replicate (the VM is Warning, saying so)
-			}
-			payload := w.Payload
-			payload.PointID = NewID(prefixRecoveryPoint)
-			payload.ResyncThresholdPercent = ResyncThresholdPercent
-			payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
-			if payload.KeepPoints, err = pointsInUse(tx, p.ID); err != nil {
-				return err
-			}
-			if payload.AppConsistent, err = appConsistentDue(tx, now, p, policy); err != nil {
-				return err
-			}
-			b, _ := json.Marshal(payload)
-			t := Task{ID: NewID(prefixTask), HostID: w.VM.HostID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b), State: TaskQueued}
-			if err := tx.Create(&t).Error; err != nil {
-				return err
-			}
-			queued = append(queued, t)
 		}
 		resyncs, err := s.startWindowResyncs(tx, now, policies)
 		queued = append(queued, resyncs...)
 		return err
 	})
 	return queued, err
+}
+
+// queueCycle queues a replication cycle of a protected VM when one is due
+// (its copy frequency has passed since the last cycle, and its retry time
+// after failures has come), or at once with atOnce set (Replicate now), unless
+// a task of it is waiting or running. It returns the cycle, or nil.
+func (s *Store) queueCycle(tx *gorm.DB, now time.Time, p Protection, policy Policy, atOnce bool) (*Task, error) {
+	busy, err := replicationBusy(tx, p.ID)
+	if err != nil || busy {
+		return nil, err
+	}
+	if !atOnce && p.NextRetryAt != nil && p.NextRetryAt.After(now) {
+		return nil, nil
+	}
+	if !atOnce && p.NextRetryAt == nil && p.LastCycleAt != nil && now.Sub(*p.LastCycleAt) < time.Duration(policy.CopyFrequencySeconds)*time.Second {
+		return nil, nil
+	}
+	w, err := loadWork(tx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Payload.Disks) == 0 {
+		return nil, nil // every disk was removed: nothing to replicate (the VM is Warning, saying so)
+	}
+	payload := w.Payload
+	payload.PointID = NewID(prefixRecoveryPoint)
+	payload.ResyncThresholdPercent = ResyncThresholdPercent
+	payload.BandwidthMbps = BandwidthAt(policy, now, s.loc())
+	if payload.KeepPoints, err = pointsInUse(tx, p.ID); err != nil {
+		return nil, err
+	}
+	if payload.AppConsistent, err = appConsistentDue(tx, now, p, policy); err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(payload)
+	t := Task{ID: NewID(prefixTask), HostID: w.VM.HostID, ProtectionID: p.ID, Kind: agentproto.TaskReplicate, Payload: string(b), State: TaskQueued}
+	if err := tx.Create(&t).Error; err != nil {
+		return nil, err
+	}
+	return &t, nil
 }
 
 // appConsistentDue says whether the next point should be app-consistent:
@@ -108,7 +125,7 @@ const ResyncThresholdPercent = 50
 // policy's resync window is open now, unless a task of it is waiting.
 func (s *Store) startWindowResyncs(tx *gorm.DB, now time.Time, policies map[string]Policy) ([]Task, error) {
 	var ps []Protection
-	if err := tx.Where("state = ? AND health <> ?", StateResyncRequired, HealthCritical).Find(&ps).Error; err != nil {
+	if err := tx.Where("state = ? AND health <> ? AND paused_at IS NULL", StateResyncRequired, HealthCritical).Find(&ps).Error; err != nil {
 		return nil, err
 	}
 	var queued []Task
@@ -179,11 +196,13 @@ func BandwidthAt(p Policy, t time.Time, loc *time.Location) int {
 func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
 	var n int64
 	// Side tasks do not count (a verify; a test failover's copy, its
-	// cleanup): a cycle queued beside one waits in LeaseTasks while it
-	// runs, and one waiting out its back-off, or for a recovery host that
-	// is away, must not hold cycles.
+	// cleanup; a finished move's deletion of the old replica): a cycle
+	// queued beside one waits in LeaseTasks while it runs, and one waiting
+	// out its back-off, or for a recovery host or an old target that is
+	// away, must not hold cycles. (Disabling protection deletes replicas
+	// too, but its VM is no longer Protected: nothing is scheduled.)
 	err := tx.Model(&Task{}).Where("protection_id = ? AND kind NOT IN ? AND state IN ?", protectionID,
-		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM},
+		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM, agentproto.TaskDeleteReplica},
 		[]string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
 	return n > 0, err
 }

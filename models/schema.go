@@ -210,7 +210,11 @@ type Protection struct {
 	// HomeVMID is the VM first protected, while a re-protect has made the
 	// failed-over VM the one replicated (VMID); a failback to it and the
 	// re-protect after bring VMID back and clear it.
-	HomeVMID  string `gorm:"size:40;not null;default:''"`
+	HomeVMID string `gorm:"size:40;not null;default:''"`
+	// PausedAt and PausedBy: replication is paused (pause.go): no cycle
+	// or resync starts until a user resumes it.
+	PausedAt  *time.Time
+	PausedBy  string `gorm:"size:100;not null;default:''"`
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

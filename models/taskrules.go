@@ -41,6 +41,9 @@ func ruleFor(t *Task) taskRule {
 	case agentproto.TaskCreateReplica:
 		return taskRule{retries: MaxTaskAttempts, failed: enableFailed,
 			succeeded: func(_ *Store, tx *gorm.DB, _ time.Time, t *Task, _ string) error {
+				if moving, err := isMoveTask(tx, t); err != nil || moving {
+					return err // a move's replicas on its new target: the VM stays Protected on its old one
+				}
 				return setState(tx, t.ProtectionID, StateInitialReplication)
 			}}
 	case agentproto.TaskReplicate:
@@ -75,6 +78,10 @@ func (r taskRule) attemptsLeft(t *Task) bool {
 
 // setHealth records a protection's health and its reasons.
 func setHealth(tx *gorm.DB, protectionID, health string, reasons []string, extra map[string]any) error {
+	health, reasons, err := keepPauseShown(tx, protectionID, health, reasons)
+	if err != nil {
+		return err
+	}
 	b, _ := json.Marshal(append([]string{}, reasons...))
 	updates := map[string]any{"health": health, "health_reasons": string(b)}
 	for k, v := range extra {
@@ -86,6 +93,9 @@ func setHealth(tx *gorm.DB, protectionID, health string, reasons []string, extra
 // protectionRetrying shows, while a task of the protection is retried,
 // its current error and when the next attempt runs.
 func protectionRetrying(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome, next time.Time) error {
+	if moving, err := isMoveTask(tx, t); err != nil || moving {
+		return err // a move's seed: its job step shows the retry; the VM's replication is not failing
+	}
 	what := map[string]string{agentproto.TaskReplicate: "the initial replication", agentproto.TaskResync: "the resynchronization"}[t.Kind]
 	reason := fmt.Sprintf("%s failed %d time(s) (%s): %s; it is retried at %s", what, t.Failures, o.ErrorCode, o.Message, next.UTC().Format(time.RFC3339))
 	return setHealth(tx, t.ProtectionID, HealthWarning, []string{reason},
@@ -97,6 +107,9 @@ func protectionRetrying(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutco
 func enableFailed(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome) error {
 	if o.ErrorCode == agentproto.CodeCancelled {
 		return nil
+	}
+	if moving, err := isMoveTask(tx, t); err != nil || moving {
+		return err // a move's check of its new target: the VM stays as it was (move.go)
 	}
 	reason := fmt.Sprintf("enabling protection failed (%s): %s; fix the cause, then retry from the VM page (Retry enable protection), with the same or another target", o.ErrorCode, o.Message)
 	if err := setHealth(tx, t.ProtectionID, HealthCritical, []string{reason},
@@ -118,18 +131,26 @@ func replicateFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcom
 		return recoveryJobFailed(tx, now, t, o, typ)
 	case JobReprotect:
 		return reprotectFailed(s, tx, now, t, o)
+	case JobMoveReplica:
+		return nil // the VM stays on its old target, its tracking intact (move.go)
 	}
 	return enableFailed(s, tx, now, t, o)
 }
 
 // replicated records a cycle's point; a re-protect's cycle ends it.
 func replicated(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) error {
+	typ, err := jobTypeOf(tx, t)
+	if err != nil {
+		return err
+	}
+	if typ == JobMoveReplica {
+		return moveSeeded(s, tx, now, t, result) // switches target, then records the point
+	}
 	if err := recordCycle(s, tx, now, t, result); err != nil {
 		return err
 	}
-	typ, err := jobTypeOf(tx, t)
-	if err != nil || typ != JobReprotect {
-		return err
+	if typ != JobReprotect {
+		return nil
 	}
 	return reprotected(s, tx, now, t, result)
 }
@@ -178,6 +199,9 @@ func resyncFailed(s *Store, tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) 
 
 // replicaDataDeleted ends a protection whose replica data is gone.
 func replicaDataDeleted(_ *Store, tx *gorm.DB, now time.Time, t *Task, _ string) error {
+	if moving, err := isMoveTask(tx, t); err != nil || moving {
+		return err // a move deleted the old target's replica; the protection lives on the new one
+	}
 	if err := queueContainerCleanup(tx, now, t.ProtectionID); err != nil {
 		return err
 	}
@@ -189,6 +213,9 @@ func replicaDataDeleted(_ *Store, tx *gorm.DB, now time.Time, t *Task, _ string)
 func deleteFailed(_ *Store, tx *gorm.DB, _ time.Time, t *Task, o TaskOutcome) error {
 	if o.ErrorCode == agentproto.CodeCancelled || o.ErrorCode == agentproto.CodeProtectionDisabled {
 		return nil
+	}
+	if moving, err := isMoveTask(tx, t); err != nil || moving {
+		return err // the old replica of a finished move stays; the job's error says where
 	}
 	reason := fmt.Sprintf("deleting the replica data failed (%s): %s; disable protection again to retry, or keep the data", o.ErrorCode, o.Message)
 	if err := setHealth(tx, t.ProtectionID, HealthCritical, []string{reason},

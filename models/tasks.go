@@ -457,6 +457,16 @@ func refreshedPayload(tx *gorm.DB, t *Task) (string, error) {
 	if pl.KeepPoints, err = pointsInUse(tx, t.ProtectionID); err != nil {
 		return "", err
 	}
+	if moving, err := isMoveTask(tx, t); err != nil {
+		return "", err
+	} else if moving {
+		// A move's seed: every disk is new on the new target, and the old
+		// target's points are not there to keep.
+		for i := range pl.Disks {
+			pl.Disks[i].New = true
+		}
+		pl.KeepPoints = nil
+	}
 	b, err := json.Marshal(pl)
 	return string(b), err
 }

@@ -266,6 +266,7 @@ var recoveryBodies = map[string]string{
 	"/failover/change-point": `{"recovery_point":"latest_processed"}`,
 	"/failover/commit":       ``,
 	"/reprotect":             ``,
+	"/protection/move":       `{"target_id":"tgt_x","old_replica":"keep"}`,
 }
 
 func bodyFor(path string) string {

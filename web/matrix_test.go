@@ -34,7 +34,8 @@ func expectedRole(method, path string) (role string, known bool) {
 		return models.RoleContributor, true
 	case method == http.MethodPost && strings.HasPrefix(p, "/alerts/"):
 		return models.RoleOperator, true // on-call operators acknowledge and resolve alerts
-	case method == http.MethodPost && strings.HasPrefix(p, "/vms/") && (strings.Contains(p, "/test-failover") || strings.Contains(p, "/failover") || strings.HasSuffix(p, "/reprotect")),
+	case method == http.MethodPost && strings.HasPrefix(p, "/vms/") && (strings.Contains(p, "/test-failover") || strings.Contains(p, "/failover") || strings.HasSuffix(p, "/reprotect") ||
+		strings.HasSuffix(p, "/replicate-now")), // a fresh point before a drill or failover; no configuration changes
 		method == http.MethodPost && strings.HasPrefix(p, "/jobs/") && (strings.HasSuffix(p, "/restart") || strings.HasSuffix(p, "/resume") || strings.HasSuffix(p, "/cancel")), // cancel: of recovery jobs, for Operators
 		method == http.MethodPost && strings.HasPrefix(p, "/recovery-plans/") && strings.HasSuffix(p, "/run"):
 		return models.RoleOperator, true // operators fail over and back, and restart what failed, and change no configuration

@@ -171,7 +171,7 @@ func Info(driverName string) agentproto.AgentInfo {
 // features are what the agent tells the vault it can do: the inventory,
 // replicas kept by the vault's VM id, and every task kind it runs.
 func features(kinds map[string]tasks.Func) []string {
-	out := []string{agentproto.FeatureInventory, agentproto.FeatureReplicaKeys}
+	out := []string{agentproto.FeatureInventory, agentproto.FeatureReplicaKeys, agentproto.FeatureMoveSeed}
 	for kind := range kinds {
 		out = append(out, kind)
 	}

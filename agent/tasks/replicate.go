@@ -73,10 +73,15 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	for i, cd := range capture.Disks() {
 		d := p.Disks[i]
 		limit := p.ResyncThresholdPercent
+		src := cd.Source
 		if d.New {
 			limit = 0 // a new disk's initial copy is not a sign of churn
+			// Its replica is empty: the driver's tracked changes count from
+			// the disk's last capture, into another replica (a move's seed),
+			// and would leave the rest out (FeatureMoveSeed).
+			src.Changed = nil
 		}
-		res, err := replicate.Copy(ctx, r, cd.ID, cd.Source, replicate.Options{Throttle: throttle, ResyncLimitPercent: limit,
+		res, err := replicate.Copy(ctx, r, cd.ID, src, replicate.Options{Throttle: throttle, ResyncLimitPercent: limit,
 			Progress: func(doneInDisk int64) {
 				rep.Set(agentproto.Progress{Step: "disk " + filepath.Base(d.Path), Percent: int((done + doneInDisk) * 100 / max(total, 1)),
 					BytesDone: done + doneInDisk, BytesTotal: total})
@@ -94,7 +99,7 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 	if err != nil {
 		return agentproto.ReplicateResult{}, replicate.TargetError(err)
 	}
-	acked = true
+	acked = !p.KeepTracking // a move's seed leaves the tracking to the old replica
 	took := time.Since(transferStart)
 	res := resultOf(point, sent, took, got.Note)
 	pruned, remaining, err := prune(r, time.Now(), time.Duration(p.RetentionHours)*time.Hour, p.KeepPoints...)
