@@ -73,7 +73,13 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 		return err
 	}
 	row := historyRow(p.VMID, now, point.Time, p.LastRecoveryPointAt, r.BytesSent, r.TransferSeconds)
-	row.Baseline = p.LastRecoveryPointAt == nil || t.Kind == agentproto.TaskResync
+	// A whole copy (the first, a move's seed, a re-protect's first cycle:
+	// every disk new) or a resync is not the VM's churn.
+	allNew := payloadOK && len(pl.Disks) > 0
+	for _, d := range pl.Disks {
+		allNew = allNew && d.New
+	}
+	row.Baseline = p.LastRecoveryPointAt == nil || t.Kind == agentproto.TaskResync || allNew
 	if err := tx.Create(&row).Error; err != nil {
 		return err
 	}

@@ -296,7 +296,11 @@ func recoveryBusy(tx *gorm.DB, vmID string) error {
 // protectionOf loads the work of a VM's protection, or says it has none.
 func protectionOf(tx *gorm.DB, vmID string) (*protectionWork, error) {
 	var p Protection
-	if err := tx.First(&p, "vm_id = ?", vmID).Error; err != nil {
+	err := tx.First(&p, "vm_id = ?", vmID).Error
+	if err == nil {
+		err = lockProtection(tx, p.ID)
+	}
+	if err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			var vm VM
 			if err := tx.First(&vm, "id = ?", vmID).Error; err != nil {
@@ -1174,4 +1178,17 @@ func rerunStepsAfter(tx *gorm.DB, jobID string, seq int) error {
 	}
 	return tx.Model(&JobStep{}).Where("job_id = ? AND seq > ? AND state = ?", jobID, seq, JobCancelled).
 		Updates(map[string]any{"state": JobNotStarted, "progress": 0, "started_at": nil, "ended_at": nil, "message": ""}).Error
+}
+
+// lockProtection takes a protection's row until the transaction ends, so
+// that two changes of one VM's work (a move and a cycle, two failovers)
+// are made one after the other, each seeing what the other queued. On
+// PostgreSQL a row lock; SQLite has one writer at a time already (a
+// transaction that read before another's write cannot write: it fails, and
+// nothing is queued twice).
+func lockProtection(tx *gorm.DB, id string) error {
+	if tx.Dialector.Name() != "postgres" {
+		return nil
+	}
+	return tx.Exec("SELECT id FROM protections WHERE id = ? FOR UPDATE", id).Error
 }

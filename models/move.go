@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -177,20 +178,48 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 	if err != nil {
 		return err
 	}
-	var to Target
-	if err := tx.First(&to, "id = ?", req.TargetID).Error; err != nil {
-		return fmt.Errorf("the target the move seeded is gone: %w", err)
-	}
 	var p Protection
 	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
 		return err
+	}
+	var seeded agentproto.ReplicationPayload
+	if err := json.Unmarshal([]byte(t.Payload), &seeded); err != nil {
+		return fmt.Errorf("the move's seed payload cannot be read: %w", err)
+	}
+	// The target must still be where the seed wrote: deleted, or given
+	// another path meanwhile, it holds no seeded replica (the vault
+	// refuses both while a move runs; this holds whatever wrote it).
+	var to Target
+	switch err := tx.First(&to, "id = ?", req.TargetID).Error; {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return moveAbandoned(tx, now, t, "the target it moved to was deleted meanwhile")
+	case err != nil:
+		return err
+	case to.Kind != seeded.Target.Kind || to.Path != seeded.Target.Path:
+		return moveAbandoned(tx, now, t, fmt.Sprintf("target %s was changed to %s meanwhile, not where the seed wrote (%s)", to.Name, to.Path, seeded.Target.Path))
 	}
 	inUse, err := pointsInUse(tx, p.ID)
 	if err != nil {
 		return err
 	}
-	if p.State != StateProtected || len(inUse) > 0 {
-		return moveAbandoned(tx, now, t, p, len(inUse) > 0)
+	switch {
+	case len(inUse) > 0:
+		return moveAbandoned(tx, now, t, "a recovery reads the VM's points on the old target")
+	case p.State != StateProtected:
+		return moveAbandoned(tx, now, t, fmt.Sprintf("VM is %s now", p.State))
+	}
+	// Whatever else of the VM waits (a cycle or a verify queued in a race
+	// with the move) was made for the old target: it must never run
+	// against it once the VM is on the new one.
+	var stale []Task
+	if err := tx.Where("protection_id = ? AND job_id <> ? AND state IN ?", p.ID, t.JobID, []string{TaskWaiting, TaskQueued}).Find(&stale).Error; err != nil {
+		return err
+	}
+	for i := range stale {
+		if err := finishTask(tx, now, &stale[i], TaskCancelled, "", agentproto.CodeCancelled,
+			"the VM moved to another target before this task ran; it was made for the old one", ""); err != nil {
+			return err
+		}
 	}
 	var from Target
 	if err := tx.First(&from, "id = ?", p.TargetID).Error; err != nil {
@@ -209,10 +238,6 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 	}
 	// The disks the seed copied are copied on the new target; one the VM
 	// gained since the move began is new there (the next cycle copies it).
-	var seeded agentproto.ReplicationPayload
-	if err := json.Unmarshal([]byte(t.Payload), &seeded); err != nil {
-		return fmt.Errorf("the move's seed payload cannot be read: %w", err)
-	}
 	names := []string{""}
 	for _, d := range seeded.Disks {
 		names = append(names, d.ReplicaID)
@@ -243,17 +268,23 @@ func moveSeeded(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) er
 // points), or a recovery task will read them. The VM stays on its old
 // target with its points; the new copy stays on the new target, unlisted,
 // and the old replica is not deleted.
-func moveAbandoned(tx *gorm.DB, now time.Time, t *Task, p Protection, recovering bool) error {
-	why := fmt.Sprintf("VM is %s now", p.State)
-	if recovering {
-		why = "a recovery reads the VM's points on the old target"
-	}
-	msg := "the new target was seeded, but the move was abandoned: the " + why + "; the VM stays on its old target with its points, and the copy on the new target is not used (move again later)"
+func moveAbandoned(tx *gorm.DB, now time.Time, t *Task, why string) error {
+	msg := "the new target was seeded, but the move was abandoned: " + why + "; the VM stays on its old target with its points, and the copy on the new target is not used (move again later)"
 	if err := tx.Model(&JobStep{}).Where("id = ?", t.StepID).Updates(map[string]any{"state": JobFailed, "message": msg}).Error; err != nil {
 		return err
 	}
 	if err := cancelLaterSteps(tx, t.JobID); err != nil {
 		return err
 	}
-	return settleJob(tx, now, t.JobID, "move_abandoned", msg, "move the VM again once the failover or recovery has ended")
+	return settleJob(tx, now, t.JobID, "move_abandoned", msg, "move the VM again once what stopped it has ended")
+}
+
+// movesTo names the VMs that a running move copies to a target: its
+// location must not change, nor may it go, until they end.
+func movesTo(tx *gorm.DB, targetID string) ([]string, error) {
+	var names []string
+	err := tx.Model(&Job{}).Where("type = ? AND state IN ? AND payload LIKE ?", JobMoveReplica,
+		[]string{JobNotStarted, JobInProgress, JobWaitingForInput, JobSuspended}, `%"target_id":"`+targetID+`"%`).
+		Order("target_name").Limit(10).Pluck("target_name", &names).Error
+	return names, err
 }

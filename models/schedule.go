@@ -64,6 +64,11 @@ func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
 // after failures has come), or at once with atOnce set (Replicate now), unless
 // a task of it is waiting or running. It returns the cycle, or nil.
 func (s *Store) queueCycle(tx *gorm.DB, now time.Time, p Protection, policy Policy, atOnce bool) (*Task, error) {
+	// Whoever else queues work for this VM (a move, a failover) holds its
+	// row until it commits: the check below then sees what it queued.
+	if err := lockProtection(tx, p.ID); err != nil {
+		return nil, err
+	}
 	busy, err := replicationBusy(tx, p.ID)
 	if err != nil || busy {
 		return nil, err

@@ -182,6 +182,9 @@ func (s *Store) CreateTarget(ctx context.Context, a Actor, in TargetInput) (*Tar
 		if err := uniqueName(tx, &Target{}, "", t.Name, "target"); err != nil {
 			return err
 		}
+		if err := checkNesting(tx, t); err != nil {
+			return err
+		}
 		if err := tx.Create(t).Error; err != nil {
 			return err
 		}
@@ -216,6 +219,13 @@ func (s *Store) UpdateTarget(ctx context.Context, a Actor, id string, in TargetI
 			if err != nil {
 				return err
 			}
+			moving, err := movesTo(tx, t.ID)
+			if err != nil {
+				return err
+			}
+			for _, m := range moving {
+				names = append(names, m+" (moving to it)")
+			}
 			if len(names) > 0 {
 				what := "location"
 				if in.Kind != t.Kind {
@@ -227,6 +237,9 @@ func (s *Store) UpdateTarget(ctx context.Context, a Actor, id string, in TargetI
 			}
 		}
 		if err := s.applyTarget(&t, in); err != nil {
+			return err
+		}
+		if err := checkNesting(tx, &t); err != nil {
 			return err
 		}
 		if err := tx.Save(&t).Error; err != nil {
@@ -254,11 +267,46 @@ func (s *Store) DeleteTarget(ctx context.Context, a Actor, id string) error {
 		if n > 0 {
 			return &ConflictError{Code: "target_in_use", Message: fmt.Sprintf("target %q holds replicas of %d VM(s); disable their protection first", t.Name, n)}
 		}
+		moving, err := movesTo(tx, id)
+		if err != nil {
+			return err
+		}
+		if len(moving) > 0 {
+			return &ConflictError{Code: "target_in_use", Message: fmt.Sprintf("target %q is being seeded by the move of %s; wait for the move to end, or cancel it", t.Name, strings.Join(moving, ", "))}
+		}
 		if err := tx.Delete(&t).Error; err != nil {
 			return err
 		}
 		return s.audit(tx, a, "target.delete", "target", t.ID, t.Name, nil)
 	})
+}
+
+// checkNesting refuses a directory target inside another one's directory,
+// or around it: a VM's replica directory under one could then be, or
+// hold, the replicas of another target, and deleting one VM's replicas
+// (a disable, a move's last step) would delete another's. Two targets of
+// the same path are one place under two names; their replica locations
+// are told apart as for one target (checkLocationFree).
+func checkNesting(tx *gorm.DB, t *Target) error {
+	if t.Kind != TargetDirectory {
+		return nil
+	}
+	var others []Target
+	if err := tx.Where("kind = ? AND id <> ?", TargetDirectory, t.ID).Find(&others).Error; err != nil {
+		return err
+	}
+	inside := func(path, dir string) bool {
+		return dir == "/" || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+	}
+	for _, o := range others {
+		switch {
+		case inside(t.Path, o.Path):
+			return Invalid("path", "is inside the directory of target %s (%s): give each target a directory of its own, not one within another", o.Name, o.Path)
+		case inside(o.Path, t.Path):
+			return Invalid("path", "holds the directory of target %s (%s): give each target a directory of its own, not one around another", o.Name, o.Path)
+		}
+	}
+	return nil
 }
 
 // protectedVMNames names the VMs protected to a target, at most ten (and

@@ -50,7 +50,14 @@ func ruleFor(t *Task) taskRule {
 		// The initial copy, in the Enable protection job. Scheduled cycles
 		// have no job and are retried by the scheduler (cycleFailed).
 		// A failover's final cycle fails its failover.
-		return taskRule{succeeded: replicated, retrying: protectionRetrying, failed: replicateFailed}
+		rule := taskRule{succeeded: replicated, retrying: protectionRetrying, failed: replicateFailed}
+		if isSeed(t) {
+			// A move's seed holds the VM's cycles while it runs: after a
+			// few failures the move gives up and the VM replicates to its
+			// old target again.
+			rule.retries = MaxTaskAttempts
+		}
+		return rule
 	case agentproto.TaskResync:
 		return taskRule{succeeded: resyncSucceeded, retrying: protectionRetrying, failed: resyncFailed}
 	case agentproto.TaskVerify:
@@ -236,4 +243,13 @@ func (s *Store) cycleFailed(tx *gorm.DB, now time.Time, t *Task, o TaskOutcome) 
 		return s.markResyncRequired(tx, now, p, o.ErrorCode, o.Message)
 	}
 	return recordCycleFailure(tx, now, t, o)
+}
+
+// isSeed says whether a replicate task is a move's seed (the only one that
+// keeps the driver's tracking).
+func isSeed(t *Task) bool {
+	var pl struct {
+		KeepTracking bool `json:"keep_tracking"`
+	}
+	return t.Kind == agentproto.TaskReplicate && json.Unmarshal([]byte(t.Payload), &pl) == nil && pl.KeepTracking
 }
