@@ -233,6 +233,10 @@ type ReplicationPayload struct {
 		// target does not allow creating it); a host without it fails the
 		// protection check. Absent from an older vault: created as before.
 		MustExist bool `json:"must_exist,omitempty"`
+		// InUse, directory: the vault knows replicas of other VMs there,
+		// so the path must hold the target's marker file: an empty mount
+		// point (the share not mounted) is not the target.
+		InUse bool `json:"in_use,omitempty"`
 		// azure_blob: the VM's container; the agent asks the vault for a
 		// SAS to reach it (TaskStorageCredentialsPath).
 		ContainerURL string `json:"container_url,omitempty"`
@@ -256,6 +260,11 @@ type ReplicationPayload struct {
 	// then sends a superset of its changes, which is correct
 	// (FeatureMoveSeed).
 	KeepTracking bool `json:"keep_tracking,omitempty"`
+	// KeepReplicaRoot, on a move's deletion of the old replica: the new
+	// target's directory, whose replica of the VM must survive. The agent
+	// deletes nothing when the old replica is that same directory, or holds
+	// it (one path an alias of the other: a symlink, a second mount).
+	KeepReplicaRoot string `json:"keep_replica_root,omitempty"`
 	// ResyncThresholdPercent, on a scheduled cycle: when a disk's changes
 	// since the last cycle reach this share of its size, the agent sends
 	// nothing more and ends with CodeResyncRequired; the vault then runs a

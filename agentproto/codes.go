@@ -35,6 +35,7 @@ const (
 	CodeDiskRemoved          = "disk_removed"
 	CodeInconsistentPoints   = "inconsistent_points"
 	CodeAppConsistencyMissed = "app_consistency_missed"
+	CodeReplicaAliased       = "replica_aliased"
 	CodeReplicaShared        = "replica_shared"
 	CodeAgentUpgradeRequired = "agent_upgrade_required"
 	CodeReplicaClaimed       = "replica_location_claimed"

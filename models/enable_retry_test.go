@@ -89,3 +89,20 @@ func TestARetryAfterTheReplicaWasBegunKeepsItsTarget(t *testing.T) {
 		wantJob(t, h, retry.ID, models.JobInProgress)
 	})
 }
+
+// A directory target that holds another VM's replicas must hold its marker
+// for the next VM's check: the payload says so (in_use).
+func TestAPayloadSaysWhenItsTargetHoldsOtherVMsReplicas(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		first, host, _ := replicating(t, h)
+		p, _ := h.s.GetProtection(t.Context(), first.ID)
+		second := mustVMs(t, h, host.ID, "db")["db"]
+		if _, err := h.s.EnableProtection(t.Context(), alice, second.ID, p.PolicyID, p.TargetID); err != nil {
+			t.Fatal(err)
+		}
+		check := leaseOne(t, h, host.ID, agentproto.TaskProtectionCheck)
+		if pl := payloadOf(t, check); !pl.Target.InUse || !pl.Target.MustExist {
+			t.Fatalf("the second VM's check: in_use %v must_exist %v", pl.Target.InUse, pl.Target.MustExist)
+		}
+	})
+}

@@ -72,11 +72,16 @@ func (s *Store) StartMove(ctx context.Context, a Actor, vmID, targetID, oldRepli
 			return err
 		}
 		seed := movePayload(w, target)
+		if seed.Target.InUse, err = targetInUseBy(tx, target.ID, w.Protection.ID); err != nil {
+			return err
+		}
 		seed.MinFreeBytes, seed.BandwidthMbps = 1<<30, BandwidthAt(w.Policy, now, s.loc())
 		check, _ := json.Marshal(seed)
 		seed.PointID, seed.KeepTracking = NewID(prefixRecoveryPoint), true
 		copyAll, _ := json.Marshal(seed)
-		old, _ := json.Marshal(w.Payload)
+		oldPayload := w.Payload
+		oldPayload.KeepReplicaRoot = target.Path
+		old, _ := json.Marshal(oldPayload)
 		host, p := w.VM.HostID, w.Protection.ID
 		steps := []jobStepSpec{
 			{Name: "Prerequisites check on " + target.Name, Task: &Task{HostID: host, ProtectionID: p, Kind: agentproto.TaskProtectionCheck, Payload: string(check)}},

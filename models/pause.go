@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
 // Pausing replication (issue 12): a paused VM keeps its replicas, its
@@ -62,6 +64,20 @@ func (s *Store) PauseReplication(ctx context.Context, a Actor, vmID string) erro
 		}
 		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"paused_at": now, "paused_by": p.PausedBy}).Error; err != nil {
 			return err
+		}
+		// A cycle queued and not started (or a resync waiting out its
+		// back-off) would still run: paused means none starts. A running
+		// one finishes.
+		var queued []Task
+		if err := tx.Where("protection_id = ? AND state IN ? AND ((kind = ? AND job_id = '') OR kind = ?)", p.ID, []string{TaskWaiting, TaskQueued},
+			agentproto.TaskReplicate, agentproto.TaskResync).Find(&queued).Error; err != nil {
+			return err
+		}
+		for i := range queued {
+			if err := s.endTask(tx, now, &queued[i], TaskCancelled, TaskOutcome{ErrorCode: agentproto.CodeCancelled,
+				Message: "replication was paused by " + p.PausedBy + " before this task started"}); err != nil {
+				return err
+			}
 		}
 		if err := showPause(tx, now, p, w.Policy); err != nil {
 			return err

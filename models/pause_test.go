@@ -259,3 +259,25 @@ func TestAPausedVMThatNeedsAResyncWaitsPastItsWindowAndKeepsBothReasons(t *testi
 		}
 	})
 }
+
+// A cycle queued before the pause (due, not started yet) does not start
+// after it: pausing cancels it, and the host is handed nothing.
+func TestPausingCancelsACycleQueuedAndNotStarted(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		h.advance(6 * time.Minute)
+		if q := schedule(t, h); len(q) != 1 {
+			t.Fatalf("no cycle queued: %v", q)
+		}
+		if err := h.s.PauseReplication(t.Context(), alice, vm.ID); err != nil {
+			t.Fatal(err)
+		}
+		if tasks, err := h.s.LeaseTasks(t.Context(), host.ID, 5, time.Minute); err != nil || len(tasks) != 0 {
+			t.Fatalf("handed out after the pause: %+v %v", tasks, err)
+		}
+		h.advance(time.Hour)
+		if q := schedule(t, h); len(q) != 0 {
+			t.Fatalf("queued while paused: %v", q)
+		}
+	})
+}

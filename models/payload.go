@@ -48,6 +48,13 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 		ReplicaKey: p.ReplicaKey, LegacyReplicaKey: p.LegacyReplicaKey, RetentionHours: w.Policy.RetentionHours}
 	pl.Target.Kind, pl.Target.Path = w.Target.Kind, w.Target.Path
 	pl.Target.MustExist = w.Target.Kind == TargetDirectory && !w.Target.CreatePath
+	if w.Target.Kind == TargetDirectory {
+		inUse, err := targetInUseBy(tx, w.Target.ID, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		pl.Target.InUse = inUse
+	}
 	if w.Target.Kind == TargetAzureBlob {
 		pl.Target.ContainerURL = VMContainerURL(&w.Target, p.replicaKey())
 	}
@@ -142,4 +149,13 @@ func pointsInUse(tx *gorm.DB, protectionID string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// targetInUseBy says whether a target holds the replicas of a protection
+// other than the one given (one that has made a point there).
+func targetInUseBy(tx *gorm.DB, targetID, exceptProtectionID string) (bool, error) {
+	var n int64
+	err := tx.Model(&Protection{}).Where("target_id = ? AND id <> ? AND last_recovery_point_at IS NOT NULL", targetID, exceptProtectionID).
+		Limit(1).Count(&n).Error
+	return n > 0, err
 }

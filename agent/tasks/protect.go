@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
 	"github.com/lifeboat-dr/lifeboat/agent/replicate"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
@@ -34,9 +35,15 @@ func (ts *Tasks) protectionCheck(ctx context.Context, t agentproto.Task, rep Rep
 	case "azure_blob":
 		add("Target container "+p.Target.ContainerURL, ts.checkBlobTarget(ctx, t, p), "reachable with the SAS the vault issued")
 	default:
-		add("Target directory "+p.Target.Path, checkWritable(p.Target.Path, !p.Target.MustExist), "writable")
-		space := freeSpace(p.Target.Path, p.MinFreeBytes)
-		add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
+		dirErr := checkWritable(p.Target.Path, !p.Target.MustExist)
+		if dirErr == nil && p.Target.InUse && !dirtarget.Mounted(p.Target.Path) {
+			dirErr = fmt.Errorf("holds no %s, though other VMs' replicas are on this target: is the share mounted here?", dirtarget.MarkerName)
+		}
+		add("Target directory "+p.Target.Path, dirErr, "writable")
+		if dirErr == nil { // without the directory its free space says nothing more
+			space := freeSpace(p.Target.Path, p.MinFreeBytes)
+			add("Free space on the target", boolErr(space.OK, space.Message), space.Message)
+		}
 	}
 	var failed []string
 	for _, c := range result.Checks {

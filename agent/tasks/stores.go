@@ -77,6 +77,10 @@ func (ts *Tasks) open(ctx context.Context, t agentproto.Task, p agentproto.Repli
 				return nil, &agentproto.TaskError{Code: agentproto.CodeTargetUnavailable, Recoverable: true, Message: fmt.Sprintf(
 					"the target directory %s is not there (%v), and the target does not allow creating it: is the share mounted? The task is retried", p.Target.Path, err)}
 			}
+			if p.Target.InUse && !dirtarget.Mounted(p.Target.Path) {
+				return nil, &agentproto.TaskError{Code: agentproto.CodeTargetUnavailable, Recoverable: true, Message: fmt.Sprintf(
+					"%s holds no %s, though other VMs' replicas are on this target: is the share mounted? The task is retried", p.Target.Path, dirtarget.MarkerName)}
+			}
 			r, err := dirtarget.Open(p.Target.Path, key)
 			if err != nil {
 				return nil, replicate.TargetError(err)
