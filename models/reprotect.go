@@ -83,7 +83,10 @@ func (s *Store) StartReprotect(ctx context.Context, a Actor, vmID string) (*Job,
 		from := w.VM
 		if err := tx.Model(&Protection{}).Where("id = ?", p.ID).Updates(map[string]any{"vm_id": rvm.ID, "home_vm_id": home,
 			"failover_host_id": "", "failover_vm_id": "", "failover_point_id": "", "failover_kind": "",
-			"failed_over_at": nil, "committed_at": nil, "next_retry_at": nil, "first_failure_at": nil, "failures": 0}).Error; err != nil {
+			"failed_over_at": nil, "committed_at": nil, "next_retry_at": nil, "first_failure_at": nil, "failures": 0,
+			// A pause was of the old direction's replication; re-protecting
+			// asks for the new one to run.
+			"paused_at": nil, "paused_by": ""}).Error; err != nil {
 			return err
 		}
 		if err := setState(tx, p.ID, StateReprotecting); err != nil {
