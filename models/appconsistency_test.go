@@ -138,3 +138,23 @@ func TestAVerifyMismatchNamesTheDiskByItsFile(t *testing.T) {
 		}
 	})
 }
+
+// A powered-off VM has nothing in memory to quiesce: its point, asked to
+// be app-consistent and made without a freeze, does not warn.
+func TestAPoweredOffVMsPointDoesNotWarnOfAppConsistency(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		vm, host, _ := replicating(t, h)
+		for range 3 {
+			h.advance(5 * time.Minute)
+			schedule(t, h)
+			task := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
+			pl := payloadOf(t, task)
+			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: h.clock.T, Consistency: "crash", Capture: "powered_off",
+				CaptureNote: "an app-consistent point was asked for, but the agent has no --freeze-command", SizeBytes: 1 << 30})
+			complete(t, h, host.ID, task, models.TaskOutcome{Result: string(b)})
+		}
+		if p, _ := h.s.GetProtection(t.Context(), vm.ID); p.Health != models.HealthNormal {
+			t.Fatalf("a powered-off VM's points: %s %s", p.Health, p.HealthReasons)
+		}
+	})
+}

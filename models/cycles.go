@@ -221,7 +221,9 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 		var asked RecoveryPoint
 		err := tx.Where("protection_id = ? AND app_asked = ?", p.ID, true).Order("time DESC").First(&asked).Error
 		switch {
-		case err == nil && asked.Consistency != ConsistencyApp:
+		// A VM powered off has nothing in memory to quiesce: its point is
+		// as good as an application's own, whatever the agent could do.
+		case err == nil && asked.Consistency != ConsistencyApp && asked.Capture != "powered_off":
 			why := asked.CaptureNote
 			if why == "" {
 				why = "the agent did not say why"

@@ -173,7 +173,7 @@ func VMHistoryChart(v VMHistoryView) templ.Component {
 		ctx = templ.InitializeContext(ctx)
 		ctx = templ.ClearChildren(ctx)
 		c := chartOf(v)
-		templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 1, "<section class=\"card\" data-testid=\"rpo-history\"><h2>RPO history</h2><nav aria-label=\"History range\" data-testid=\"rpo-history-ranges\">")
+		templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 1, "<section class=\"card\" data-testid=\"rpo-history\" data-live=\"rpo-history\"><h2>RPO history</h2><nav aria-label=\"History range\" data-testid=\"rpo-history-ranges\">")
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
