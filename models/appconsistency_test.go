@@ -149,6 +149,9 @@ func TestAPoweredOffVMsPointDoesNotWarnOfAppConsistency(t *testing.T) {
 			schedule(t, h)
 			task := leaseOne(t, h, host.ID, agentproto.TaskReplicate)
 			pl := payloadOf(t, task)
+			if !pl.AppConsistent {
+				t.Fatal("the cycle was not asked for an app-consistent point")
+			}
 			b, _ := json.Marshal(agentproto.ReplicateResult{PointID: pl.PointID, Time: h.clock.T, Consistency: "crash", Capture: "powered_off",
 				CaptureNote: "an app-consistent point was asked for, but the agent has no --freeze-command", SizeBytes: 1 << 30})
 			complete(t, h, host.ID, task, models.TaskOutcome{Result: string(b)})
