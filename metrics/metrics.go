@@ -158,8 +158,19 @@ func (v *vaultCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, state := range []string{models.HostConnected, models.HostDisconnected} {
 		gauge(hostsDesc, float64(byState[state]), state)
 	}
+	// Every state and severity is a series, 0 when none: an alert rule on
+	// it then sees zero rather than no data.
+	alerts := map[[2]string]float64{}
+	for _, st := range []string{models.AlertActive, models.AlertAcknowledged} {
+		for _, sev := range []string{models.HealthWarning, models.HealthCritical} {
+			alerts[[2]string{st, sev}] = 0
+		}
+	}
 	for _, a := range snap.Alerts {
-		gauge(alertsDesc, float64(a.N), a.State, a.Severity)
+		alerts[[2]string{a.State, a.Severity}] += float64(a.N)
+	}
+	for k, n := range alerts {
+		gauge(alertsDesc, n, k[0], k[1])
 	}
 }
 

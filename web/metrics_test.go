@@ -208,6 +208,10 @@ func TestTheRPOGaugeOfAProtectedVMMovesAfterACycle(t *testing.T) {
 	if n, _ := metricValue(first, "lifeboat_jobs", map[string]string{"state": "Succeeded"}); n < 1 {
 		t.Fatalf("jobs Succeeded: %v", n)
 	}
+	// No alert is open, and the alert gauge says 0 rather than nothing.
+	if n, ok := metricValue(first, "lifeboat_alerts", map[string]string{"state": "Active", "severity": "Critical"}); !ok || n != 0 {
+		t.Fatalf("active critical alerts: %v (present %v)", n, ok)
+	}
 	for _, m := range first["lifeboat_http_request_duration_seconds"].GetMetric() {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "route" && strings.Contains(l.GetValue(), vmID) {
