@@ -1183,9 +1183,8 @@ func rerunStepsAfter(tx *gorm.DB, jobID string, seq int) error {
 // lockProtection takes a protection's row until the transaction ends, so
 // that two changes of one VM's work (a move and a cycle, two failovers)
 // are made one after the other, each seeing what the other queued. On
-// PostgreSQL a row lock; SQLite has one writer at a time already (a
-// transaction that read before another's write cannot write: it fails, and
-// nothing is queued twice).
+// PostgreSQL a row lock; on SQLite the store's one connection begins
+// every transaction IMMEDIATE, so transactions run one at a time already.
 func lockProtection(tx *gorm.DB, id string) error {
 	if tx.Dialector.Name() != "postgres" {
 		return nil

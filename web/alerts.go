@@ -70,6 +70,7 @@ type alertSender struct {
 	client   *http.Client
 	log      *slog.Logger
 	vaultURL string
+	leads    func() bool // whether this vault leads (only the leader delivers); nil: always
 }
 
 // run delivers alerts every few seconds until ctx ends.
@@ -81,6 +82,9 @@ func (s *alertSender) run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if s.leads != nil && !s.leads() {
+			continue // the leading vault delivers alerts
 		}
 		s.pass(ctx)
 	}

@@ -112,6 +112,12 @@ func (v *e2eVault) start() {
 	v.t.Helper()
 	v.proc = startProc(v.t, v.bin, "--data-dir", v.dataDir, "--listen", v.addr, "--admin-password", "end-to-end-password",
 		"--agent-heartbeat", "1s", "--agent-poll-wait", "2s", "--task-lease", "3s", "--log-level", "debug")
+	v.waitHealthy()
+}
+
+// waitHealthy waits until the vault process answers its health check.
+func (v *e2eVault) waitHealthy() {
+	v.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if caPEM, err := os.ReadFile(filepath.Join(v.dataDir, "tls", "ca.crt")); err == nil {

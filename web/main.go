@@ -23,8 +23,15 @@ func main() {
 // run is the whole program: main only adds the process around it, so tests
 // run the real thing.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "registration-key" {
-		return registrationKeyCommand(ctx, args[1:], getenv, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "registration-key":
+			return registrationKeyCommand(ctx, args[1:], getenv, stdout, stderr)
+		case "backup":
+			return backupCommand(ctx, args[1:], getenv, stdout, stderr)
+		case "restore":
+			return restoreCommand(args[1:], stdout, stderr)
+		}
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {

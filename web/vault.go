@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -32,6 +33,29 @@ type vault struct {
 
 	agentSettings handlers.AgentSettings
 	handlers      *handlers.Handlers
+
+	// leader: whether this process runs the scheduler and the watch loop
+	// (one vault of several on PostgreSQL; always on SQLite).
+	leadership *models.Leadership
+	leading    atomic.Bool
+	leadKnown  atomic.Bool // the first answer is logged, whichever it is
+}
+
+// lead says whether this process leads now, taking the lead when the
+// vault that had it is gone, and logs each change.
+func (v *vault) lead(ctx context.Context) bool {
+	ok, err := v.leadership.Lead(ctx)
+	if err != nil && ctx.Err() == nil {
+		v.log.Warn("leadership", slog.Any("error", err))
+	}
+	if was := v.leading.Swap(ok); was != ok || !v.leadKnown.Swap(true) {
+		if ok {
+			v.log.Info("this vault leads: it runs the scheduler and the watch loop")
+		} else {
+			v.log.Info("another vault leads the scheduler; this one serves requests")
+		}
+	}
+	return ok
 }
 
 func newLogger(cfg *config, w io.Writer) *slog.Logger {
@@ -184,12 +208,15 @@ func (v *vault) Serve(ctx context.Context) error {
 	}
 	fmt.Fprintf(v.stdout, "Lifeboat vault is serving %s (log in as an Owner; health at %s/healthz)\n", url, url)
 	v.log.Info("vault started", "url", url, "database", v.store.Kind(), "data_dir", v.cfg.DataDir, "metrics", v.cfg.Metrics)
+	v.leadership = v.store.Leadership()
+	defer v.leadership.Release()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
 	go v.watchAgents(ctx)
 	if v.cfg.Alerts.configured() {
-		sender := &alertSender{store: v.store, channels: v.cfg.Alerts, client: &http.Client{Timeout: 20 * time.Second}, log: v.log, vaultURL: url}
+		sender := &alertSender{store: v.store, channels: v.cfg.Alerts, client: &http.Client{Timeout: 20 * time.Second}, log: v.log, vaultURL: url,
+			leads: v.leading.Load}
 		go sender.run(ctx, 5*time.Second)
 		v.log.Info("alerts are delivered", "webhook", v.cfg.Alerts.Webhook != "", "email", v.cfg.Alerts.SMTPAddr != "")
 	}
@@ -227,6 +254,14 @@ func (v *vault) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
+		if !v.lead(ctx) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Second): // not leading: look again soon
+				continue
+			}
+		}
 		if err := v.store.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("purge expired sessions", slog.Any("error", err))
 		}
@@ -256,6 +291,9 @@ func (v *vault) watchAgents(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if !v.lead(ctx) {
+			continue // another vault runs this loop; take over when it is gone
 		}
 		if n, err := v.store.ReapExpiredLeases(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("return expired task leases", slog.Any("error", err))
