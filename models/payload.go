@@ -48,13 +48,6 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 		ReplicaKey: p.ReplicaKey, LegacyReplicaKey: p.LegacyReplicaKey, RetentionHours: w.Policy.RetentionHours}
 	pl.Target.Kind, pl.Target.Path = w.Target.Kind, w.Target.Path
 	pl.Target.MustExist = w.Target.Kind == TargetDirectory && !w.Target.CreatePath
-	if w.Target.Kind == TargetDirectory {
-		inUse, err := targetInUseBy(tx, w.Target.ID, p.ID)
-		if err != nil {
-			return nil, err
-		}
-		pl.Target.InUse = inUse
-	}
 	if w.Target.Kind == TargetAzureBlob {
 		pl.Target.ContainerURL = VMContainerURL(&w.Target, p.replicaKey())
 	}
@@ -152,7 +145,10 @@ func pointsInUse(tx *gorm.DB, protectionID string) ([]string, error) {
 }
 
 // targetInUseBy says whether a target holds the replicas of a protection
-// other than the one given (one that has made a point there).
+// other than the one given (one that has made a point there). Only the
+// tasks that may make a replica directory (the protection check and
+// create replica, of enabling protection and of a move) need it: their
+// payloads are built by startEnableJob and StartMove, not every cycle's.
 func targetInUseBy(tx *gorm.DB, targetID, exceptProtectionID string) (bool, error) {
 	var n int64
 	err := tx.Model(&Protection{}).Where("target_id = ? AND id <> ? AND last_recovery_point_at IS NOT NULL", targetID, exceptProtectionID).

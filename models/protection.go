@@ -125,6 +125,11 @@ func startEnableJob(tx *gorm.DB, now time.Time, loc *time.Location, a Actor, vm 
 	}
 	payload := w.Payload
 	payload.MinFreeBytes, payload.BandwidthMbps = 1<<30, BandwidthAt(policy, now, loc)
+	if payload.Target.Kind == TargetDirectory {
+		if payload.Target.InUse, err = targetInUseBy(tx, p.TargetID, p.ID); err != nil {
+			return nil, err
+		}
+	}
 	job := Job{ID: NewID(prefixJob), Type: JobEnableProtection, State: JobInProgress, TargetKind: "vm", TargetID: vm.ID,
 		TargetName: vm.Name, CreatedBy: a.Username, StartedAt: &now}
 	if err := tx.Omit("Steps").Create(&job).Error; err != nil {
