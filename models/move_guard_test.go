@@ -24,7 +24,7 @@ func seedLeased(t *testing.T, h *harness, old string) (models.VMSummary, *models
 	return vm, host, nas2, job, leaseOne(t, h, host.ID, agentproto.TaskReplicate)
 }
 
-// Found in review (1), now guarded: a seed that fails recoverably (the new NAS is away) is retried
+// Found in review, now guarded: a seed that fails recoverably (the new NAS is away) is retried
 // for ever (TaskReplicate retries: 0), and while it waits out its back-off
 // the VM gets no cycle to its old target; its health stays Normal (the move
 // skips protectionRetrying).
@@ -50,41 +50,39 @@ func TestASeedThatKeepsFailingGivesUpSoTheOldTargetsCyclesGoOn(t *testing.T) {
 	})
 }
 
-// Found in review (2), now guarded: the new target can be deleted while the move seeds it (it
-// holds no protection yet); the seed's success then cannot be recorded at
-// all: CompleteTask errors, the task stays leased, and the VM stays busy.
+// The new target of a move holds no protection while it is seeded, yet it
+// cannot be deleted: the seed's success would have nowhere to switch to
+// (found in review: the task stayed leased and the VM busy).
 func TestTheNewTargetOfAMoveCannotBeDeletedWhileItIsSeeded(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {
 		ctx := t.Context()
 		_, host, nas2, _, seed := seedLeased(t, h, models.OldReplicaDelete)
-		if err := h.s.DeleteTarget(ctx, alice, nas2.ID); err != nil {
-			t.Logf("delete target during the move refused: %v (good)", err)
-			return
+		wantConflict(t, h.s.DeleteTarget(ctx, alice, nas2.ID), "target_in_use")
+		// The move goes on: the seed's success switches the VM to it.
+		complete(t, h, host.ID, seed, cycleResult(seed, h.clock.T))
+		if got, _ := h.s.GetTarget(ctx, nas2.ID); got == nil {
+			t.Fatal("the move's target is gone")
 		}
-		err := h.s.CompleteTask(ctx, host.ID, seed.ID, cycleResult(seed, h.clock.T))
-		t.Fatalf("deleted the move's new target mid-seed; completing the seed: %v", err)
 	})
 }
 
-// Found in review (3), now guarded: the new target's path can change while the move seeds it; the
-// switch then points the VM at a place the seed never wrote, with the
-// seed's point listed.
+// Nor can its path change: the switch would point the VM at a place the
+// seed never wrote, with the seed's point listed (found in review).
 func TestTheNewTargetOfAMoveCannotChangeItsPathWhileItIsSeeded(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {
 		ctx := t.Context()
 		vm, host, nas2, _, seed := seedLeased(t, h, models.OldReplicaDelete)
-		if _, err := h.s.UpdateTarget(ctx, alice, nas2.ID, models.TargetInput{Name: "nas2", Kind: models.TargetDirectory, Path: "/srv/elsewhere"}); err != nil {
-			t.Logf("path change during the move refused: %v (good)", err)
-			return
-		}
+		_, err := h.s.UpdateTarget(ctx, alice, nas2.ID, models.TargetInput{Name: "nas2", Kind: models.TargetDirectory, Path: "/srv/elsewhere"})
+		wantConflict(t, err, "target_in_use")
 		complete(t, h, host.ID, seed, cycleResult(seed, h.clock.T))
 		got, _ := h.s.GetVM(ctx, vm.ID)
-		points, _ := listPoints(t, h, vm.ID)
-		t.Fatalf("seeded %s, but the VM now replicates to %s with %d point(s) listed", payloadOf(t, seed).Target.Path, got.Placement.ReplicaLocation, len(points))
+		if want := payloadOf(t, seed).Target.Path; !strings.HasPrefix(got.Placement.ReplicaLocation, want+"/") {
+			t.Fatalf("seeded %s, but the VM now replicates to %s", want, got.Placement.ReplicaLocation)
+		}
 	})
 }
 
-// Found in review (4), now guarded: a scheduled cycle queued with the old target's payload (the
+// Found in review, now guarded: a scheduled cycle queued with the old target's payload (the
 // PostgreSQL race of StartMove and ScheduleReplications / Replicate now,
 // both reading "no task" under READ COMMITTED) runs after the switch: it is
 // leased (the VM is Protected), writes to the OLD target, acknowledges the
@@ -155,7 +153,7 @@ func TestACycleQueuedForTheOldTargetNeverRunsAfterTheSwitch(t *testing.T) {
 	})
 }
 
-// Found in review (5), now guarded: a new target whose path lies inside the VM's old replica
+// Found in review: a new target whose path lies inside the VM's old replica
 // directory is accepted: the move's last step (delete the old replica:
 // rename <old>/<key> away and remove it) deletes the new replica with it.
 func TestATargetInsideAnotherTargetsDirectoryIsRefused(t *testing.T) {
@@ -164,21 +162,14 @@ func TestATargetInsideAnotherTargetsDirectoryIsRefused(t *testing.T) {
 		vm, _ := movableVM(t, h)
 		p, _ := h.s.GetProtection(ctx, vm.ID)
 		old := "/srv/lifeboat/nas/" + p.ReplicaKey
-		inner, err := h.s.CreateTarget(ctx, alice, models.TargetInput{Name: "inner", Kind: models.TargetDirectory, Path: old + "/sub"})
-		if err != nil {
-			t.Logf("a target inside a replica directory refused: %v (good)", err)
-			return
+		_, err := h.s.CreateTarget(ctx, alice, models.TargetInput{Name: "inner", Kind: models.TargetDirectory, Path: old + "/sub"})
+		if err == nil || !strings.Contains(err.Error(), "inside the directory of target") {
+			t.Fatalf("a target inside the replica directory %s (which a move's last step deletes): %v", old, err)
 		}
-		job, err := h.s.StartMove(ctx, alice, vm.ID, inner.ID, models.OldReplicaDelete)
-		if err != nil {
-			t.Logf("refused: %v (good)", err)
-			return
-		}
-		t.Fatalf("move %s accepted: new replica %s/sub/%s lies inside %s, which its last step deletes", job.ID, old, p.ReplicaKey, old)
 	})
 }
 
-// Found in review (6), now guarded: the seed copies the VM whole, but its RPO history row is not a
+// Found in review, now guarded: the seed copies the VM whole, but its RPO history row is not a
 // baseline: the capacity planner takes it for one delta cycle's churn.
 func TestTheSeedsHistoryRowIsABaselineNotChurn(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {
@@ -200,7 +191,7 @@ func TestTheSeedsHistoryRowIsABaselineNotChurn(t *testing.T) {
 
 var _ = strings.Join
 
-// Found in review (4b), now guarded: the race itself, on PostgreSQL: Replicate now and StartMove at
+// Found in review, now guarded: the race itself, on PostgreSQL: Replicate now and StartMove at
 // once both succeed, leaving a cycle to the old target beside the move.
 func TestReplicateNowAndAMoveAtOnceQueueOneOfThem(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {
