@@ -11,13 +11,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/views"
 )
 
-func targetLocation(t models.Target) string {
-	if t.Kind == models.TargetAzureBlob {
-		return t.AccountURL + "/" + t.Container
-	}
-	return t.Path
-}
-
 func targetForm(t models.Target) views.TargetForm {
 	return views.TargetForm{ID: t.ID, Name: t.Name, Kind: t.Kind, AccountURL: t.AccountURL, Container: t.Container,
 		CredentialKind: t.CredentialKind, HasCredential: len(t.CredentialSealed) > 0, Path: t.Path, CreatePath: t.CreatePath, Errors: views.FormErrors{}}
@@ -51,7 +44,7 @@ func (h *Handlers) TargetsPage(c echo.Context) error {
 	}
 	rows := make([]views.TargetRow, 0, len(items))
 	for _, t := range items {
-		rows = append(rows, views.TargetRow{ID: t.ID, Name: t.Name, Kind: t.Kind, Location: targetLocation(t)})
+		rows = append(rows, views.TargetRow{ID: t.ID, Name: t.Name, Kind: t.Kind, Location: t.Location()})
 	}
 	return render(c, http.StatusOK, views.TargetsPage(h.page(c, "Storage targets", "targets"), rows, nextHref(c, next)))
 }

@@ -264,11 +264,7 @@ func (h *Handlers) protectionChoices(c echo.Context, v *views.VMView) error {
 		return err
 	}
 	for _, t := range targets {
-		where := t.Path
-		if t.Kind == models.TargetAzureBlob {
-			where = "Azure Blob " + t.AccountURL
-		}
-		v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + where + ")"})
+		v.Targets = append(v.Targets, views.Option{Value: t.ID, Label: t.Name + " (" + t.Location() + ")"})
 	}
 	return nil
 }

@@ -154,7 +154,7 @@ func TestACycleQueuedForTheOldTargetNeverRunsAfterTheSwitch(t *testing.T) {
 }
 
 // Found in review: a new target whose path lies inside the VM's old replica
-// directory is accepted: the move's last step (delete the old replica:
+// directory was accepted: the move's last step (delete the old replica:
 // rename <old>/<key> away and remove it) deletes the new replica with it.
 func TestATargetInsideAnotherTargetsDirectoryIsRefused(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {

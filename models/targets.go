@@ -233,7 +233,7 @@ func (s *Store) UpdateTarget(ctx context.Context, a Actor, id string, in TargetI
 				}
 				return &ConflictError{Code: "target_in_use", Message: fmt.Sprintf(
 					"the %s of target %q cannot change while it holds the replicas of %s (they stay at %s); create a new target for the new location and protect the VMs to it, or disable their protection first",
-					what, t.Name, strings.Join(names, ", "), targetWhere(t))}
+					what, t.Name, strings.Join(names, ", "), t.Location())}
 			}
 		}
 		if err := s.applyTarget(&t, in); err != nil {
@@ -327,8 +327,9 @@ func protectedVMNames(tx *gorm.DB, targetID string) ([]string, error) {
 	return names, nil
 }
 
-// targetWhere is where a target keeps replicas, for messages.
-func targetWhere(t Target) string {
+// Location is where a target keeps replicas, for people: its directory,
+// or its Azure containers (one per VM, PREFIX-VMID).
+func (t Target) Location() string {
 	if t.Kind == TargetAzureBlob {
 		return t.AccountURL + "/" + t.Container + "-*"
 	}
