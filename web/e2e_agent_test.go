@@ -393,3 +393,48 @@ func TestAgentKilledMidTaskRunsItAgainAfterARestart(t *testing.T) {
 		t.Fatalf("the agent did not resume the task itself:\n%s", agent.out.String())
 	}
 }
+
+// waitJob waits for a job to end and returns it.
+func (v *e2eVault) waitJob(id string, logs ...*proc) e2eJob {
+	v.t.Helper()
+	var job e2eJob
+	eventually(v.t, "job "+id+" ends", func() bool {
+		v.do(http.MethodGet, "/api/v1/jobs/"+id, nil, &job)
+		return job.ended()
+	}, append([]*proc{v.proc}, logs...)...)
+	return job
+}
+
+// protectOnDirectory creates a policy (policyJSON, the API's body) and a
+// directory target at dir (made first), enables protection of the VM
+// with them through the API, and waits for the Enable protection job to
+// succeed.
+func protectOnDirectory(t *testing.T, v *e2eVault, vmID, policyJSON, dir string, logs ...*proc) (policyID, targetID string) {
+	t.Helper()
+	var policy, target struct{ ID string }
+	if status := v.do(http.MethodPost, "/api/v1/policies", []byte(policyJSON), &policy); status != http.StatusCreated {
+		t.Fatalf("create policy %s: %d", policyJSON, status)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"name": filepath.Base(dir), "kind": "directory", "path": dir})
+	if status := v.do(http.MethodPost, "/api/v1/targets", body, &target); status != http.StatusCreated {
+		t.Fatalf("create target %s: %d", dir, status)
+	}
+	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
+		t.Fatalf("enable protection: %d", status)
+	}
+	if job := v.waitJob(accepted.JobID, logs...); job.State != "Succeeded" {
+		var out strings.Builder
+		for _, p := range logs {
+			out.WriteString(p.out.String())
+		}
+		t.Fatalf("enable protection: %+v\n%s", job, out.String())
+	}
+	return policy.ID, target.ID
+}

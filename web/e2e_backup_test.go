@@ -26,15 +26,9 @@ func TestABackupTakenDuringReplicationRestoresAWorkingVault(t *testing.T) {
 		v.do(http.MethodGet, "/api/v1/vms", nil, &vms)
 		return len(vms.Items) == 2
 	}, v.proc, agent)
-	var policy, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy)
-	targetDir := filepath.Join(t.TempDir(), "nas")
-	os.MkdirAll(targetDir, 0o755)
-	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
-	v.do(http.MethodPost, "/api/v1/targets", body, &target)
 	vmID := vms.Items[0].ID
-	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
-	v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, nil)
+	protectOnDirectory(t, v, vmID, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`,
+		filepath.Join(t.TempDir(), "nas"), v.proc, agent)
 	points := func() int {
 		var list struct{ Items []struct{ ID string } }
 		v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &list)
@@ -66,7 +60,7 @@ func TestABackupTakenDuringReplicationRestoresAWorkingVault(t *testing.T) {
 	}
 	v.dataDir = newDir
 	v.start() // same address, the restored data directory
-	body, _ = json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
+	body, _ := json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
 	var tok struct{ Token string }
 	if status := v.do(http.MethodPost, "/api/v1/auth/token", body, &tok); status != http.StatusOK {
 		t.Fatalf("log in to the restored vault: %d", status)

@@ -48,28 +48,12 @@ func TestAPolicyChangeOnAProtectedVMSendsNoFullCopyOnlyTheChangedBlocks(t *testi
 	// Both policies copy every 15 minutes: no scheduled cycle runs during
 	// the test; Replicate now starts the one after the change.
 	var slow, gold, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &slow)
+	targetDir := filepath.Join(t.TempDir(), "nas")
+	slow.ID, target.ID = protectOnDirectory(t, v, vmID, `{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`,
+		targetDir, agent)
 	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"gold","copy_frequency_seconds":900,"retention_hours":12,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &gold)
-	if slow.ID == "" || gold.ID == "" {
-		t.Fatalf("policies not created: %q %q", slow.ID, gold.ID)
-	}
-	targetDir := t.TempDir()
-	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
-	v.do(http.MethodPost, "/api/v1/targets", body, &target)
-	body, _ = json.Marshal(map[string]string{"policy_id": slow.ID, "target_id": target.ID})
-	var accepted struct {
-		JobID string `json:"job_id"`
-	}
-	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
-		t.Fatalf("enable protection: %d", status)
-	}
-	var job e2eJob
-	eventually(t, "the Enable protection job ends", func() bool {
-		v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
-		return job.ended()
-	}, v.proc, agent)
-	if job.State != "Succeeded" {
-		t.Fatalf("enable protection: %+v\n%s", job, agent.out.String())
+	if gold.ID == "" {
+		t.Fatal("policy gold not created")
 	}
 	var vm e2eVMProtection
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
@@ -86,10 +70,10 @@ func TestAPolicyChangeOnAProtectedVMSendsNoFullCopyOnlyTheChangedBlocks(t *testi
 		t.Fatalf("the initial copy sent %d bytes, less than the data", initial)
 	}
 
-	// Another target is refused (moving is not built); the policy alone changes.
+	// Another target is refused here (a move is its own call, below); the policy alone changes.
 	other := map[string]string{"name": "other", "kind": "directory", "path": t.TempDir()}
 	var otherTarget struct{ ID string }
-	body, _ = json.Marshal(other)
+	body, _ := json.Marshal(other)
 	v.do(http.MethodPost, "/api/v1/targets", body, &otherTarget)
 	body, _ = json.Marshal(map[string]string{"policy_id": gold.ID, "target_id": otherTarget.ID})
 	var problem struct{ Error struct{ Code string } }
@@ -165,30 +149,14 @@ func TestAMovedVMIsSeededOnItsNewTargetThenReplicatesThereAndItsOldReplicaIsDele
 		return len(vms.Items) == 1
 	}, v.proc, agent)
 	vmID, diskID := vms.Items[0].ID, vms.Items[0].Disks[0].ID
-	var policy, oldTarget, newTarget struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &policy)
-	oldDir, newDir := t.TempDir(), t.TempDir()
-	for dir, out := range map[string]*struct{ ID string }{oldDir: &oldTarget, newDir: &newTarget} {
-		body, _ := json.Marshal(map[string]string{"name": filepath.Base(dir), "kind": "directory", "path": dir})
-		v.do(http.MethodPost, "/api/v1/targets", body, out)
-	}
-	body, _ := json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": oldTarget.ID})
+	var newTarget struct{ ID string }
+	oldDir, newDir := filepath.Join(t.TempDir(), "old"), t.TempDir()
+	protectOnDirectory(t, v, vmID, `{"name":"slow","copy_frequency_seconds":900,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`,
+		oldDir, agent)
+	body, _ := json.Marshal(map[string]string{"name": filepath.Base(newDir), "kind": "directory", "path": newDir})
+	v.do(http.MethodPost, "/api/v1/targets", body, &newTarget)
 	var accepted struct {
 		JobID string `json:"job_id"`
-	}
-	waitJob := func(what string) e2eJob {
-		var job e2eJob
-		eventually(t, what, func() bool {
-			v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
-			return job.ended()
-		}, v.proc, agent)
-		return job
-	}
-	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
-		t.Fatalf("enable protection: %d", status)
-	}
-	if job := waitJob("protection is enabled"); job.State != "Succeeded" {
-		t.Fatalf("enable protection: %+v", job)
 	}
 	var vm e2eVMProtection
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)
@@ -201,7 +169,7 @@ func TestAMovedVMIsSeededOnItsNewTargetThenReplicatesThereAndItsOldReplicaIsDele
 	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection/move", body, &accepted); status != http.StatusAccepted {
 		t.Fatalf("move: %d", status)
 	}
-	if job := waitJob("the move ends"); job.State != "Succeeded" || len(job.Steps) != 4 {
+	if job := v.waitJob(accepted.JobID, agent); job.State != "Succeeded" || len(job.Steps) != 4 {
 		t.Fatalf("move: %+v\n%s", job, agent.out.String())
 	}
 	v.do(http.MethodGet, "/api/v1/vms/"+vmID, nil, &vm)

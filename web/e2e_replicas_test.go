@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,17 +47,9 @@ func TestTwoVaultsOnePostgresTheOtherLeadsWhenTheLeaderIsKilled(t *testing.T) {
 		b.do(http.MethodGet, "/api/v1/vms", nil, &vms)
 		return len(vms.Items) == 2
 	}, b.proc, agent)
-	var policy, target struct{ ID string }
-	b.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy)
-	targetDir := filepath.Join(t.TempDir(), "nas")
-	os.MkdirAll(targetDir, 0o755)
-	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": targetDir})
-	b.do(http.MethodPost, "/api/v1/targets", body, &target)
 	vmID := vms.Items[0].ID
-	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
-	if status := b.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, nil); status != http.StatusAccepted {
-		t.Fatalf("enable protection: %d", status)
-	}
+	protectOnDirectory(t, b, vmID, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`,
+		filepath.Join(t.TempDir(), "nas"), a.proc, agent)
 	points := func(v *e2eVault) int {
 		var list struct{ Items []struct{ ID string } }
 		v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &list)

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -173,25 +172,8 @@ func TestTheRPOGaugeOfAProtectedVMMovesAfterACycle(t *testing.T) {
 		return len(vms.Items) == 1
 	}, v.proc, agent)
 	vmID, vmName := vms.Items[0].ID, vms.Items[0].Name
-	var policy, target struct{ ID string }
-	v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`), &policy)
-	body, _ := json.Marshal(map[string]string{"name": "nas", "kind": "directory", "path": t.TempDir()})
-	v.do(http.MethodPost, "/api/v1/targets", body, &target)
-	body, _ = json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
-	var accepted struct {
-		JobID string `json:"job_id"`
-	}
-	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/protection", body, &accepted); status != http.StatusAccepted {
-		t.Fatalf("enable protection: %d", status)
-	}
-	var job e2eJob
-	eventually(t, "the Enable protection job ends", func() bool {
-		v.do(http.MethodGet, "/api/v1/jobs/"+accepted.JobID, nil, &job)
-		return job.ended()
-	}, v.proc, agent)
-	if job.State != "Succeeded" {
-		t.Fatalf("enable protection: %+v", job)
-	}
+	protectOnDirectory(t, v, vmID, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0,`+closedResyncWindow()+`}`,
+		filepath.Join(t.TempDir(), "nas"), agent)
 	vm := map[string]string{"vm_id": vmID, "vm": vmName}
 	first := v.scrape()
 	scrapedAt := time.Now()
