@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/metrics"
 	"github.com/lifeboat-dr/lifeboat/models"
 )
 
@@ -192,13 +193,17 @@ func (h *Handlers) AgentPoll(c echo.Context) error {
 		if len(tasks) > 0 || len(cancels) > 0 {
 			return c.JSON(http.StatusOK, h.pollResponse(tasks, cancels))
 		}
+		waited := time.Now()
 		select {
 		case <-woken:
+			metrics.Held(c, time.Since(waited))
 		case <-deadline.C:
+			metrics.Held(c, time.Since(waited))
 			return c.JSON(http.StatusOK, h.pollResponse(nil, nil))
 		case <-ctx.Done():
 			// The agent gave up the poll (a slot freed and it asks again
 			// with it): nothing to answer and nothing went wrong.
+			metrics.Held(c, time.Since(waited))
 			return nil
 		}
 	}

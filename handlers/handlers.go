@@ -75,3 +75,6 @@ func (h *Handlers) SetVaultURL(url string) { h.vaultURL = url }
 
 // WakeHost ends the wait of the host's long poll: new work is queued for it.
 func (h *Handlers) WakeHost(hostID string) { h.wakeups.wake(hostID) }
+
+// SchedulerPass records how long a scheduler pass took, for /metrics.
+func (h *Handlers) SchedulerPass(d time.Duration) { h.metrics.SchedulerPass(d) }

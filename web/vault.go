@@ -300,7 +300,9 @@ func (v *vault) watchAgents(ctx context.Context) {
 		} else if n > 0 {
 			v.log.Info("task leases expired; tasks returned to the queue", "tasks", n)
 		}
+		passStart := time.Now()
 		queued, err := v.store.ScheduleReplications(ctx)
+		v.handlers.SchedulerPass(time.Since(passStart))
 		if err != nil && ctx.Err() == nil {
 			v.log.Warn("schedule replication cycles", slog.Any("error", err))
 		}

@@ -4,11 +4,12 @@
 //
 //	BENCH_SIZE  disk size in MiB (default 4096; the resync disk is half of it)
 //	BENCH_DIR   where to put the files (default the system temp dir)
-//	BENCH_ONLY  azure, resync, sparse, rpo, recovery or qemu: run that part alone
-//	            (for comparing builds)
+//	BENCH_ONLY  azure, resync, sparse, rpo, recovery, qemu or vault: run that
+//	            part alone (for comparing builds)
 //
 // The sparse, rpo, recovery and qemu parts have their own sizes (see
-// sparse.go, rpo.go, recovery.go, qemu.go).
+// sparse.go, rpo.go, recovery.go, qemu.go); vault is the control plane
+// under a simulated fleet of hosts (vaultbench.go) and runs only alone.
 package main
 
 import (
@@ -71,6 +72,8 @@ func run() error {
 		return benchRecovery(dir)
 	case "qemu":
 		return benchQEMU(dir)
+	case "vault":
+		return benchVault(dir)
 	}
 	src := filepath.Join(dir, "source.img")
 	fmt.Printf("Making a %d MiB disk with 50 %% data in %s ...\n", sizeMiB, dir)
@@ -85,7 +88,7 @@ func run() error {
 	case "resync":
 		return benchResync(dir, size/2)
 	default:
-		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse, rpo, recovery or qemu", os.Getenv("BENCH_ONLY"))
+		return fmt.Errorf("BENCH_ONLY %q: give azure, resync, sparse, rpo, recovery, qemu or vault", os.Getenv("BENCH_ONLY"))
 	}
 	dropped := dropCaches()
 	fmt.Printf("Page cache dropped before each measurement: %v\n\n", dropped)

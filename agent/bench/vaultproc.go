@@ -82,14 +82,14 @@ type vaultProc struct {
 
 const benchAdminPassword = "bench-admin-password"
 
-func startVault(bin, dataDir, logPath string) (*vaultProc, error) {
+func startVault(bin, dataDir, logPath string, extra ...string) (*vaultProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	p, err := startProc(logPath, bin, "--data-dir", dataDir, "--listen", addr, "--admin-password", benchAdminPassword)
+	p, err := startProc(logPath, bin, append([]string{"--data-dir", dataDir, "--listen", addr, "--admin-password", benchAdminPassword}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
