@@ -155,7 +155,7 @@ func (h *Handlers) AgentHeartbeat(c echo.Context) error {
 	if err := checkProtocol(in.Agent); err != nil {
 		return err
 	}
-	if err := h.store.Heartbeat(c.Request().Context(), host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
+	if err := h.store.HostHeartbeat(c.Request().Context(), host, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, agentproto.HeartbeatResponse{ServerTime: h.now().UTC(), Intervals: h.intervals()})
@@ -174,7 +174,7 @@ func (h *Handlers) AgentPoll(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := h.store.Heartbeat(ctx, host.ID, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
+	if err := h.store.HostHeartbeat(ctx, host, in.Agent.Version, in.Agent.ProtocolVersion, in.Agent.Driver, in.Agent.Features); err != nil {
 		return err
 	}
 	wait := h.agent.PollWait - time.Duration(rand.Int64N(int64(h.agent.PollWait)/5+1))

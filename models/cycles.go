@@ -90,9 +90,9 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	}).Error; err != nil {
 		return err
 	}
-	if err := tx.First(&p, "id = ?", t.ProtectionID).Error; err != nil {
-		return err
-	}
+	// The protection as just updated (the row is ours in this transaction).
+	p.LastRecoveryPointAt, p.LastCycleAt = &point.Time, &now
+	p.Failures, p.FirstFailureAt, p.NextRetryAt, p.LastErrorCode, p.LastErrorMessage = 0, nil, nil, "", ""
 	var policy Policy
 	if err := tx.First(&policy, "id = ?", p.PolicyID).Error; err != nil {
 		return err
@@ -100,6 +100,9 @@ func recordCycle(s *Store, tx *gorm.DB, now time.Time, t *Task, result string) e
 	h, err := assessProtection(tx, now, p, policy)
 	if err != nil {
 		return err
+	}
+	if reasons, _ := json.Marshal(append([]string{}, h.Reasons...)); h.Health == p.Health && string(reasons) == p.HealthReasons {
+		return nil // as it was: most cycles of a healthy VM
 	}
 	return setHealth(tx, p.ID, h.Health, h.Reasons, nil)
 }
@@ -125,12 +128,10 @@ func utcPtr(t *time.Time) *time.Time {
 // forgetRetiredDisks drops the records of removed disks that no recovery
 // point holds any more (every point left was made after the removal).
 func forgetRetiredDisks(tx *gorm.DB, protectionID string) error {
-	var oldest RecoveryPoint
-	err := tx.Where("protection_id = ?", protectionID).Order("time").First(&oldest).Error
-	if err != nil {
-		return err
-	}
-	return tx.Where("protection_id = ? AND removed_at IS NOT NULL AND removed_at < ?", protectionID, oldest.Time).Delete(&ReplicaDisk{}).Error
+	// One statement: a protection without points keeps them (the minimum
+	// is NULL, and so is the comparison).
+	return tx.Where("protection_id = ? AND removed_at IS NOT NULL AND removed_at < (SELECT MIN(time) FROM recovery_points WHERE protection_id = ?)",
+		protectionID, protectionID).Delete(&ReplicaDisk{}).Error
 }
 
 // recordCycleFailure notes a failed replication cycle: the error, and when

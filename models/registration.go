@@ -218,6 +218,9 @@ const AlertHostDisconnected = "HostDisconnected"
 // MarkSilentHostsDisconnected turns hosts whose last heartbeat is older than
 // silence into Disconnected, each with an alert; it returns them.
 func (s *Store) MarkSilentHostsDisconnected(ctx context.Context, silence time.Duration) ([]Host, error) {
+	if err := s.flushHeartbeats(ctx); err != nil {
+		return nil, err
+	}
 	now := s.Now()
 	var hosts []Host
 	err := s.tx(ctx, func(tx *gorm.DB) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -12,51 +13,137 @@ import (
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
-// ScheduleReplications queues a replication cycle for every protected VM
-// whose copy frequency has passed since its last cycle, whose retry time
-// (after failures) has come, that is not paused, and that has no task
-// waiting or running; and starts the resyncs whose window is open.
+// ScheduleReplications brings every protected VM's health up to date
+// (RefreshHealth), then queues the cycles that are due and starts the
+// resyncs whose window is open (QueueDueCycles).
 func (s *Store) ScheduleReplications(ctx context.Context) ([]Task, error) {
+	if err := s.RefreshHealth(ctx); err != nil {
+		return nil, err
+	}
+	return s.QueueDueCycles(ctx)
+}
+
+// scheduleChunk is how many VMs one scheduler transaction handles: short
+// transactions keep the agents' writes flowing beside a pass that queues
+// thousands of cycles (SQLite has one writer).
+const scheduleChunk = 100
+
+// QueueDueCycles queues a replication cycle for every protected VM whose
+// copy frequency has passed since its last cycle, whose retry time (after
+// failures) has come, that is not paused, and that has no task waiting or
+// running; and starts the resyncs whose window is open. One query per
+// policy finds the due VMs (outside a transaction, on SQLite's readers);
+// each is then queued in a short transaction that checks again, under the
+// protection's row lock, that it is still due (queueCycle).
+func (s *Store) QueueDueCycles(ctx context.Context) ([]Task, error) {
 	now := s.Now()
+	var policyList []Policy
+	if err := s.db.WithContext(ctx).Find(&policyList).Error; err != nil {
+		return nil, translateError(err)
+	}
+	policies := make(map[string]Policy, len(policyList))
 	var queued []Task
+	for _, pol := range policyList {
+		policies[pol.ID] = pol
+		ids, err := s.dueProtections(ctx, now, pol)
+		if err != nil {
+			return queued, err
+		}
+		for chunk := range slices.Chunk(ids, scheduleChunk) {
+			err := s.tx(ctx, func(tx *gorm.DB) error {
+				var ps []Protection
+				if err := tx.Where("id IN ?", chunk).Order("id").Find(&ps).Error; err != nil {
+					return err
+				}
+				for _, p := range ps {
+					if p.State != StateProtected || p.Health == HealthCritical || p.PausedAt != nil || p.PolicyID != pol.ID {
+						continue // changed since the search
+					}
+					t, err := s.queueCycle(tx, now, p, pol, false)
+					if err != nil {
+						return err
+					}
+					if t != nil {
+						queued = append(queued, *t)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return queued, err
+			}
+		}
+	}
+	var resyncs []Task
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		var ps []Protection
-		if err := tx.Where("state = ? AND health <> ?", StateProtected, HealthCritical).Find(&ps).Error; err != nil {
-			return err
+		var err error
+		resyncs, err = s.startWindowResyncs(tx, now, policies)
+		return err
+	})
+	return append(queued, resyncs...), err
+}
+
+// dueProtections are the ids of the VMs of a policy whose next cycle is
+// due at now, by the rules of queueCycle.
+func (s *Store) dueProtections(ctx context.Context, now time.Time, pol Policy) ([]string, error) {
+	cutoff := now.Add(-time.Duration(pol.CopyFrequencySeconds) * time.Second)
+	var ids []string
+	err := s.db.WithContext(ctx).Model(&Protection{}).
+		Where("policy_id = ? AND state = ? AND health <> ? AND paused_at IS NULL", pol.ID, StateProtected, HealthCritical).
+		Where("(next_retry_at IS NOT NULL AND next_retry_at <= ?) OR (next_retry_at IS NULL AND (last_cycle_at IS NULL OR last_cycle_at <= ?))", now, cutoff).
+		Where("NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.protection_id = protections.id AND tasks.kind NOT IN ? AND tasks.state IN ?)",
+			sideTaskKinds, []string{TaskWaiting, TaskQueued, TaskLeased}).
+		Order("last_cycle_at").Pluck("id", &ids).Error
+	return ids, translateError(err)
+}
+
+// RefreshHealth keeps the stored health of protected VMs in step with
+// what time changes: an RPO growing past twice the copy frequency, a host
+// gone silent, and the warnings already shown. What else a VM's health
+// depends on changes with events that assess it then (a cycle recorded or
+// failed, a pause, a disk removed). The VMs that may need it are found in
+// one query per policy; each is assessed again in a short transaction.
+func (s *Store) RefreshHealth(ctx context.Context) error {
+	now := s.Now()
+	var policyList []Policy
+	if err := s.db.WithContext(ctx).Find(&policyList).Error; err != nil {
+		return translateError(err)
+	}
+	for _, pol := range policyList {
+		overdue := now.Add(-2 * time.Duration(pol.CopyFrequencySeconds) * time.Second)
+		var ids []string
+		err := s.db.WithContext(ctx).Model(&Protection{}).
+			Where("policy_id = ? AND state = ? AND health <> ?", pol.ID, StateProtected, HealthCritical).
+			Where(`health <> ? OR health_reasons NOT IN ('', '[]', 'null') OR (last_recovery_point_at IS NOT NULL AND last_recovery_point_at < ?)
+				OR EXISTS (SELECT 1 FROM vms JOIN hosts ON hosts.id = vms.host_id WHERE vms.id = protections.vm_id AND hosts.state <> ?)
+				OR EXISTS (SELECT 1 FROM replica_disks WHERE replica_disks.protection_id = protections.id AND replica_disks.removed_at IS NOT NULL)`,
+				HealthNormal, overdue, HostConnected).
+			Order("id").Pluck("id", &ids).Error
+		if err != nil {
+			return translateError(err)
 		}
-		// Few policies serve many VMs: read them once per pass.
-		var policyList []Policy
-		if err := tx.Find(&policyList).Error; err != nil {
-			return err
-		}
-		policies := make(map[string]Policy, len(policyList))
-		for _, pol := range policyList {
-			policies[pol.ID] = pol
-		}
-		for _, p := range ps {
-			policy, ok := policies[p.PolicyID]
-			if !ok {
-				continue // deleting a policy in use is refused; nothing to schedule by
-			}
-			if err := refreshHealth(tx, now, p, policy); err != nil {
-				return err
-			}
-			if p.PausedAt != nil {
-				continue // paused (pause.go): its health says so; a running cycle finishes
-			}
-			t, err := s.queueCycle(tx, now, p, policy, false)
+		for chunk := range slices.Chunk(ids, scheduleChunk) {
+			err := s.tx(ctx, func(tx *gorm.DB) error {
+				var ps []Protection
+				if err := tx.Where("id IN ? AND state = ?", chunk, StateProtected).Order("id").Find(&ps).Error; err != nil {
+					return err
+				}
+				for _, p := range ps {
+					if p.PolicyID != pol.ID {
+						continue
+					}
+					if err := refreshHealth(tx, now, p, pol); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			if t != nil {
-				queued = append(queued, *t)
-			}
 		}
-		resyncs, err := s.startWindowResyncs(tx, now, policies)
-		queued = append(queued, resyncs...)
-		return err
-	})
-	return queued, err
+	}
+	return nil
 }
 
 // queueCycle queues a replication cycle of a protected VM when one is due
@@ -206,8 +293,11 @@ func replicationBusy(tx *gorm.DB, protectionID string) (bool, error) {
 	// out its back-off, or for a recovery host or an old target that is
 	// away, must not hold cycles. (Disabling protection deletes replicas
 	// too, but its VM is no longer Protected: nothing is scheduled.)
-	err := tx.Model(&Task{}).Where("protection_id = ? AND kind NOT IN ? AND state IN ?", protectionID,
-		[]string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM, agentproto.TaskDeleteReplica},
+	err := tx.Model(&Task{}).Where("protection_id = ? AND kind NOT IN ? AND state IN ?", protectionID, sideTaskKinds,
 		[]string{TaskWaiting, TaskQueued, TaskLeased}).Count(&n).Error
 	return n > 0, err
 }
+
+// sideTaskKinds are the tasks of a protection beside which a cycle may be
+// queued (replicationBusy).
+var sideTaskKinds = []string{agentproto.TaskVerify, agentproto.TaskMaterialize, agentproto.TaskRemoveVM, agentproto.TaskDeleteReplica}

@@ -2,6 +2,7 @@ package models
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
+	"gorm.io/plugin/dbresolver"
 )
 
 // Store is the vault's database. GORM stays inside this package: callers get
@@ -30,6 +32,12 @@ type Store struct {
 	zone   *time.Location
 
 	changes *Changes // live pages' signal (notify.go)
+
+	beats heartbeatBatch // heartbeats noted, not yet written (heartbeats.go)
+
+	// readPool: SQLite's read-only connections beside its one writer
+	// (useReadPool); nil on PostgreSQL, whose pool serves both.
+	readPool *sql.DB
 
 	bcryptCost int
 	dummyOnce  sync.Once
@@ -109,8 +117,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		sqlDB, _ := s.db.DB()
 		// SQLite allows one writer at a time. One connection serialises the
 		// vault's writes inside the process instead of failing them with
-		// "database is locked"; WAL keeps readers of other processes going.
+		// "database is locked"; WAL keeps readers going beside it.
 		sqlDB.SetMaxOpenConns(1)
+		if err := s.useReadPool(dsn); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
@@ -184,11 +196,43 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close releases the database connections.
 func (s *Store) Close() error {
+	if s.readPool != nil {
+		s.readPool.Close()
+	}
 	sqlDB, err := s.db.DB()
 	if err != nil {
 		return err
 	}
 	return sqlDB.Close()
+}
+
+// readPoolSize is how many connections read SQLite beside its writer.
+const readPoolSize = 4
+
+// useReadPool sends the reads made outside a transaction (the agents'
+// identification on every call, the portal's and the API's pages, the
+// scheduler's search for due cycles) to a pool of read-only connections,
+// so that they never wait behind the one writer. In WAL mode a reader
+// sees every transaction committed before it began. Transactions, and so
+// every read that decides a write, stay on the writer's connection.
+func (s *Store) useReadPool(writerDSN string) error {
+	readDSN := strings.Replace(writerDSN, "_txlock=immediate", "_txlock=deferred", 1) + "&_query_only=true"
+	pool, err := sql.Open("sqlite3", readDSN)
+	if err != nil {
+		return fmt.Errorf("open SQLite readers: %w", err)
+	}
+	pool.SetMaxOpenConns(readPoolSize)
+	pool.SetMaxIdleConns(readPoolSize)
+	s.readPool = pool
+	err = s.db.Use(dbresolver.Register(dbresolver.Config{
+		Replicas: []gorm.Dialector{&sqlite.Dialector{Conn: pool}},
+		// Reads after writes see them: SQLite commits before it returns.
+		TraceResolverMode: false,
+	}))
+	if err != nil {
+		return fmt.Errorf("open SQLite readers: %w", err)
+	}
+	return nil
 }
 
 // loc is the vault's time zone for wall-clock rules.

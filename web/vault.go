@@ -248,8 +248,9 @@ func publicURL(addr *net.TCPAddr) string {
 	return "https://" + addr.String()
 }
 
-// housekeeping purges expired sessions and tokens every hour, and folds
-// and prunes the RPO history.
+// housekeeping purges expired sessions and tokens every hour, deletes the
+// tasks of cycles that ended a day ago, and folds and prunes the RPO
+// history.
 func (v *vault) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -265,6 +266,11 @@ func (v *vault) housekeeping(ctx context.Context) {
 		if err := v.store.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("purge expired sessions", slog.Any("error", err))
 		}
+		if n, err := v.store.PruneFinishedCycles(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("delete the tasks of cycles that ended a day ago", slog.Any("error", err))
+		} else if n > 0 {
+			v.log.Debug("tasks of cycles that ended a day ago deleted", "tasks", n)
+		}
 		if folded, deleted, err := v.store.CompactRPOHistory(ctx); err != nil && ctx.Err() == nil {
 			v.log.Warn("fold and prune the RPO history", slog.Any("error", err))
 		} else if folded+deleted > 0 {
@@ -278,14 +284,18 @@ func (v *vault) housekeeping(ctx context.Context) {
 	}
 }
 
-// watchAgents returns the tasks of agents that stopped reporting to the
-// queue, starts the replication cycles that are due, and marks hosts that stopped sending heartbeats Disconnected (with
-// an alert). Three missed heartbeats make a host Disconnected.
+// watchAgents queues the replication cycles that are due, every second
+// (a cycle starts within about a second of its time); and, every few
+// seconds, returns the tasks of agents that stopped reporting to the
+// queue, brings VMs' health up to date, samples the RPO history, moves
+// recovery plans on, and marks hosts that stopped sending heartbeats
+// Disconnected (with an alert). Three missed heartbeats make a host
+// Disconnected.
 func (v *vault) watchAgents(ctx context.Context) {
 	every := min(v.agentSettings.Heartbeat, 5*time.Second)
-	t := time.NewTicker(every)
+	t := time.NewTicker(min(every, time.Second))
 	defer t.Stop()
-	var sampled time.Time
+	var sampled, watched time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -295,13 +305,12 @@ func (v *vault) watchAgents(ctx context.Context) {
 		if !v.lead(ctx) {
 			continue // another vault runs this loop; take over when it is gone
 		}
-		if n, err := v.store.ReapExpiredLeases(ctx); err != nil && ctx.Err() == nil {
-			v.log.Warn("return expired task leases", slog.Any("error", err))
-		} else if n > 0 {
-			v.log.Info("task leases expired; tasks returned to the queue", "tasks", n)
+		if time.Since(watched) >= every {
+			watched = time.Now()
+			v.watch(ctx, &sampled)
 		}
 		passStart := time.Now()
-		queued, err := v.store.ScheduleReplications(ctx)
+		queued, err := v.store.QueueDueCycles(ctx)
 		v.handlers.SchedulerPass(time.Since(passStart))
 		if err != nil && ctx.Err() == nil {
 			v.log.Warn("schedule replication cycles", slog.Any("error", err))
@@ -309,32 +318,44 @@ func (v *vault) watchAgents(ctx context.Context) {
 		for _, t := range queued {
 			v.handlers.WakeHost(t.HostID)
 		}
-		if time.Since(sampled) >= time.Minute {
-			// Samples are 5 minutes apart; looking once a minute is enough.
-			sampled = time.Now()
-			if _, err := v.store.SampleRPO(ctx); err != nil && ctx.Err() == nil {
-				v.log.Warn("sample the RPO history", slog.Any("error", err))
-			}
+	}
+}
+
+// watch is the slower part of the watch loop (watchAgents).
+func (v *vault) watch(ctx context.Context, sampled *time.Time) {
+	if n, err := v.store.ReapExpiredLeases(ctx); err != nil && ctx.Err() == nil {
+		v.log.Warn("return expired task leases", slog.Any("error", err))
+	} else if n > 0 {
+		v.log.Info("task leases expired; tasks returned to the queue", "tasks", n)
+	}
+	if err := v.store.RefreshHealth(ctx); err != nil && ctx.Err() == nil {
+		v.log.Warn("bring VMs' health up to date", slog.Any("error", err))
+	}
+	if time.Since(*sampled) >= time.Minute {
+		// Samples are 5 minutes apart; looking once a minute is enough.
+		*sampled = time.Now()
+		if _, err := v.store.SampleRPO(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("sample the RPO history", slog.Any("error", err))
 		}
-		woken, err := v.store.AdvancePlans(ctx)
-		if err != nil && ctx.Err() == nil {
-			v.log.Warn("move recovery plans on", slog.Any("error", err))
-		}
-		for _, id := range woken {
-			v.handlers.WakeHost(id)
-		}
-		if n, err := v.store.CleanUpContainers(ctx); err != nil && ctx.Err() == nil {
-			v.log.Warn("delete emptied Azure containers; retried later", slog.Any("error", err))
-		} else if n > 0 {
-			v.log.Info("deleted emptied Azure containers of unprotected VMs", "containers", n)
-		}
-		hosts, err := v.store.MarkSilentHostsDisconnected(ctx, 3*v.agentSettings.Heartbeat)
-		if err != nil && ctx.Err() == nil {
-			v.log.Warn("check host heartbeats", slog.Any("error", err))
-		}
-		for _, h := range hosts {
-			v.log.Warn("host disconnected: no heartbeat", "host_id", h.ID, "host", h.Name)
-		}
+	}
+	woken, err := v.store.AdvancePlans(ctx)
+	if err != nil && ctx.Err() == nil {
+		v.log.Warn("move recovery plans on", slog.Any("error", err))
+	}
+	for _, id := range woken {
+		v.handlers.WakeHost(id)
+	}
+	if n, err := v.store.CleanUpContainers(ctx); err != nil && ctx.Err() == nil {
+		v.log.Warn("delete emptied Azure containers; retried later", slog.Any("error", err))
+	} else if n > 0 {
+		v.log.Info("deleted emptied Azure containers of unprotected VMs", "containers", n)
+	}
+	hosts, err := v.store.MarkSilentHostsDisconnected(ctx, 3*v.agentSettings.Heartbeat)
+	if err != nil && ctx.Err() == nil {
+		v.log.Warn("check host heartbeats", slog.Any("error", err))
+	}
+	for _, h := range hosts {
+		v.log.Warn("host disconnected: no heartbeat", "host_id", h.ID, "host", h.Name)
 	}
 }
 
