@@ -186,16 +186,6 @@ func sqliteDSN(path string) (string, error) {
 	return "file:" + path + "?" + q.Encode(), nil
 }
 
-func (s *Store) migrate(ctx context.Context) error {
-	if err := s.db.WithContext(ctx).AutoMigrate(allModels()...); err != nil {
-		return fmt.Errorf("migrate database schema: %w", err)
-	}
-	if err := s.migrateReplicaKeys(ctx); err != nil {
-		return fmt.Errorf("migrate replica keys: %w", err)
-	}
-	return nil
-}
-
 // Kind is "sqlite" or "postgres".
 func (s *Store) Kind() string { return s.kind }
 
