@@ -227,7 +227,7 @@ func TestBothDatabasesHaveTheSameMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(lite, " ") != strings.Join(pg, " ") || len(lite) == 0 {
+	if strings.Join(lite, " ") != strings.Join(pg, " ") || len(lite) < 2 {
 		t.Fatalf("SQLite's migrations %v, PostgreSQL's %v: each migration has its twin, of the same number and name", lite, pg)
 	}
 	// The baseline check reads version 1's tables, columns and indexes from
