@@ -105,6 +105,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate database schema: %w", err)
 	}
+	s.migrations = list
 	err = s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
 		if s.kind == "postgres" {
 			unlock, err := s.lockMigrations(conn)
@@ -135,6 +136,19 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("migrate replica keys: %w", err)
 	}
 	return nil
+}
+
+// CheckSchema says whether the database's schema is still one this vault
+// runs on: a *SchemaError when another vault (a newer one, on a shared
+// PostgreSQL database) migrated it since this one started. The leader
+// gives up the lead on it, and the health check answers 503, so that the
+// old vault stops scheduling and a load balancer stops sending it users.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	var rows []appliedMigration
+	if err := s.db.WithContext(ctx).Table("schema_migrations").Order("version").Find(&rows).Error; err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	return checkApplied(rows, s.migrations)
 }
 
 // lockMigrations takes the migration lock on conn, waiting (and saying so)

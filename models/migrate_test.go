@@ -322,3 +322,31 @@ func TestVaultsStartingAtOnceOnOneDatabaseMigrateItOnce(t *testing.T) {
 		})
 	}
 }
+
+// A vault that runs while a newer one migrates the database (a rolling
+// upgrade on PostgreSQL) stops leading: its scheduler must not write by
+// the older schema. The lead goes to a vault that knows the schema.
+func TestARunningVaultWhoseDatabaseANewerVaultMigratedStopsLeading(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		old := h.s.Leadership()
+		if ok, err := old.Lead(t.Context()); !ok || err != nil {
+			t.Fatalf("lead: %v %v", ok, err)
+		}
+		names, _ := models.Migrations(kindOf(h.dsn))
+		must(t, h.rawDB(t).Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from_a_later_vault', ?)", len(names)+1, h.clock.T).Error)
+		ok, err := old.Lead(t.Context())
+		wantSchemaError(t, err, agentproto.CodeSchemaTooNew)
+		if ok {
+			t.Fatal("a vault leads on a schema newer than itself")
+		}
+		wantSchemaError(t, h.s.CheckSchema(t.Context()), agentproto.CodeSchemaTooNew)
+		// It let go of the lock: a vault that knows the schema (here, the
+		// row gone again) takes the lead while the old one still runs.
+		must(t, h.rawDB(t).Exec("DELETE FROM schema_migrations WHERE version = ?", len(names)+1).Error)
+		other := storetest.Open(t, h.dsn, h.clock).Leadership()
+		if ok, err := other.Lead(t.Context()); !ok || err != nil {
+			t.Fatalf("another vault's lead: %v %v", ok, err)
+		}
+		other.Release()
+	})
+}

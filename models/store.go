@@ -27,7 +27,9 @@ type Store struct {
 	now    func() time.Time
 	log    *slog.Logger
 	kind   string // "sqlite" or "postgres"
-	zone   *time.Location
+	// migrations are the schema versions this binary knows (migrate.go).
+	migrations []migration
+	zone       *time.Location
 
 	changes *Changes // live pages' signal (notify.go)
 
