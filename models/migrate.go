@@ -152,19 +152,26 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 }
 
 // lockMigrations takes the migration lock on conn, waiting (and saying so)
-// while another vault holds it.
+// while another vault holds it. The lock is the session's: unlock must
+// run, whatever ctx became, or the pooled connection would keep it.
 func (s *Store) lockMigrations(conn *gorm.DB) (unlock func(), err error) {
 	var got bool
-	if err := conn.Raw(migrateTryLock).Scan(&got).Error; err != nil {
+	if err := conn.Session(&gorm.Session{NewDB: true}).Raw(migrateTryLock).Scan(&got).Error; err != nil {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
 	if !got {
 		s.log.Info("another vault is migrating the database schema: waiting for it")
-		if err := conn.Exec(migrateLock).Error; err != nil {
+		if err := conn.Session(&gorm.Session{NewDB: true}).Exec(migrateLock).Error; err != nil {
 			return nil, fmt.Errorf("migration lock: %w", err)
 		}
 	}
-	return func() { conn.Exec(migrateUnlock) }, nil
+	return func() {
+		var released bool
+		err := conn.Session(&gorm.Session{NewDB: true, Context: context.Background()}).Raw(migrateUnlock).Scan(&released).Error
+		if err != nil || !released {
+			s.log.Warn("the migration lock was not released; it goes with its connection", "error", err)
+		}
+	}, nil
 }
 
 // migrateStep applies the next step in a transaction of its own, and says

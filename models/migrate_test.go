@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -28,7 +29,11 @@ func openStore(t *testing.T, dsn string, clock *storetest.Clock) (*models.Store,
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := models.Open(t.Context(), models.Options{DSN: dsn, Sealer: sealer, Now: clock.Now, BcryptCost: bcrypt.MinCost, Location: time.UTC})
+	// Within a minute: a vault waiting for a migration lock never let go
+	// of fails the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s, err := models.Open(ctx, models.Options{DSN: dsn, Sealer: sealer, Now: clock.Now, BcryptCost: bcrypt.MinCost, Location: time.UTC})
 	if err == nil {
 		t.Cleanup(func() { s.Close() })
 	}
@@ -319,6 +324,14 @@ func TestVaultsStartingAtOnceOnOneDatabaseMigrateItOnce(t *testing.T) {
 				}
 			}
 			wantAllVersions(t, dsn)
+			if models.IsPostgres(dsn) {
+				// The vaults, still open, let go of the migration lock.
+				var free bool
+				must(t, rawOpen(t, dsn).Raw("SELECT pg_try_advisory_lock(1935894637, hashtext(current_schema()))").Scan(&free).Error)
+				if !free {
+					t.Fatal("a vault kept the migration lock after its start")
+				}
+			}
 		})
 	}
 }
