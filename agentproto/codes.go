@@ -50,3 +50,10 @@ const (
 	CodeScriptFailed         = "script_failed"
 	CodeFailbackDiskMismatch = "failback_disk_mismatch"
 )
+
+// Vault start-up: the database's schema is not one this vault runs on.
+const (
+	CodeSchemaTooNew       = "schema_too_new"
+	CodeSchemaDiverged     = "schema_diverged"
+	CodeSchemaUnrecognized = "schema_unrecognized"
+)

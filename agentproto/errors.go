@@ -9,7 +9,7 @@ import "regexp"
 // the code uses a code the table lacks, or the document differs.
 type ErrorInfo struct {
 	Code    string
-	Where   string // "API" (and portal), "agent endpoint", or "task" (a job's error)
+	Where   string // "API" (and portal), "agent endpoint", "task" (a job's error), "health", or "vault" (its start)
 	Status  int    // the HTTP status, for API and agent endpoint errors
 	Message string // what happened
 	Cause   string // the likely cause
@@ -141,6 +141,10 @@ var Errors = []ErrorInfo{
 	{Code: CodeHostDisconnected, Where: "health", Message: "The VM's host is disconnected: no replication cycle runs.", Cause: "Its agent stopped sending heartbeats: stopped, crashed, its machine down or off the network.", Action: "Start the agent on the host (lifeboat-agent run) or bring the machine back; the next cycle then sends what changed meanwhile. If the host is gone for good, fail the VM over."},
 	{Code: CodeAppConsistencyMissed, Where: "health", Message: "The policy asks for app-consistent points, but the host makes crash-consistent ones.", Cause: "The host's agent cannot quiesce the VM: filedisk has no --freeze-command, or the QEMU guest runs no qemu-guest-agent, or the freeze failed.", Action: "Give the agent a --freeze-command or run qemu-guest-agent in the guest; or set the policy's app-consistent frequency to 0 if crash-consistent points are enough."},
 	{Code: CodeDiskRemoved, Where: "health", Message: "A disk of the VM was removed and is no longer replicated.", Cause: "The disk's image left the VM on its host (or was renamed, which counts as removed and added).", Action: "None if it was meant; the recovery points made before keep the disk until retention removes them."},
+	// The vault's start: it refuses a database schema it does not know.
+	{Code: CodeSchemaTooNew, Where: "vault", Message: "The vault does not start: the database schema is newer than this vault binary knows. A vault already running when a newer one migrates its database stops leading the scheduler, and its /healthz answers 503 with this code.", Cause: "A newer lifeboat-vault migrated the database (an upgrade rolled back, or an older vault started or left running beside newer ones).", Action: "Run the newer lifeboat-vault (or later) on this database, or restore a backup taken with this version into a new database."},
+	{Code: CodeSchemaDiverged, Where: "vault", Message: "The vault does not start: the database's schema has a migration this vault binary does not know.", Cause: "Another build of lifeboat-vault (a development build, or a fork) migrated the database.", Action: "Run the build that migrated it, or restore a backup taken with this version into a new database."},
+	{Code: CodeSchemaUnrecognized, Where: "vault", Message: "The vault does not start: the database has vault tables but neither a schema version nor the whole schema of version 1.", Cause: "A vault older than versioned migrations made it, or --db names a database that is not this vault's.", Action: "Point --db (LIFEBOAT_DB) at the vault's database; for an old vault's database, start the last vault before versioned migrations (commit e50ba32) on it once, or restore a backup."},
 }
 
 // LookupError returns the table's entry for code, preferring one of the

@@ -62,11 +62,22 @@ func (h *Handlers) APIIssueToken(c echo.Context) error {
 	return c.JSON(http.StatusOK, TokenResponseJSON{Token: secret, ExpiresAt: tok.ExpiresAt})
 }
 
-// Healthz answers GET /healthz: 200 when the database answers, else 503.
+// Healthz answers GET /healthz: 200 when the database answers with a
+// schema this vault runs on, else 503 (a newer vault migrated the database:
+// this one must be upgraded, and a load balancer should stop using it).
 func (h *Handlers) Healthz(c echo.Context) error {
-	if err := h.store.Ping(c.Request().Context()); err != nil {
-		h.log.ErrorContext(c.Request().Context(), "health check failed", "error", err)
+	ctx := c.Request().Context()
+	if err := h.store.Ping(ctx); err != nil {
+		h.log.ErrorContext(ctx, "health check failed", "error", err)
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "the database cannot be reached"})
+	}
+	if err := h.store.CheckSchema(ctx); err != nil {
+		h.log.ErrorContext(ctx, "health check failed", "error", err)
+		var se *models.SchemaError
+		if errors.As(err, &se) {
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "code": se.Code, "reason": se.Message})
+		}
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "the database's schema version cannot be read"})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }

@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -35,7 +36,15 @@ func (s *Store) Leadership() *Leadership { return &Leadership{s: s} }
 
 // Lead says whether this process leads now: it keeps the lock it holds
 // (checking that its connection still lives) or tries to take it.
+//
+// A vault whose database a newer vault has migrated does not lead (and
+// lets go of the lead): its scheduler must not write by an older schema.
 func (l *Leadership) Lead(ctx context.Context) (bool, error) {
+	// (A failure to read the version is left to the lock's own checks.)
+	if se := (*SchemaError)(nil); errors.As(l.s.CheckSchema(ctx), &se) {
+		l.Release()
+		return false, se
+	}
 	if l.s.kind != "postgres" {
 		return true, nil
 	}

@@ -174,7 +174,7 @@ type Protection struct {
 	// host-local VM id, on a directory target) until the agent moves them.
 	ReplicaKey          string `gorm:"size:200;not null;default:''"`
 	LegacyReplicaKey    string `gorm:"size:200;not null;default:''"`
-	State               string `gorm:"size:30;not null"`
+	State               string `gorm:"size:30;not null;index:idx_protections_state"`
 	TestFailover        bool   `gorm:"not null;default:false"`
 	Health              string `gorm:"size:20;not null;default:Normal"`
 	HealthReasons       string `gorm:"type:text"` // JSON array of strings
@@ -247,8 +247,8 @@ const (
 // RecoveryPoint is one point in time of all disks of a protected VM.
 type RecoveryPoint struct {
 	ID           string    `gorm:"primaryKey;size:40"`
-	ProtectionID string    `gorm:"size:40;not null;index"`
-	Time         time.Time `gorm:"not null;index"` // the capture instant
+	ProtectionID string    `gorm:"size:40;not null;index:idx_recovery_points_protection_time"`
+	Time         time.Time `gorm:"not null;index;index:idx_recovery_points_protection_time"` // the capture instant
 	// ReadStartedAt is when reading began, for a point whose disks were
 	// read over a span (inconsistent).
 	ReadStartedAt *time.Time
@@ -333,16 +333,16 @@ const (
 // Task is work for one host, dispatched by a job step and leased by the
 // host's agent.
 type Task struct {
-	ID             string `gorm:"primaryKey;size:40"`
-	JobID          string `gorm:"size:40;index"`
-	StepID         string `gorm:"size:40"`
-	HostID         string `gorm:"size:40;not null;index"`
-	ProtectionID   string `gorm:"size:40;index"` // for replication tasks
-	Kind           string `gorm:"size:60;not null"`
-	Payload        string `gorm:"type:text"`
-	State          string `gorm:"size:20;not null;index"`
-	LeaseExpiresAt *time.Time
-	Attempts       int `gorm:"not null;default:0"` // runs handed to the host
+	ID             string     `gorm:"primaryKey;size:40"`
+	JobID          string     `gorm:"size:40;index"`
+	StepID         string     `gorm:"size:40"`
+	HostID         string     `gorm:"size:40;not null;index:idx_tasks_host_state"`
+	ProtectionID   string     `gorm:"size:40;index:idx_tasks_protection_state"` // for replication tasks
+	Kind           string     `gorm:"size:60;not null"`
+	Payload        string     `gorm:"type:text"`
+	State          string     `gorm:"size:20;not null;index:idx_tasks_host_state;index:idx_tasks_protection_state;index:idx_tasks_state_lease"`
+	LeaseExpiresAt *time.Time `gorm:"index:idx_tasks_state_lease"`
+	Attempts       int        `gorm:"not null;default:0"` // runs handed to the host
 	// A task that failed recoverably waits until NotBefore (the back-off,
 	// counted from FirstFailureAt over Failures failed runs).
 	NotBefore      *time.Time `gorm:"index"`

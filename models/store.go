@@ -29,7 +29,9 @@ type Store struct {
 	now    func() time.Time
 	log    *slog.Logger
 	kind   string // "sqlite" or "postgres"
-	zone   *time.Location
+	// migrations are the schema versions this binary knows (migrate.go).
+	migrations []migration
+	zone       *time.Location
 
 	changes *Changes // live pages' signal (notify.go)
 
@@ -143,6 +145,34 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// ownerOnly creates the SQLite database file readable by its owner only
+// (it holds password and token hashes and sealed storage credentials), or
+// makes an existing one so: earlier vaults created it 0644. SQLite gives
+// the -wal and -shm files it creates the database file's mode; ones left
+// by an earlier vault are tightened too.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, fi.Mode().Perm()&^0o077); err != nil {
+				return fmt.Errorf("make %s readable by its owner only: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
 // sqliteDSN turns a path into a mattn/go-sqlite3 DSN with WAL, a busy timeout,
 // foreign keys on, and immediate transactions (so a transaction that will
 // write takes the lock at BEGIN rather than failing half-way).
@@ -158,6 +188,9 @@ func sqliteDSN(path string) (string, error) {
 			return "", fmt.Errorf("create database directory %s: %w", dir, err)
 		}
 	}
+	if err := ownerOnly(path); err != nil {
+		return "", err
+	}
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_busy_timeout", "10000")
@@ -165,16 +198,6 @@ func sqliteDSN(path string) (string, error) {
 	q.Set("_txlock", "immediate")
 	q.Set("_synchronous", "NORMAL")
 	return "file:" + path + "?" + q.Encode(), nil
-}
-
-func (s *Store) migrate(ctx context.Context) error {
-	if err := s.db.WithContext(ctx).AutoMigrate(allModels()...); err != nil {
-		return fmt.Errorf("migrate database schema: %w", err)
-	}
-	if err := s.migrateReplicaKeys(ctx); err != nil {
-		return fmt.Errorf("migrate replica keys: %w", err)
-	}
-	return nil
 }
 
 // Kind is "sqlite" or "postgres".

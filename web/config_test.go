@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"io"
 	"os"
 	"path/filepath"
@@ -64,5 +65,27 @@ func TestAnUnreachableDatabaseStopsTheVaultWithTheSettingNamed(t *testing.T) {
 		func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--db") {
 		t.Fatalf("error %v, want one naming --db", err)
+	}
+}
+
+func TestAVaultDoesNotStartOnADatabaseSchemaNewerThanItself(t *testing.T) {
+	dir := t.TempDir()
+	v := startVault(t, dir)
+	if err := v.stop(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", filepath.Join(dir, "lifeboat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from_a_later_vault', CURRENT_TIMESTAMP)"); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"--data-dir", dir, "--listen", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard, io.Discard)
+	for _, says := range []string{"schema_too_new", "version 99", "knows up to version", "restore a backup"} {
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Fatalf("error %v, want one saying %q", err, says)
+		}
 	}
 }

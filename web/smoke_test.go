@@ -1,12 +1,15 @@
 package main
 
 import (
+	"database/sql"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/models/storetest"
 )
 
 func TestHealthzAnswersOKWhenTheDatabaseAnswers(t *testing.T) {
@@ -18,6 +21,24 @@ func TestHealthzAnswersOKWhenTheDatabaseAnswers(t *testing.T) {
 	tv.Store.Close()
 	if status := tv.api(http.MethodGet, "/healthz", "", nil, &out); status != http.StatusServiceUnavailable {
 		t.Fatalf("healthz with the database closed: %d, want 503", status)
+	}
+}
+
+func TestHealthzAnswers503WhenANewerVaultMigratedTheDatabase(t *testing.T) {
+	dsn := storetest.SQLiteDSN(t)
+	tv := newTestVault(t, dsn)
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from_a_later_vault', CURRENT_TIMESTAMP)"); err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]string
+	if status := tv.api(http.MethodGet, "/healthz", "", nil, &out); status != http.StatusServiceUnavailable || out["code"] != "schema_too_new" ||
+		!strings.Contains(out["reason"], "version 99") {
+		t.Fatalf("healthz on a newer schema: %d %v", status, out)
 	}
 }
 

@@ -84,6 +84,9 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 		return nil, err
 	}
 	store, err := models.Open(ctx, models.Options{DSN: cfg.DB, Sealer: sealer, Logger: log, Location: cfg.TimeZone})
+	if se := (*models.SchemaError)(nil); errors.As(err, &se) {
+		return nil, err // the database is reachable, but not one this vault runs on: the error says why and what to do
+	}
 	if err != nil {
 		return nil, fmt.Errorf("setting --db (LIFEBOAT_DB): %w", err)
 	}
