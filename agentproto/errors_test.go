@@ -29,8 +29,18 @@ func renderErrorsDoc() []byte {
 	b.WriteString("An HTTP error without a code of its own answers `http_<status>`, such as `http_418`.\n")
 	for _, area := range []struct{ where, title string }{
 		{"API", "API and portal"}, {"agent endpoint", "Agent endpoint"}, {"task", "Tasks and jobs"}, {"health", "Health reasons of a protected VM"},
+		{"command", "Command line (lifeboat-vault)"},
 	} {
 		fmt.Fprintf(&b, "\n## %s\n\n", area.title)
+		if area.where == "command" {
+			b.WriteString("| code | what happened | likely cause | what to do |\n|---|---|---|---|\n")
+			for _, e := range Errors {
+				if e.Where == area.where {
+					fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", e.Code, e.Message, e.Cause, e.Action)
+				}
+			}
+			continue
+		}
 		if area.where == "health" {
 			b.WriteString("A protected VM's health (Normal, Warning, Critical) carries its reasons; a Warning that is not a\nfailed task has one of these codes.\n\n")
 			b.WriteString("| code | what happened | likely cause | what to do |\n|---|---|---|---|\n")
@@ -84,9 +94,9 @@ func TestEveryEntryOfTheErrorTableIsComplete(t *testing.T) {
 			t.Errorf("%q is not a snake_case code", e.Code)
 		case e.Message == "" || e.Cause == "" || e.Action == "":
 			t.Errorf("%s lacks a message, cause or action", key)
-		case e.Where != "task" && e.Where != "health" && e.Status == 0:
+		case e.Where != "task" && e.Where != "health" && e.Where != "command" && e.Status == 0:
 			t.Errorf("%s lacks its HTTP status", key)
-		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task" && e.Where != "health":
+		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task" && e.Where != "health" && e.Where != "command":
 			t.Errorf("%s: unknown area %q", key, e.Where)
 		}
 		seen[key] = true
