@@ -197,12 +197,20 @@ func (b *rebuilder) replica(r RebuildReplica) (*RebuiltVM, string, error) {
 		return nil, "", err
 	}
 	newest := points[len(points)-1]
-	p := Protection{ID: protectionID, VMID: vm.ID, PolicyID: policy.ID, TargetID: b.target.ID, ReplicaKey: r.Key, State: StateProtected,
+	p := Protection{ID: protectionID, VMID: vm.ID, PolicyID: policy.ID, TargetID: b.target.ID, ReplicaKey: r.Key, State: StateEnablingProtection,
 		Health: HealthWarning, LastRecoveryPointAt: &newest.Time, PausedAt: &b.now, PausedBy: RebuildActor.Username}
 	raw, _ := json.Marshal([]string{awaitingHostReason(d.HostName), pausedReason(p)})
 	p.HealthReasons = string(raw)
 	if err := b.tx.Create(&p).Error; err != nil {
 		return nil, "", err
+	}
+	// The way every protection goes (the transition guard sees each
+	// step): its replicas were made and copied, before the database was
+	// lost.
+	for _, state := range []string{StateInitialReplication, StateProtected} {
+		if err := setState(b.tx, p.ID, state); err != nil {
+			return nil, "", err
+		}
 	}
 	if err := b.disks(vm, p, d, r, points); err != nil {
 		return nil, "", err

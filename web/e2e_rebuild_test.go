@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/agentproto"
+)
+
+type rebuildVM struct {
+	ID, Name        string
+	HostID          string   `json:"host_id"`
+	ProtectionState string   `json:"protection_state"`
+	HealthReasons   []string `json:"health_reasons"`
+	BytesSent       *int64   `json:"bytes_sent"`
+}
+
+type rebuildPoint struct {
+	ID          string
+	Time        time.Time
+	Consistency string
+}
+
+func (v *e2eVault) vmsByName() map[string]rebuildVM {
+	var list struct{ Items []rebuildVM }
+	v.do(http.MethodGet, "/api/v1/vms", nil, &list)
+	out := map[string]rebuildVM{}
+	for _, vm := range list.Items {
+		out[vm.Name] = vm
+	}
+	return out
+}
+
+func (v *e2eVault) pointsOf(vmID string) []rebuildPoint {
+	var list struct{ Items []rebuildPoint }
+	v.do(http.MethodGet, "/api/v1/vms/"+vmID+"/recovery-points", nil, &list)
+	return list.Items
+}
+
+// The vault's database is lost with no backup: lifeboat-vault rebuild
+// makes a new vault from the directory target alone. Every VM's recovery
+// points are listed again, exactly (ids, times, consistency); the host
+// registers with a new key and a new state directory, its VMs are matched
+// to the rebuilt protections by their ids, replication resumes into the
+// existing replicas without copying them again, and a test failover from a
+// rebuilt point makes a VM equal to the source.
+func TestRebuildAfterTheDatabaseIsLostListsEveryVMsPointsAgainAndFailsOverFromThem(t *testing.T) {
+	t.Parallel()
+	vaultBin, agentBin := binaries(t)
+	v := newE2EVault(t)
+	vmRoot := demoVMRoot(t)
+	stateDir, _ := registeredAgent(t, v)
+	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
+	eventually(t, "the VMs are listed", func() bool { return len(v.vmsByName()) == 2 }, v.proc, agent)
+	vms := v.vmsByName()
+	nas := filepath.Join(t.TempDir(), "nas")
+	policyID, targetID := protectOnDirectory(t, v, vms["web"].ID, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`,
+		nas, v.proc, agent)
+	body, _ := json.Marshal(map[string]string{"policy_id": policyID, "target_id": targetID})
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vms["db"].ID+"/protection", body, &accepted); status != http.StatusAccepted {
+		t.Fatalf("protect db: %d", status)
+	}
+	if job := v.waitJob(accepted.JobID, agent); job.State != "Succeeded" {
+		t.Fatalf("protect db: %+v", job)
+	}
+	for _, name := range []string{"web", "db"} {
+		id := vms[name].ID
+		eventuallyWithin(t, 120*time.Second, name+" has two points", func() bool { return len(v.pointsOf(id)) >= 2 }, v.proc, agent)
+	}
+	// Stop the agent first: no cycle may end between the points read
+	// here and the database's loss.
+	agent.kill()
+	before := map[string][]rebuildPoint{}
+	for _, name := range []string{"web", "db"} {
+		before[name] = v.pointsOf(vms[name].ID)
+	}
+
+	// The vault's machine is lost, its database with it: the new vault
+	// has only the replica storage.
+	v.proc.kill()
+	if err := os.RemoveAll(v.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	newDir := t.TempDir()
+	out, err := exec.Command(vaultBin, "rebuild", "--data-dir", newDir, "--from-target", "dir:"+nas).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Rebuilt 2 VM(s) from target nas", "web (" + vms["web"].ID + ")", "host hv-e2e", "policy fast"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the rebuild's report lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(vaultBin, "rebuild", "--data-dir", newDir, "--from-target", "dir:"+nas).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), agentproto.CodeRebuildVaultInUse) {
+		t.Fatalf("a second rebuild into the rebuilt vault: %v\n%s", err, out)
+	}
+	v.dataDir = newDir
+	v.start()
+	v.token = "" // the lost vault's
+	login, _ := json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
+	var tok struct{ Token string }
+	if status := v.do(http.MethodPost, "/api/v1/auth/token", login, &tok); status != http.StatusOK {
+		t.Fatalf("log in to the rebuilt vault: %d", status)
+	}
+	v.token = tok.Token
+
+	// Every VM is there under its id, its points exactly as they were,
+	// awaiting its host.
+	rebuilt := v.vmsByName()
+	for _, name := range []string{"web", "db"} {
+		vm := rebuilt[name]
+		if vm.ID != vms[name].ID || vm.ProtectionState != "Protected" || !strings.Contains(strings.Join(vm.HealthReasons, " "), agentproto.CodeAwaitingHost) {
+			t.Fatalf("rebuilt VM %s: %+v (was %+v)", name, vm, vms[name])
+		}
+		got := v.pointsOf(vm.ID)
+		if len(got) != len(before[name]) {
+			t.Fatalf("%s: %d points rebuilt, %d before", name, len(got), len(before[name]))
+		}
+		for i := range got {
+			if got[i].ID != before[name][i].ID || !got[i].Time.Equal(before[name][i].Time) || got[i].Consistency != before[name][i].Consistency {
+				t.Fatalf("%s: point %d is %+v, was %+v", name, i, got[i], before[name][i])
+			}
+		}
+	}
+	var audit struct{ Items []struct{ Action string } }
+	v.do(http.MethodGet, "/api/v1/audit?action=vault.rebuild", nil, &audit)
+	if len(audit.Items) == 0 {
+		t.Fatal("the rebuild is not in the audit log")
+	}
+
+	// The host registers with a new key, a new state directory, the same
+	// name: its VMs take the rebuilt ones' place.
+	var sites struct{ Items []struct{ ID, Name string } }
+	v.do(http.MethodGet, "/api/v1/sites", nil, &sites)
+	if len(sites.Items) != 1 || sites.Items[0].Name != "Datacenter" {
+		t.Fatalf("rebuilt sites: %+v", sites.Items)
+	}
+	var key agentproto.RegistrationKey
+	if status := v.do(http.MethodPost, "/api/v1/sites/"+sites.Items[0].ID+"/registration-key", nil, &key); status != http.StatusCreated {
+		t.Fatalf("registration key: %d", status)
+	}
+	newState, _ := registerWithKey(t, key, "hv-e2e")
+	agent = startProc(t, agentBin, "run", "--state-dir", newState, "--vm-root", vmRoot)
+	var hostID string
+	eventually(t, "the registered host's VMs are the rebuilt ones", func() bool {
+		now := v.vmsByName()
+		var hosts struct{ Items []struct{ ID, Name string } }
+		v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
+		if len(now) != 2 || len(hosts.Items) != 1 {
+			return false // the rebuilt host goes once its VMs are adopted
+		}
+		hostID = hosts.Items[0].ID
+		return now["web"].ID == vms["web"].ID && now["db"].ID == vms["db"].ID && now["web"].HostID == hostID && now["db"].HostID == hostID
+	}, v.proc, agent)
+	for _, name := range []string{"web", "db"} {
+		id := vms[name].ID
+		eventuallyWithin(t, 90*time.Second, name+" replicates again", func() bool { return len(v.pointsOf(id)) > len(before[name]) }, v.proc, agent)
+		// The replicas were there: the cycle compared hashes and sent
+		// nothing of the unchanged 64 KiB disk.
+		if vm := v.vmsByName()[name]; vm.BytesSent == nil || *vm.BytesSent != 0 {
+			t.Fatalf("%s: the first cycle after the rebuild sent %v bytes; its replica was whole", name, vm.BytesSent)
+		}
+	}
+
+	// A test failover from a rebuilt point.
+	point := before["web"][0].ID
+	b, _ := json.Marshal(map[string]string{"recovery_point": point, "recovery_host_id": hostID})
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vms["web"].ID+"/test-failover", b, &accepted); status != http.StatusAccepted {
+		t.Fatalf("test failover: %d", status)
+	}
+	if job := v.waitJob(accepted.JobID, agent); job.State != "Succeeded" {
+		t.Fatalf("test failover from rebuilt point %s: %+v\n%s", point, job, agent.out.String())
+	}
+	got, err := os.ReadFile(filepath.Join(vmRoot, "web-test", "disk0.img"))
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{7}, 1<<16)) {
+		t.Fatalf("the test VM's disk differs from the point (%v)", err)
+	}
+	if job := v.runCleanup(vms["web"].ID, agent); job.State != "Succeeded" {
+		t.Fatalf("cleanup: %+v", job)
+	}
+}
+
+func (v *e2eVault) runCleanup(vmID string, logs ...*proc) e2eJob {
+	v.t.Helper()
+	var accepted struct {
+		JobID string `json:"job_id"`
+	}
+	b, _ := json.Marshal(map[string]string{"notes": "rebuilt point boots"})
+	if status := v.do(http.MethodPost, "/api/v1/vms/"+vmID+"/test-failover/cleanup", b, &accepted); status != http.StatusAccepted {
+		v.t.Fatalf("cleanup: %d", status)
+	}
+	return v.waitJob(accepted.JobID, logs...)
+}
+
+// A rebuild from storage that is not a Lifeboat target, or that holds no
+// recovery point, says so with its code, and leaves no vault behind.
+func TestRebuildFromATargetWithoutManifestsOrFromNoTargetFailsWithItsCode(t *testing.T) {
+	vaultBin, _ := binaries(t)
+	empty := t.TempDir() // a directory, not a target (an empty mount point)
+	target := t.TempDir()
+	os.WriteFile(filepath.Join(target, ".lifeboat-target"), []byte("Lifeboat replicas: one directory per VM.\n"), 0o644)
+	for _, sub := range []string{"disks", "points"} {
+		os.MkdirAll(filepath.Join(target, "vm_0000000000000000000000", sub), 0o755)
+	}
+	for _, c := range []struct{ from, code, says string }{
+		{"dir:" + filepath.Join(empty, "nowhere"), agentproto.CodeRebuildNotATarget, "no such file"},
+		{"dir:" + empty, agentproto.CodeRebuildNotATarget, "holds no .lifeboat-target"},
+		{"dir:" + target, agentproto.CodeRebuildNoManifests, "holds no recovery point manifest"},
+		{"s3:bucket", agentproto.CodeRebuildNotATarget, "give dir:/path"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "vault")
+		before := snapshotTree(t, target)
+		out, err := exec.Command(vaultBin, "rebuild", "--data-dir", dataDir, "--from-target", c.from).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "("+c.code+")") || !strings.Contains(string(out), c.says) {
+			t.Errorf("rebuild --from-target %s: %v\n%s", c.from, err, out)
+		}
+		if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+			t.Errorf("rebuild --from-target %s left a vault behind: %v", c.from, err)
+		}
+		if after := snapshotTree(t, target); after != before {
+			t.Errorf("rebuild --from-target %s changed the target:\n%s\n%s", c.from, before, after)
+		}
+	}
+}
+
+// snapshotTree lists every path under root with its size and time.
+func snapshotTree(t *testing.T, root string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			b.WriteString(p + " " + fi.ModTime().String() + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
