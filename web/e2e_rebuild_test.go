@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 )
 
@@ -45,14 +48,36 @@ func (v *e2eVault) pointsOf(vmID string) []rebuildPoint {
 }
 
 // The vault's database is lost with no backup: lifeboat-vault rebuild
-// makes a new vault from the directory target alone. Every VM's recovery
-// points are listed again, exactly (ids, times, consistency); the host
-// registers with a new key and a new state directory, its VMs are matched
-// to the rebuilt protections by their ids, replication resumes into the
-// existing replicas without copying them again, and a test failover from a
-// rebuilt point makes a VM equal to the source.
+// makes a new vault from the target alone, a directory or Azure Blob
+// containers. Every VM's recovery points are listed again, exactly (ids,
+// times, consistency); the host registers with a new key and a new state
+// directory, its VMs are matched to the rebuilt protections by their ids,
+// replication resumes into the existing replicas without copying them
+// again, and a test failover from a rebuilt point makes a VM equal to the
+// source.
 func TestRebuildAfterTheDatabaseIsLostListsEveryVMsPointsAgainAndFailsOverFromThem(t *testing.T) {
 	t.Parallel()
+	t.Run("directory", func(t *testing.T) {
+		t.Parallel()
+		nas := filepath.Join(t.TempDir(), "nas")
+		if err := os.MkdirAll(nas, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		rebuildEndToEnd(t, map[string]string{"name": "nas", "kind": "directory", "path": nas}, "dir:"+nas)
+	})
+	t.Run("azure", func(t *testing.T) {
+		t.Parallel()
+		az := azuritetest.Start(t)
+		keyFile := filepath.Join(t.TempDir(), "account-key")
+		if err := os.WriteFile(keyFile, []byte(azuritetest.Key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rebuildEndToEnd(t, map[string]string{"name": "nas", "kind": "azure_blob", "account_url": az.AccountURL(), "container": "lifeboat", "account_key": azuritetest.Key},
+			"azure:"+az.AccountURL()+"/lifeboat", "--account-key-file", keyFile)
+	})
+}
+
+func rebuildEndToEnd(t *testing.T, targetBody map[string]string, from ...string) {
 	vaultBin, agentBin := binaries(t)
 	v := newE2EVault(t)
 	vmRoot := demoVMRoot(t)
@@ -60,18 +85,25 @@ func TestRebuildAfterTheDatabaseIsLostListsEveryVMsPointsAgainAndFailsOverFromTh
 	agent := startProc(t, agentBin, "run", "--state-dir", stateDir, "--vm-root", vmRoot)
 	eventually(t, "the VMs are listed", func() bool { return len(v.vmsByName()) == 2 }, v.proc, agent)
 	vms := v.vmsByName()
-	nas := filepath.Join(t.TempDir(), "nas")
-	policyID, targetID := protectOnDirectory(t, v, vms["web"].ID, `{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`,
-		nas, v.proc, agent)
-	body, _ := json.Marshal(map[string]string{"policy_id": policyID, "target_id": targetID})
+	var policy, target struct{ ID string }
+	if status := v.do(http.MethodPost, "/api/v1/policies", []byte(`{"name":"fast","copy_frequency_seconds":30,"retention_hours":24,"app_consistent_frequency_hours":0}`), &policy); status != http.StatusCreated {
+		t.Fatalf("create policy: %d", status)
+	}
+	body, _ := json.Marshal(targetBody)
+	if status := v.do(http.MethodPost, "/api/v1/targets", body, &target); status != http.StatusCreated {
+		t.Fatalf("create target: %d", status)
+	}
 	var accepted struct {
 		JobID string `json:"job_id"`
 	}
-	if status := v.do(http.MethodPost, "/api/v1/vms/"+vms["db"].ID+"/protection", body, &accepted); status != http.StatusAccepted {
-		t.Fatalf("protect db: %d", status)
-	}
-	if job := v.waitJob(accepted.JobID, agent); job.State != "Succeeded" {
-		t.Fatalf("protect db: %+v", job)
+	for _, name := range []string{"web", "db"} {
+		body, _ := json.Marshal(map[string]string{"policy_id": policy.ID, "target_id": target.ID})
+		if status := v.do(http.MethodPost, "/api/v1/vms/"+vms[name].ID+"/protection", body, &accepted); status != http.StatusAccepted {
+			t.Fatalf("protect %s: %d", name, status)
+		}
+		if job := v.waitJob(accepted.JobID, agent); job.State != "Succeeded" {
+			t.Fatalf("protect %s: %+v", name, job)
+		}
 	}
 	for _, name := range []string{"web", "db"} {
 		id := vms[name].ID
@@ -92,7 +124,8 @@ func TestRebuildAfterTheDatabaseIsLostListsEveryVMsPointsAgainAndFailsOverFromTh
 		t.Fatal(err)
 	}
 	newDir := t.TempDir()
-	out, err := exec.Command(vaultBin, "rebuild", "--data-dir", newDir, "--from-target", "dir:"+nas).CombinedOutput()
+	args := append([]string{"rebuild", "--data-dir", newDir, "--from-target"}, from...)
+	out, err := exec.Command(vaultBin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)
 	}
@@ -101,7 +134,7 @@ func TestRebuildAfterTheDatabaseIsLostListsEveryVMsPointsAgainAndFailsOverFromTh
 			t.Fatalf("the rebuild's report lacks %q:\n%s", want, out)
 		}
 	}
-	if out, err := exec.Command(vaultBin, "rebuild", "--data-dir", newDir, "--from-target", "dir:"+nas).CombinedOutput(); err == nil ||
+	if out, err := exec.Command(vaultBin, args...).CombinedOutput(); err == nil ||
 		!strings.Contains(string(out), agentproto.CodeRebuildVaultInUse) {
 		t.Fatalf("a second rebuild into the rebuilt vault: %v\n%s", err, out)
 	}
@@ -230,6 +263,42 @@ func TestRebuildFromATargetWithoutManifestsOrFromNoTargetFailsWithItsCode(t *tes
 		}
 		if after := snapshotTree(t, target); after != before {
 			t.Errorf("rebuild --from-target %s changed the target:\n%s\n%s", c.from, before, after)
+		}
+	}
+}
+
+// The same from Azure Blob: a prefix with no container is no target; a
+// container without a manifest holds nothing to rebuild from; a wrong key
+// is refused.
+func TestRebuildFromAzureContainersWithoutManifestsFailsWithItsCode(t *testing.T) {
+	vaultBin, _ := binaries(t)
+	az := azuritetest.Start(t)
+	cred, err := container.NewSharedKeyCredential(azuritetest.Account, azuritetest.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := container.NewClientWithSharedKeyCredential(az.AccountURL()+"/lifeboat-01empty", cred, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	keyFile, wrongKey := filepath.Join(t.TempDir(), "key"), filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(keyFile, []byte(azuritetest.Key), 0o600)
+	os.WriteFile(wrongKey, []byte("AAAA"+azuritetest.Key[4:]), 0o600)
+	for _, c := range []struct{ prefix, key, code, says string }{
+		{"nothing", keyFile, agentproto.CodeRebuildNotATarget, "has no container named nothing-"},
+		{"lifeboat", keyFile, agentproto.CodeRebuildNoManifests, "hold no recovery point manifest"},
+		{"lifeboat", wrongKey, agentproto.CodeRebuildNotATarget, "refused the account key"},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "vault")
+		out, err := exec.Command(vaultBin, "rebuild", "--data-dir", dataDir, "--from-target", "azure:"+az.AccountURL()+"/"+c.prefix, "--account-key-file", c.key).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "("+c.code+")") || !strings.Contains(string(out), c.says) {
+			t.Errorf("rebuild from %s with %s: %v\n%s", c.prefix, filepath.Base(c.key), err, out)
+		}
+		if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+			t.Errorf("rebuild from %s left a vault behind: %v", c.prefix, err)
 		}
 	}
 }

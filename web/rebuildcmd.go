@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
 	"github.com/lifeboat-dr/lifeboat/models"
 	"github.com/lifeboat-dr/lifeboat/web/pki"
@@ -36,19 +37,15 @@ func (e *commandError) Error() string { return fmt.Sprintf("%s (%s)", e.message,
 func rebuildCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rebuild", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	from := fs.String("from-target", "", "the replica storage to rebuild from: dir:/path/of/the/target (mounted on this machine)")
-	name := fs.String("target-name", "", "the rebuilt target's name (default: the name the replicas record, else the directory's name)")
+	from := fs.String("from-target", "", "the replica storage to rebuild from: dir:/path/of/the/target (mounted on this machine), or azure:https://ACCOUNT.blob.core.windows.net/PREFIX (the target's container prefix)")
+	keyFile := fs.String("account-key-file", "", "azure: a file holding the storage account's access key")
+	name := fs.String("target-name", "", "the rebuilt target's name (default: the name the replicas record, else the directory's name or the prefix)")
 	vaultArgs, rest := splitVaultFlags(args)
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	kind, where, ok := strings.Cut(*from, ":")
-	switch {
-	case *from == "":
-		return errors.New("rebuild needs --from-target dir:/path: the replica storage to rebuild the vault from")
-	case !ok || kind != "dir" || where == "":
-		return &commandError{agentproto.CodeRebuildNotATarget, fmt.Sprintf(
-			"--from-target %q: give dir:/path of a directory target (Azure Blob targets are not rebuilt from yet)", *from)}
+	if *from == "" {
+		return errors.New("rebuild needs --from-target dir:/path or azure:https://ACCOUNT.blob.core.windows.net/PREFIX: the replica storage to rebuild the vault from")
 	}
 	cfg, err := parseConfig(vaultArgs, getenv, stderr)
 	if err != nil {
@@ -56,24 +53,19 @@ func rebuildCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	// The storage first: a wrong path must not leave a new vault behind.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	root, err := filepath.Abs(where)
+	target, replicas, err := readRebuildSource(ctx, *from, *keyFile, log)
 	if err != nil {
 		return err
 	}
-	replicas, err := readDirectoryTarget(root, log)
-	if err != nil {
-		return err
-	}
-	if *name == "" {
-		*name = recordedTargetName(replicas, filepath.Base(root))
+	if *name != "" {
+		target.Name = *name
 	}
 	store, err := openRebuildVault(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	report, err := store.Rebuild(ctx, models.RebuildInput{Target: models.TargetInput{Name: *name, Kind: models.TargetDirectory, Path: root},
-		Replicas: replicas})
+	report, err := store.Rebuild(ctx, models.RebuildInput{Target: target, Replicas: replicas})
 	var conflict *models.ConflictError
 	if errors.As(err, &conflict) {
 		return &commandError{conflict.Code, conflict.Message}
@@ -83,6 +75,39 @@ func rebuildCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	printRebuildReport(stdout, report)
 	return nil
+}
+
+// readRebuildSource reads the storage --from-target names, and returns
+// the target to make with what it holds.
+func readRebuildSource(ctx context.Context, from, keyFile string, log *slog.Logger) (models.TargetInput, []models.RebuildReplica, error) {
+	kind, where, _ := strings.Cut(from, ":")
+	switch {
+	case kind == "dir" && where != "":
+		root, err := filepath.Abs(where)
+		if err != nil {
+			return models.TargetInput{}, nil, err
+		}
+		replicas, err := readDirectoryTarget(root, log)
+		return models.TargetInput{Name: recordedTargetName(replicas, filepath.Base(root)), Kind: models.TargetDirectory, Path: root}, replicas, err
+	case kind == "azure" && where != "":
+		src, err := parseAzureSource(where)
+		if err != nil {
+			return models.TargetInput{}, nil, &commandError{agentproto.CodeRebuildNotATarget, "--from-target: " + err.Error()}
+		}
+		if keyFile == "" {
+			return models.TargetInput{}, nil, errors.New("rebuild from Azure needs --account-key-file FILE: the storage account's access key (the vault seals it, as a target's)")
+		}
+		key, err := os.ReadFile(keyFile)
+		if err != nil {
+			return models.TargetInput{}, nil, fmt.Errorf("--account-key-file: %w", err)
+		}
+		src.Key = strings.TrimSpace(string(key))
+		replicas, err := readAzureTarget(ctx, src, log)
+		return models.TargetInput{Name: recordedTargetName(replicas, src.Prefix), Kind: models.TargetAzureBlob, AccountURL: src.AccountURL,
+			Container: src.Prefix, CredentialKind: models.CredentialAccountKey, Credential: src.Key}, replicas, err
+	}
+	return models.TargetInput{}, nil, &commandError{agentproto.CodeRebuildNotATarget, fmt.Sprintf(
+		"--from-target %q: give dir:/path of a directory target, or azure:https://ACCOUNT.blob.core.windows.net/PREFIX of an Azure Blob target", from)}
 }
 
 // openRebuildVault opens the new vault's database, making its data
@@ -148,13 +173,28 @@ func readDirectoryTarget(root string, log *slog.Logger) ([]models.RebuildReplica
 }
 
 func readDirectoryReplica(root, key string, log *slog.Logger) (models.RebuildReplica, error) {
-	out := models.RebuildReplica{Key: key, Disks: map[string]int64{}}
 	r, err := dirtarget.OpenExistingWith(root, key, dirtarget.Options{Logger: log})
 	if err != nil {
-		return out, err
+		return models.RebuildReplica{}, err
 	}
 	defer r.Close()
-	points, err := r.Points() // a damaged manifest is skipped, and logged
+	return readStore(key, r, log)
+}
+
+// storeReader is what a rebuild reads of one VM's replicas, in a
+// directory or a container.
+type storeReader interface {
+	Points() ([]replica.Point, error)
+	Disks() ([]string, error)
+	StoredDiskSize(diskID string) (int64, error)
+	Descriptor() ([]byte, error)
+}
+
+// readStore reads one VM's replicas: the point manifests, the disks and
+// the descriptor.
+func readStore(key string, r storeReader, log *slog.Logger) (models.RebuildReplica, error) {
+	out := models.RebuildReplica{Key: key, Disks: map[string]int64{}}
+	points, err := r.Points() // a directory's damaged manifest is skipped, and logged
 	if err != nil {
 		return out, err
 	}
@@ -181,6 +221,7 @@ func readDirectoryReplica(root, key string, log *slog.Logger) (models.RebuildRep
 	if raw != nil {
 		var d agentproto.ReplicaDescriptor
 		if err := json.Unmarshal(raw, &d); err != nil || d.Format < 1 {
+			// Damaged: what it said is not trusted, but the points are.
 			log.Warn("the VM descriptor is damaged; the VM is rebuilt from its manifests alone", "replica", key, "error", err)
 		} else {
 			out.Descriptor = &d

@@ -30,3 +30,10 @@ func (r *Replica) SetDescriptor(b []byte) error {
 	}
 	return nil
 }
+
+// StoredDiskSize is the source size a disk's replica holds, read from its
+// metadata blob alone.
+func (r *Replica) StoredDiskSize(diskID string) (int64, error) {
+	m, _, err := r.readMeta(diskID)
+	return m.SizeBytes, err
+}
