@@ -45,6 +45,9 @@ type RebuildReplica struct {
 	Descriptor *agentproto.ReplicaDescriptor // nil: none (an older agent wrote them)
 	Disks      map[string]int64              // replica id → source size of the newest replica
 	Points     []RebuildPoint                // oldest first
+	// Unreadable says why the replicas could not be read (nothing of
+	// them is rebuilt); "" when they were.
+	Unreadable string
 }
 
 // RebuildPoint is one recovery point manifest.
@@ -163,12 +166,18 @@ type rebuilder struct {
 
 // replica rebuilds one VM, or says why not (skipped).
 func (b *rebuilder) replica(r RebuildReplica) (*RebuiltVM, string, error) {
+	if r.Unreadable != "" {
+		return nil, fmt.Sprintf("%s: unreadable: %s", r.Key, r.Unreadable), nil
+	}
 	points := validPoints(r.Points)
 	if len(points) == 0 {
 		return nil, fmt.Sprintf("%s: no recovery point", r.Key), nil
 	}
 	d := r.Descriptor
 	var unknown []string
+	if dropped := len(r.Points) - len(points); dropped > 0 {
+		unknown = append(unknown, fmt.Sprintf("%d recovery point manifest(s) whose consistency is not app, crash or inconsistent, or that name no disk: not rebuilt", dropped))
+	}
 	if d == nil {
 		d = &agentproto.ReplicaDescriptor{Name: r.Key, ExternalID: "unknown:" + r.Key, HostName: UndescribedHostName, SiteName: "Rebuilt"}
 		unknown = append(unknown, "the VM's name, its host and id there, its disks' paths and its policy (the replicas have no descriptor)")

@@ -68,8 +68,10 @@ func rebuildInput(at time.Time) models.RebuildInput {
 func TestARebuiltVMIsMatchedToTheHostOfItsNameThatReportsItsID(t *testing.T) {
 	eachBackend(t, func(t *testing.T, h *harness) {
 		at := h.clock.T.Add(-time.Minute)
-		report, err := h.s.Rebuild(t.Context(), rebuildInput(at))
-		if err != nil || len(report.VMs) != 2 || report.Target.Path != "/srv/nas" {
+		in := rebuildInput(at)
+		in.Replicas = append(in.Replicas, models.RebuildReplica{Key: "vm_01damaged", Unreadable: "permission denied"})
+		report, err := h.s.Rebuild(t.Context(), in)
+		if err != nil || len(report.VMs) != 2 || report.Target.Path != "/srv/nas" || len(report.Skipped) != 1 || !strings.Contains(report.Skipped[0], "vm_01damaged: unreadable") {
 			t.Fatalf("rebuild: %+v %v", report, err)
 		}
 		if _, err := h.s.Rebuild(t.Context(), rebuildInput(at)); !hasCode(err, agentproto.CodeRebuildVaultInUse) {

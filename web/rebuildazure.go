@@ -89,7 +89,8 @@ func readAzureTarget(ctx context.Context, src azureSource, log *slog.Logger) ([]
 		rep, err := readStore(key, r, log)
 		r.Close()
 		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", name, err)
+			log.Warn("a VM's container cannot be read; it is not rebuilt", "container", name, "error", err)
+			rep = models.RebuildReplica{Key: key, Unreadable: err.Error()}
 		}
 		manifests += len(rep.Points)
 		out = append(out, rep)

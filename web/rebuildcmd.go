@@ -160,7 +160,10 @@ func readDirectoryTarget(root string, log *slog.Logger) ([]models.RebuildReplica
 	for _, key := range keys {
 		r, err := readDirectoryReplica(root, key, log)
 		if err != nil {
-			return nil, fmt.Errorf("the replicas of %s in %s: %w", key, root, err)
+			// One damaged VM must not cost the others their rebuild: it
+			// is named in the report, and nothing of it is made.
+			log.Warn("a VM's replicas cannot be read; it is not rebuilt", "replica", key, "error", err)
+			r = models.RebuildReplica{Key: key, Unreadable: err.Error()}
 		}
 		manifests += len(r.Points)
 		out = append(out, r)
