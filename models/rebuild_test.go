@@ -159,3 +159,17 @@ func hasCode(err error, code string) bool {
 	var c *models.ConflictError
 	return errors.As(err, &c) && c.Code == code
 }
+
+// A vault with a registered host is not rebuilt into: its VMs would clash
+// with the rebuilt ones.
+func TestARebuildIntoAVaultWithRegisteredHostsIsRefused(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		mustHost(t, h, mustSite(t, h, "s").ID, "hv", models.HostConnected)
+		if _, err := h.s.Rebuild(t.Context(), rebuildInput(h.clock.T)); !hasCode(err, agentproto.CodeRebuildVaultInUse) {
+			t.Fatalf("rebuild: %v", err)
+		}
+		if vms, _, _ := h.s.ListVMs(t.Context(), models.VMFilter{}, models.Page{Limit: 10}); len(vms) != 0 {
+			t.Fatalf("a refused rebuild made %+v", vms)
+		}
+	})
+}
