@@ -166,6 +166,16 @@ func rebuildEndToEnd(t *testing.T, targetBody map[string]string, from ...string)
 			}
 		}
 	}
+	var waiting struct {
+		Items []struct {
+			Name, State string
+			RebuiltAt   *time.Time `json:"rebuilt_at"`
+		}
+	}
+	v.do(http.MethodGet, "/api/v1/hosts", nil, &waiting)
+	if len(waiting.Items) != 1 || waiting.Items[0].Name != "hv-e2e" || waiting.Items[0].RebuiltAt == nil || waiting.Items[0].State != "Disconnected" {
+		t.Fatalf("the rebuilt host: %+v", waiting.Items)
+	}
 	var audit struct{ Items []struct{ Action string } }
 	v.do(http.MethodGet, "/api/v1/audit?action=vault.rebuild", nil, &audit)
 	if len(audit.Items) == 0 {
@@ -188,9 +198,14 @@ func rebuildEndToEnd(t *testing.T, targetBody map[string]string, from ...string)
 	var hostID string
 	eventually(t, "the registered host's VMs are the rebuilt ones", func() bool {
 		now := v.vmsByName()
-		var hosts struct{ Items []struct{ ID, Name string } }
+		var hosts struct {
+			Items []struct {
+				ID, Name  string
+				RebuiltAt *time.Time `json:"rebuilt_at"`
+			}
+		}
 		v.do(http.MethodGet, "/api/v1/hosts", nil, &hosts)
-		if len(now) != 2 || len(hosts.Items) != 1 {
+		if len(now) != 2 || len(hosts.Items) != 1 || hosts.Items[0].RebuiltAt != nil {
 			return false // the rebuilt host goes once its VMs are adopted
 		}
 		hostID = hosts.Items[0].ID
