@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,7 +15,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/lifeboat-dr/lifeboat/agent/blobtarget/azuritetest"
+	"github.com/lifeboat-dr/lifeboat/agent/dirtarget"
+	"github.com/lifeboat-dr/lifeboat/agent/replica"
 	"github.com/lifeboat-dr/lifeboat/agentproto"
+	"github.com/lifeboat-dr/lifeboat/models"
 )
 
 type rebuildVM struct {
@@ -324,9 +328,47 @@ func snapshotTree(t *testing.T, root string) string {
 	var b strings.Builder
 	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 		if err == nil {
-			b.WriteString(p + " " + fi.ModTime().String() + "\n")
+			fmt.Fprintf(&b, "%s %d %s\n", p, fi.Size(), fi.ModTime())
 		}
 		return nil
 	})
 	return b.String()
+}
+
+// Replicas an agent wrote before the descriptor existed: the VM is rebuilt
+// from its manifests, points exact, and the report says what it could not
+// know; the storage is left as it was.
+func TestRebuildFromReplicasWithoutADescriptorSaysWhatItCouldNotKnow(t *testing.T) {
+	vaultBin, _ := binaries(t)
+	root := t.TempDir()
+	r, err := dirtarget.Open(root, "vm_01legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CreateDisk("disk_01legacy", 1<<16); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteRuns("disk_01legacy", []dirtarget.Run{{Offset: 0, Data: bytes.Repeat([]byte{7}, 1<<16)}}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	if _, err := r.CreatePoint(replica.PointSpec{ID: "rp_01legacy", Time: at, Consistency: replica.ConsistencyCrash, Capture: "powered_off", Disks: []string{"disk_01legacy"}}); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	before := snapshotTree(t, root)
+	dataDir := filepath.Join(t.TempDir(), "vault")
+	out, err := exec.Command(vaultBin, "rebuild", "--data-dir", dataDir, "--from-target", "dir:"+root).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Rebuilt 1 VM(s)", "vm_01legacy (vm_01legacy): 1 recovery point(s), host " + models.UndescribedHostName,
+		"not known from the replicas: the VM's name, its host", "Rebuilt (settings unknown)"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the report lacks %q:\n%s", want, out)
+		}
+	}
+	if after := snapshotTree(t, root); after != before {
+		t.Fatalf("the rebuild changed the target:\n%s\n%s", before, after)
+	}
 }
