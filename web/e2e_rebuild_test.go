@@ -129,9 +129,17 @@ func rebuildEndToEnd(t *testing.T, targetBody map[string]string, from ...string)
 	}
 	newDir := t.TempDir()
 	args := append([]string{"rebuild", "--data-dir", newDir, "--from-target"}, from...)
+	dir, onDisk := strings.CutPrefix(from[0], "dir:")
+	var stored string
+	if onDisk {
+		stored = snapshotTree(t, dir)
+	}
 	out, err := exec.Command(vaultBin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	if onDisk && snapshotTree(t, dir) != stored {
+		t.Fatal("the rebuild changed the replica storage")
 	}
 	for _, want := range []string{"Rebuilt 2 VM(s) from target nas", "web (" + vms["web"].ID + ")", "host hv-e2e", "policy fast"} {
 		if !strings.Contains(string(out), want) {
