@@ -276,6 +276,59 @@ type ReplicationPayload struct {
 	// KeepPoints are points retention must not delete: a recovery waits
 	// to read them (a test failover queued beside the cycles).
 	KeepPoints []string `json:"keep_points,omitempty"`
+	// Descriptor says which VM the replicas are of; the agent keeps it
+	// beside them (vm.json) whenever it differs from the stored one, so
+	// that replica storage describes itself to a vault rebuilt without
+	// its database (lifeboat-vault rebuild). Absent from an older vault.
+	Descriptor *ReplicaDescriptor `json:"descriptor,omitempty"`
+}
+
+// ReplicaDescriptorFormat is the version of ReplicaDescriptor; it only
+// goes up, and a reader takes the fields it knows.
+const ReplicaDescriptorFormat = 1
+
+// ReplicaDescriptor describes the VM whose replicas sit beside it on the
+// target: the vault's ids, the host's, the disks and the policy. It holds
+// no secret and nothing that changes every cycle.
+type ReplicaDescriptor struct {
+	Format int `json:"format"`
+	// VaultVMID is the vault's id of the VM replicated now; ReplicaKey the
+	// replicas' name on the target (the id of the VM first protected).
+	VaultVMID    string `json:"vault_vm_id"`
+	ReplicaKey   string `json:"replica_key"`
+	ProtectionID string `json:"protection_id"`
+	// ExternalID is the VM's id on its host (the driver's); with HostName
+	// it finds the VM again when the host registers with a rebuilt vault.
+	ExternalID string           `json:"external_id"`
+	Name       string           `json:"name"`
+	HostName   string           `json:"host_name"`
+	SiteName   string           `json:"site_name"`
+	TargetName string           `json:"target_name,omitempty"` // the vault's name of the target
+	Disks      []DescribedDisk  `json:"disks"`
+	Policy     *DescribedPolicy `json:"policy,omitempty"`
+}
+
+// DescribedDisk is one replicated disk of a ReplicaDescriptor.
+type DescribedDisk struct {
+	ReplicaID string `json:"replica_id"` // its replica's name on the target
+	DiskID    string `json:"disk_id"`    // the vault's id of the source disk
+	Path      string `json:"path"`       // the source disk on its host
+	SizeBytes int64  `json:"size_bytes"`
+	Format    string `json:"format,omitempty"`
+}
+
+// DescribedPolicy is the replication policy a VM was protected under.
+type DescribedPolicy struct {
+	Name                        string `json:"name"`
+	CopyFrequencySeconds        int    `json:"copy_frequency_seconds"`
+	RetentionHours              int    `json:"retention_hours"`
+	AppConsistentFrequencyHours int    `json:"app_consistent_frequency_hours"`
+	ResyncWindowStart           string `json:"resync_window_start"`
+	ResyncWindowEnd             string `json:"resync_window_end"`
+	WorkHoursStart              string `json:"work_hours_start"`
+	WorkHoursEnd                string `json:"work_hours_end"`
+	WorkHoursMbps               int    `json:"work_hours_mbps"`
+	OffHoursMbps                int    `json:"off_hours_mbps"`
 }
 
 // ReplicaDisk is one source disk and its replica's id.

@@ -49,6 +49,12 @@ const (
 	CodeVMRunning            = "vm_running"
 	CodeScriptFailed         = "script_failed"
 	CodeFailbackDiskMismatch = "failback_disk_mismatch"
+	// Rebuilding the vault from replica storage (lifeboat-vault rebuild).
+	CodeRebuildNotATarget  = "rebuild_not_a_target"
+	CodeRebuildNoManifests = "rebuild_no_manifests"
+	CodeRebuildVaultInUse  = "rebuild_vault_in_use"
+	CodeAwaitingHost       = "awaiting_host"
+	CodeReplicaUndescribed = "replica_undescribed"
 )
 
 // Vault start-up: the database's schema is not one this vault runs on.

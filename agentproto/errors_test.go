@@ -29,12 +29,13 @@ func renderErrorsDoc() []byte {
 	b.WriteString("An HTTP error without a code of its own answers `http_<status>`, such as `http_418`.\n")
 	for _, area := range []struct{ where, title string }{
 		{"API", "API and portal"}, {"agent endpoint", "Agent endpoint"}, {"task", "Tasks and jobs"}, {"health", "Health reasons of a protected VM"},
-		{"vault", "Vault start-up"},
+		{"vault", "Vault start-up"}, {"command", "Command line (lifeboat-vault)"},
 	} {
 		fmt.Fprintf(&b, "\n## %s\n\n", area.title)
 		if intro, ok := map[string]string{
-			"health": "A protected VM's health (Normal, Warning, Critical) carries its reasons; a Warning that is not a\nfailed task has one of these codes.\n\n",
-			"vault":  "The vault does not start, and prints the code with what to do, on a database it cannot run on.\n\n",
+			"health":  "A protected VM's health (Normal, Warning, Critical) carries its reasons; a Warning that is not a\nfailed task has one of these codes.\n\n",
+			"vault":   "The vault does not start, and prints the code with what to do, on a database it cannot run on.\n\n",
+			"command": "",
 		}[area.where]; ok {
 			b.WriteString(intro)
 			b.WriteString("| code | what happened | likely cause | what to do |\n|---|---|---|---|\n")
@@ -88,9 +89,9 @@ func TestEveryEntryOfTheErrorTableIsComplete(t *testing.T) {
 			t.Errorf("%q is not a snake_case code", e.Code)
 		case e.Message == "" || e.Cause == "" || e.Action == "":
 			t.Errorf("%s lacks a message, cause or action", key)
-		case e.Where != "task" && e.Where != "health" && e.Where != "vault" && e.Status == 0:
+		case e.Where != "task" && e.Where != "health" && e.Where != "vault" && e.Where != "command" && e.Status == 0:
 			t.Errorf("%s lacks its HTTP status", key)
-		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task" && e.Where != "health" && e.Where != "vault":
+		case e.Where != "API" && e.Where != "agent endpoint" && e.Where != "task" && e.Where != "health" && e.Where != "vault" && e.Where != "command":
 			t.Errorf("%s: unknown area %q", key, e.Where)
 		}
 		seen[key] = true

@@ -21,13 +21,17 @@ type HostJSON struct {
 	ProtocolVersion int        `json:"protocol_version"`
 	Driver          string     `json:"driver"`
 	LastHeartbeat   *time.Time `json:"last_heartbeat"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `json:"updated_at"`
+	// RebuiltAt: the host is known only from replica storage (the vault
+	// was rebuilt from it); no agent registered as it. Its VMs move to the
+	// host that registers under its name and reports them. Null otherwise.
+	RebuiltAt *time.Time `json:"rebuilt_at"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 func hostJSON(h models.Host) HostJSON {
 	return HostJSON{ID: h.ID, Name: h.Name, SiteID: h.SiteID, State: h.State, AgentVersion: h.AgentVersion,
-		ProtocolVersion: h.ProtocolVersion, Driver: h.Driver, LastHeartbeat: h.LastHeartbeat,
+		ProtocolVersion: h.ProtocolVersion, Driver: h.Driver, LastHeartbeat: h.LastHeartbeat, RebuiltAt: h.RebuiltAt,
 		CreatedAt: h.CreatedAt, UpdatedAt: h.UpdatedAt}
 }
 

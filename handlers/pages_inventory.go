@@ -22,7 +22,12 @@ import (
 const optionLimit = models.MaxPageSize
 
 func hostRow(h models.Host) views.HostRow {
-	return views.HostRow{ID: h.ID, Name: h.Name, SiteID: h.SiteID, State: h.State, AgentVersion: h.AgentVersion, Driver: h.Driver, LastHeartbeat: views.FormatTime(h.LastHeartbeat)}
+	r := views.HostRow{ID: h.ID, Name: h.Name, SiteID: h.SiteID, State: h.State, AgentVersion: h.AgentVersion, Driver: h.Driver, LastHeartbeat: views.FormatTime(h.LastHeartbeat)}
+	if h.RebuiltAt != nil {
+		// Known from replica storage only: say what it waits for.
+		r.LastHeartbeat = "never: rebuilt from replica storage, awaits its agent's registration under this name"
+	}
+	return r
 }
 
 func vmRow(v models.VMSummary) views.VMRow {

@@ -54,6 +54,9 @@ func VMContainerURL(t *Target, vmID string) string {
 	return strings.TrimRight(t.AccountURL, "/") + "/" + VMContainer(t, vmID)
 }
 
+// AzureAccountName is the storage account of a blob endpoint.
+func AzureAccountName(accountURL string) (string, error) { return accountName(accountURL) }
+
 // accountName reads the storage account from its blob endpoint:
 // https://ACCOUNT.blob.core.windows.net, or an emulator's
 // http://127.0.0.1:10000/ACCOUNT.

@@ -198,6 +198,8 @@ func assessProtection(tx *gorm.DB, now time.Time, p Protection, policy Policy) (
 	var host Host
 	err := tx.Model(&Host{}).Joins("JOIN vms ON vms.host_id = hosts.id").Where("vms.id = ?", p.VMID).Select("hosts.*").First(&host).Error
 	switch {
+	case err == nil && host.RebuiltAt != nil:
+		warn(awaitingHostReason(host.Name)) // known from replica storage only (rebuild.go)
 	case err == nil && host.State == HostDisconnected:
 		since := "it connected"
 		if host.LastHeartbeat != nil {

@@ -86,6 +86,17 @@ type DiskReport struct {
 func (s *Store) ReportInventory(ctx context.Context, hostID string, vms []VMReport) error {
 	now := s.Now()
 	return s.tx(ctx, func(tx *gorm.DB) error {
+		var have []string
+		if err := tx.Model(&VM{}).Where("host_id = ?", hostID).Pluck("external_id", &have).Error; err != nil {
+			return err
+		}
+		haveSet := make(map[string]bool, len(have))
+		for _, id := range have {
+			haveSet[id] = true
+		}
+		if err := s.adoptRebuiltVMs(tx, hostID, vms, haveSet); err != nil {
+			return err
+		}
 		var known []VM
 		if err := tx.Preload("Disks").Where("host_id = ?", hostID).Find(&known).Error; err != nil {
 			return err

@@ -72,6 +72,11 @@ func loadWork(tx *gorm.DB, protectionID string) (*protectionWork, error) {
 			SizeBytes: max(d.SizeBytes, rd.SizeBytes), New: rd.CopiedAt == nil})
 	}
 	sort.Slice(pl.Disks, func(i, j int) bool { return pl.Disks[i].Path < pl.Disks[j].Path })
+	descriptor, err := describeReplicas(tx, &w, replicas, byID)
+	if err != nil {
+		return nil, err
+	}
+	pl.Descriptor = descriptor
 	w.Payload = pl
 	return &w, nil
 }

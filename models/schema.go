@@ -41,8 +41,12 @@ type Host struct {
 	CertFingerprint string `gorm:"size:80"`
 	CertNotAfter    *time.Time
 	RevokedAt       *time.Time
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// RebuiltAt marks a host the vault knows only from replica storage
+	// (lifeboat-vault rebuild): no agent has registered as it. Its VMs move
+	// to the host that registers under its name and reports them.
+	RebuiltAt *time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // RegistrationKey is a one-time secret that lets one agent register into a

@@ -31,6 +31,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return backupCommand(ctx, args[1:], getenv, stdout, stderr)
 		case "restore":
 			return restoreCommand(args[1:], stdout, stderr)
+		case "rebuild":
+			return rebuildCommand(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, getenv, stderr)

@@ -455,3 +455,20 @@ func TestDeleteAllLeavesNoBlobNorSnapshotInTheContainer(t *testing.T) {
 		t.Fatalf("points after DeleteAll: %v %v", points, err)
 	}
 }
+
+// The descriptor blob is absent until written, then read back as last
+// written.
+func TestTheVMDescriptorBlobIsReadBackAsLastWritten(t *testing.T) {
+	e := newEnv(t, azuritetest.Key)
+	if b, err := e.store.Descriptor(); b != nil || err != nil {
+		t.Fatalf("before any: %q %v", b, err)
+	}
+	for _, want := range []string{`{"format":1,"name":"web"}`, `{"format":1,"name":"web2"}`} {
+		if err := e.store.SetDescriptor([]byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.store.Descriptor(); string(got) != want || err != nil {
+			t.Fatalf("read back %q, %v; want %q", got, err, want)
+		}
+	}
+}

@@ -11,6 +11,8 @@
 //	points/SEQ-ID/manifest.json   a recovery point: time, consistency, disks
 //	points/SEQ-ID/DISK.undo       before-images of the blocks written after
 //	                              this point (each block once, with its hash)
+//	vm.json                      which VM these are (agentproto.ReplicaDescriptor),
+//	                              replaced whole when it changes
 //
 // Undo logs instead of copies: creating a point costs nothing; a write
 // after it first saves the block's old content in the newest point's undo

@@ -285,6 +285,9 @@ func (r *Replica) recover() error {
 	if err := r.removeDiskLeftovers(); err != nil {
 		return err
 	}
+	if err := removeTempFiles(r.fs, r.dir); err != nil { // a descriptor being replaced
+		return err
+	}
 	dirs, err := r.pointDirs()
 	if err != nil || len(dirs) == 0 {
 		return err
@@ -308,6 +311,27 @@ func (r *Replica) unneededPointDir(path string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// removeTempFiles removes the temporary files writeAtomic left in dir.
+func removeTempFiles(fsys FS, dir string) error {
+	entries, err := fsys.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".tmp-") && !e.IsDir() {
+			if err := fsys.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return fsys.SyncDir(dir)
+	}
+	return nil
 }
 
 // removeDiskLeftovers removes temporary files in disks/: a disk being

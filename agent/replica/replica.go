@@ -67,6 +67,13 @@ type Store interface {
 	// DeleteDisk deletes the replica of a disk the VM no longer has, once
 	// no recovery point holds it; while one does, it is refused.
 	DeleteDisk(diskID string) error
+	// Descriptor is the VM descriptor kept beside the replicas (JSON of
+	// agentproto.ReplicaDescriptor: which VM they are of), or nil when
+	// none was written.
+	Descriptor() ([]byte, error)
+	// SetDescriptor replaces the VM descriptor whole: a reader sees the
+	// old one or the new one, never part of either.
+	SetDescriptor(b []byte) error
 	// DeleteAll deletes every replica and recovery point of the VM (its
 	// protection was disabled with its data deleted). The store is unusable
 	// after it.

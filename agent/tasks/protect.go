@@ -118,5 +118,8 @@ func (ts *Tasks) createReplica(ctx context.Context, t agentproto.Task, rep Repor
 			return nil, replicate.TargetError(err)
 		}
 	}
+	if err := describe(r, p); err != nil {
+		return nil, replicate.TargetError(err)
+	}
 	return map[string]int{"disks": len(p.Disks)}, nil
 }

@@ -42,6 +42,12 @@ func (ts *Tasks) cycle(ctx context.Context, r replica.Store, p agentproto.Replic
 			return withPoints(resultOf(pt, 0, 0, ""), points), nil
 		}
 	}
+	// The descriptor before the point: a point's disks are described when
+	// it appears. Failing to write it costs no point: the next cycle tries
+	// again, and the data goes on being protected meanwhile.
+	if err := describe(r, p); err != nil {
+		rep.Log().Warn("the VM descriptor beside the replicas could not be written; a vault rebuilt from this target would not know this VM's host, disks and policy", "error", err)
+	}
 	// A disk added to the VM since the last cycle gets its replica now.
 	for _, d := range p.Disks {
 		if d.New {
