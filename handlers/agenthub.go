@@ -8,6 +8,9 @@ import "sync"
 type wakeups struct {
 	mu sync.Mutex
 	ch map[string]chan struct{}
+	// relay, when set, passes each wake-up on to the other vaults of the
+	// database (models.WakeRelay), whose polls of the host it releases.
+	relay func(hostID string)
 }
 
 func newWakeups() *wakeups { return &wakeups{ch: map[string]chan struct{}{}} }
@@ -24,8 +27,17 @@ func (w *wakeups) wait(hostID string) <-chan struct{} {
 	return c
 }
 
-// wake releases every poll waiting for hostID.
+// wake releases every poll waiting for hostID, here and on the other
+// vaults of the database.
 func (w *wakeups) wake(hostID string) {
+	w.wakeHere(hostID)
+	if w.relay != nil {
+		w.relay(hostID)
+	}
+}
+
+// wakeHere releases the polls for hostID that this vault holds.
+func (w *wakeups) wakeHere(hostID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if c, ok := w.ch[hostID]; ok {

@@ -76,5 +76,13 @@ func (h *Handlers) SetVaultURL(url string) { h.vaultURL = url }
 // WakeHost ends the wait of the host's long poll: new work is queued for it.
 func (h *Handlers) WakeHost(hostID string) { h.wakeups.wake(hostID) }
 
+// RelayWakeups passes every wake-up of a host to publish (the other vaults
+// of the database); call it before serving.
+func (h *Handlers) RelayWakeups(publish func(hostID string)) { h.wakeups.relay = publish }
+
+// WakeHostHere releases the polls of a host that this vault holds: for a
+// wake-up another vault relayed.
+func (h *Handlers) WakeHostHere(hostID string) { h.wakeups.wakeHere(hostID) }
+
 // SchedulerPass records how long a scheduler pass took, for /metrics.
 func (h *Handlers) SchedulerPass(d time.Duration) { h.metrics.SchedulerPass(d) }

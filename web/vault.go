@@ -33,6 +33,7 @@ type vault struct {
 
 	agentSettings handlers.AgentSettings
 	handlers      *handlers.Handlers
+	relay         *models.WakeRelay // wake-ups to and from the other vaults of the database
 
 	// leader: whether this process runs the scheduler and the watch loop
 	// (one vault of several on PostgreSQL; always on SQLite).
@@ -116,6 +117,10 @@ func openVault(ctx context.Context, cfg *config, stdout, stderr io.Writer) (*vau
 		Agent: v.agentSettings, VaultURL: cfg.PublicURL, CAFingerprint: fingerprint,
 		Metrics: handlers.MetricsAccess{Mode: cfg.Metrics, TokenSHA256: cfg.MetricsTokenSHA256}})
 	v.handlers = h
+	// Several vaults on one PostgreSQL database: work queued by one wakes
+	// the polls another holds (LISTEN/NOTIFY); nothing on SQLite.
+	v.relay = store.NewWakeRelay()
+	h.RelayWakeups(v.relay.Publish)
 	v.echo = newEcho(h, log)
 	return v, nil
 }
@@ -217,6 +222,7 @@ func (v *vault) Serve(ctx context.Context) error {
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	go v.housekeeping(ctx)
 	go v.watchAgents(ctx)
+	go v.relay.Run(ctx, v.handlers.WakeHostHere)
 	if v.cfg.Alerts.configured() {
 		sender := &alertSender{store: v.store, channels: v.cfg.Alerts, client: &http.Client{Timeout: 20 * time.Second}, log: v.log, vaultURL: url,
 			leads: v.leading.Load}
