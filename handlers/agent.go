@@ -182,9 +182,13 @@ func (h *Handlers) AgentPoll(c echo.Context) error {
 	defer deadline.Stop()
 	for {
 		woken := h.wakeups.wait(host.ID)
-		tasks, err := h.store.LeaseTasks(ctx, host.ID, in.Free, h.agent.Lease)
-		if err != nil {
+		var tasks []models.Task
+		if waiting, err := h.store.HasQueuedTasks(ctx, host.ID); err != nil {
 			return err
+		} else if waiting {
+			if tasks, err = h.store.LeaseTasks(ctx, host.ID, in.Free, h.agent.Lease); err != nil {
+				return err
+			}
 		}
 		cancels, err := h.store.CancelRequests(ctx, host.ID)
 		if err != nil {

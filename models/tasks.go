@@ -53,6 +53,17 @@ func (s *Store) StartHostCheck(ctx context.Context, a Actor, hostID, payload str
 	return &job, nil
 }
 
+// HasQueuedTasks says whether a task waits for hostID now, reading
+// outside a transaction (on SQLite's readers): a poll that finds none
+// waits without taking the writer to lease nothing. A task queued after
+// the look wakes the poll (handlers take the wake-up channel first).
+func (s *Store) HasQueuedTasks(ctx context.Context, hostID string) (bool, error) {
+	var ids []string
+	err := s.db.WithContext(ctx).Model(&Task{}).Where("host_id = ? AND state = ? AND (not_before IS NULL OR not_before <= ?)", hostID, TaskQueued, s.Now()).
+		Limit(1).Pluck("id", &ids).Error
+	return len(ids) > 0, translateError(err)
+}
+
 // LeaseTasks hands up to max queued tasks of a host to its agent until
 // lease from now. Tasks of one protection run one at a time, in order: one
 // waits while another of the same VM is leased (a verify waits for the
