@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // Heartbeats in batches. Every agent call that says "still here" (a
@@ -16,19 +18,23 @@ import (
 // most every heartbeatFlushEvery. Anything else (a host coming back, an
 // upgraded agent) is written at once, as before.
 //
-// A note waits for the next call to this vault after the flush interval,
-// or for MarkSilentHostsDisconnected, which writes the notes before it
-// judges silence: a host is never marked Disconnected for a heartbeat
-// that was only noted.
+// A note is written at the next call to this vault after the flush
+// interval, or by the vault's flusher (FlushHeartbeatsEvery), within
+// heartbeatFlushEvery; MarkSilentHostsDisconnected writes this vault's
+// notes before it judges, and gives other vaults' notes that long to be
+// written: a host is never marked Disconnected for a heartbeat that was
+// only noted.
 
 // heartbeatFlushEvery is the longest a noted heartbeat waits while calls
 // keep coming.
 const heartbeatFlushEvery = 2 * time.Second
 
 type heartbeatBatch struct {
-	mu      sync.Mutex
-	pending map[string]time.Time // host id → when it called
-	flushed time.Time
+	mu       sync.Mutex
+	pending  map[string]time.Time // host id → when it called
+	flushed  time.Time
+	flushing bool       // a flush started by a call runs
+	flushMu  sync.Mutex // held by the flush that runs
 }
 
 // HostHeartbeat records that host h's agent called, with the agent's
@@ -45,20 +51,37 @@ func (s *Store) HostHeartbeat(ctx context.Context, h *Host, agentVersion string,
 		b.pending = map[string]time.Time{}
 	}
 	b.pending[h.ID] = now
-	due := now.Sub(b.flushed) >= heartbeatFlushEvery
-	b.mu.Unlock()
-	if !due {
-		return nil
+	due := now.Sub(b.flushed) >= heartbeatFlushEvery && !b.flushing
+	if due {
+		b.flushing = true
 	}
-	return s.flushHeartbeats(ctx)
+	b.mu.Unlock()
+	if due {
+		// Written beside the request, not in it: the agent's call does not
+		// wait for the writer.
+		go func() {
+			defer func() { b.mu.Lock(); b.flushing = false; b.mu.Unlock() }()
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := s.flushHeartbeats(ctx); err != nil {
+				s.log.Warn("write the hosts' heartbeats; kept for the next try", "error", err)
+			}
+		}()
+	}
+	return nil
 }
 
-// flushHeartbeats writes the noted heartbeats. Each group of notes is
-// written with the oldest time in it: a host is never shown alive later
-// than it called. A host marked Disconnected meanwhile is left to its
-// next heartbeat, which reconnects it with its alert resolved.
+// flushHeartbeats writes the noted heartbeats, each host's with the time
+// it called (floored to the second: a host is never shown alive later
+// than it called). One flush runs at a time, and a caller waits for the
+// one in flight: MarkSilentHostsDisconnected judges only after every
+// note taken so far is written. A host marked Disconnected meanwhile is
+// left to its next heartbeat, which reconnects it with its alert
+// resolved.
 func (s *Store) flushHeartbeats(ctx context.Context) error {
 	b := &s.beats
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
 	b.mu.Lock()
 	pending := b.pending
 	b.pending = nil
@@ -67,16 +90,20 @@ func (s *Store) flushHeartbeats(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(pending))
-	oldest := time.Time{}
+	byTime := map[time.Time][]string{}
 	for id, at := range pending {
-		ids = append(ids, id)
-		if oldest.IsZero() || at.Before(oldest) {
-			oldest = at
-		}
+		sec := at.Truncate(time.Second)
+		byTime[sec] = append(byTime[sec], id)
 	}
-	err := s.db.WithContext(ctx).Model(&Host{}).Where("id IN ? AND state = ? AND (last_heartbeat IS NULL OR last_heartbeat < ?)", ids, HostConnected, oldest).
-		Update("last_heartbeat", oldest).Error
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		for at, ids := range byTime {
+			if err := tx.Model(&Host{}).Where("id IN ? AND state = ? AND (last_heartbeat IS NULL OR last_heartbeat < ?)", ids, HostConnected, at).
+				Update("last_heartbeat", at).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		// Keep the notes for the next flush: a failed write must not make
 		// hosts look silent.
@@ -91,5 +118,26 @@ func (s *Store) flushHeartbeats(ctx context.Context) error {
 		}
 		b.mu.Unlock()
 	}
-	return translateError(err)
+	return err
+}
+
+// FlushHeartbeats writes the heartbeats noted so far.
+func (s *Store) FlushHeartbeats(ctx context.Context) error { return s.flushHeartbeats(ctx) }
+
+// FlushHeartbeatsEvery writes the noted heartbeats at least every
+// heartbeatFlushEvery until ctx ends, whether or not calls come: on
+// several vaults, the leader judges silence from what the others wrote.
+func (s *Store) FlushHeartbeatsEvery(ctx context.Context) {
+	t := time.NewTicker(heartbeatFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.flushHeartbeats(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("write the hosts' heartbeats; kept for the next try", "error", err)
+		}
+	}
 }

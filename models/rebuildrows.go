@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -204,16 +205,33 @@ func (b *rebuilder) policy(d *agentproto.DescribedPolicy, points []RebuildPoint)
 				p.Name, p.CopyFrequencySeconds, p.RetentionHours)
 		}
 	}
-	if got, ok := b.policies[p.Name]; ok {
+	got, ok := b.policies[p.Name]
+	if !ok {
+		var existing Policy
+		if err := b.tx.Where("name = ?", p.Name).Limit(1).Find(&existing).Error; err != nil {
+			return p, "", err
+		}
+		if existing.ID != "" {
+			got, ok = existing, true
+		}
+	}
+	if ok {
+		// Replicas that disagree on their policy (one VM's descriptor was
+		// written before the policy changed: a paused VM's, a silent
+		// host's): keep the longest retention, so the first cycles prune
+		// no point the old vault kept, and say so.
+		if p.RetentionHours > got.RetentionHours {
+			if err := b.tx.Model(&Policy{}).Where("id = ?", got.ID).Update("retention_hours", p.RetentionHours).Error; err != nil {
+				return got, "", err
+			}
+			got.RetentionHours = p.RetentionHours
+		}
+		if p.CopyFrequencySeconds != got.CopyFrequencySeconds || p.RetentionHours != got.RetentionHours || p.AppConsistentFrequencyHours != got.AppConsistentFrequencyHours {
+			note = strings.TrimPrefix(note+fmt.Sprintf("; the replicas record policy %q with different settings (this one: copy every %d s, %d h of points, app-consistent every %d h): it keeps %d h of points, the longest recorded; check its settings",
+				p.Name, p.CopyFrequencySeconds, p.RetentionHours, p.AppConsistentFrequencyHours, got.RetentionHours), "; ")
+		}
+		b.policies[p.Name] = got
 		return got, note, nil
-	}
-	var existing Policy
-	if err := b.tx.Where("name = ?", p.Name).Limit(1).Find(&existing).Error; err != nil {
-		return p, "", err
-	}
-	if existing.ID != "" {
-		b.policies[p.Name] = existing
-		return existing, note, nil
 	}
 	p.ID = NewID(prefixPolicy)
 	if err := b.tx.Create(&p).Error; err != nil {

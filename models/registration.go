@@ -221,6 +221,8 @@ func (s *Store) MarkSilentHostsDisconnected(ctx context.Context, silence time.Du
 	if err := s.flushHeartbeats(ctx); err != nil {
 		return nil, err
 	}
+	// Another vault's notes may be written up to a flush interval late.
+	silence += heartbeatFlushEvery
 	now := s.Now()
 	var hosts []Host
 	err := s.tx(ctx, func(tx *gorm.DB) error {

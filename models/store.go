@@ -112,7 +112,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if derr != nil {
 			return nil, derr
 		}
-		s.db, err = gorm.Open(sqlite.Open(dsn), cfg)
+		// Vaults (or a vault and a backup) opening a new file at once race
+		// to switch it to WAL; the loser finds it locked for a moment.
+		for attempt := 0; ; attempt++ {
+			s.db, err = gorm.Open(sqlite.Open(dsn), cfg)
+			if err == nil || attempt == 20 || !strings.Contains(err.Error(), "database is locked") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open SQLite %s: %w", opts.DSN, err)
 		}
@@ -121,9 +129,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// vault's writes inside the process instead of failing them with
 		// "database is locked"; WAL keeps readers going beside it.
 		sqlDB.SetMaxOpenConns(1)
-		if err := s.useReadPool(dsn); err != nil {
-			s.Close()
-			return nil, err
+		// A database file the vault names (not a "file:" URI of the
+		// caller's, nor one in memory, which readers of their own would
+		// not see) gets readers beside its writer.
+		if !strings.HasPrefix(opts.DSN, "file:") && !strings.Contains(opts.DSN, ":memory:") {
+			if err := s.useReadPool(dsn); err != nil {
+				s.Close()
+				return nil, err
+			}
 		}
 	}
 	if err := s.Ping(ctx); err != nil {

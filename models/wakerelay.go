@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -42,26 +44,30 @@ const maxWakePayload = 7000
 type WakeRelay struct {
 	s   *Store
 	id  string
-	out chan string
 	log *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]bool // host ids to send; a set, so a burst never overflows
+	ready   chan struct{}   // signalled when pending gets its first id
 }
 
 // NewWakeRelay makes the relay of this vault process.
 func (s *Store) NewWakeRelay() *WakeRelay {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return &WakeRelay{s: s, id: hex.EncodeToString(b), out: make(chan string, 4096), log: s.log}
+	return &WakeRelay{s: s, id: hex.EncodeToString(b), log: s.log, pending: map[string]bool{}, ready: make(chan struct{}, 1)}
 }
 
-// Publish sends a wake-up of hostID to the other vaults, without waiting:
-// when too many are pending, the extra one is dropped (its poll ends at
-// its wait, as without the relay).
+// Publish sends a wake-up of hostID to the other vaults, without waiting.
 func (r *WakeRelay) Publish(hostID string) {
 	if r == nil || r.s.kind != "postgres" {
 		return
 	}
+	r.mu.Lock()
+	r.pending[hostID] = true
+	r.mu.Unlock()
 	select {
-	case r.out <- hostID:
+	case r.ready <- struct{}{}:
 	default:
 	}
 }
@@ -92,26 +98,23 @@ func (r *WakeRelay) Run(ctx context.Context, wake func(hostID string)) {
 	}
 }
 
-// send batches the pending wake-ups (for 20 ms) into notifications.
+// send batches the pending wake-ups (gathered for 20 ms) into
+// notifications.
 func (r *WakeRelay) send(ctx context.Context, schema string) {
 	for {
-		var hosts []string
 		select {
 		case <-ctx.Done():
 			return
-		case h := <-r.out:
+		case <-r.ready:
+		}
+		sleepCtx(ctx, 20*time.Millisecond)
+		r.mu.Lock()
+		hosts := make([]string, 0, len(r.pending))
+		for h := range r.pending {
 			hosts = append(hosts, h)
 		}
-		gather := time.After(20 * time.Millisecond)
-	more:
-		for {
-			select {
-			case h := <-r.out:
-				hosts = append(hosts, h)
-			case <-gather:
-				break more
-			}
-		}
+		r.pending = map[string]bool{}
+		r.mu.Unlock()
 		for _, payload := range r.payloads(schema, hosts) {
 			if err := r.s.db.WithContext(ctx).Exec("SELECT pg_notify(?, ?)", wakeChannel, payload).Error; err != nil && ctx.Err() == nil {
 				r.log.Warn("wake-up relay: notify the other vaults", slog.Any("error", err))
@@ -170,10 +173,24 @@ func (r *WakeRelay) listen(ctx context.Context, schema string, wake func(hostID 
 			return err
 		}
 		for {
-			n, err := pc.WaitForNotification(ctx)
+			// A quiet connection is checked every 30 s: one cut without a
+			// word (a database failover) would otherwise wait for TCP to
+			// give up, and every relayed wake-up meanwhile be lost.
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			n, err := pc.WaitForNotification(wctx)
+			cancel()
+			if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)) {
+				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+				_, perr := pc.Exec(pctx, "SELECT 1")
+				pcancel()
+				if perr == nil {
+					continue
+				}
+				err = perr
+			}
 			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					return err
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
 				// The connection is not usable any more: drop it from the pool.
 				return errors.Join(err, sql.ErrConnDone, driverBad)

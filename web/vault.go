@@ -223,6 +223,7 @@ func (v *vault) Serve(ctx context.Context) error {
 	go v.housekeeping(ctx)
 	go v.watchAgents(ctx)
 	go v.relay.Run(ctx, v.handlers.WakeHostHere)
+	go v.store.FlushHeartbeatsEvery(ctx)
 	if v.cfg.Alerts.configured() {
 		sender := &alertSender{store: v.store, channels: v.cfg.Alerts, client: &http.Client{Timeout: 20 * time.Second}, log: v.log, vaultURL: url,
 			leads: v.leading.Load}
