@@ -50,6 +50,7 @@ templ-check:
 ## recovery: a 4-VM plan's failover beside dd and azblob copies, a failback's bytes beside the churn;
 ## and qemu: delta cycles of a QEMU disk through its dirty bitmap beside filedisk's scan of the same disk.
 ## BENCH_SIZE=MiB (default 4096) and BENCH_DIR=dir set the disk; needs about 2.5 × its size free.
+## BENCH_ONLY=vault: the control plane under simulated hosts (agent/bench/vaultbench.go; BENCH_VAULT_HOSTS, BENCH_VAULT_VMS, BENCH_VAULT_SECONDS).
 ## BENCH_ONLY=azure|resync|sparse|rpo|recovery|qemu runs one part (BENCH_QEMU_GIB sizes qemu's disk); BENCH_SPARSE_GIB, BENCH_SPARSE_AZURE_GIB,
 ## BENCH_RPO_VMS, BENCH_RPO_MIB, BENCH_RPO_SECONDS, BENCH_RECOVERY_MIB size the last three
 ## (agent/bench/sparse.go, rpo.go, recovery.go; recovery needs about 25 × BENCH_RECOVERY_MIB free).

@@ -169,8 +169,18 @@ func (h *simHost) run(ctx context.Context) {
 	// Agents do not start in step: spread the first heartbeat over its
 	// interval, as real agents started at different times are.
 	heartbeat := 15 * time.Second
-	if err := h.post(ctx, "inventory", agentproto.PathInventory, agentproto.Inventory{VMs: h.vms}, nil); err != nil {
-		h.f.fail(err)
+	// The inventory until the vault takes it, as the agent sends it again
+	// after a failure.
+	for ctx.Err() == nil {
+		err := h.post(ctx, "inventory", agentproto.PathInventory, agentproto.Inventory{VMs: h.vms}, nil)
+		if err == nil {
+			break
+		}
+		h.f.fail(fmt.Errorf("inventory: %w", err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second + rand.N(time.Second)):
+		}
 	}
 	go func() {
 		t := time.NewTimer(rand.N(heartbeat))

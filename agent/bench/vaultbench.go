@@ -191,7 +191,7 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 
 	vms, err := waitFleetVMs(v, n*perHost, 5*time.Minute)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("%w (%d agent call errors, the last: %v)", err, f.errs.Load(), f.lastErr.Load()))
 	}
 	start = time.Now()
 	if err := parallel(len(vms), 16, func(i int) error {
