@@ -12,6 +12,20 @@ import (
 	"github.com/lifeboat-dr/lifeboat/models/storetest"
 )
 
+// startVaultReplica starts one of several vault processes on the database
+// dsn, sharing dataDir's vault key and CA, and logs in as admin.
+func startVaultReplica(t *testing.T, vaultBin, dataDir, dsn, addr string, flags ...string) *e2eVault {
+	t.Helper()
+	v := &e2eVault{t: t, bin: vaultBin, dataDir: dataDir, addr: addr}
+	v.proc = startProc(t, v.bin, append([]string{"--data-dir", dataDir, "--db", dsn, "--listen", addr, "--admin-password", "end-to-end-password"}, flags...)...)
+	v.waitHealthy()
+	body, _ := json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
+	var tok struct{ Token string }
+	v.do(http.MethodPost, "/api/v1/auth/token", body, &tok)
+	v.token = tok.Token
+	return v
+}
+
 // Two vault processes on one PostgreSQL database: both serve, one leads
 // (the scheduler and the watch loop). The agent talks to the second; the
 // first leads and schedules its cycles. Killed with SIGKILL, the leader's
@@ -22,15 +36,7 @@ func TestTwoVaultsOnePostgresTheOtherLeadsWhenTheLeaderIsKilled(t *testing.T) {
 	vaultBin, agentBin := binaries(t)
 	dataDir := t.TempDir() // one vault key and CA for both, as replicas share them
 	startOn := func(addr string) *e2eVault {
-		v := &e2eVault{t: t, bin: vaultBin, dataDir: dataDir, addr: addr}
-		v.proc = startProc(t, v.bin, "--data-dir", dataDir, "--db", dsn, "--listen", addr, "--admin-password", "end-to-end-password",
-			"--agent-heartbeat", "1s", "--agent-poll-wait", "2s", "--task-lease", "5s", "--log-level", "debug")
-		v.waitHealthy()
-		body, _ := json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
-		var tok struct{ Token string }
-		v.do(http.MethodPost, "/api/v1/auth/token", body, &tok)
-		v.token = tok.Token
-		return v
+		return startVaultReplica(t, vaultBin, dataDir, dsn, addr, "--agent-heartbeat", "1s", "--agent-poll-wait", "2s", "--task-lease", "5s", "--log-level", "debug")
 	}
 	a := startOn(freeAddr(t))
 	eventually(t, "the first vault leads", func() bool { return strings.Contains(a.proc.out.String(), "this vault leads") }, a.proc)

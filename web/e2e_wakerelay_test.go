@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -23,15 +22,7 @@ func TestWorkQueuedOnOneVaultWakesThePollHeldByAnother(t *testing.T) {
 	vaultBin, agentBin := binaries(t)
 	dataDir := t.TempDir()
 	startOn := func(addr string) *e2eVault {
-		v := &e2eVault{t: t, bin: vaultBin, dataDir: dataDir, addr: addr}
-		v.proc = startProc(t, v.bin, "--data-dir", dataDir, "--db", dsn, "--listen", addr, "--admin-password", "end-to-end-password",
-			"--agent-heartbeat", "2s", "--agent-poll-wait", "40s")
-		v.waitHealthy()
-		body, _ := json.Marshal(map[string]string{"username": "admin", "password": "end-to-end-password"})
-		var tok struct{ Token string }
-		v.do(http.MethodPost, "/api/v1/auth/token", body, &tok)
-		v.token = tok.Token
-		return v
+		return startVaultReplica(t, vaultBin, dataDir, dsn, addr, "--agent-heartbeat", "2s", "--agent-poll-wait", "40s")
 	}
 	a := startOn(freeAddr(t))
 	b := startOn(freeAddr(t))
