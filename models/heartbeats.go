@@ -30,11 +30,10 @@ import (
 const heartbeatFlushEvery = 2 * time.Second
 
 type heartbeatBatch struct {
-	mu       sync.Mutex
-	pending  map[string]time.Time // host id → when it called
-	flushed  time.Time
-	flushing bool       // a flush started by a call runs
-	flushMu  sync.Mutex // held by the flush that runs
+	mu      sync.Mutex
+	pending map[string]time.Time // host id → when it called
+	flushed time.Time
+	flushMu sync.Mutex // held by the flush that runs
 }
 
 // HostHeartbeat records that host h's agent called, with the agent's
@@ -51,24 +50,14 @@ func (s *Store) HostHeartbeat(ctx context.Context, h *Host, agentVersion string,
 		b.pending = map[string]time.Time{}
 	}
 	b.pending[h.ID] = now
-	due := now.Sub(b.flushed) >= heartbeatFlushEvery && !b.flushing
-	if due {
-		b.flushing = true
-	}
+	due := now.Sub(b.flushed) >= heartbeatFlushEvery
 	b.mu.Unlock()
-	if due {
-		// Written beside the request, not in it: the agent's call does not
-		// wait for the writer.
-		go func() {
-			defer func() { b.mu.Lock(); b.flushing = false; b.mu.Unlock() }()
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if err := s.flushHeartbeats(ctx); err != nil {
-				s.log.Warn("write the hosts' heartbeats; kept for the next try", "error", err)
-			}
-		}()
+	if !due {
+		return nil
 	}
-	return nil
+	// One call in each interval writes the notes, in its request: one
+	// short statement, and the agent's call then stands for all of them.
+	return s.flushHeartbeats(ctx)
 }
 
 // flushHeartbeats writes the noted heartbeats, each host's with the time
