@@ -106,6 +106,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open PostgreSQL: %w", err)
 		}
+		// Bounded: hundreds of agents' calls at once would otherwise open
+		// as many connections, past the server's max_connections (100 by
+		// default, shared by every vault of the database), and fail with
+		// "too many clients". Calls beyond the pool wait for a connection.
+		sqlDB, _ := s.db.DB()
+		sqlDB.SetMaxOpenConns(postgresMaxConns)
+		sqlDB.SetMaxIdleConns(postgresMaxConns)
 	} else {
 		s.kind = "sqlite"
 		dsn, derr := sqliteDSN(opts.DSN)
@@ -241,6 +248,11 @@ func (s *Store) Close() error {
 	}
 	return sqlDB.Close()
 }
+
+// postgresMaxConns bounds one vault's connections to PostgreSQL, the
+// leader's lock and the wake-up relay's LISTEN included: three vaults
+// stay under the server's default max_connections of 100.
+const postgresMaxConns = 25
 
 // readPoolSize is how many connections read SQLite beside its writer.
 const readPoolSize = 4

@@ -34,6 +34,8 @@ import (
 // BENCH_VAULT_HOSTS   comma-separated fleet sizes (default 200,1000,2000)
 // BENCH_VAULT_VMS     VMs per host (default 10)
 // BENCH_VAULT_SECONDS the measured window (default 60)
+// BENCH_VAULT_BACKENDS sqlite, postgres or both (default: both when a
+//                      server is named)
 
 const (
 	vaultBenchFrequency = 30 * time.Second
@@ -75,6 +77,9 @@ func benchVault(dir string) error {
 		backends = append(backends, "postgres")
 	} else {
 		fmt.Println("PostgreSQL: not measured (set BENCH_POSTGRES or LIFEBOAT_TEST_POSTGRES to a postgres:// URL)")
+	}
+	if only := os.Getenv("BENCH_VAULT_BACKENDS"); only != "" {
+		backends = slices.DeleteFunc(backends, func(b string) bool { return !slices.Contains(strings.Split(only, ","), b) })
 	}
 	fmt.Printf("Control plane: simulated hosts (real registration, mutual TLS, %d VMs each, heartbeat 15 s, a long poll held), every VM protected, copy frequency %s; %d s measured after a warm-up.\n",
 		perHost, vaultBenchFrequency, seconds)
@@ -140,7 +145,7 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 		return "", err
 	}
 	defer v.stop()
-	fail := func(err error) (string, error) { return "", fmt.Errorf("%w\nvault log:\n%s", err, v.tail()) }
+	fail := func(err error) (string, error) { return "", fmt.Errorf("%w\nthe vault's errors:\n%s", err, v.errorLines(10)) }
 
 	var site, policy, target struct{ ID string }
 	if err := v.call(http.MethodPost, "/api/v1/sites", map[string]string{"name": "Fleet"}, &site); err != nil {
@@ -284,6 +289,18 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 		col(calls["heartbeat"]), fmt.Sprintf("%4.1f/%-6.1f", pollP50*1000, pollP99*1000), col(calls["progress"]), col(calls["result"]),
 		(cpu1-cpu0)/elapsed.Seconds(), float64(rss)/(1<<20), passP50*1000, passMax*1000, rate, due,
 		lateP99.Seconds(), lateMax.Seconds(), goal), nil
+}
+
+// errorLines are the last n lines the vault logged at level ERROR.
+func (v *vaultProc) errorLines(n int) string {
+	b, _ := os.ReadFile(v.logPath)
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "level=ERROR") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // warnings shows what the vault logged above info, which may explain a
