@@ -145,7 +145,9 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 		return "", err
 	}
 	defer v.stop()
-	fail := func(err error) (string, error) { return "", fmt.Errorf("%w\nthe vault's errors:\n%s", err, v.errorLines(10)) }
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("%w\nthe vault's errors:\n%s", err, v.errorLines(10))
+	}
 
 	var site, policy, target struct{ ID string }
 	if err := v.call(http.MethodPost, "/api/v1/sites", map[string]string{"name": "Fleet"}, &site); err != nil {
