@@ -345,9 +345,15 @@ func TestAnAgentThatDropsItsLongPollIsNotLoggedAsAnError(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tv.URL+agentproto.PathPoll, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
 	if resp, err := a.client.Do(req); err == nil {
 		resp.Body.Close()
-		t.Fatalf("the poll answered (%d) within 100 ms; it should have been held", resp.StatusCode)
+		// A machine so loaded that the client's 100 ms deadline fired late
+		// may still read the answer of a poll that was held: only an answer
+		// before the vault's wait could have ended is wrong.
+		if took := time.Since(start); took < 200*time.Millisecond {
+			t.Fatalf("the poll answered (%d) after %s; it should have been held", resp.StatusCode, took)
+		}
 	}
 	time.Sleep(500 * time.Millisecond) // the vault's poll wait (300 ms) ends
 	if logs := tv.logs.String(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "status=500") {
