@@ -325,9 +325,37 @@ func (v *vault) watchAgents(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			v.log.Warn("schedule replication cycles", slog.Any("error", err))
 		}
-		for _, t := range queued {
-			v.handlers.WakeHost(t.HostID)
+		hosts := make([]string, len(queued))
+		for i, t := range queued {
+			hosts[i] = t.HostID
 		}
+		go wakeSpread(ctx, hosts, v.handlers.WakeHost)
+	}
+}
+
+// wakeSpreadOver is the span over which the hosts of a pass's cycles are
+// woken.
+const wakeSpreadOver = 900 * time.Millisecond
+
+// wakeSpread wakes the hosts of the cycles one pass queued, spread evenly
+// over wakeSpreadOver rather than all at once: a thousand agents woken
+// together would queue their lease, progress and result behind SQLite's
+// one writer and each wait for all the others. A cycle starts at most
+// that much later (an agent whose poll begins meanwhile takes it at once).
+func wakeSpread(ctx context.Context, hosts []string, wake func(string)) {
+	if len(hosts) == 0 {
+		return
+	}
+	gap := wakeSpreadOver / time.Duration(len(hosts))
+	for i, h := range hosts {
+		if i > 0 && gap >= time.Millisecond {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(gap):
+			}
+		}
+		wake(h)
 	}
 }
 
