@@ -408,3 +408,48 @@ func TestACrashWhileCreatingTheFirstDisksLeavesNoHalfReplica(t *testing.T) {
 	}
 	t.Logf("%d crash states checked", len(images))
 }
+
+// The VM descriptor replaced during a crash is the old one or the new one,
+// whole, at every crash state (a rebuild reads it to know the VM), and the
+// replica and its points are untouched by it: every point reads its
+// source's bytes, and the next cycle repairs.
+func TestACrashWhileReplacingTheDescriptorLeavesTheOldOrTheNewWhole(t *testing.T) {
+	s1 := crashSources(11)
+	s2 := changeSources(12, s1)
+	base := setUp(t, []map[string][]byte{s1, s2})
+	fsys := base.crashImage(true)
+	r, err := OpenExistingWith(crashRoot, crashVM, Options{FS: fsys, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, next := []byte(`{"format":1,"name":"web-01","policy":"gold"}`), []byte(`{"format":1,"name":"web-01","policy":"platinum","disks":2}`)
+	if err := r.SetDescriptor(old); err != nil {
+		t.Fatal(err)
+	}
+	fsys = fsys.crashImage(true)
+	r.Close()
+	r, err = OpenExistingWith(crashRoot, crashVM, Options{FS: fsys, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, returnedAt := recordCrashes(t, fsys, func() error { return r.SetDescriptor(next) })
+	r.Close()
+	for _, img := range images {
+		rr, err := OpenExistingWith(crashRoot, crashVM, Options{FS: img.fs, Logger: quiet})
+		if err != nil {
+			t.Fatalf("%v: %v", img, err)
+		}
+		got, err := rr.Descriptor()
+		rr.Close()
+		switch {
+		case err != nil:
+			t.Fatalf("%v: read the descriptor: %v", img, err)
+		case img.step == returnedAt && img.durable && !bytes.Equal(got, next):
+			t.Fatalf("%v: SetDescriptor returned, yet the descriptor is %q", img, got)
+		case !bytes.Equal(got, old) && !bytes.Equal(got, next):
+			t.Fatalf("%v: the descriptor is %q: neither the old nor the new one whole", img, got)
+		}
+		checkCrashed(t, img, map[string]captured{"p1": s1, "p2": s2}, [][]string{{"p1", "p2"}}, changeSources(13, s2))
+	}
+	t.Logf("%d crash states checked", len(images))
+}
