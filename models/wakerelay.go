@@ -3,7 +3,7 @@ package models
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -192,8 +192,9 @@ func (r *WakeRelay) listen(ctx context.Context, schema string, wake func(hostID 
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				// The connection is not usable any more: drop it from the pool.
-				return errors.Join(err, sql.ErrConnDone, driverBad)
+				// The connection is not usable any more: database/sql drops a
+				// connection whose Raw function returns driver.ErrBadConn.
+				return errors.Join(err, driver.ErrBadConn)
 			}
 			var m wakeMessage
 			if json.Unmarshal([]byte(n.Payload), &m) != nil || m.Schema != schema || m.From == r.id {
@@ -205,9 +206,6 @@ func (r *WakeRelay) listen(ctx context.Context, schema string, wake func(hostID 
 		}
 	})
 }
-
-// driverBad marks the error of a broken connection.
-var driverBad = errors.New("connection broken")
 
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
