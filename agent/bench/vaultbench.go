@@ -146,7 +146,7 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 	}
 	defer v.stop()
 	fail := func(err error) (string, error) {
-		return "", fmt.Errorf("%w\nthe vault's errors:\n%s", err, v.errorLines(10))
+		return "", fmt.Errorf("%w\nthe vault's errors:\n%s", err, strings.Join(v.logLines(10, "ERROR"), "\n"))
 	}
 
 	var site, policy, target struct{ ID string }
@@ -297,31 +297,24 @@ func runFleet(dir, vaultBin, dsn string, n, perHost int, window time.Duration) (
 		lateP99.Seconds(), lateMax.Seconds(), goal), nil
 }
 
-// errorLines are the last n lines the vault logged at level ERROR.
-func (v *vaultProc) errorLines(n int) string {
+// logLines are the last n lines the vault logged at one of levels.
+func (v *vaultProc) logLines(n int, levels ...string) []string {
 	b, _ := os.ReadFile(v.logPath)
 	var lines []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "level=ERROR") {
+		if slices.ContainsFunc(levels, func(level string) bool { return strings.Contains(l, "level="+level) }) {
 			lines = append(lines, l)
 		}
 	}
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return lines[max(0, len(lines)-n):]
 }
 
-// warnings shows what the vault logged above info, which may explain a
-// goal not met.
+// warnings shows the last warnings and errors the vault logged, which may
+// explain a goal not met.
 func warnings(v *vaultProc) {
-	b, _ := os.ReadFile(v.logPath)
-	var lines []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) > 0 {
-		fmt.Fprintf(os.Stderr, "  the vault logged %d warnings or errors; the last:\n", len(lines))
-		for _, l := range lines[max(0, len(lines)-5):] {
+	if lines := v.logLines(5, "WARN", "ERROR"); len(lines) > 0 {
+		fmt.Fprintln(os.Stderr, "  the vault logged warnings or errors; the last:")
+		for _, l := range lines {
 			fmt.Fprintln(os.Stderr, "   ", l)
 		}
 	}
