@@ -2,7 +2,6 @@ package models
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +39,7 @@ type heartbeatBatch struct {
 // description; h is the host as read for this request.
 func (s *Store) HostHeartbeat(ctx context.Context, h *Host, agentVersion string, protocolVersion int, driver string, features []string) error {
 	if h.State != HostConnected || h.AgentVersion != agentVersion || h.ProtocolVersion != protocolVersion || h.Driver != driver ||
-		h.Features != truncate(strings.Join(features, " "), 2000) {
+		h.Features != featureList(features) {
 		return s.Heartbeat(ctx, h.ID, agentVersion, protocolVersion, driver, features)
 	}
 	now := s.Now()

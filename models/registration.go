@@ -201,7 +201,7 @@ func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, prot
 		}
 		wasDisconnected := h.State != HostConnected
 		if err := tx.Model(&Host{}).Where("id = ?", h.ID).Updates(map[string]any{"last_heartbeat": now, "state": HostConnected,
-			"agent_version": agentVersion, "protocol_version": protocolVersion, "driver": driver, "features": truncate(strings.Join(features, " "), 2000)}).Error; err != nil {
+			"agent_version": agentVersion, "protocol_version": protocolVersion, "driver": driver, "features": featureList(features)}).Error; err != nil {
 			return err
 		}
 		if wasDisconnected {
@@ -211,6 +211,9 @@ func (s *Store) Heartbeat(ctx context.Context, hostID, agentVersion string, prot
 		return nil
 	})
 }
+
+// featureList is an agent's features as a host row keeps them.
+func featureList(features []string) string { return truncate(strings.Join(features, " "), 2000) }
 
 // AlertHostDisconnected is the alert kind raised when heartbeats stop.
 const AlertHostDisconnected = "HostDisconnected"

@@ -140,7 +140,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// caller's, nor one in memory, which readers of their own would
 		// not see) gets readers beside its writer.
 		if !strings.HasPrefix(opts.DSN, "file:") && !strings.Contains(opts.DSN, ":memory:") {
-			if err := s.useReadPool(dsn); err != nil {
+			if err := s.useReadPool(sqliteFileDSN(opts.DSN, true)); err != nil {
 				s.Close()
 				return nil, err
 			}
@@ -211,13 +211,24 @@ func sqliteDSN(path string) (string, error) {
 	if err := ownerOnly(path); err != nil {
 		return "", err
 	}
+	return sqliteFileDSN(path, false), nil
+}
+
+// sqliteFileDSN is the DSN of the database file at path: for the writer,
+// or (readOnly) for a reader beside it, whose transactions take no lock
+// at BEGIN and which may not write.
+func sqliteFileDSN(path string, readOnly bool) string {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
 	q.Set("_synchronous", "NORMAL")
-	return "file:" + path + "?" + q.Encode(), nil
+	if readOnly {
+		q.Set("_txlock", "deferred")
+		q.Set("_query_only", "true")
+	}
+	return "file:" + path + "?" + q.Encode()
 }
 
 // Kind is "sqlite" or "postgres".
@@ -263,8 +274,7 @@ const readPoolSize = 4
 // so that they never wait behind the one writer. In WAL mode a reader
 // sees every transaction committed before it began. Transactions, and so
 // every read that decides a write, stay on the writer's connection.
-func (s *Store) useReadPool(writerDSN string) error {
-	readDSN := strings.Replace(writerDSN, "_txlock=immediate", "_txlock=deferred", 1) + "&_query_only=true"
+func (s *Store) useReadPool(readDSN string) error {
 	pool, err := sql.Open("sqlite3", readDSN)
 	if err != nil {
 		return fmt.Errorf("open SQLite readers: %w", err)
