@@ -49,29 +49,18 @@ func (s *Store) QueueDueCycles(ctx context.Context) ([]Task, error) {
 		if err != nil {
 			return queued, err
 		}
-		for chunk := range slices.Chunk(ids, scheduleChunk) {
-			err := s.tx(ctx, func(tx *gorm.DB) error {
-				var ps []Protection
-				if err := tx.Where("id IN ?", chunk).Order("id").Find(&ps).Error; err != nil {
-					return err
-				}
-				for _, p := range ps {
-					if p.State != StateProtected || p.Health == HealthCritical || p.PausedAt != nil || p.PolicyID != pol.ID {
-						continue // changed since the search
-					}
-					t, err := s.queueCycle(tx, now, p, pol, false)
-					if err != nil {
-						return err
-					}
-					if t != nil {
-						queued = append(queued, *t)
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return queued, err
+		err = s.eachProtectionInChunks(ctx, ids, func(tx *gorm.DB, p Protection) error {
+			if p.State != StateProtected || p.Health == HealthCritical || p.PausedAt != nil || p.PolicyID != pol.ID {
+				return nil // changed since the search
 			}
+			t, err := s.queueCycle(tx, now, p, pol, false)
+			if t != nil {
+				queued = append(queued, *t)
+			}
+			return err
+		})
+		if err != nil {
+			return queued, err
 		}
 	}
 	var resyncs []Task
@@ -81,6 +70,31 @@ func (s *Store) QueueDueCycles(ctx context.Context) ([]Task, error) {
 		return err
 	})
 	return append(queued, resyncs...), err
+}
+
+// eachProtectionInChunks reads the protections of ids again, as they are
+// now, scheduleChunk at a time, each chunk in a transaction of its own,
+// and calls fn for each; an error ends the transaction and the walk. A
+// writer never waits for a whole pass.
+func (s *Store) eachProtectionInChunks(ctx context.Context, ids []string, fn func(tx *gorm.DB, p Protection) error) error {
+	for chunk := range slices.Chunk(ids, scheduleChunk) {
+		err := s.tx(ctx, func(tx *gorm.DB) error {
+			var ps []Protection
+			if err := tx.Where("id IN ?", chunk).Order("id").Find(&ps).Error; err != nil {
+				return err
+			}
+			for _, p := range ps {
+				if err := fn(tx, p); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dueProtections are the ids of the VMs of a policy whose next cycle is
@@ -122,25 +136,14 @@ func (s *Store) RefreshHealth(ctx context.Context) error {
 		if err != nil {
 			return translateError(err)
 		}
-		for chunk := range slices.Chunk(ids, scheduleChunk) {
-			err := s.tx(ctx, func(tx *gorm.DB) error {
-				var ps []Protection
-				if err := tx.Where("id IN ? AND state = ?", chunk, StateProtected).Order("id").Find(&ps).Error; err != nil {
-					return err
-				}
-				for _, p := range ps {
-					if p.PolicyID != pol.ID {
-						continue
-					}
-					if err := refreshHealth(tx, now, p, pol); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return err
+		err = s.eachProtectionInChunks(ctx, ids, func(tx *gorm.DB, p Protection) error {
+			if p.State != StateProtected || p.PolicyID != pol.ID {
+				return nil // changed since the search
 			}
+			return refreshHealth(tx, now, p, pol)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
